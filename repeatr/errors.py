@@ -1,0 +1,108 @@
+"""One error hierarchy. Every failure carries a category with a fixed exit code.
+
+Library code raises these; only the CLI prints them and exits. Foreign
+exceptions are translated at the boundary, keeping the original as
+``__cause__``. Tests assert the category, never message text.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class Category(IntEnum):
+    """Error categories; the value is the process exit code (compat.md)."""
+
+    USAGE = 1
+    INTERNAL = 2
+    WAREHOUSE_UNAVAILABLE = 3
+    WAREHOUSE_UNWRITABLE = 4
+    WARE_NOT_FOUND = 5
+    WARE_CORRUPT = 6
+    HASH_MISMATCH = 7
+    CANCELLED = 8
+    CACHE = 9
+    ASSEMBLY_INVALID = 10
+    PACK_INVALID = 11
+    INOPERABLE_PATH = 12
+    FILTER_REJECTION = 13
+    JOB_INVALID = 40
+    RUN_CACHE = 41
+    EXECUTOR = 42
+
+    @property
+    def label(self) -> str:
+        return self.name.lower().replace("_", " ")
+
+
+class RepeatrError(Exception):
+    """Root of every error repeatr raises on purpose.
+
+    ``message`` says what failed; ``hint`` (optional) says the likely fix.
+    """
+
+    category: Category = Category.INTERNAL
+
+    def __init__(
+        self, message: str, *, category: Category | None = None, hint: str | None = None
+    ) -> None:
+        super().__init__(message)
+        if category is not None:
+            self.category = category
+        self.message = message
+        self.hint = hint
+
+    @property
+    def exit_code(self) -> int:
+        return int(self.category)
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message} ({self.hint})"
+
+
+class UsageError(RepeatrError):
+    """Bad command line or bad formula: the user's input is wrong."""
+
+    category = Category.USAGE
+
+
+class FormulaError(UsageError):
+    """A formula file that cannot be loaded; the message names file and field."""
+
+
+class FilesetError(RepeatrError):
+    """Reading, hashing, packing or unpacking a fileset failed."""
+
+
+class WarehouseError(RepeatrError):
+    """Fetching from or saving to a warehouse failed."""
+
+
+class CacheError(RepeatrError):
+    """The local fileset cache is unusable or inconsistent."""
+
+    category = Category.CACHE
+
+
+class AssemblyError(RepeatrError):
+    """The container filesystem cannot be assembled as asked."""
+
+    category = Category.ASSEMBLY_INVALID
+
+
+class ExecutorError(RepeatrError):
+    """An executor is unavailable or failed to run the job."""
+
+    category = Category.EXECUTOR
+
+
+class JobInvalid(RepeatrError):
+    """The job cannot start: bad exec or cwd."""
+
+    category = Category.JOB_INVALID
+
+
+class Cancelled(RepeatrError):
+    """The run was cancelled by Ctrl-C, SIGTERM or SIGHUP."""
+
+    category = Category.CANCELLED

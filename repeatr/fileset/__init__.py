@@ -1,0 +1,1 @@
+"""Filesets: tree hashing, reading and writing archives, safe extraction, packing."""

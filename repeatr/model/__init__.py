@@ -1,0 +1,1 @@
+"""The data model: ware IDs, filters, formulas, run records, and their hashes."""

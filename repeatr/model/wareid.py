@@ -1,0 +1,58 @@
+"""Ware IDs: ``<packtype>:<hash>``, split on the first colon."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from repeatr.errors import UsageError
+from repeatr.model.base58 import b58decode, b58encode
+
+#: The original's packtype. Its hash skips symlinks and other non-file
+#: entries (the compat quirk), so two filesets differing only in a symlink
+#: share an ID.
+TAR = "tar"
+#: Our packtype with the same tar format, whose hash covers every entry.
+TAR_STRICT = "tar-strict"
+PACKTYPES = (TAR, TAR_STRICT)
+
+#: The hash part printed for "nothing": packing a path that does not exist.
+EMPTY_HASH = "-"
+
+
+@dataclass(frozen=True, slots=True)
+class WareID:
+    packtype: str
+    hash: str
+
+    @classmethod
+    def parse(cls, text: str) -> WareID:
+        """Parse and check; raises ``UsageError`` naming what is wrong."""
+        packtype, sep, hash_ = text.partition(":")
+        if not sep or not packtype or not hash_:
+            raise UsageError(f"invalid ware ID {text!r}: expected '<packtype>:<hash>'")
+        if packtype not in PACKTYPES:
+            raise UsageError(
+                f"invalid ware ID {text!r}: unknown packtype {packtype!r}"
+                f" (known: {', '.join(PACKTYPES)})"
+            )
+        if hash_ != EMPTY_HASH:
+            try:
+                digest = b58decode(hash_)
+            except ValueError as exc:
+                raise UsageError(f"invalid ware ID {text!r}: {exc}") from None
+            if len(digest) != 48:
+                raise UsageError(
+                    f"invalid ware ID {text!r}: hash is {len(digest)} bytes, expected 48 (SHA-384)"
+                )
+        return cls(packtype, hash_)
+
+    @classmethod
+    def from_digest(cls, packtype: str, digest: bytes | None) -> WareID:
+        return cls(packtype, EMPTY_HASH if digest is None else b58encode(digest))
+
+    @property
+    def is_empty(self) -> bool:
+        return self.hash == EMPTY_HASH
+
+    def __str__(self) -> str:
+        return f"{self.packtype}:{self.hash}"
