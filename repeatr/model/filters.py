@@ -13,6 +13,7 @@ line (``uid=1000,gid=1000,mtime=@1262304000``).
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -57,6 +58,16 @@ PRESETS: dict[tuple[Direction, str], Filters] = {
 }
 
 
+#: Plain ASCII decimal digits. ``int()`` alone also takes "1_000", " 12", "+5"
+#: and non-ASCII digits, which the original (Go ``strconv``) rejects.
+_DIGITS = re.compile(r"[0-9]+")
+#: RFC 3339 as Go's ``time.RFC3339`` parses it: ``T`` and ``Z`` upper case,
+#: optional fraction, a zone. ``fromisoformat`` alone accepts far more.
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})"
+)
+
+
 def _bad(field: str, value: str, expected: str) -> UsageError:
     return UsageError(
         f"filter {field}: invalid value {value!r} (expected {expected})",
@@ -65,21 +76,28 @@ def _bad(field: str, value: str, expected: str) -> UsageError:
 
 
 def parse_mtime(value: str, field: str = "mtime") -> int | None:
-    """``keep``/``follow`` -> None, ``@<unix>`` or RFC 3339 -> seconds."""
+    """``keep``/``follow`` -> None, ``@<unix>`` or RFC 3339 -> seconds.
+
+    Times before 1970 are rejected: the original stores "keep" and "unset" as
+    negative numbers and cannot represent them.
+    """
     if value in ("keep", "follow"):
         return None
+    expected = "keep, follow, @<unix seconds> or an RFC 3339 time"
     if value.startswith("@"):
-        try:
-            return int(value[1:])
-        except ValueError:
-            raise _bad(field, value, "keep, follow, @<unix seconds> or an RFC 3339 time") from None
+        if not _DIGITS.fullmatch(value[1:]):
+            raise _bad(field, value, expected)
+        return int(value[1:])
+    if not _RFC3339.fullmatch(value):
+        raise _bad(field, value, expected + ", e.g. 2010-01-01T00:00:00Z")
     try:
         stamp = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise _bad(field, value, "keep, follow, @<unix seconds> or an RFC 3339 time") from None
-    if stamp.tzinfo is None:
-        raise _bad(field, value, "an RFC 3339 time with a zone, e.g. 2010-01-01T00:00:00Z")
-    return int(stamp.timestamp())
+        raise _bad(field, value, expected) from None
+    seconds = int(stamp.timestamp())
+    if seconds < 0:
+        raise _bad(field, value, "a time no earlier than 1970-01-01T00:00:00Z")
+    return seconds
 
 
 def _parse_field(direction: Direction, field: str, value: str) -> object:
@@ -89,10 +107,7 @@ def _parse_field(direction: Direction, field: str, value: str) -> object:
             return "keep"
         if value == "mine" and direction == "unpack":
             return "mine"
-        try:
-            number = int(value)
-        except ValueError:
-            number = -1
+        number = int(value) if _DIGITS.fullmatch(value) else -1
         if number < 0:
             extra = ", mine" if direction == "unpack" else ""
             raise _bad(field, value, f"{keep_word}{extra} or a non-negative number")
@@ -143,5 +158,8 @@ def parse(direction: Direction, text: str, base: Filters | None = None) -> Filte
             raise UsageError(
                 f"filter {part!r}: expected field=value or a preset ({presets})"
             )
-        fields[name.strip()] = value.strip()
+        name = name.strip()
+        if name in fields:
+            raise UsageError(f"filter {name!r} given more than once in {text!r}")
+        fields[name] = value.strip()
     return from_mapping(direction, fields, base)

@@ -1,0 +1,233 @@
+"""The formula file: what to run (the formula) and where wares come from (the context).
+
+Shape and names follow the original's go-timeless-api (``Formula``,
+``FormulaAction``, ``FormulaUserinfo``; see docs/formula.md). As in the
+original, an empty string / empty list / empty map means the same as absent
+for the optional action fields; ``inputs`` and ``outputs`` are the exception:
+absent (null) and ``{}`` are different and hash differently.
+
+Adding fields later (``action.limits``, ``action.network``, ...): give the new
+field a default of ``None`` and add it to the end of ``Action`` (after
+``hostname``). ``repeatr.model.formula_id`` lists the hashed fields by hand
+and only emits a new field when it is set, so every formula that does not use
+it keeps its formula ID. Never add a field to the ID encoding unconditionally.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Literal
+
+import msgspec
+
+from repeatr.errors import FormulaError, UsageError
+from repeatr.model import filters as _filters
+from repeatr.model.jsonload import Key, decode
+from repeatr.model.wareid import PACKTYPES, WareID
+
+PolicyName = Literal["", "routine", "governor", "sysad"]
+CradleMode = Literal["", "disable"]
+
+#: Largest uid/gid we accept: 2**32 - 2 (2**32 - 1 is the kernel's "no id").
+MAX_ID = 2**32 - 2
+
+
+class _Base(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True
+):
+    """Frozen, keyword-only, unknown keys rejected, defaults omitted when encoded."""
+
+
+class UserInfo(_Base, frozen=True):
+    uid: int | None = None
+    gid: int | None = None
+    username: str = ""
+    homedir: str = ""
+
+
+class Action(_Base, frozen=True):
+    # Declaration order is the original's field order (it matters for the ID).
+    exec: tuple[str, ...] = ()
+    noop: bool = False
+    policy: PolicyName = ""
+    cwd: str = ""
+    env: dict[str, str] | None = None
+    userinfo: UserInfo | None = None
+    cradle: CradleMode = ""
+    hostname: str = ""
+    # New optional fields go here, defaulting to None (see module docstring).
+
+
+class Output(_Base, frozen=True):
+    packtype: str
+    filters: dict[str, str] | None = None
+
+    def pack_filters(self) -> _filters.Filters:
+        """The filters to pack with: pack-flatten, overridden by the fields set here."""
+        return _filters.from_mapping("pack", dict(self.filters or {}), _filters.PACK_FLATTEN)
+
+
+class Formula(_Base, frozen=True):
+    inputs: dict[str, str] | None = None
+    action: Action = msgspec.field(default_factory=Action)
+    outputs: dict[str, Output] | None = None
+
+    def input_sources(self) -> dict[str, InputSource]:
+        """Each input path's parsed source: a ware ID or a host mount."""
+        return {path: parse_input(value) for path, value in (self.inputs or {}).items()}
+
+
+class Context(_Base, frozen=True):
+    """Where to fetch inputs from and save outputs to. Never part of the formula ID."""
+
+    fetch_urls: dict[str, tuple[str, ...]] = msgspec.field(default_factory=dict, name="fetchUrls")
+    save_urls: dict[str, str] = msgspec.field(default_factory=dict, name="saveUrls")
+
+
+class FormulaFile(_Base, frozen=True):
+    formula: Formula
+    context: Context | None = None
+
+
+# ---------------------------------------------------------------- input sources
+
+
+@dataclass(frozen=True, slots=True)
+class HostMount:
+    """``mount:ro:/host/path`` or ``mount:rw:/host/path`` in place of a ware ID.
+
+    In the original the mount string is parsed as a ware ID of type ``mount``
+    whose hash is ``<mode>:<host path>`` (rio ``stitch/treeUnpack.go``), and it
+    is hashed as that text.
+    """
+
+    writable: bool
+    host_path: str
+
+    def __str__(self) -> str:
+        return f"mount:{'rw' if self.writable else 'ro'}:{self.host_path}"
+
+
+InputSource = WareID | HostMount
+
+
+def parse_input(value: str) -> InputSource:
+    """Parse an input's value; raises ``UsageError`` saying what is wrong."""
+    if value.startswith("mount:"):
+        mode, sep, host_path = value.removeprefix("mount:").partition(":")
+        if not sep or mode not in ("ro", "rw"):
+            raise UsageError(
+                f"invalid mount {value!r}: expected 'mount:ro:/host/path' or 'mount:rw:/host/path'"
+            )
+        if problem := _abs_path_problem(host_path):
+            raise UsageError(f"invalid mount {value!r}: host path {problem}")
+        return HostMount(writable=mode == "rw", host_path=host_path)
+    return WareID.parse(value)
+
+
+# ---------------------------------------------------------------- validation
+
+Problems = list[tuple[list[str | int], str]]
+
+
+def _abs_path_problem(path: str) -> str | None:
+    if not path.startswith("/"):
+        return "must be an absolute path (start with '/')"
+    if "\0" in path:
+        return "must not contain NUL"
+    if ".." in PurePosixPath(path).parts:
+        return "must not contain '..'"
+    return None
+
+
+def _check_paths(keys: Mapping[str, object], at: list[str | int], problems: Problems) -> None:
+    for path in keys:
+        if problem := _abs_path_problem(path):
+            problems.append(([*at, Key(path)], f"path {problem}"))
+
+
+def validate(frm: Formula, at: list[str | int] | None = None) -> Problems:
+    """Semantic checks msgspec's types cannot express; returns ``(path, message)`` problems."""
+    base: list[str | int] = at if at is not None else []
+    problems: Problems = []
+    inputs = [*base, "inputs"]
+    _check_paths(frm.inputs or {}, inputs, problems)
+    for path, value in (frm.inputs or {}).items():
+        try:
+            parse_input(value)
+        except UsageError as exc:
+            problems.append(([*inputs, Key(path)], exc.message))
+
+    action = [*base, "action"]
+    act = frm.action
+    if not act.exec and not act.noop:
+        problems.append((action, "needs 'exec' (a non-empty argv) or 'noop': true"))
+    if act.exec and act.noop:
+        problems.append((action, "'exec' and 'noop' cannot both be set"))
+    for i, arg in enumerate(act.exec):
+        if "\0" in arg:
+            problems.append(([*action, "exec", i], "must not contain NUL"))
+    if act.cwd and (problem := _abs_path_problem(act.cwd)):
+        problems.append(([*action, "cwd"], problem))
+    for key, value in (act.env or {}).items():
+        where: list[str | int] = [*action, "env", Key(key)]
+        if not key:
+            problems.append((where, "environment variable names must not be empty"))
+        elif "=" in key:
+            problems.append((where, "environment variable names must not contain '='"))
+        if "\0" in key or "\0" in value:
+            problems.append((where, "must not contain NUL"))
+    if act.userinfo is not None:
+        user = [*action, "userinfo"]
+        for field in ("uid", "gid"):
+            number = getattr(act.userinfo, field)
+            if number is not None and not 0 <= number <= MAX_ID:
+                problems.append(([*user, field], f"must be between 0 and {MAX_ID}"))
+        if act.userinfo.homedir and (problem := _abs_path_problem(act.userinfo.homedir)):
+            problems.append(([*user, "homedir"], problem))
+
+    outputs = [*base, "outputs"]
+    _check_paths(frm.outputs or {}, outputs, problems)
+    for path, out in (frm.outputs or {}).items():
+        where = [*outputs, Key(path)]
+        if out.packtype not in PACKTYPES:
+            known = ", ".join(PACKTYPES)
+            problems.append(
+                ([*where, "packtype"], f"unknown packtype {out.packtype!r} (known: {known})")
+            )
+        for name, value in (out.filters or {}).items():
+            try:
+                _filters.from_mapping("pack", {name: value})
+            except UsageError as exc:
+                problems.append(([*where, "filters", Key(name)], exc.message))
+    return problems
+
+
+def _validate_file(ff: FormulaFile) -> Problems:
+    problems = validate(ff.formula, ["formula"])
+    if ff.context is not None:
+        _check_paths(ff.context.fetch_urls, ["context", "fetchUrls"], problems)
+        _check_paths(ff.context.save_urls, ["context", "saveUrls"], problems)
+    return problems
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_formula_bytes(data: bytes, name: str) -> FormulaFile:
+    """Parse and validate a formula file's bytes; ``name`` prefixes every error."""
+    return decode(data, FormulaFile, name, check=_validate_file)
+
+
+def load_formula_file(path: str | os.PathLike[str]) -> FormulaFile:
+    """Read, parse and validate a formula file; raises ``FormulaError`` (exit 1)."""
+    name = os.fspath(path)
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        raise FormulaError(f"cannot read formula file {name}: {exc.strerror or exc}") from exc
+    return load_formula_bytes(data, name)

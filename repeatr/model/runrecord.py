@@ -1,0 +1,80 @@
+"""The run record: what one run produced, printed as JSON on stdout.
+
+Keys, in this order: ``guid``, ``time`` (unix seconds at start),
+``formulaID``, ``exitCode`` (-1 until the process ends; 128+N when killed by
+signal N), ``results`` (output path -> ware ID), then ``hostname`` and
+``metadata`` only when set (spec/compat.md). Our own additions (executor,
+isolation, limits) will follow as optional fields after these, omitted when
+unset, so a record from a run that does not use them looks like the
+original's.
+
+Indentation is a tab per level, as the original's ``printRunRecord``
+(``json.Indent(..., "", "\\t")``).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time as _time
+
+import msgspec
+
+#: The original's guid alphabet: base32 without i, j, l, u.
+GUID_ALPHABET = "0123456789abcdefghkmnopqrstvwxyz"
+_TIME_CHARS = 8
+_RANDOM_CHARS = 16
+
+
+class RunRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    guid: str
+    time: int
+    formula_id: str = msgspec.field(name="formulaID")
+    exit_code: int = msgspec.field(name="exitCode")
+    results: dict[str, str]
+    hostname: str = ""
+    metadata: dict[str, str] | None = None
+    # Our additions go here, each optional and omitted when unset.
+
+
+def new_guid(now_ms: int | None = None) -> str:
+    """``tttttttt-rrrrrrrr-rrrrrrrr``: 8 base32 chars of the time, then 16 random ones.
+
+    The time part is the low 40 bits of the unix time in milliseconds, most
+    significant first (8 chars x 5 bits), so guids made later sort later
+    (until the 40-bit counter wraps, every ~34.8 years). The random part is
+    80 bits from ``secrets``.
+    """
+    if now_ms is None:
+        now_ms = _time.time_ns() // 1_000_000
+    stamp = now_ms & ((1 << (5 * _TIME_CHARS)) - 1)
+    head = "".join(GUID_ALPHABET[(stamp >> (5 * i)) & 31] for i in reversed(range(_TIME_CHARS)))
+    tail = "".join(secrets.choice(GUID_ALPHABET) for _ in range(_RANDOM_CHARS))
+    return f"{head}-{tail[:8]}-{tail[8:]}"
+
+
+def start_record(formula_id: str, hostname: str = "", now: float | None = None) -> RunRecord:
+    """A fresh record for a run about to start: new guid, current time, exit code -1."""
+    now_s = _time.time() if now is None else now
+    return RunRecord(
+        guid=new_guid(int(now_s * 1000)),
+        time=int(now_s),
+        formula_id=formula_id,
+        exit_code=-1,
+        results={},
+        hostname=hostname,
+    )
+
+
+def encode_pretty(record: RunRecord) -> bytes:
+    """Tab-indented JSON in the fixed key order, with a trailing newline."""
+    builtins = msgspec.to_builtins(record)  # keeps declaration order, drops unset optionals
+    results = builtins.get("results")
+    if isinstance(results, dict):
+        builtins["results"] = dict(sorted(results.items()))
+    return (json.dumps(builtins, indent="\t", ensure_ascii=False) + "\n").encode()
+
+
+def decode(data: bytes) -> RunRecord:
+    """Parse a run record (ours or the original's); unknown keys are ignored."""
+    return msgspec.json.decode(data, type=RunRecord)

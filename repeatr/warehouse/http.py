@@ -1,0 +1,148 @@
+"""``http(s)://`` and ``ca+http(s)://``: read-only warehouses over HTTP.
+
+As in rio's ``kvhttp``: ``http(s)://`` names one ware file (the URL is
+fetched as-is); ``ca+http(s)://base/`` is the ``ca+file`` layout served by any
+static web server, the ware at ``base/<hash[0:3]>/<hash[3:6]>/<hash>`` (a
+trailing slash on the base makes no difference; a ``?query`` is kept).
+
+Status mapping: 200 is the ware; 404 and 410 are WARE_NOT_FOUND; any other
+status, a refused connection, a DNS failure, a TLS error or a timeout is
+WAREHOUSE_UNAVAILABLE, naming the URL and the reason, so fetching moves on to
+the next source. A body that breaks off mid-way (connection reset, short
+read, read timeout) raises WAREHOUSE_UNAVAILABLE from ``read()``. The body is
+streamed, never held in memory. Proxy settings come from the environment
+(``http_proxy``, ``no_proxy``), as for any urllib client.
+
+Saving over HTTP is not supported yet: ``start_save`` raises
+WAREHOUSE_UNWRITABLE.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import io
+import posixpath
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, BinaryIO, NoReturn
+from urllib.parse import urlsplit, urlunsplit
+
+from repeatr import __version__
+from repeatr.errors import Category, UsageError, WarehouseError
+from repeatr.model.wareid import WareID
+from repeatr.warehouse import Warehouse, ca_segments, redact
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+
+#: Seconds to wait for the connection and for each read; a stalled server
+#: must not hang a run forever, a slow but moving download must not fail.
+DEFAULT_TIMEOUT = 60.0
+
+_NOT_FOUND = (404, 410)
+_BUFFER = 1 << 16
+
+
+class _Body(io.RawIOBase):
+    """The response body, with read failures translated to WAREHOUSE_UNAVAILABLE."""
+
+    def __init__(self, response: http.client.HTTPResponse, url: str) -> None:
+        super().__init__()
+        self._response = response
+        self._url = url
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        try:
+            n = self._response.readinto(buffer)
+        except (OSError, http.client.HTTPException) as exc:
+            raise WarehouseError(
+                f"download from {self._url} broke off: {exc!r}",
+                category=Category.WAREHOUSE_UNAVAILABLE,
+            ) from exc
+        # http.client reports a body shorter than its Content-Length as a
+        # plain end of stream; a truncated ware must not look complete.
+        missing = self._response.length
+        if n == 0 and memoryview(buffer).nbytes and missing:
+            raise WarehouseError(
+                f"download from {self._url} broke off: connection closed {missing} bytes early",
+                category=Category.WAREHOUSE_UNAVAILABLE,
+            )
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            self._response.close()
+        super().close()
+
+
+class HTTPWarehouse(Warehouse):
+    """A ware file or a content-addressed warehouse behind an HTTP(S) URL."""
+
+    def __init__(self, url: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+        super().__init__(url)
+        parts = urlsplit(url)
+        self.content_addressed = parts.scheme.startswith("ca+")
+        self._parts = parts._replace(scheme=parts.scheme.removeprefix("ca+"), fragment="")
+        if not parts.netloc:
+            raise UsageError(f"warehouse URL {redact(url)!r} has no host")
+        self.timeout = timeout
+
+    def ware_url(self, ware: WareID) -> str:
+        """The URL fetched for ``ware``."""
+        if not self.content_addressed:
+            return urlunsplit(self._parts)
+        base = posixpath.normpath("/" + self._parts.path.lstrip("/"))
+        path = posixpath.join(base, *ca_segments(ware))
+        return urlunsplit(self._parts._replace(path=path))
+
+    def _unavailable(self, target: str, reason: object) -> WarehouseError:
+        return WarehouseError(
+            f"warehouse {redact(self.url)} unavailable: GET {redact(target)}: {reason}",
+            category=Category.WAREHOUSE_UNAVAILABLE,
+        )
+
+    def open_ware(self, ware: WareID) -> contextlib.AbstractContextManager[BinaryIO]:
+        return self._open(self.ware_url(ware), f"ware {ware}")
+
+    def open_file(self) -> contextlib.AbstractContextManager[BinaryIO]:
+        if self.content_addressed:
+            return super().open_file()
+        return self._open(urlunsplit(self._parts), "ware file")
+
+    @contextlib.contextmanager
+    def _open(self, target: str, what: str) -> Iterator[BinaryIO]:
+        request = urllib.request.Request(target, headers={"User-Agent": f"repeatr/{__version__}"})
+        try:
+            response = urllib.request.urlopen(request, timeout=self.timeout)
+        except urllib.error.HTTPError as exc:
+            exc.close()  # it holds the connection
+            if exc.code in _NOT_FOUND:
+                raise WarehouseError(
+                    f"{what} not found in warehouse {redact(self.url)}"
+                    f" (HTTP {exc.code} for {redact(target)})",
+                    category=Category.WARE_NOT_FOUND,
+                ) from exc
+            raise self._unavailable(target, f"HTTP {exc.code} {exc.reason}") from exc
+        except urllib.error.URLError as exc:
+            raise self._unavailable(target, exc.reason) from exc
+        except (OSError, http.client.HTTPException) as exc:
+            raise self._unavailable(target, repr(exc)) from exc
+        except ValueError as exc:  # http.client.InvalidURL: a bad port, say
+            raise UsageError(f"invalid warehouse URL {redact(self.url)!r}: {exc}") from exc
+        if response.status != 200:
+            response.close()
+            raise self._unavailable(target, f"HTTP {response.status} {response.reason}")
+        with io.BufferedReader(_Body(response, redact(target)), _BUFFER) as stream:
+            yield stream
+
+    def start_save(self) -> NoReturn:
+        raise WarehouseError(
+            f"cannot save to warehouse {redact(self.url)}: writing over HTTP is not supported yet",
+            category=Category.WAREHOUSE_UNWRITABLE,
+            hint="save to a file:// or ca+file:// warehouse and upload that",
+        )

@@ -1,0 +1,78 @@
+"""Run records: guid format, key order, pretty JSON."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from repeatr.model.runrecord import (
+    GUID_ALPHABET,
+    RunRecord,
+    decode,
+    encode_pretty,
+    new_guid,
+    start_record,
+)
+
+_GUID = re.compile(r"[0-9a-hk-tv-z]{8}-[0-9a-hk-tv-z]{8}-[0-9a-hk-tv-z]{8}")
+
+
+def test_alphabet_is_the_originals() -> None:
+    assert len(GUID_ALPHABET) == len(set(GUID_ALPHABET)) == 32
+    assert not set("ijlu") & set(GUID_ALPHABET)
+
+
+def test_guid_format_and_time_prefix() -> None:
+    guid = new_guid()
+    assert _GUID.fullmatch(guid), guid
+    assert new_guid(0).startswith("00000000-")
+    assert new_guid(31).startswith("0000000z-")
+    assert new_guid(32).startswith("00000010-")
+    # Later times sort later.
+    now = 1_700_000_000_000
+    assert new_guid(now)[:8] < new_guid(now + 1)[:8] < new_guid(now + 40_000)[:8]
+
+
+def test_guids_differ() -> None:
+    guids = {new_guid(1_700_000_000_000) for _ in range(100)}
+    assert len(guids) == 100
+
+
+def _record(**extra: object) -> RunRecord:
+    return RunRecord(
+        guid="0000000a-bcdefghk-mnopqrst",
+        time=1_500_000_000,
+        formula_id="AteQ",
+        exit_code=0,
+        results={"/z": "tar:b", "/a": "tar:a"},
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def test_key_order_and_omitted_optionals() -> None:
+    text = encode_pretty(_record()).decode()
+    assert list(json.loads(text)) == ["guid", "time", "formulaID", "exitCode", "results"]
+    assert text.endswith("}\n")
+    assert '\n\t"guid": ' in text
+    assert list(json.loads(text)["results"]) == ["/a", "/z"]
+
+
+def test_hostname_and_metadata_come_last_when_set() -> None:
+    text = encode_pretty(_record(hostname="h", metadata={"k": "v"}))
+    assert list(json.loads(text)) == [
+        "guid", "time", "formulaID", "exitCode", "results", "hostname", "metadata",
+    ]  # fmt: skip
+
+
+def test_exit_code_minus_one_is_printed() -> None:
+    record = start_record("AteQ", hostname="box", now=1_600_000_000.5)
+    parsed = json.loads(encode_pretty(record))
+    assert parsed["exitCode"] == -1
+    assert parsed["time"] == 1_600_000_000
+    assert parsed["results"] == {}
+    assert _GUID.fullmatch(parsed["guid"])
+
+
+def test_round_trip() -> None:
+    record = _record(hostname="h")
+    assert decode(encode_pretty(record)) == record
