@@ -1,0 +1,141 @@
+"""Entry point: parse arguments, run one command, map errors to exit codes.
+
+Each command group lives in its own module with a ``register(subparsers)``
+function; handlers import the heavy parts of the library lazily so that
+``--help`` (and later the memoized ``run`` path) stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Sequence
+from types import FrameType
+
+from repeatr import __version__
+from repeatr.cli import cache_cmds, formula_cmds, ware_cmds
+from repeatr.cli.output import Format, Reporter
+from repeatr.errors import Cancelled, Category, RepeatrError
+
+DEFAULT_CACHE = "/var/lib/repeatr"
+
+DESCRIPTION = """\
+Run processes in containers assembled from content-addressed filesets.
+
+A fileset packed into a tar is a *ware*, named by a hash of its contents
+(e.g. tar:5y6NvK6GB...). Wares live in *warehouses* (file://, ca+file://,
+http(s)://, ca+http(s)://). A *formula* names the wares to put where, the
+command to run, and the paths to pack afterwards.
+"""
+
+EPILOG = """\
+examples:
+  repeatr pack ./rootfs --target ca+file:///srv/wares/   pack a dir, store the ware
+  repeatr scan busybox.tgz                               the ware ID of an archive
+  repeatr unpack tar:5y6N... ./out --source ca+file:///srv/wares/
+  repeatr formula id hello.json                          the formula's ID
+  repeatr cache ls                                       what is unpacked locally
+
+exit codes: 1 usage, 2 internal, 3 warehouse unavailable, 4 warehouse unwritable,
+  5 ware not found, 6 ware corrupt, 7 hash mismatch, 8 cancelled, 9 cache,
+  10 assembly invalid, 11 pack invalid, 12 inoperable path, 13 filter rejection,
+  40 job invalid, 41 cache problem during a run, 42 executor problem.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is ours (exit 1) instead of argparse's exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise _ArgumentError(f"{self.prog}: {message}")
+
+
+class _ArgumentError(RepeatrError):
+    category = Category.USAGE
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="repeatr",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"repeatr {__version__}")
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--format",
+        choices=[f.value for f in Format],
+        default=argparse.SUPPRESS,
+        help="text (default): the result alone on stdout; json: one event per line",
+    )
+    common.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS,
+        help="log every step, show tracebacks",
+    )
+    common.add_argument(
+        "--quiet", "-q", action="store_true", default=argparse.SUPPRESS,
+        help="only warnings and errors on stderr",
+    )
+    common.add_argument(
+        "--cache",
+        metavar="DIR",
+        default=argparse.SUPPRESS,
+        help=f"fileset cache directory (env REPEATR_CACHE, default {DEFAULT_CACHE})",
+    )
+    # The common options work before and after the command name.
+    for action in common._actions:
+        parser._add_action(action)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for module in (ware_cmds, formula_cmds, cache_cmds):
+        module.register(sub, common)
+    return parser
+
+
+def cache_root(args: argparse.Namespace) -> str:
+    return str(getattr(args, "cache", None) or os.environ.get("REPEATR_CACHE") or DEFAULT_CACHE)
+
+
+def _raise_cancelled(signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; return (and, as a console script, exit with) its exit code."""
+    # SIGTERM and SIGHUP take the same path as Ctrl-C: unwind, clean up, exit 8.
+    signal.signal(signal.SIGTERM, _raise_cancelled)
+    signal.signal(signal.SIGHUP, _raise_cancelled)
+    parser = build_parser()
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    reporter = Reporter(debug=debug)
+    try:
+        args = parser.parse_args(argv)
+        reporter = Reporter(
+            Format(getattr(args, "format", "text")),
+            debug=getattr(args, "debug", False),
+            quiet=getattr(args, "quiet", False),
+        )
+        code: int = args.func(args, reporter)
+        return code
+    except RepeatrError as err:
+        if reporter.debug_enabled:
+            traceback.print_exc(file=sys.stderr)
+        reporter.error(err)
+        return err.exit_code
+    except KeyboardInterrupt as interrupt:
+        cancelled = Cancelled(f"cancelled by {str(interrupt) or 'SIGINT'}")
+        reporter.error(cancelled)
+        return cancelled.exit_code
+    except Exception as exc:  # the one place unexpected errors are turned into exit 2
+        traceback.print_exc(file=sys.stderr)
+        internal = RepeatrError(f"internal error: {exc!r} (please report this with the traceback)")
+        reporter.error(internal)
+        return internal.exit_code
+
+
+def entry() -> None:
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""What the CLI shows: results on stdout, logs and progress on stderr, or JSON events.
+
+``--format text`` (default): the result (a ware ID, a run record) alone on
+stdout so scripts can capture it; logs on stderr. ``--format json``: one JSON
+object per line on stdout, each with an ``event`` of ``progress``, ``log``,
+``result`` or ``error``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from enum import StrEnum
+from typing import Any, TextIO
+
+from repeatr.errors import RepeatrError
+
+
+class Format(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+class Reporter:
+    """One per invocation; passed to every command handler."""
+
+    #: JSON progress events are throttled to at most one per phase per this many seconds.
+    PROGRESS_INTERVAL = 0.2
+
+    def __init__(
+        self,
+        fmt: Format = Format.TEXT,
+        *,
+        debug: bool = False,
+        quiet: bool = False,
+        stdout: TextIO | None = None,
+        stderr: TextIO | None = None,
+    ) -> None:
+        self.format = fmt
+        self.debug_enabled = debug
+        self.quiet = quiet
+        self.stdout = stdout or sys.stdout
+        self.stderr = stderr or sys.stderr
+        self._last_progress: dict[str, float] = {}
+
+    def _emit(self, event: str, **fields: Any) -> None:
+        self.stdout.write(json.dumps({"event": event, **fields}) + "\n")
+        self.stdout.flush()
+
+    def result(self, text: str, **data: Any) -> None:
+        """The command's answer: ``text`` in text mode, a result event in JSON mode."""
+        if self.format is Format.JSON:
+            self._emit("result", **data)
+        else:
+            self.stdout.write(text if text.endswith("\n") else text + "\n")
+            self.stdout.flush()
+
+    def log(self, message: str, *, level: str = "info") -> None:
+        if self.format is Format.JSON:
+            self._emit("log", level=level, message=message)
+        elif not self.quiet or level in ("warning", "error"):
+            self.stderr.write(f"repeatr: {message}\n")
+            self.stderr.flush()
+
+    def debug(self, message: str) -> None:
+        if self.debug_enabled:
+            self.log(message, level="debug")
+
+    def progress(self, phase: str, done: int, total: int | None = None, *, final: bool = False) -> None:
+        """Bytes (or items) done in a phase such as ``fetch``, ``unpack`` or ``pack``."""
+        if self.format is not Format.JSON:
+            return
+        now = time.monotonic()
+        if not final and now - self._last_progress.get(phase, 0.0) < self.PROGRESS_INTERVAL:
+            return
+        self._last_progress[phase] = now
+        self._emit("progress", phase=phase, done=done, total=total)
+
+    def error(self, err: RepeatrError) -> None:
+        if self.format is Format.JSON:
+            self._emit(
+                "error",
+                category=err.category.label,
+                exitCode=err.exit_code,
+                message=err.message,
+                hint=err.hint,
+            )
+        else:
+            self.stderr.write(f"repeatr: error: {err} [{err.category.label}, exit {err.exit_code}]\n")
+            self.stderr.flush()
