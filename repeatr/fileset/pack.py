@@ -1,15 +1,291 @@
 """Pack a directory into a gzip'd tar ware, hashing as it goes.
 
-CONTRACT (stub, to be implemented):
+``pack_dir`` walks the tree once: each directory is opened relative to its
+parent's fd (``O_NOFOLLOW``, so a directory swapped for a symlink mid-walk
+is an error, not an escape), each child is ``lstat``-ed relative to that fd,
+and each regular file is read exactly once, its blocks hashed and written
+to the tar as they are read. The gzip is done by isal on a second thread
+(:mod:`repeatr.fileset.compression`), so packing costs about one read of the
+tree plus SHA-384.
 
-def pack_dir(path: Path, out: BinaryIO | None, *, filters: Filters,
-             packtype: str = TAR, progress: Callable[[int], None] | None = None) -> WareID
-    Walks with lstat, children sorted; applies filters (setid/dev=reject
-    raise FilesetError FILTER_REJECTION naming the path); truncates mtime to
-    seconds; no xattrs. Entry names "./path" with "/" on dirs. Writes gzip
-    to out (None: hash only). A path that does not exist gives "<packtype>:-"
-    and writes nothing.
+What goes in (compat.md "Packing a directory"): children in bytewise name
+order; filters applied to every entry; mtime truncated to whole seconds;
+no xattrs; names ``./path`` with ``/`` on dirs. Hardlinked files are packed
+as independent files (the original does this too, and it keeps every entry
+self-contained). **Sockets are skipped**: they cannot be recreated from an
+archive and the original skips them. FIFOs and devices are packed, subject
+to the ``dev`` filter (devices only).
 
-def scan_stream(stream: BinaryIO, *, packtype: str = TAR) -> WareID
-    Tree hash of an archive without extracting it (fileset/scan).
+The same tree with the same filters packs to byte-identical output: the
+order is fixed, headers carry no host names or times, and gzip is written
+with a zero mtime and no file name.
+
+``scan_stream`` (in :mod:`repeatr.fileset.scan`) is re-exported here: the
+tree hash of an existing archive, without extracting it.
 """
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from repeatr.errors import Category, FilesetError
+from repeatr.fileset import tarwrite
+from repeatr.fileset.compression import BLOCK, open_gzip_writer
+from repeatr.fileset.entry import Entry, EntryType
+from repeatr.fileset.filtering import apply as apply_filters
+from repeatr.fileset.scan import scan_stream
+from repeatr.fileset.treehash import TreeHasher
+from repeatr.model.filters import Filters
+from repeatr.model.wareid import TAR, WareID
+
+__all__ = ["pack_dir", "scan_stream"]
+
+_O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_O_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+_PROGRESS_STEP = 8 << 20
+
+_TYPEFLAG = {
+    EntryType.FILE: tarwrite.TYPE_FILE,
+    EntryType.DIR: tarwrite.TYPE_DIR,
+    EntryType.SYMLINK: tarwrite.TYPE_SYMLINK,
+    EntryType.FIFO: tarwrite.TYPE_FIFO,
+    EntryType.CHAR: tarwrite.TYPE_CHAR,
+    EntryType.BLOCK: tarwrite.TYPE_BLOCK,
+}
+
+
+def _entry_type(mode: int) -> EntryType | None:
+    if stat.S_ISREG(mode):
+        return EntryType.FILE
+    if stat.S_ISDIR(mode):
+        return EntryType.DIR
+    if stat.S_ISLNK(mode):
+        return EntryType.SYMLINK
+    if stat.S_ISFIFO(mode):
+        return EntryType.FIFO
+    if stat.S_ISCHR(mode):
+        return EntryType.CHAR
+    if stat.S_ISBLK(mode):
+        return EntryType.BLOCK
+    return None  # sockets (and anything unknown) are skipped
+
+
+def _sorted_names(fd: int) -> list[str]:
+    return sorted(os.listdir(fd), key=os.fsencode)
+
+
+class _Packer:
+    def __init__(
+        self,
+        root: Path,
+        out: BinaryIO | None,
+        filters: Filters,
+        packtype: str,
+        progress: Callable[[int], None] | None,
+    ) -> None:
+        self.root = root
+        self.out = out
+        self.filters = filters
+        self.hasher = TreeHasher(packtype)
+        self.progress = progress
+        self.total = 0
+        #: the entry being worked on, for error messages (fd-relative calls
+        #: only know the leaf name)
+        self.current = "."
+        self._next_progress = _PROGRESS_STEP
+
+    # --- one entry ---------------------------------------------------------
+
+    def _entry(self, name: str, st: os.stat_result, etype: EntryType, fd: int, leaf: str) -> (
+        Entry | None
+    ):
+        mtime_ns = st.st_mtime_ns
+        entry = Entry(
+            name=name,
+            type=etype,
+            mode=st.st_mode & 0o7777,
+            uid=st.st_uid,
+            gid=st.st_gid,
+            mtime=mtime_ns // 1_000_000_000,
+            mtime_ns=0,
+            size=st.st_size if etype is EntryType.FILE else 0,
+        )
+        if etype is EntryType.SYMLINK:
+            entry.linkname = os.readlink(leaf, dir_fd=fd)
+        elif etype is EntryType.CHAR or etype is EntryType.BLOCK:
+            entry.devmajor = os.major(st.st_rdev)
+            entry.devminor = os.minor(st.st_rdev)
+        return apply_filters(entry, self.filters)
+
+    def _header(self, entry: Entry) -> bytes:
+        if entry.name == ".":
+            tar_name = b"./"
+        else:
+            tar_name = b"./" + os.fsencode(entry.name)
+            if entry.type is EntryType.DIR:
+                tar_name += b"/"
+        return tarwrite.header(
+            tar_name,
+            entry.mode,
+            entry.uid,
+            entry.gid,
+            entry.size,
+            entry.mtime,
+            _TYPEFLAG[entry.type],
+            os.fsencode(entry.linkname),
+            entry.devmajor,
+            entry.devminor,
+        )
+
+    def _file_blocks(self, entry: Entry, fd: int, leaf: str) -> Iterator[bytes]:
+        """Read a file once; yield its header and content, hash it, check its size."""
+        size = entry.size
+        h = hashlib.sha384()
+        ffd = os.open(leaf, _O_FILE, dir_fd=fd)
+        try:
+            yield self._header(entry)
+            got = 0
+            if size <= BLOCK:
+                data = os.read(ffd, size + 1) if size else os.read(ffd, 1)
+                got = len(data)
+                if got > size:
+                    raise self._changed(entry)
+                h.update(data)
+                yield data
+            else:
+                while True:
+                    data = os.read(ffd, min(BLOCK, size - got + 1))
+                    if not data:
+                        break
+                    got += len(data)
+                    if got > size:
+                        raise self._changed(entry)
+                    h.update(data)
+                    yield data
+            if got != size:
+                raise self._changed(entry)
+        finally:
+            os.close(ffd)
+        self.hasher.add(entry, h.digest())
+        self.total += size
+        if self.progress is not None and self.total >= self._next_progress:
+            self._next_progress = self.total + _PROGRESS_STEP
+            self.progress(self.total)
+        pad = tarwrite.padding(size)
+        if pad:
+            yield pad
+
+    def _changed(self, entry: Entry) -> FilesetError:
+        return FilesetError(
+            f"{self.root / entry.name} changed size while it was being packed",
+            category=Category.PACK_INVALID,
+            hint="pack only trees that nothing else is writing to",
+        )
+
+    # --- the walk ------------------------------------------------------------
+
+    def run(self, root_st: os.stat_result) -> Iterator[bytes]:
+        root_fd = os.open(self.root, _O_DIR)
+        stack: list[tuple[int, str, Iterator[str]]] = []
+        try:
+            entry = self._entry(".", root_st, EntryType.DIR, root_fd, ".")
+            if entry is not None:
+                self.hasher.add(entry, None)
+                yield self._header(entry)
+            stack.append((root_fd, "", iter(_sorted_names(root_fd))))
+            while stack:
+                fd, prefix, names = stack[-1]
+                for leaf in names:
+                    self.current = prefix + leaf
+                    st = os.lstat(leaf, dir_fd=fd)
+                    etype = _entry_type(st.st_mode)
+                    if etype is None:
+                        continue
+                    name = prefix + leaf
+                    entry = self._entry(name, st, etype, fd, leaf)
+                    if etype is EntryType.DIR:
+                        # A dir is never dropped by filters (only devices are).
+                        assert entry is not None
+                        self.hasher.add(entry, None)
+                        yield self._header(entry)
+                        child = os.open(leaf, _O_DIR, dir_fd=fd)
+                        try:
+                            children = iter(_sorted_names(child))
+                        except BaseException:
+                            os.close(child)
+                            raise
+                        stack.append((child, name + "/", children))
+                        break
+                    if entry is None:
+                        continue
+                    if etype is EntryType.FILE:
+                        yield from self._file_blocks(entry, fd, leaf)
+                    else:
+                        self.hasher.add(entry, None)
+                        yield self._header(entry)
+                else:
+                    stack.pop()
+                    if fd != root_fd:
+                        os.close(fd)
+            yield tarwrite.END_OF_ARCHIVE
+        finally:
+            for fd, _prefix, _names in stack:
+                if fd != root_fd:
+                    os.close(fd)
+            os.close(root_fd)
+
+
+def pack_dir(
+    path: Path,
+    out: BinaryIO | None,
+    *,
+    filters: Filters,
+    packtype: str = TAR,
+    progress: Callable[[int], None] | None = None,
+) -> WareID:
+    """Pack ``path`` as a gzip'd tar into ``out`` (None: hash only); return its ware ID.
+
+    A path that does not exist gives ``<packtype>:-`` and writes nothing.
+    Raises ``FilesetError``: FILTER_REJECTION naming the entry a filter
+    rejects, PACK_INVALID when ``path`` is not a directory or cannot be read.
+    ``out`` is not closed.
+    """
+    path = Path(path)
+    try:
+        root_st = os.lstat(path)
+    except FileNotFoundError:
+        return WareID.from_digest(packtype, None)
+    except OSError as exc:
+        raise FilesetError(
+            f"cannot pack {path}: {exc.strerror}", category=Category.PACK_INVALID
+        ) from exc
+    if not stat.S_ISDIR(root_st.st_mode):
+        raise FilesetError(
+            f"cannot pack {path}: it is not a directory", category=Category.PACK_INVALID
+        )
+    packer = _Packer(path, out, filters, packtype, progress)
+    try:
+        if out is None:
+            for _chunk in packer.run(root_st):
+                pass
+        else:
+            gz = open_gzip_writer(out)
+            try:
+                write = gz.write
+                for chunk in packer.run(root_st):
+                    write(chunk)
+            finally:
+                gz.close()
+    except OSError as exc:
+        raise FilesetError(
+            f"cannot pack {path / packer.current}: {exc.strerror or exc}",
+            category=Category.PACK_INVALID,
+        ) from exc
+    if progress is not None:
+        progress(packer.total)
+    return packer.hasher.ware_id()

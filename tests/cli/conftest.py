@@ -1,0 +1,49 @@
+"""Run the real ``repeatr`` command as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "rio"
+WITH_BASE = "tar:5y6NvK6GBPQ6CcuNyJyWtSrMAJQ4LVrAcZSoCRAzMSk5o53pkTYiieWyRivfvhZwhZ"
+SANS_BASE = "tar:2RLHdc3am6tMCFy56vfcHm5kWLoAtYBfiaQcq17vDm1tEzQn9CC6tcF2yzpAJvehPC"
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+    def events(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.stdout.splitlines() if line.strip()]
+
+
+Repeatr = Callable[..., Result]
+
+
+@pytest.fixture
+def repeatr(tmp_path: Path) -> Repeatr:
+    """``repeatr(*args, cwd=None)``: run the CLI with a private cache under tmp_path."""
+
+    def run(*args: str, cwd: Path | None = None) -> Result:
+        proc = subprocess.run(
+            [sys.executable, "-m", "repeatr", *args],
+            capture_output=True,
+            text=True,
+            cwd=cwd or tmp_path,
+            env={"REPEATR_CACHE": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin"},
+            timeout=120,
+            check=False,
+        )
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    return run
