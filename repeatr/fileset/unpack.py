@@ -1,22 +1,235 @@
 """Unpack a ware stream into a directory, verifying its hash before anything is visible.
 
-CONTRACT (stub, to be implemented):
+One pass over the stream: each member is counted against the limits, hashed
+as the archive has it (the ID to verify), filtered, hashed again as it will
+be on disk, and written by :class:`~repeatr.fileset.extract.SafeWriter`. A
+file's content is read once: it is hashed while it is written.
+
+Everything lands in a fresh ``.repeatr-tmp-*`` directory beside ``dest``
+(same filesystem, so the final rename is atomic) and only becomes ``dest``
+once the whole archive is written and the hash matches. On any failure,
+including Ctrl-C, the temp dir is removed: a half-written or unverified tree
+is never visible under ``dest``.
+
+Three hashes come out (compat.md "Tree hash" step 6):
+
+- ``ware_id``: before filters, in the requested packtype: what was verified.
+- ``filtered_id``: after filters, same packtype: what is on disk. Directories
+  the archive only implies are created with the filtered version of the
+  inferred metadata (0755, 0:0, 2010-01-01), and hashed that way, so this ID
+  describes the tree exactly (e.g. with ``uid=mine`` they are ours).
+- ``strict_id``: after filters, ``tar-strict``: covers symlinks, fifos and
+  devices too, which the original's ``tar`` hash skips.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from repeatr.errors import Category, FilesetError
+from repeatr.fileset import filtering
+from repeatr.fileset.entry import Entry, EntryType
+from repeatr.fileset.extract import Budget, SafeWriter, inferred_dir
+from repeatr.fileset.limits import Limits
+from repeatr.fileset.reader import read_archive
+from repeatr.fileset.treehash import TreeHasher
+from repeatr.model.filters import Filters
+from repeatr.model.wareid import TAR, TAR_STRICT, WareID
+
+__all__ = ["TMP_PREFIX", "UnpackResult", "unpack_stream"]
+
+#: Temp dirs beside the destination start with this; anything so named is
+#: debris from a crash and safe to delete.
+TMP_PREFIX = ".repeatr-tmp-"
+#: Call ``progress`` at most once per this many content bytes.
+_PROGRESS_STEP = 4 << 20
+
+_DEFAULT_LIMITS = Limits()
+
 
 @dataclass(frozen=True)
 class UnpackResult:
-    ware_id: WareID          # hash before filters (what was verified)
-    filtered_id: WareID      # hash after filters (what is on disk)
-    strict_id: WareID        # TAR_STRICT hash after filters: covers every entry on disk
+    ware_id: WareID  # hash before filters (what was verified)
+    filtered_id: WareID  # hash after filters (what is on disk)
+    strict_id: WareID  # TAR_STRICT hash after filters: covers every entry on disk
     entries: int
-    bytes: int               # content bytes written
+    bytes: int  # content bytes written
 
-def unpack_stream(stream: BinaryIO, dest: Path, *, expected: WareID | None,
-                  filters: Filters, limits: Limits = Limits(),
-                  progress: Callable[[int], None] | None = None) -> UnpackResult
-    dest must not exist; its parent must. Extracts into a fresh temp dir
-    beside dest (name starts with ".repeatr-tmp-"), checks the pre-filter
-    hash against expected (mismatch: FilesetError HASH_MISMATCH, exit 7),
-    then renames the temp dir to dest. On any error the temp dir is removed
-    and dest does not exist. progress(n) is called with content bytes read
-    so far (throttled).
-"""
+
+def unpack_stream(
+    stream: BinaryIO,
+    dest: Path,
+    *,
+    expected: WareID | None,
+    filters: Filters,
+    limits: Limits = _DEFAULT_LIMITS,
+    progress: Callable[[int], None] | None = None,
+) -> UnpackResult:
+    """Unpack ``stream`` into ``dest`` (which must not exist; its parent must).
+
+    Raises ``FilesetError``: HASH_MISMATCH when the archive is not
+    ``expected``, WARE_CORRUPT for a malformed or hostile archive,
+    FILTER_REJECTION when a filter refuses an entry, INOPERABLE_PATH when
+    ``dest`` can't be written.
+    """
+    dest = Path(dest)
+    if os.path.lexists(dest):
+        raise FilesetError(
+            f"cannot unpack into {os.fspath(dest)!r}: it already exists",
+            category=Category.INOPERABLE_PATH,
+            hint="unpack into a path that does not exist yet",
+        )
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=dest.parent))
+    except OSError as exc:
+        raise FilesetError(
+            f"cannot unpack into {os.fspath(dest)!r}: cannot create a temp dir beside it:"
+            f" {exc.strerror or exc}",
+            category=Category.INOPERABLE_PATH,
+        ) from exc
+    try:
+        result = _unpack_into(stream, tmp, expected, filters, limits, progress)
+        # Not atomic against a racing creator of dest (rename(2) replaces an
+        # empty dir); callers serialise on a per-ware lock.
+        if os.path.lexists(dest):
+            raise FilesetError(
+                f"cannot unpack into {os.fspath(dest)!r}: it appeared while unpacking",
+                category=Category.INOPERABLE_PATH,
+            )
+        try:
+            os.rename(tmp, dest)
+        except OSError as exc:
+            raise FilesetError(
+                f"cannot move the unpacked tree to {os.fspath(dest)!r}: {exc.strerror or exc}",
+                category=Category.INOPERABLE_PATH,
+            ) from exc
+    except BaseException:
+        remove_tree(tmp)
+        raise
+    return result
+
+
+def _unpack_into(
+    stream: BinaryIO,
+    root: Path,
+    expected: WareID | None,
+    filters: Filters,
+    limits: Limits,
+    progress: Callable[[int], None] | None,
+) -> UnpackResult:
+    packtype = expected.packtype if expected is not None else TAR
+    pre = TreeHasher(packtype)
+    # Hashing is a third of the cost of an unpack: skip hashers whose result
+    # is already known. With no-op filters the post-filter hash is the
+    # pre-filter one (implied dirs included: they are the inferred ones).
+    noop = filtering.is_noop(filters)
+    post = pre if noop else TreeHasher(packtype)
+    strict = post if packtype == TAR_STRICT else TreeHasher(TAR_STRICT)
+    post_hashers: list[TreeHasher] = []
+    for hasher in (post, strict):
+        if hasher is not pre and all(hasher is not h for h in post_hashers):
+            post_hashers.append(hasher)
+    apply = filtering.apply
+
+    def implied(name: str) -> Entry:
+        entry = apply(inferred_dir(name), filters) or inferred_dir(name)
+        for hasher in post_hashers:
+            hasher.add(entry, None)
+        return entry
+
+    budget = Budget(limits)
+    file_t = EntryType.FILE
+    hardlink_t = EntryType.HARDLINK
+    sha384 = hashlib.sha384
+    entries = 0
+    done = 0
+    reported = 0
+    with (
+        SafeWriter(root, limits=limits, implied=implied, budget=budget) as writer,
+        read_archive(stream) as members,
+    ):
+        write = writer.write
+        for member in members:
+            entry = member.entry
+            budget.admit(entry)
+            entries += 1
+            if entry.type is hardlink_t:
+                write(entry)  # rejects it, naming the member
+            out = apply(entry, filters)
+            digest: bytes | None = None
+            if entry.type is file_t:
+                h = sha384()
+                blocks = _tee(member.blocks(), h.update)
+                if out is not None:
+                    write(out, blocks)
+                else:  # pragma: no cover - no filter drops files today
+                    for _ in blocks:
+                        pass
+                digest = h.digest()
+                done += entry.size
+                if progress is not None and done - reported >= _PROGRESS_STEP:
+                    progress(done)
+                    reported = done
+            elif out is not None:
+                write(out)
+            pre.add(entry, digest)
+            if out is not None:
+                for hasher in post_hashers:
+                    hasher.add(out, digest)
+        writer.finish()
+    if progress is not None and done != reported:
+        progress(done)
+    ware_id = pre.ware_id()
+    if expected is not None and ware_id != expected:
+        raise FilesetError(
+            f"hash mismatch: expected {expected}, the ware contains {ware_id}",
+            category=Category.HASH_MISMATCH,
+            hint="the warehouse holds different content under this ID",
+        )
+    filtered_id = ware_id if post is pre else post.ware_id()
+    return UnpackResult(
+        ware_id=ware_id,
+        filtered_id=filtered_id,
+        strict_id=filtered_id if strict is post else strict.ware_id(),
+        entries=entries,
+        bytes=done,
+    )
+
+
+def _tee(blocks: Iterable[bytes], update: Callable[[bytes], None]) -> Iterator[bytes]:
+    for block in blocks:
+        update(block)
+        yield block
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a tree we made, even with read-only dirs in it; never follows symlinks.
+
+    ``shutil.rmtree`` works fd-relative and doesn't follow links; as root it
+    ignores modes. As anyone else, a read-only dir blocks it: then make every
+    dir ours-writable (top-down, lstat-checked) and try again.
+    """
+    try:
+        shutil.rmtree(path)
+        return
+    except FileNotFoundError:
+        return
+    except OSError:
+        pass
+    stack = [os.fspath(path)]
+    while stack:
+        top = stack.pop()
+        try:
+            os.chmod(top, 0o700, follow_symlinks=False)
+            with os.scandir(top) as it:
+                stack.extend(e.path for e in it if e.is_dir(follow_symlinks=False))
+        except OSError:
+            continue
+    shutil.rmtree(path, ignore_errors=True)
