@@ -1,0 +1,147 @@
+"""The executor interface: one closed set of names, one abstract base.
+
+An executor runs one job (argv, env, cwd, user, capabilities) in a filesystem
+assembled from mount operations (``repeatr.assemble``). Each executor says
+what it isolates (``capabilities()``), whether it can run on this host and
+how to fix it if not (``preflight()``), and runs jobs with ``run()``, written
+against anyio so it works under asyncio and trio. Implementations are
+imported lazily by name (``load``).
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Literal
+
+from repeatr.assemble.ops import Mkdir, Op
+from repeatr.errors import ExecutorError
+
+
+class ExecutorName(StrEnum):
+    CHROOT = "chroot"
+    NS = "ns"
+    RUNC = "runc"
+    CRUN = "crun"
+    GVISOR = "gvisor"
+
+
+class Isolation(StrEnum):
+    """Kernel namespaces an executor gives the job."""
+
+    MOUNT = "mount"
+    PID = "pid"
+    NET = "net"
+    IPC = "ipc"
+    UTS = "uts"
+
+
+Network = Literal["none", "host"]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What an executor isolates and enforces."""
+
+    isolates: frozenset[Isolation]
+    networks: frozenset[str]  # the JobSpec.network values it supports
+    job_is_pid1: bool  # the job is PID 1 of its own pid namespace (init signal semantics)
+    hostname: bool  # can give the job its own hostname
+    limits: frozenset[str] = frozenset()  # resource limits enforced (none yet)
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One job, ready to run: everything the executor needs, already defaulted.
+
+    ``mounts`` are the filesystem (the root overlay's upper/work dirs live in
+    ``workdir``); ``cradle`` steps run after them (``repeatr.assemble.cradle``).
+    The merged root is ``workdir/root``. ``capabilities`` are names
+    (``CAP_KILL`` or ``kill``; ``ALL`` for every one).
+    """
+
+    argv: tuple[str, ...]
+    env: tuple[tuple[str, str], ...]
+    workdir: Path
+    mounts: tuple[Op, ...]
+    cradle: tuple[Mkdir, ...] = ()
+    cwd: str = "/"
+    uid: int = 1000
+    gid: int = 1000
+    hostname: str | None = None
+    capabilities: frozenset[str] = field(default_factory=frozenset)
+    network: Network = "none"
+
+    @property
+    def root(self) -> Path:
+        return self.workdir / "root"
+
+
+@dataclass(frozen=True)
+class JobResult:
+    exit_code: int  # 128+N when killed by signal N
+    signal: int | None
+    duration: float  # seconds from helper start to job exit
+
+
+OutputCallback = Callable[[str, bytes], Awaitable[None]]
+"""Called with ("stdout" | "stderr", one line including its newline)."""
+
+FinishedCallback = Callable[[JobResult, Path], Awaitable[None]]
+"""Called after the job exits while the mounts still exist, with a host path
+viewing the container root (``/proc/<helper>/root/<root>``). Packing through it
+must resolve output paths *inside* that root without following symlinks out of
+it (``repeatr.linux.libc.openat2`` with RESOLVE_IN_ROOT on a descriptor of it)."""
+
+
+class Executor(abc.ABC):
+    name: ExecutorName
+
+    @abc.abstractmethod
+    def capabilities(self) -> Capabilities: ...
+
+    @abc.abstractmethod
+    def preflight(self) -> None:
+        """Raise ExecutorError saying what is missing and how to fix it."""
+
+    @abc.abstractmethod
+    async def run(
+        self,
+        job: JobSpec,
+        *,
+        on_output: OutputCallback,
+        on_finished: FinishedCallback | None = None,
+    ) -> JobResult:
+        """Run ``job``; raise AssemblyError / JobInvalid / ExecutorError if it cannot start."""
+
+
+_IMPLEMENTATIONS: dict[ExecutorName, str] = {
+    ExecutorName.CHROOT: "repeatr.executors.chroot:ChrootExecutor",
+    ExecutorName.NS: "repeatr.executors.ns:NsExecutor",
+}
+
+
+def available_names() -> list[ExecutorName]:
+    """Executors implemented so far (whether they pass preflight is another matter)."""
+    return list(_IMPLEMENTATIONS)
+
+
+def load(name: ExecutorName | str) -> type[Executor]:
+    """The executor class called ``name``, imported only now."""
+    try:
+        key = ExecutorName(name)
+    except ValueError:
+        known = ", ".join(n.value for n in ExecutorName)
+        raise ExecutorError(f"unknown executor {name!r}", hint=f"one of {known}") from None
+    if key not in _IMPLEMENTATIONS:
+        raise ExecutorError(
+            f"executor {key} is not implemented yet",
+            hint=f"use one of {', '.join(_IMPLEMENTATIONS)}",
+        )
+    module, _, cls = _IMPLEMENTATIONS[key].partition(":")
+    found: type[Executor] = getattr(importlib.import_module(module), cls)
+    return found

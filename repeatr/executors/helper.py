@@ -1,0 +1,249 @@
+"""The parent's side of the sandbox helper, shared by the chroot and ns executors.
+
+``run`` starts ``python -S -m repeatr.executors.sandbox`` (a fresh, single-
+threaded interpreter: never a fork of this possibly threaded process), sends
+it the job (``repeatr.executors.wire`` frames) on a socketpair, streams the job's stdout/stderr (the
+helper's own pipes, inherited by the job) line by line to ``on_output``, and
+maps the helper's reports to ``JobResult`` or to our errors.
+
+Cancellation (or any error) while the helper runs: in a shielded scope with a
+timeout, SIGTERM the helper (its handler SIGKILLs the job and every
+descendant, then exits), then SIGKILL it if it is still there (the job has
+PR_SET_PDEATHSIG(SIGKILL) toward the helper). If *this* process dies, even by
+SIGKILL, the helper sees it through a pidfd of this process and the control
+socket, and does the same; its mount namespace goes with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+import repeatr
+from repeatr.assemble.plan import plan
+from repeatr.errors import (
+    AssemblyError,
+    Category,
+    ExecutorError,
+    JobInvalid,
+    RepeatrError,
+)
+from repeatr.executors.base import (
+    Executor,
+    FinishedCallback,
+    JobResult,
+    JobSpec,
+    OutputCallback,
+)
+from repeatr.executors.wire import decode, encode, frame_length
+
+MAX_LINE = 64 * 1024  # longer lines are delivered in pieces
+# The helper runs with -S (no site): it finds repeatr through PYTHONPATH.
+_PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(repeatr.__file__)))
+_ERRORS: dict[str, type[RepeatrError]] = {
+    Category.ASSEMBLY_INVALID.name: AssemblyError,
+    Category.JOB_INVALID.name: JobInvalid,
+    Category.EXECUTOR.name: ExecutorError,
+}
+
+
+@dataclass
+class HelperHandle:
+    """A started helper, as task_group.start() reports it."""
+
+    process: anyio.abc.Process
+    messages: BufferedByteReceiveStream
+    control: anyio.abc.SocketStream
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    async def receive(self) -> dict[str, Any]:
+        try:
+            header = await self.messages.receive_exactly(4)
+            data = await self.messages.receive_exactly(frame_length(header))
+        except (anyio.EndOfStream, anyio.IncompleteRead):
+            code = await self.process.wait()
+            raise ExecutorError(
+                f"the sandbox helper exited ({code}) without a report",
+                hint="rerun with --debug; the helper's stderr is in the job's stderr",
+            ) from None
+        return decode(data)
+
+    async def send(self, msg: dict[str, Any]) -> None:
+        await self.control.send(encode(msg))
+
+
+async def _pump(stream: anyio.abc.ByteReceiveStream, name: str, cb: OutputCallback) -> None:
+    buf = b""
+    async for chunk in stream:
+        buf += chunk
+        while (i := buf.find(b"\n")) >= 0:
+            line, buf = buf[: i + 1], buf[i + 1 :]
+            await cb(name, line)
+        if len(buf) >= MAX_LINE:
+            await cb(name, buf)
+            buf = b""
+    if buf:
+        await cb(name, buf)
+
+
+def _raise_reported(msg: dict[str, Any], job: JobSpec) -> None:
+    cls = _ERRORS.get(msg.get("category", ""), ExecutorError)
+    message = msg.get("message", "unknown helper error")
+    if cls is JobInvalid:
+        message += f" (command: {shlex.join(job.argv)})"
+    if msg.get("traceback"):
+        message += "\n" + msg["traceback"]
+    raise cls(message, hint=msg.get("hint"))
+
+
+class HelperExecutor(Executor):
+    """An executor whose work is done by ``repeatr.executors.sandbox``."""
+
+    mode: str
+
+    def __init__(self, *, python: str = sys.executable, kill_timeout: float = 5.0) -> None:
+        self.python = python
+        self.kill_timeout = kill_timeout
+
+    def check_job(self, job: JobSpec) -> None:
+        caps = self.capabilities()
+        if job.network not in caps.networks:
+            raise ExecutorError(
+                f"executor {self.name} cannot give a job network {job.network!r}",
+                hint=f"it supports {', '.join(sorted(caps.networks))}; or use the ns executor",
+            )
+        if job.hostname and not caps.hostname:
+            raise ExecutorError(
+                f"executor {self.name} cannot set the hostname", hint="use the ns executor"
+            )
+        if not job.argv:
+            raise JobInvalid("the job has no exec")
+
+    def spec(self, job: JobSpec) -> dict[str, Any]:
+        p = plan(job.mounts, job.cradle)  # fail before starting anything
+        return {
+            "mode": self.mode,
+            "root": os.fspath(job.root),
+            "mounts": [op.to_json() for op in (*p.mounts, *p.late)],
+            "cradle": [op.to_json() for op in p.cradle],
+            "argv": list(job.argv),
+            "env": [list(kv) for kv in job.env],
+            "cwd": job.cwd,
+            "uid": job.uid,
+            "gid": job.gid,
+            "hostname": job.hostname,
+            "capabilities": sorted(job.capabilities),
+            "network": job.network,
+        }
+
+    def command(self, fd: int) -> list[str]:
+        return [self.python, "-S", "-m", "repeatr.executors.sandbox", str(fd), str(os.getpid())]
+
+    async def start_helper(
+        self, spec: dict[str, Any], *, task_status: anyio.abc.TaskStatus[HelperHandle]
+    ) -> None:
+        """Start the helper and report it once it is running (for task_group.start)."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            process = await anyio.open_process(
+                self.command(theirs.fileno()),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                pass_fds=(theirs.fileno(),),
+                start_new_session=True,  # Ctrl-C reaches us, not the helper
+                env={"PYTHONPATH": _PKG_PARENT, "PATH": os.defpath, "LC_ALL": "C.UTF-8"},
+            )
+        except OSError as e:
+            ours.close()
+            raise ExecutorError(f"cannot start the sandbox helper {self.python}: {e}") from e
+        finally:
+            theirs.close()
+        control = await anyio.abc.UNIXSocketStream.from_socket(ours)
+        handle = HelperHandle(process, BufferedByteReceiveStream(control), control)
+        await handle.send(spec)
+        task_status.started(handle)
+
+    async def terminate(self, handle: HelperHandle) -> None:
+        """SIGTERM, then SIGKILL; call from a shielded scope."""
+        proc = handle.process
+        with anyio.move_on_after(self.kill_timeout):
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+                with anyio.move_on_after(self.kill_timeout / 2):
+                    await proc.wait()
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+
+    async def run(
+        self,
+        job: JobSpec,
+        *,
+        on_output: OutputCallback,
+        on_finished: FinishedCallback | None = None,
+    ) -> JobResult:
+        self.check_job(job)
+        spec = self.spec(job)
+        t0 = time.monotonic()
+        reported: dict[str, Any] | None = None
+        result: JobResult | None = None
+        failure: Exception | None = None
+        async with anyio.create_task_group() as tg:
+            handle: HelperHandle = await tg.start(self.start_helper, spec)
+            assert handle.process.stdout is not None and handle.process.stderr is not None
+            tg.start_soon(_pump, handle.process.stdout, "stdout", on_output)
+            tg.start_soon(_pump, handle.process.stderr, "stderr", on_output)
+            try:
+                for expected in ("assembled", "started", "exit"):
+                    msg = await handle.receive()
+                    if msg["event"] == "error":
+                        reported = msg
+                        break
+                    if msg["event"] != expected:
+                        raise ExecutorError(f"sandbox helper protocol: got {msg}, not {expected}")
+                else:
+                    result = JobResult(msg["code"], msg["signal"], time.monotonic() - t0)
+                    if on_finished is not None:
+                        view = Path(f"/proc/{handle.pid}/root") / spec["root"].lstrip("/")
+                        await on_finished(result, view)
+                    await handle.send({"cmd": "done"})
+                with anyio.move_on_after(self.kill_timeout):
+                    await handle.process.wait()
+                if handle.process.returncode is None:
+                    raise ExecutorError("the sandbox helper did not exit after the job")
+            except Exception as e:  # raised below, outside the task group (no ExceptionGroup)
+                failure = e
+                with anyio.CancelScope(shield=True):
+                    await self.terminate(handle)
+            except BaseException:  # cancellation: kill, then let it propagate
+                with anyio.CancelScope(shield=True):
+                    await self.terminate(handle)
+                raise
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await handle.control.aclose()
+        if failure is not None:
+            raise failure
+        if reported is not None:
+            _raise_reported(reported, job)
+        assert result is not None
+        return result

@@ -1,0 +1,322 @@
+"""The helper process that assembles a container and runs one job in it.
+
+Started by ``repeatr.executors.helper`` as a *fresh* interpreter
+(``python -S -m repeatr.executors.sandbox FD PARENT_PID``): never forked from
+the threaded parent, so ``unshare`` applies to a single-threaded process.
+Import-light: stdlib, ``repeatr.errors``, ``repeatr.linux``, ``repeatr.assemble``.
+
+Protocol: frames (``repeatr.executors.wire``) on the unix socket ``FD``.
+The parent sends the spec; the helper answers ``assembled``, ``started``
+(job pid), then ``exit`` (code, or 128+N for signal N), or ``error``
+(category, message) at any point; after ``exit`` it waits for
+``{"cmd": "done"}`` so the parent can pack outputs through
+``/proc/<helper pid>/root/<root>`` while the mounts still exist.
+
+Lifetime: the helper dies with its parent, and its private mount namespace,
+with every mount in it, dies with it: nothing is ever mounted in the host's
+namespace. It watches a pidfd of the parent *process* (opened first thing,
+then getppid is checked to close the race) and the control socket; either
+one firing means the parent is gone: it SIGKILLs the job and every
+descendant (it is their subreaper) and exits. SIGTERM (cancellation) does
+the same. Not PR_SET_PDEATHSIG: that follows the parent *thread*, and trio
+spawns processes from worker threads that exit after 10 s idle, which would
+kill a healthy run. The job has PR_SET_PDEATHSIG(SIGKILL) toward the helper
+(single-threaded, so there it is exact).
+
+Modes: ``ns`` unshares mount, pid, uts, ipc (and net unless the network is
+``host``); the job is PID 1 of the new pid namespace and gets its own nested
+mount namespace in which it pivots into the root. ``chroot`` unshares only the
+mount namespace and chroots: filesystem isolation only.
+
+The helper never writes to its stdout/stderr: they belong to the job.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import signal
+import sys
+
+from repeatr.assemble.ops import Mkdir, Op, Root, execute_all, op_from_json
+from repeatr.assemble.plan import plan
+from repeatr.errors import AssemblyError, Category, JobInvalid, RepeatrError
+from repeatr.executors.wire import read_frame, write_frame
+from repeatr.linux import capability, libc
+
+# Start-up time is most of a short job's cost: only cheap modules are imported
+# (no json, socket, typing, dataclasses, contextlib; traceback only on failure).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
+
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"  # when the job's env has no PATH
+_job_pid = 0
+
+
+# --- messages ---------------------------------------------------------------
+def error_msg(exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, RepeatrError):
+        return {
+            "event": "error", "category": exc.category.name,
+            "message": exc.message, "hint": exc.hint,
+        }
+    import traceback
+
+    return {
+        "event": "error", "category": Category.EXECUTOR.name,
+        "message": f"helper failed: {exc!r}", "hint": None,
+        "traceback": "".join(traceback.format_exception(exc)),
+    }
+
+
+# --- killing ---------------------------------------------------------------
+def _children() -> list[int]:
+    kids: list[int] = []
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/children") as f:
+                kids.extend(int(x) for x in f.read().split())
+        except OSError:
+            pass
+    return kids
+
+
+def kill_descendants() -> None:
+    """SIGKILL and reap every child until none is left (we are the subreaper)."""
+    while True:
+        kids = _children()
+        if not kids:
+            break
+        for pid in kids:
+            try:  # noqa: SIM105 (contextlib: start-up time)
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for pid in kids:
+            try:  # noqa: SIM105
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+    while True:
+        try:
+            if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                break
+        except ChildProcessError:
+            break
+
+
+def kill_job() -> None:
+    if _job_pid:
+        for target in (_job_pid, -_job_pid):  # the job, and its process group
+            try:  # noqa: SIM105
+                os.kill(target, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    kill_descendants()
+
+
+def _on_term(signum: int, frame: object) -> None:
+    kill_job()
+    os._exit(128 + signum)
+
+
+# --- the job's side of the fork ----------------------------------------------
+def drop_privileges(uid: int, gid: int, caps: frozenset[int], last_cap: int) -> None:
+    """Bounding set, then uid/gid, then effective/permitted/inheritable/ambient."""
+    for cap in range(last_cap + 1):
+        if cap not in caps and libc.capbset_read(cap):
+            libc.capbset_drop(cap)
+    libc.ambient_clear_all()
+    libc.set_keepcaps(True)
+    os.setgroups([])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    _, permitted, _ = libc.capget()
+    keep = [c for c in sorted(caps) if permitted >> c & 1]
+    libc.capset(keep, keep, keep)
+    for cap in keep:
+        libc.ambient_raise(cap)
+    libc.set_keepcaps(False)
+
+
+def find_exec(name: str, env: dict[str, str]) -> str:
+    """Look ``name`` up like execvp, inside the (already entered) root."""
+    if "/" in name:
+        candidates = [name]
+    else:
+        dirs = env.get("PATH", DEFAULT_PATH).split(":")
+        candidates = [os.path.join(d or ".", name) for d in dirs]
+    for path in candidates:
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    if "/" in name:
+        if os.path.isfile(name):
+            raise JobInvalid(f"exec {name}: not executable")
+        raise JobInvalid(f"exec {name}: no such file in the container")
+    raise JobInvalid(f"exec {name}: not found in PATH={env.get('PATH', DEFAULT_PATH)}")
+
+
+def parent_alive(errw: int) -> bool:
+    """The helper holds the read end of ``errw``: POLLERR means it is gone."""
+    p = select.poll()
+    p.register(errw, 0)
+    return not any(ev & (select.POLLERR | select.POLLHUP) for _, ev in p.poll(0))
+
+
+def job_child(
+    spec: dict[str, Any], root: Root, late: list[Op], errw: int, devnull: int
+) -> NoReturn:
+    try:
+        os.dup2(devnull, 0)
+        os.setsid()
+        libc.set_pdeathsig(signal.SIGKILL)
+        if not parent_alive(errw):
+            os._exit(1)
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)
+        if spec["mode"] == "ns":
+            libc.unshare(libc.CLONE_NEWNS)  # pivot_root must not move the helper's root
+            execute_all(late, root)  # proc of the new pid namespace
+            os.chdir(root.path)
+            libc.pivot_root(".", ".")
+            libc.umount2(".", libc.MNT_DETACH)
+        else:
+            execute_all(late, root)
+            os.chdir(root.path)
+            os.chroot(".")
+        os.chdir("/")
+        caps = capability.cap_numbers(spec["capabilities"], last_cap=spec["last_cap"])
+        drop_privileges(spec["uid"], spec["gid"], caps, spec["last_cap"])
+        libc.set_no_new_privs()
+        libc.set_pdeathsig(signal.SIGKILL)  # the uid change cleared it
+        if not parent_alive(errw):
+            os._exit(1)
+        cwd = spec["cwd"]
+        try:
+            os.chdir(cwd)
+        except OSError as e:
+            raise JobInvalid(f"cwd {cwd}: {e.strerror}") from e
+        env = dict(spec["env"])
+        argv = spec["argv"]
+        path = find_exec(argv[0], env)
+        try:
+            os.execve(path, argv, env)
+        except OSError as e:
+            if e.errno in (errno.ENOENT, errno.EACCES, errno.ENOEXEC, errno.ENOTDIR, errno.ELOOP):
+                raise JobInvalid(f"exec {path}: {e.strerror}") from e
+            raise
+    except BaseException as e:
+        try:
+            write_frame(errw, error_msg(e))
+        finally:
+            os._exit(127)
+    os._exit(127)  # not reached
+
+
+# --- the helper ----------------------------------------------------------------
+def assemble(spec: dict[str, Any]) -> tuple[Root, list[Op]]:
+    flags = libc.CLONE_NEWNS
+    if spec["mode"] == "ns":
+        flags |= libc.CLONE_NEWPID | libc.CLONE_NEWUTS | libc.CLONE_NEWIPC
+        if spec["network"] == "none":
+            flags |= libc.CLONE_NEWNET
+    libc.unshare(flags)
+    libc.mount(None, "/", None, libc.MS_REC | libc.MS_PRIVATE)
+    p = plan(
+        [op_from_json(o) for o in spec["mounts"]],
+        [m for m in (op_from_json(o) for o in spec["cradle"]) if isinstance(m, Mkdir)],
+    )
+    root = Root(spec["root"])
+    os.makedirs(root.path, exist_ok=True)
+    execute_all(p.mounts, root)
+    execute_all(p.cradle, root)
+    if spec["mode"] == "ns":
+        if spec.get("hostname"):
+            libc.sethostname(spec["hostname"])
+        if spec["network"] == "none":
+            libc.link_up("lo")
+    return root, list(p.late)
+
+
+def run(spec: dict[str, Any], sock: int, parent: int) -> bool:
+    """Assemble, start the job, report; False if the job could not start."""
+    global _job_pid
+    try:
+        root, late = assemble(spec)
+    except OSError as e:
+        raise AssemblyError(f"assembling the container failed: {e}") from e
+    spec["last_cap"] = capability.running_last_cap()
+    write_frame(sock, {"event": "assembled", "pid": os.getpid()})
+    errr, errw = os.pipe2(os.O_CLOEXEC)
+    devnull = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        os.close(sock)
+        os.close(errr)
+        job_child(spec, root, late, errw, devnull)
+    _job_pid = pid
+    os.close(errw)
+    os.close(devnull)
+    report = read_frame(errr)  # end of stream: the exec succeeded
+    os.close(errr)
+    if report is not None:
+        os.waitpid(pid, 0)
+        _job_pid = 0
+        write_frame(sock, report)
+        return False
+    write_frame(sock, {"event": "started", "pid": pid})
+    pidfd = os.pidfd_open(pid)
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    poller.register(sock, select.POLLIN)
+    poller.register(parent, select.POLLIN)
+    while True:
+        ready = {fd for fd, _ in poller.poll()}
+        if pidfd in ready:
+            break
+        if parent in ready or (sock in ready and read_frame(sock) is None):
+            kill_job()  # the parent is gone
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    _job_pid = 0
+    kill_descendants()  # whatever the job left behind (chroot: no pid namespace)
+    code = os.waitstatus_to_exitcode(status)
+    sig = -code if code < 0 else None
+    write_frame(sock, {"event": "exit", "code": 128 + sig if sig else code, "signal": sig})
+    return True
+
+
+def main(argv: list[str]) -> int:
+    sock = int(argv[1])
+    signal.signal(signal.SIGTERM, _on_term)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    try:
+        parent = os.pidfd_open(int(argv[2]))
+    except ProcessLookupError:
+        return 1
+    if os.getppid() != int(argv[2]):
+        return 1  # the parent died (and its pid was reused) before we held the pidfd
+    libc.set_child_subreaper()
+    spec = read_frame(sock)
+    if spec is None:
+        return 1
+    try:
+        if not run(spec, sock, parent):
+            return 1
+    except BaseException as e:  # reported, never printed: stderr is the job's
+        kill_job()
+        try:  # noqa: SIM105
+            write_frame(sock, error_msg(e))
+        except OSError:  # the parent is gone
+            pass
+        return 1
+    while (msg := read_frame(sock)) is not None:
+        if msg.get("cmd") == "done":
+            break
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,7 @@
+"""Linux kernel interfaces: the only place repeatr talks to the kernel via ctypes.
+
+``libc`` declares every direct kernel call (mount, umount2, unshare, setns,
+pivot_root, prctl, capset, sethostname, mount_setattr, openat2); ``capability``
+holds the capability numbers. Importing this package is cheap: stdlib only, so
+the in-container helper (``repeatr.executors.sandbox``) can use it.
+"""

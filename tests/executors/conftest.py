@@ -1,0 +1,147 @@
+"""Fixtures for the executor tests: real namespaces, real mounts, a busybox rootfs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from repeatr.assemble.cradle import cradle_steps, system_mounts
+from repeatr.assemble.ops import Op, Overlay
+from repeatr.executors.base import Executor, JobResult, JobSpec, available_names, load
+from tests.rootfs import (
+    ScratchArea,
+    foreign_mount,
+    mountinfo,
+    netns_list,
+    remove_tree,
+    session_rootfs,
+    tree_digest,
+)
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def area() -> Iterator[ScratchArea]:
+    if os.geteuid() != 0:
+        pytest.fail("executor tests need root (real namespaces and mounts)")
+    with session_rootfs() as a:
+        yield a
+
+
+@pytest.fixture(scope="session")
+def rootfs_digest(area: ScratchArea) -> str:
+    return tree_digest(area.rootfs)
+
+
+@pytest.fixture(autouse=True)
+def host_unchanged(area: ScratchArea, rootfs_digest: str) -> Iterator[None]:
+    """The host's mount table, network namespaces and the lower rootfs are as before."""
+    before = mountinfo()
+    netns = netns_list()
+    yield
+    after = mountinfo()
+    if len(after) != len(before):
+        new = [line for line in after if line not in before]
+        ours = [line for line in new if not foreign_mount(line, area)]
+        assert not ours, f"mounts leaked into the host: {ours}"
+    assert netns_list() == netns
+    assert tree_digest(area.rootfs) == rootfs_digest, "the lower rootfs changed"
+
+
+@pytest.fixture
+def workdir(area: ScratchArea) -> Iterator[Path]:
+    path = area.new_workdir()
+    yield path
+    remove_tree(path)
+
+
+@pytest.fixture(params=[str(n) for n in available_names()])
+def executor(request: pytest.FixtureRequest) -> Executor:
+    ex = load(request.param)()
+    ex.preflight()
+    return ex
+
+
+DEFAULT_ENV = (
+    ("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+    ("HOME", "/home/reuser"),
+    ("USER", "reuser"),
+)
+
+
+@dataclass
+class Outcome:
+    result: JobResult
+    stdout: bytes
+    stderr: bytes
+    lines: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+class Jobs:
+    """Builds jobs over the busybox rootfs (one overlay, /proc, /dev, the cradle)."""
+
+    def __init__(self, area: ScratchArea, workdir: Path, executor: Executor) -> None:
+        self.area = area
+        self.workdir = workdir
+        self.executor = executor
+
+    def job(
+        self,
+        *argv: str,
+        lowers: tuple[Path, ...] = (),
+        extra_mounts: tuple[Op, ...] = (),
+        cradle: bool = True,
+        **kw: Any,
+    ) -> JobSpec:
+        uid = kw.get("uid", 1000)
+        gid = kw.get("gid", 1000)
+        home = "/root" if uid == 0 else "/home/reuser"
+        kw.setdefault("cwd", "/task" if cradle else "/")
+        caps = self.executor.capabilities()
+        kw.setdefault("network", "none" if "none" in caps.networks else "host")
+        layers = tuple(os.fspath(p) for p in (*lowers, self.area.rootfs))
+        return JobSpec(
+            argv=argv,
+            env=kw.pop("env", DEFAULT_ENV),
+            workdir=self.workdir,
+            mounts=(
+                Overlay(
+                    layers, "/", os.fspath(self.workdir / "upper"), os.fspath(self.workdir / "work")
+                ),
+                *system_mounts(),
+                *extra_mounts,
+            ),
+            cradle=cradle_steps(cwd=kw["cwd"], home=home, uid=uid, gid=gid) if cradle else (),
+            **kw,
+        )
+
+    async def run(self, job: JobSpec) -> Outcome:
+        lines: list[tuple[str, bytes]] = []
+
+        async def on_output(stream: str, line: bytes) -> None:
+            lines.append((stream, line))
+
+        result = await self.executor.run(job, on_output=on_output)
+        return Outcome(
+            result,
+            b"".join(b for s, b in lines if s == "stdout"),
+            b"".join(b for s, b in lines if s == "stderr"),
+            lines,
+        )
+
+    async def sh(self, script: str, **kw: Any) -> Outcome:
+        return await self.run(self.job("sh", "-c", script, **kw))
+
+
+@pytest.fixture
+def jobs(area: ScratchArea, workdir: Path, executor: Executor) -> Jobs:
+    return Jobs(area, workdir, executor)
