@@ -1,14 +1,133 @@
 """The fileset cache: each ware unpacked once per host into a read-only shelf.
 
-CONTRACT (stub, to be implemented):
+A *shelf* is a ware unpacked (losslessly, hash verified) into the cache
+directory, shared by every run on the host. Processes coordinate only
+through flock-guarded files (no daemon): a per-ware exclusive lock makes
+exactly one of many concurrent callers unpack a ware, and a shared in-use
+lock keeps gc away from shelves being used. Layout on disk:
+:mod:`repeatr.cache.layout` (compatible with the original rio's shelves);
+protocol: :mod:`repeatr.cache.fill`, :mod:`repeatr.cache.maintain`; for
+users: docs/caching.md.
+
+Everything here blocks (disk, network, waiting for locks): async callers use
+:meth:`Cache.open_shelf`, or run the rest in ``anyio.to_thread.run_sync``.
+
+The cache directory is created 0700: only root can reach a shelf. Shelves
+must be mounted read-only (overlay lower dir, ro bind); :class:`ShelfHandle`
+documents this, and nothing hands out a path meant for writing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractContextManager, asynccontextmanager
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+
+from repeatr.cache import fill, maintain
+from repeatr.cache.info import GcResult, Problem, ShelfHandle, ShelfInfo
+from repeatr.cache.layout import Layout
+from repeatr.fileset.limits import Limits
+from repeatr.model.wareid import WareID
+
+__all__ = ["DEFAULT_ROOT", "Cache", "GcResult", "Problem", "ShelfHandle", "ShelfInfo"]
+
+#: Default cache directory. The CLI overrides it with --cache or REPEATR_CACHE.
+DEFAULT_ROOT = Path("/var/lib/repeatr")
+
+#: How long to wait for another process's hold on a ware (it may be unpacking
+#: a large ware over a slow link; the wait only guards against a hang).
+DEFAULT_LOCK_TIMEOUT = 3600.0
+
 
 class Cache:
-    def __init__(self, root: Path) -> None      # default root /var/lib/repeatr (REPEATR_CACHE, --cache)
-    def shelf(self, ware: WareID, sources: Sequence[str]) -> ContextManager[Path]
-        Ensures the ware is unpacked (exactly once across processes: a
-        per-ware flock), holds an in-use mark (shared flock) while the
-        context is open so gc never removes it, yields the shelf path.
-    def ls(self) -> list[ShelfInfo]             # ware, size, last used, in use?
-    def gc(self, max_size: int) -> list[ShelfInfo]   # removed; LRU first; never in-use shelves
-    def verify(self) -> list[problem]           # re-hash every shelf against its strict ID
-"""
+    """The cache rooted at ``root``.
+
+    ``on_wait`` receives a message (naming the probable holder) when a lock
+    is not free at once: the CLI shows it as "waiting for ...".
+    """
+
+    def __init__(
+        self,
+        root: Path = DEFAULT_ROOT,
+        *,
+        lock_timeout: float | None = DEFAULT_LOCK_TIMEOUT,
+        on_wait: Callable[[str], None] | None = None,
+        limits: Limits | None = None,
+    ) -> None:
+        self.layout = Layout(Path(root).absolute())
+        self.lock_timeout = lock_timeout
+        self.on_wait = on_wait
+        self.limits = limits
+
+    @property
+    def root(self) -> Path:
+        return self.layout.root
+
+    def shelf(
+        self,
+        ware: WareID,
+        sources: Sequence[str],
+        *,
+        progress: Callable[[int], None] | None = None,
+    ) -> AbstractContextManager[ShelfHandle]:
+        """Hold ``ware``'s shelf in use for the block, unpacking it first if needed.
+
+        Exactly one of many concurrent callers (threads or processes)
+        unpacks; ``ShelfHandle.unpacked`` says whether it was this one.
+        Fetches from ``sources`` (warehouse URLs, tried in order). Errors
+        keep their category: ware not found (5), hash mismatch (7), ...;
+        a lock wait beyond ``lock_timeout`` is a CacheError naming the
+        holder. A failed unpack leaves neither shelf nor temp dir.
+        """
+        return fill.shelf(
+            self.layout,
+            ware,
+            sources,
+            timeout=self.lock_timeout,
+            on_wait=self.on_wait,
+            limits=self.limits,
+            progress=progress,
+        )
+
+    @asynccontextmanager
+    async def open_shelf(
+        self,
+        ware: WareID,
+        sources: Sequence[str],
+        *,
+        progress: Callable[[int], None] | None = None,
+    ) -> AsyncIterator[ShelfHandle]:
+        """:meth:`shelf` for async callers: the blocking parts run in a worker thread.
+
+        Releasing runs shielded, so a cancelled run still drops its in-use mark.
+        """
+        manager = self.shelf(ware, sources, progress=progress)
+        handle = await anyio.to_thread.run_sync(manager.__enter__)
+        try:
+            yield handle
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(manager.__exit__, None, None, None)
+
+    def ls(self) -> list[ShelfInfo]:
+        """Every shelf (ours and rio's), least recently used first."""
+        return maintain.ls(self.layout)
+
+    def gc(self, max_size: int) -> GcResult:
+        """Remove least recently used shelves until at most ``max_size`` bytes remain.
+
+        Shelves in use are never removed: they are listed in ``kept_in_use``.
+        """
+        self.clean_stale()
+        return maintain.gc(self.layout, max_size)
+
+    def verify(self) -> list[Problem]:
+        """Re-hash every shelf against its recorded strict ID; the mismatches."""
+        return maintain.verify(self.layout, timeout=self.lock_timeout, on_wait=self.on_wait)
+
+    def clean_stale(self) -> list[str]:
+        """Remove temp dirs left by dead processes; their names."""
+        return fill.clean_stale(self.layout)

@@ -1,0 +1,124 @@
+"""What we know about each shelf, kept beside it in ``meta/`` (see layout).
+
+The record holds the shelf's **strict ID**: the ``tar-strict`` tree hash of
+the fileset as unpacked (as ``pack_dir`` hashes it). The ware's own ID
+cannot serve to check a shelf: a ``tar`` ID skips symlinks (the compat
+quirk), so a shelf whose symlink was retargeted still matches it. The
+strict hash covers every entry.
+
+Records are written atomically (temp file + rename) and only under the
+per-ware lock. "Last used" is the mtime of a separate empty file, touched
+on every use, so using a shelf never rewrites the record.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from pathlib import Path
+
+import msgspec
+
+from repeatr.errors import CacheError
+from repeatr.fileset.pack import pack_dir
+from repeatr.model.filters import Filters
+from repeatr.model.wareid import TAR_STRICT, WareID
+
+
+class ShelfRecord(msgspec.Struct, frozen=True, kw_only=True):
+    ware: str
+    #: ``tar-strict:<hash>`` of the shelf right after unpacking, as
+    #: ``pack_dir`` sees it (mtimes in whole seconds, no xattrs): what
+    #: ``verify`` compares against.
+    strict: str
+    #: ``UnpackResult.strict_id``: the strict hash of the archive's entries
+    #: after filters (keeps sub-second mtimes and xattrs). Empty if adopted.
+    unpacked_strict: str = ""
+    #: Content bytes of regular files.
+    size: int
+    entries: int
+    #: Unix time the shelf was made (or adopted).
+    created: float
+    #: True when the shelf was found on disk without a record (made by rio
+    #: or by a process killed between rename and record) and measured then.
+    adopted: bool = False
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(ShelfRecord)
+
+
+def read(path: Path) -> ShelfRecord | None:
+    """The record at ``path``; None if missing or unreadable (treated as absent)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        return _decoder.decode(data)
+    except msgspec.DecodeError:
+        return None
+
+
+def write(path: Path, record: ShelfRecord) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(_encoder.encode(record) + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise CacheError(f"cannot write the cache record {path}: {exc.strerror}") from exc
+
+
+def measure(shelf: Path) -> tuple[int, int]:
+    """(content bytes, entry count) of a tree on disk, counting the root."""
+    size, entries = 0, 1
+    for dirpath, dirnames, filenames in os.walk(shelf):
+        for name in dirnames + filenames:
+            entries += 1
+            st = os.lstat(os.path.join(dirpath, name))
+            if stat.S_ISREG(st.st_mode):
+                size += st.st_size
+    return size, entries
+
+
+def strict_id(shelf: Path) -> WareID:
+    """The strict tree hash of a shelf as it is on disk now (reads every file)."""
+    return pack_dir(shelf, None, filters=Filters(), packtype=TAR_STRICT)
+
+
+def adopt(shelf: Path, ware: WareID) -> ShelfRecord:
+    """A record for a shelf found without one, measured from disk as it is now."""
+    size, entries = measure(shelf)
+    return ShelfRecord(
+        ware=str(ware),
+        strict=str(strict_id(shelf)),
+        size=size,
+        entries=entries,
+        created=time.time(),
+        adopted=True,
+    )
+
+
+def touch(path: Path) -> None:
+    """Mark a use: create the file or bump its mtime to now."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        os.utime(fd)
+    finally:
+        os.close(fd)
+
+
+def last_used(used: Path, shelf: Path) -> float:
+    """mtime of the use marker; a shelf never used by us counts from its own mtime."""
+    for path in (used, shelf):
+        try:
+            return os.stat(path, follow_symlinks=False).st_mtime
+        except FileNotFoundError:
+            continue
+    return 0.0
