@@ -26,6 +26,9 @@ class Category(IntEnum):
     PACK_INVALID = 11
     INOPERABLE_PATH = 12
     FILTER_REJECTION = 13
+    #: Not an error of repeatr's: the job ran and exited non-zero (``repeatr run``
+    #: exits with this so make and shell loops stop; the record has the job's code).
+    JOB_FAILED = 20
     JOB_INVALID = 40
     RUN_CACHE = 41
     EXECUTOR = 42
@@ -106,3 +109,9 @@ class Cancelled(RepeatrError):
     """The run was cancelled by Ctrl-C, SIGTERM or SIGHUP."""
 
     category = Category.CANCELLED
+
+
+class NetworkError(RepeatrError):
+    """A run's network could not be prepared or torn down (netns, veth, bridge, IP index, NAT)."""
+
+    category = Category.EXECUTOR

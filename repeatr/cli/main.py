@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 from repeatr import __version__
-from repeatr.cli import cache_cmds, formula_cmds, import_cmds, ware_cmds
+from repeatr.cli import cache_cmds, formula_cmds, import_cmds, run_cmds, ware_cmds
 from repeatr.cli.output import Format, Reporter
 from repeatr.errors import Cancelled, Category, RepeatrError
 
@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
         parser._add_action(action)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for module in (ware_cmds, formula_cmds, cache_cmds, import_cmds):
+    for module in (run_cmds, ware_cmds, formula_cmds, cache_cmds, import_cmds):
         module.register(sub, common)
     return parser
 

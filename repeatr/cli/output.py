@@ -44,6 +44,10 @@ class Reporter:
         self.stderr = stderr or sys.stderr
         self._last_progress: dict[str, float] = {}
 
+    def event(self, event: str, **fields: Any) -> None:
+        """A JSON event (JSON mode only)."""
+        self._emit(event, **fields)
+
     def _emit(self, event: str, **fields: Any) -> None:
         self.stdout.write(json.dumps({"event": event, **fields}) + "\n")
         self.stdout.flush()
@@ -67,7 +71,9 @@ class Reporter:
         if self.debug_enabled:
             self.log(message, level="debug")
 
-    def progress(self, phase: str, done: int, total: int | None = None, *, final: bool = False) -> None:
+    def progress(
+        self, phase: str, done: int, total: int | None = None, *, final: bool = False
+    ) -> None:
         """Bytes (or items) done in a phase such as ``fetch``, ``unpack`` or ``pack``."""
         if self.format is not Format.JSON:
             return
@@ -87,5 +93,6 @@ class Reporter:
                 hint=err.hint,
             )
         else:
-            self.stderr.write(f"repeatr: error: {err} [{err.category.label}, exit {err.exit_code}]\n")
+            label = f"{err.category.label}, exit {err.exit_code}"
+            self.stderr.write(f"repeatr: error: {err} [{label}]\n")
             self.stderr.flush()

@@ -142,7 +142,9 @@ def cmd_unpack(args: argparse.Namespace, out: Reporter) -> int:
 def _make_room(dest: Path) -> None:
     """Unpack needs a fresh destination: an empty dir is removed, anything else refused."""
     if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
-        raise UsageError(f"{dest}: exists and is not a directory", category=Category.INOPERABLE_PATH)
+        raise UsageError(
+            f"{dest}: exists and is not a directory", category=Category.INOPERABLE_PATH
+        )
     if dest.is_dir():
         if any(os.scandir(dest)):
             raise UsageError(
@@ -161,6 +163,9 @@ def cmd_mirror(args: argparse.Namespace, out: Reporter) -> int:
 
     ware = WareID.parse(args.ware)
     copied = mirror(ware, args.source, args.target)
-    out.log(f"{'copied' if copied else 'already present:'} {ware} {'to ' if copied else 'in '}{args.target}")
+    if copied:
+        out.log(f"copied {ware} to {args.target}")
+    else:
+        out.log(f"already present: {ware} in {args.target}")
     out.result(str(ware), ware=str(ware), copied=bool(copied))
     return 0

@@ -1,0 +1,270 @@
+"""One run: fetch -> assemble -> launch -> pack -> teardown, under structured concurrency.
+
+``run_formula`` is the whole life of a run. Every resource it takes is held
+by an ``AsyncExitStack`` in the order taken, so teardown happens in reverse
+on every path: success, a failed job, a failed step, cancellation (Ctrl-C,
+SIGTERM, SIGHUP; the CLI turns those into cancelling this scope). Teardown
+awaits in shielded scopes, so a second Ctrl-C does not cut it short.
+
+- Inputs are fetched and unpacked into the cache in parallel; each shelf is
+  held "in use" until the run ends, so ``cache gc`` never removes it.
+- The filesystem is a list of mount operations (``repeatr.assemble``): an
+  overlay per ware input (the shelf is the read-only lower, the writable
+  upper lives in the run's work dir), a bind per ``mount:`` input, /proc,
+  /dev, then the cradle's dirs. The executor executes them in a private
+  mount namespace, so they vanish with it.
+- Outputs are packed in parallel while the container's mounts still exist
+  (the executor's ``on_finished`` hook), then saved to the context's
+  ``saveUrls``.
+- The work dir is named by its owner; a run killed by SIGKILL leaves one that
+  the next run (or ``repeatr gc``) removes (``repeatr.workdir``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+
+from repeatr import workdir as workdirs
+from repeatr.assemble.cradle import cradle_steps, system_mounts
+from repeatr.assemble.ops import Bind, Mkdir, Op, Overlay
+from repeatr.cache import Cache
+from repeatr.errors import Category, FilesetError, UsageError
+from repeatr.executors.base import Executor, JobResult, JobSpec, Network, OutputCallback
+from repeatr.linux import libc
+from repeatr.model import policy
+from repeatr.model.defaults import apply_defaults
+from repeatr.model.formula import Context, Formula, FormulaFile, HostMount
+from repeatr.model.formula_id import formula_id
+from repeatr.model.runrecord import RunRecord, start_record
+from repeatr.model.wareid import WareID
+
+#: How long teardown may take before we give up on a step (it then logs and goes on).
+TEARDOWN_TIMEOUT = 30.0
+
+# /usr/include/linux/openat2.h
+_RESOLVE_NO_MAGICLINKS = 0x02
+_RESOLVE_NO_SYMLINKS = 0x04
+_RESOLVE_BENEATH = 0x08
+
+
+@dataclass
+class RunEvents:
+    """Where a run reports what happens; the CLI passes its own callbacks."""
+
+    log: Callable[[str], None] = lambda _msg: None
+    debug: Callable[[str], None] = lambda _msg: None
+    output: Callable[[str, bytes], None] = lambda _stream, _line: None
+    progress: Callable[[str, int], None] = lambda _phase, _done: None
+
+
+@dataclass
+class RunOutcome:
+    record: RunRecord
+    job: JobResult
+    fetched: dict[str, bool] = field(default_factory=dict)  # input path -> unpacked by us
+
+
+async def run_formula(
+    loaded: FormulaFile,
+    *,
+    executor: Executor,
+    cache: Cache,
+    events: RunEvents | None = None,
+) -> RunOutcome:
+    """Run one formula with ``executor``; the record of what it produced."""
+    ev = events or RunEvents()
+    frm = apply_defaults(loaded.formula)
+    context = loaded.context or Context()
+    record = start_record(formula_id(loaded.formula), hostname=frm.action.hostname)
+    reaped = await anyio.to_thread.run_sync(workdirs.reap_stale, cache.root)
+    for path in reaped:
+        ev.log(f"removed the work dir of a dead run: {path}")
+    work = await anyio.to_thread.run_sync(workdirs.create, cache.root, record.guid)
+    ev.debug(f"work dir {work}")
+    try:
+        async with contextlib.AsyncExitStack() as held:
+            lowers, fetched = await _fetch_inputs(frm, context, cache, held, ev)
+            # Until formulas can ask for a network (action.network), a job gets its own
+            # empty network namespace where the executor can give one, else the host's.
+            network: Network = "none" if "none" in executor.capabilities().networks else "host"
+            if network == "host":
+                ev.log(f"executor {executor.name} has no network isolation: host network")
+            job = _job_spec(frm, work, lowers, network)
+            for op in job.mounts:
+                ev.debug(f"mount: {op.describe()}")
+            for step in job.cradle:
+                ev.debug(f"cradle: {step.describe()}")
+            results: dict[str, str] = {}
+
+            async def pack_outputs(_result: JobResult, view: Path) -> None:
+                results.update(await _pack_outputs(frm, context, view, ev))
+
+            ev.debug(f"executor {executor.name}: {' '.join(job.argv)}")
+            result = await executor.run(
+                job,
+                on_output=_async_output(ev.output),
+                on_finished=pack_outputs if frm.outputs else None,
+            )
+    finally:
+        with anyio.CancelScope(shield=True), anyio.move_on_after(TEARDOWN_TIMEOUT):
+            await anyio.to_thread.run_sync(workdirs.remove, work)
+    record = RunRecord(
+        guid=record.guid,
+        time=record.time,
+        formula_id=record.formula_id,
+        exit_code=result.exit_code,
+        results=results,
+        hostname=record.hostname,
+    )
+    return RunOutcome(record, result, fetched)
+
+
+def _async_output(cb: Callable[[str, bytes], None]) -> OutputCallback:
+    async def on_output(stream: str, line: bytes) -> None:
+        cb(stream, line)
+
+    return on_output
+
+
+async def _fetch_inputs(
+    frm: Formula,
+    context: Context,
+    cache: Cache,
+    held: contextlib.AsyncExitStack,
+    ev: RunEvents,
+) -> tuple[dict[str, str], dict[str, bool]]:
+    """Every ware input's shelf, fetched in parallel and held until the run ends."""
+    wares = {
+        path: source
+        for path, source in frm.input_sources().items()
+        if isinstance(source, WareID)
+    }
+    shelves: dict[str, str] = {}
+    fetched: dict[str, bool] = {}
+
+    async def fetch(path: str, ware: WareID) -> None:
+        if ware.is_empty:
+            raise UsageError(f"formula.inputs[{path!r}]: {ware} is the empty ware")
+        sources = context.fetch_urls.get(path, ())
+        handle = await held.enter_async_context(
+            cache.open_shelf(ware, sources, progress=lambda n: ev.progress("fetch", n))
+        )
+        shelves[path] = os.fspath(handle.path)
+        fetched[path] = handle.unpacked
+        ev.debug(f"input {path}: {ware} {'unpacked' if handle.unpacked else 'cached'}")
+
+    async with anyio.create_task_group() as tg:
+        for path, ware in wares.items():
+            tg.start_soon(fetch, path, ware)
+    return shelves, fetched
+
+
+def _job_spec(frm: Formula, work: Path, lowers: dict[str, str], network: Network) -> JobSpec:
+    """The job: mounts in formula order (the planner sorts parents first), cradle, user."""
+    action = frm.action
+    user = action.userinfo
+    assert user is not None and user.uid is not None and user.gid is not None  # defaults applied
+    mounts: list[Op] = []
+    for index, (path, source) in enumerate(sorted(frm.input_sources().items())):
+        if isinstance(source, HostMount):
+            mounts.append(Bind(source.host_path, path, ro=not source.writable))
+            continue
+        layer = work / "layers" / str(index)
+        upper, scratch = (work / "upper", work / "work") if path == "/" else (
+            layer / "upper", layer / "work"
+        )
+        for d in (upper.parent, scratch):
+            d.mkdir(parents=True, exist_ok=True)
+        mounts.append(Overlay((lowers[path],), path, os.fspath(upper), os.fspath(scratch)))
+    mounts.extend(system_mounts())
+    cradle: tuple[Mkdir, ...] = ()
+    if action.cradle != "disable":
+        cradle = cradle_steps(
+            cwd=action.cwd or "/", home=user.homedir or "/", uid=user.uid, gid=user.gid
+        )
+    return JobSpec(
+        argv=tuple(action.exec),
+        env=tuple(sorted((action.env or {}).items())),
+        workdir=work,
+        mounts=tuple(mounts),
+        cradle=cradle,
+        cwd=action.cwd or "/",
+        uid=user.uid,
+        gid=user.gid,
+        hostname=action.hostname or None,
+        capabilities=frozenset(policy.capabilities(policy.resolve(action.policy))),
+        network=network,
+    )
+
+
+async def _pack_outputs(
+    frm: Formula, context: Context, view: Path, ev: RunEvents
+) -> dict[str, str]:
+    """Pack every output (in parallel), save it where the context says; path -> ware ID."""
+    from repeatr.fileset.pack import pack_dir
+    from repeatr.warehouse import warehouse_for
+
+    results: dict[str, str] = {}
+
+    def pack_one(path: str, packtype: str, filters: object) -> str:
+        where = _output_dir(view, path)
+        target = context.save_urls.get(path)
+        if target is None:
+            ware = pack_dir(where, None, filters=filters, packtype=packtype)  # type: ignore[arg-type]
+        else:
+            with warehouse_for(target).start_save() as session:
+                ware = pack_dir(where, session.file, filters=filters, packtype=packtype)  # type: ignore[arg-type]
+                if not ware.is_empty:
+                    session.commit(ware)
+                    ev.log(f"saved output {path} as {ware} to {target}")
+        return str(ware)
+
+    async def pack(path: str) -> None:
+        assert frm.outputs is not None
+        out = frm.outputs[path]
+        results[path] = await anyio.to_thread.run_sync(
+            pack_one, path, out.packtype, out.pack_filters()
+        )
+
+    async with anyio.create_task_group() as tg:
+        for path in sorted(frm.outputs or {}):
+            tg.start_soon(pack, path)
+    return results
+
+
+def _output_dir(view: Path, path: str) -> Path:
+    """``view/path``, refused if any component is a symlink (it could point out of the root)."""
+    rel = path.strip("/")
+    if not rel:
+        return view
+    root_fd = os.open(view, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fd = libc.openat2(
+            root_fd,
+            rel,
+            os.O_PATH,
+            _RESOLVE_BENEATH | _RESOLVE_NO_SYMLINKS | _RESOLVE_NO_MAGICLINKS,
+        )
+        os.close(fd)
+    except FileNotFoundError:
+        pass  # a missing output packs to the empty ware
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EXDEV):
+            raise FilesetError(
+                f"output {path}: a component of the path is a symlink; outputs must be real paths",
+                category=Category.PACK_INVALID,
+            ) from exc
+        raise FilesetError(
+            f"output {path}: {exc.strerror}", category=Category.PACK_INVALID
+        ) from exc
+    finally:
+        os.close(root_fd)
+    return view / rel
