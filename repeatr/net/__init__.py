@@ -1,0 +1,28 @@
+"""A run's network: namespaces, veth pairs on a host bridge, and the IP index.
+
+Data flow: the supervisor calls :func:`repeatr.net.setup.prepare` after
+assembly and before launch, gives the executor the resulting
+:class:`~repeatr.net.setup.NetAttachment` (namespace path, address,
+resolv.conf and hosts contents), and calls :func:`repeatr.net.setup.teardown`
+in its teardown phase. :func:`repeatr.net.gc.collect` reclaims what runs
+killed with SIGKILL left behind.
+
+Modules:
+
+- ``config``: policies (none, host, bridge), networks (name, subnet,
+  bridge), where state lives and how kernel objects are named;
+- ``ipindex``: address leases in flock-guarded files, no server;
+- ``records``: per-run records naming a run's kernel objects and owner;
+- ``netns``: named network namespaces (nsfs bind mounts) made without forking;
+- ``bridge``: the host bridge and veth pairs over netlink (pyroute2);
+- ``dns``: the run's resolv.conf and hosts;
+- ``setup``: prepare / teardown;
+- ``gc``: reclaim what dead runs left;
+- ``nat``: outbound NAT, an explicit host setting (nftables).
+
+See docs/networking.md. Importing this package does not import pyroute2.
+"""
+
+from repeatr.net.config import DEFAULT_HOST, DEFAULT_NETWORK, NetHost, Network, NetworkPolicy
+
+__all__ = ["DEFAULT_HOST", "DEFAULT_NETWORK", "NetHost", "Network", "NetworkPolicy"]

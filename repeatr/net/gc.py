@@ -1,0 +1,165 @@
+"""Reclaim the network leftovers of runs whose process died (SIGKILL, power loss of a VM, ...).
+
+What counts as dead: the :class:`~repeatr.owner.Owner` recorded with the
+object is no longer alive (same host, and the pid is gone or reused).
+``repeatr gc`` and the start of every invocation call :func:`collect`
+(or :func:`gc` from async code). In order:
+
+1. attachment records (``runs.d/<run_id>``) of dead owners: delete the
+   veth, then the namespace, then free the lease, then drop the record;
+2. veths named ``<veth_prefix><8 hex>`` whose alias names a dead owner
+   (a record that was lost or removed by hand);
+3. namespace files ``<netns_dir>/<netns_prefix>*`` with no record (a record
+   is written before its namespace and removed after it, so such a file
+   belongs to no live run);
+4. every network's IP index: leases of dead owners (the index's own gc,
+   which removes a run's veth and namespace first if a record names them).
+
+Leases go last: an address is free only once nothing configures it. Every
+step is idempotent, so two invocations collecting at once only repeat
+each other's work. Errors on one object do not stop the others; they are
+listed in :attr:`GCReport.failures`.
+
+A gc with nothing to reclaim reads a few directories and ``/sys/class/net``
+and does not import pyroute2.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+
+from repeatr.errors import RepeatrError
+from repeatr.net import bridge, netns, records
+from repeatr.net.config import DEFAULT_HOST, NetHost
+from repeatr.net.ipindex import IPIndex, Lease
+from repeatr.net.setup import reclaim_hook, remove_run_objects
+
+
+@dataclass
+class GCReport:
+    """What :func:`collect` removed (human-readable names) and what it could not."""
+
+    runs: list[str] = field(default_factory=list)
+    links: list[str] = field(default_factory=list)
+    namespaces: list[Path] = field(default_factory=list)
+    leases: list[Lease] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.runs or self.links or self.namespaces or self.leases or self.failures)
+
+
+def collect(host: NetHost = DEFAULT_HOST) -> GCReport:
+    """Blocking gc (see the module doc): call from a worker thread or a sync CLI."""
+    report = GCReport()
+    live_runs = _records(host, report)
+    _veths(host, report)
+    _namespaces(host, live_runs, report)
+    _leases(host, report)
+    return report
+
+
+async def gc(host: NetHost = DEFAULT_HOST) -> GCReport:
+    """:func:`collect` in a worker thread."""
+    return await anyio.to_thread.run_sync(collect, host)
+
+
+def _records(host: NetHost, report: GCReport) -> set[str]:
+    """Tear down runs with dead owners; return the run IDs of every remaining record."""
+    remaining = set()
+    for record in records.all_records(host):
+        if record.owner_alive():
+            remaining.add(record.run_id)
+            continue
+        try:
+            gone = remove_run_objects(
+                host,
+                record.run_id,
+                veth=record.veth,
+                netns_path=Path(record.netns) if record.netns else None,
+            )
+            if record.network is not None:
+                index = IPIndex.existing(
+                    host.state_dir, record.network, lock_timeout=host.lock_timeout
+                )
+                if index is not None:
+                    lease = index.release(record.run_id)
+                    if lease is not None:
+                        gone.append(f"lease {lease.ip}")
+            records.remove(host, record.run_id)
+        except RepeatrError as e:
+            report.failures.append(f"run {record.run_id}: {e}")
+            remaining.add(record.run_id)
+            continue
+        report.runs.append(record.run_id)
+        report.links.extend(x.removeprefix("veth ") for x in gone if x.startswith("veth "))
+        report.namespaces.extend(
+            Path(x.removeprefix("netns ")) for x in gone if x.startswith("netns ")
+        )
+    return remaining
+
+
+def _veths(host: NetHost, report: GCReport) -> None:
+    doomed = []
+    for name, alias in bridge.host_links(host.veth_prefix).items():
+        if not host.is_our_veth(name):
+            continue
+        parsed = bridge.parse_alias(alias)
+        owner = parsed[1] if parsed else None
+        if owner is not None and not owner.is_alive():
+            doomed.append(name)
+    if not doomed:
+        return
+    ipr = bridge.iproute()
+    try:
+        for name in doomed:
+            try:
+                if bridge.delete_link(ipr, name):
+                    report.links.append(name)
+            except RepeatrError as e:
+                report.failures.append(f"veth {name}: {e}")
+    finally:
+        ipr.close()
+
+
+def _namespaces(host: NetHost, live_runs: set[str], report: GCReport) -> None:
+    try:
+        names = os.listdir(host.netns_dir)
+    except FileNotFoundError:
+        return
+    for name in names:
+        run_id = name.removeprefix(host.netns_prefix)
+        if run_id == name or run_id in live_runs:
+            continue
+        path = host.netns_dir / name
+        # Re-check: a run that started after the listing wrote its record first.
+        if records.lookup(host, run_id) is not None:
+            continue
+        try:
+            if netns.remove(path):
+                report.namespaces.append(path)
+        except OSError as e:
+            report.failures.append(f"netns {path}: {e}")
+
+
+def _leases(host: NetHost, report: GCReport) -> None:
+    try:
+        names = os.listdir(host.state_dir)
+    except FileNotFoundError:
+        return
+    for name in sorted(names):
+        if not (host.state_dir / name / "subnet").is_file():
+            continue
+        try:
+            index = IPIndex.existing(
+                host.state_dir, name, lock_timeout=host.lock_timeout, on_reclaim=reclaim_hook(host)
+            )
+            if index is not None:
+                report.leases.extend(index.gc())
+        except RepeatrError as e:
+            report.failures.append(f"IP index of network {name!r}: {e}")

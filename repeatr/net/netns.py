@@ -1,0 +1,125 @@
+"""Named network namespaces: an nsfs bind mount on a file, as ``ip netns add`` makes them.
+
+A run's namespace is a file (by default ``/run/netns/repeatr-<run_id>``)
+on which the namespace is bind-mounted. Executors join it with
+``setns(open(path), CLONE_NEWNET)``; OCI runtimes take the path in the
+spec; people can look at it with ``ip netns list`` / ``ip netns exec``.
+
+How it is made, without forking: the calling thread (a worker thread, as
+every blocking call here) saves its own namespace, ``unshare(CLONE_NEWNET)``
+(which moves only that thread), bind-mounts ``/proc/thread-self/ns/net``
+onto the file, does what must be done inside (loopback up, open a netlink
+socket that stays bound to the new namespace), and ``setns`` back. pyroute2's
+own ``netns.create`` / ``IPRoute(netns=...)`` fork a child process to do
+this, and forking a threaded Python process is a known trap (it hung
+BenchExec; see the project's host notes).
+
+The directory is set up the way iproute2 does it (a bind mount of itself,
+``MS_SHARED``) so that removing a namespace also unmounts the copies other
+mount namespaces got, and the two tools can share ``/run/netns``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from repeatr.errors import NetworkError
+from repeatr.linux import libc
+
+_THREAD_NETNS = "/proc/thread-self/ns/net"
+
+
+def ensure_netns_dir(netns_dir: Path) -> None:
+    """Create ``netns_dir`` as a shared mount point (like ``ip netns add``). Idempotent.
+
+    Racing callers: making an existing mount point shared again is a no-op;
+    only the very first use binds the directory onto itself, and two first
+    users stacking two binds is harmless (iproute2 has the same race).
+    """
+    netns_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        libc.mount(None, netns_dir, None, libc.MS_SHARED | libc.MS_REC)
+        return
+    except OSError as e:
+        if e.errno != errno.EINVAL:  # EINVAL: not a mount point yet
+            raise
+    libc.mount(netns_dir, netns_dir, None, libc.MS_BIND | libc.MS_REC)
+    libc.mount(None, netns_dir, None, libc.MS_SHARED | libc.MS_REC)
+
+
+@contextmanager
+def inside_new_netns(path: Path) -> Iterator[None]:
+    """Create a network namespace named by ``path`` and run the block inside it.
+
+    Only the calling thread enters the namespace, and it always returns to
+    the one it was in. Sockets opened in the block stay bound to the new
+    namespace after it. If the block fails, the namespace is removed again.
+    ``path`` must not exist (a leftover is the caller's to remove).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0)
+    except FileExistsError:
+        raise NetworkError(
+            f"network namespace {path} already exists",
+            hint="a previous run with this ID left it behind: run `repeatr gc`",
+        ) from None
+    os.close(fd)
+    home = os.open(_THREAD_NETNS, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        try:
+            libc.unshare(libc.CLONE_NEWNET)
+        except BaseException:
+            _unlink(path)
+            raise
+        try:
+            libc.mount(_THREAD_NETNS, path, None, libc.MS_BIND)
+            yield
+        except BaseException:
+            remove(path)
+            raise
+        finally:
+            # Never leave a (reused) worker thread in the run's namespace.
+            libc.setns(home, libc.CLONE_NEWNET)
+    finally:
+        os.close(home)
+
+
+def remove(path: Path) -> bool:
+    """Unmount and unlink a named namespace; False if there was none. Idempotent.
+
+    The namespace itself goes when its last user (process, mount, open fd)
+    does; with the veth deleted first, what may linger holds only ``lo``.
+    """
+    found = False
+    try:
+        libc.umount2(path, libc.MNT_DETACH | libc.UMOUNT_NOFOLLOW)
+        found = True
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOENT):  # EINVAL: not mounted
+            raise
+    return _unlink(path) or found
+
+
+def is_netns(path: Path) -> bool:
+    """Is ``path`` a mounted network namespace (nsfs)?"""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    # A bind-mounted namespace lives on nsfs: a different device than its directory.
+    try:
+        return st.st_dev != os.stat(path.parent).st_dev
+    except OSError:
+        return False
+
+
+def _unlink(path: Path) -> bool:
+    try:
+        os.unlink(path)
+        return True
+    except FileNotFoundError:
+        return False
