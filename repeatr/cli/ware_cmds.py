@@ -11,6 +11,7 @@ from repeatr.cli.output import Reporter
 from repeatr.errors import Category, UsageError
 from repeatr.model import filters as filt
 from repeatr.model.wareid import PACKTYPES, TAR, WareID
+from repeatr.warehouse import redact
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -108,7 +109,7 @@ def cmd_pack(args: argparse.Namespace, out: Reporter) -> int:
                 path, session.file, filters=filters, packtype=args.packtype, progress=progress
             )
             session.commit(ware)
-        out.log(f"saved {ware} to {args.target}")
+        out.log(f"saved {ware} to {redact(args.target)}")
     out.result(str(ware), ware=str(ware))
     return 0
 
@@ -164,8 +165,8 @@ def cmd_mirror(args: argparse.Namespace, out: Reporter) -> int:
     ware = WareID.parse(args.ware)
     copied = mirror(ware, args.source, args.target)
     if copied:
-        out.log(f"copied {ware} to {args.target}")
+        out.log(f"copied {ware} to {redact(args.target)}")
     else:
-        out.log(f"already present: {ware} in {args.target}")
+        out.log(f"already present: {ware} in {redact(args.target)}")
     out.result(str(ware), ware=str(ware), copied=bool(copied))
     return 0

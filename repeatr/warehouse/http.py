@@ -13,12 +13,17 @@ read, read timeout) raises WAREHOUSE_UNAVAILABLE from ``read()``. The body is
 streamed, never held in memory. Proxy settings come from the environment
 (``http_proxy``, ``no_proxy``), as for any urllib client.
 
-Saving over HTTP is not supported yet: ``start_save`` raises
-WAREHOUSE_UNWRITABLE.
+Credentials in the URL (``https://user:password@host/...``, ``%xx``-escaped)
+are sent as HTTP Basic auth on every request to that host and never on a
+redirect elsewhere; the request URLs and every message carry no password.
+
+Saving (``start_save``) is in :mod:`repeatr.warehouse.httpwrite`: PUT to a
+temp name, then WebDAV MOVE into place.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import http.client
 import io
@@ -26,8 +31,8 @@ import posixpath
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, BinaryIO, NoReturn
-from urllib.parse import urlsplit, urlunsplit
+from typing import TYPE_CHECKING, BinaryIO
+from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 from repeatr import __version__
 from repeatr.errors import Category, UsageError, WarehouseError
@@ -36,6 +41,8 @@ from repeatr.warehouse import Warehouse, ca_segments, redact
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
+
+    from repeatr.warehouse.httpwrite import HTTPSave
 
 #: Seconds to wait for the connection and for each read; a stalled server
 #: must not hang a run forever, a slow but moving download must not fail.
@@ -87,18 +94,44 @@ class HTTPWarehouse(Warehouse):
         super().__init__(url)
         parts = urlsplit(url)
         self.content_addressed = parts.scheme.startswith("ca+")
-        self._parts = parts._replace(scheme=parts.scheme.removeprefix("ca+"), fragment="")
-        if not parts.netloc:
+        if not parts.hostname:
             raise UsageError(f"warehouse URL {redact(url)!r} has no host")
+        #: Basic auth from the URL's user info; the URL used for requests has none.
+        self.authorization = basic_authorization(parts)
+        self._parts = parts._replace(
+            scheme=parts.scheme.removeprefix("ca+"),
+            netloc=parts.netloc.rpartition("@")[2],
+            fragment="",
+        )
         self.timeout = timeout
 
     def ware_url(self, ware: WareID) -> str:
-        """The URL fetched for ``ware``."""
+        """The URL fetched for ``ware`` (without credentials)."""
         if not self.content_addressed:
-            return urlunsplit(self._parts)
+            return self.file_url()
+        return self.base_url(*ca_segments(ware))
+
+    def file_url(self) -> str:
+        """The URL as given, for single-ware kinds (without credentials or fragment)."""
+        return urlunsplit(self._parts)
+
+    def base_url(self, *segments: str) -> str:
+        """The base of a ``ca+`` warehouse joined with ``segments`` (none: the base itself).
+
+        The path is normalised (``//a/./b/`` is ``/a/b``); the query is kept.
+        """
         base = posixpath.normpath("/" + self._parts.path.lstrip("/"))
-        path = posixpath.join(base, *ca_segments(ware))
-        return urlunsplit(self._parts._replace(path=path))
+        return urlunsplit(self._parts._replace(path=posixpath.join(base, *segments)))
+
+    def request(self, target: str, method: str = "GET") -> urllib.request.Request:
+        """A request to ``target`` (a URL of this warehouse) with our User-Agent and auth."""
+        request = urllib.request.Request(
+            target, method=method, headers={"User-Agent": f"repeatr/{__version__}"}
+        )
+        if self.authorization is not None:
+            # Unredirected: a redirect to another host must not get the password.
+            request.add_unredirected_header("Authorization", self.authorization)
+        return request
 
     def _unavailable(self, target: str, reason: object) -> WarehouseError:
         return WarehouseError(
@@ -112,11 +145,11 @@ class HTTPWarehouse(Warehouse):
     def open_file(self) -> contextlib.AbstractContextManager[BinaryIO]:
         if self.content_addressed:
             return super().open_file()
-        return self._open(urlunsplit(self._parts), "ware file")
+        return self._open(self.file_url(), "ware file")
 
     @contextlib.contextmanager
     def _open(self, target: str, what: str) -> Iterator[BinaryIO]:
-        request = urllib.request.Request(target, headers={"User-Agent": f"repeatr/{__version__}"})
+        request = self.request(target)
         try:
             response = urllib.request.urlopen(request, timeout=self.timeout)
         except urllib.error.HTTPError as exc:
@@ -140,9 +173,20 @@ class HTTPWarehouse(Warehouse):
         with io.BufferedReader(_Body(response, redact(target)), _BUFFER) as stream:
             yield stream
 
-    def start_save(self) -> NoReturn:
-        raise WarehouseError(
-            f"cannot save to warehouse {redact(self.url)}: writing over HTTP is not supported yet",
-            category=Category.WAREHOUSE_UNWRITABLE,
-            hint="save to a file:// or ca+file:// warehouse and upload that",
-        )
+    def start_save(self) -> contextlib.AbstractContextManager[HTTPSave]:
+        from repeatr.warehouse.httpwrite import http_save
+
+        return http_save(self)
+
+
+def basic_authorization(parts: SplitResult) -> str | None:
+    """The ``Authorization`` header for the URL's user info, or None if it has none.
+
+    User and password are ``%xx``-decoded (a ``@`` or ``:`` in a password must
+    be escaped in a URL); a user without a password sends an empty one, as Go's
+    net/http and curl do.
+    """
+    if not parts.username:
+        return None
+    pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+    return "Basic " + base64.b64encode(pair.encode()).decode("ascii")

@@ -77,8 +77,3 @@ def test_body_cut_short_is_unavailable(http_root: Served) -> None:
     assert err.value.category is Category.WAREHOUSE_UNAVAILABLE
 
 
-@pytest.mark.parametrize("scheme", ["http", "ca+http", "https", "ca+https"])
-def test_saving_over_http_is_unwritable(scheme: str) -> None:
-    with pytest.raises(RepeatrError) as err, warehouse_for(f"{scheme}://127.0.0.1/wh/").start_save():
-        pass
-    assert err.value.category is Category.WAREHOUSE_UNWRITABLE
