@@ -115,3 +115,26 @@ class NetworkError(RepeatrError):
     """A run's network could not be prepared or torn down (netns, veth, bridge, IP index, NAT)."""
 
     category = Category.EXECUTOR
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
+    return [exc]
+
+
+def collapse(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one error to report for a task group's failures.
+
+    Parallel steps (fetching inputs, packing outputs) fail together; the user
+    needs the first real error, not a tree. Our errors win over cancellation
+    and foreign exceptions; the group stays attached as ``__context__``.
+    """
+    leaves = _leaves(group)
+    for leaf in leaves:
+        if isinstance(leaf, RepeatrError):
+            return leaf
+    for leaf in leaves:
+        if not isinstance(leaf, KeyboardInterrupt | SystemExit):
+            return leaf
+    return leaves[0]

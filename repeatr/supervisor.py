@@ -210,7 +210,7 @@ async def _pack_outputs(
 ) -> dict[str, str]:
     """Pack every output (in parallel), save it where the context says; path -> ware ID."""
     from repeatr.fileset.pack import pack_dir
-    from repeatr.warehouse import warehouse_for
+    from repeatr.warehouse import redact, warehouse_for
 
     results: dict[str, str] = {}
 
@@ -224,7 +224,7 @@ async def _pack_outputs(
                 ware = pack_dir(where, session.file, filters=filters, packtype=packtype)  # type: ignore[arg-type]
                 if not ware.is_empty:
                     session.commit(ware)
-                    ev.log(f"saved output {path} as {ware} to {target}")
+                    ev.log(f"saved output {path} as {ware} to {redact(target)}")
         return str(ware)
 
     async def pack(path: str) -> None:

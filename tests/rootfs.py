@@ -109,14 +109,14 @@ def netns_list() -> list[str]:
 
 
 def processes_with(marker: str) -> list[int]:
-    """Pids whose command line contains ``marker``."""
+    """Pids whose command line (arguments joined by spaces) contains ``marker``."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
         try:
             with open(f"/proc/{entry}/cmdline", "rb") as f:
-                if marker.encode() in f.read():
+                if marker.encode() in f.read().replace(b"\0", b" "):
                     found.append(int(entry))
         except OSError:
             pass

@@ -21,7 +21,7 @@ import os
 import stat
 
 from repeatr.assemble.resolve import fd_path, open_in_root, open_root
-from repeatr.errors import AssemblyError
+from repeatr.errors import AssemblyError, JobInvalid
 from repeatr.linux import libc
 
 TYPE_CHECKING = False
@@ -340,7 +340,12 @@ class Mkdir(Op):
 
     def execute(self, root: Root) -> None:
         created: list[str] = []
-        fd = root.open(self.path, "dir", created)
+        try:
+            fd = root.open(self.path, "dir", created)
+        except AssemblyError as exc:
+            # Mkdir steps are the cradle's cwd, home and /tmp: a path the image
+            # made unusable (a file, a symlink) is a bad job, not a bad mount.
+            raise JobInvalid(f"cradle: {exc.message}") from exc
         try:
             leaf_new = bool(created) and created[-1] == self.path
             if leaf_new:

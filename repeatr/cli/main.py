@@ -18,7 +18,7 @@ from types import FrameType
 from repeatr import __version__
 from repeatr.cli import cache_cmds, formula_cmds, import_cmds, run_cmds, ware_cmds
 from repeatr.cli.output import Format, Reporter
-from repeatr.errors import Cancelled, Category, RepeatrError
+from repeatr.errors import Cancelled, Category, RepeatrError, collapse
 
 DEFAULT_CACHE = "/var/lib/repeatr"
 
@@ -119,7 +119,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             debug=getattr(args, "debug", False),
             quiet=getattr(args, "quiet", False),
         )
-        code: int = args.func(args, reporter)
+        try:
+            code: int = args.func(args, reporter)
+        except BaseExceptionGroup as group:
+            raise collapse(group) from None
         return code
     except RepeatrError as err:
         if reporter.debug_enabled:

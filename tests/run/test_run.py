@@ -1,0 +1,236 @@
+"""``repeatr run`` end to end: real formulas, real wares, real namespaces."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from repeatr.errors import Category
+from repeatr.fileset.pack import pack_dir
+from repeatr.model.filters import PACK_FLATTEN
+from tests.rootfs import mountinfo, processes_with
+
+from .conftest import Runner, wait_for
+
+pytestmark = pytest.mark.root
+
+EXECUTORS = ["ns", "chroot"]
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_hello_record_and_streams(runner: Runner, executor: str) -> None:
+    f = runner.formula("/bin/sh", "-c", "echo hello; echo oops >&2")
+    res = runner.run("run", str(f), "--executor", executor)
+    assert res.code == 0, res.stderr
+    record = res.record()
+    assert list(record) == ["guid", "time", "formulaID", "exitCode", "results"]
+    assert record["exitCode"] == 0 and record["results"] == {}
+    assert "out| hello\n" in res.stderr and "err| oops\n" in res.stderr
+    ident = runner.run("formula", "id", str(f))
+    assert record["formulaID"] == ident.stdout.strip()
+    assert runner.work_dirs() == []
+
+
+def test_failed_job_stops_make(runner: Runner) -> None:
+    f = runner.formula("/bin/sh", "-c", "exit 3")
+    res = runner.run("run", str(f), "--executor", "ns")
+    assert res.code == Category.JOB_FAILED
+    assert res.record()["exitCode"] == 3
+    res = runner.run("run", str(f), "--executor", "ns", "--ignore-job-exit")
+    assert res.code == 0 and res.record()["exitCode"] == 3
+
+
+def test_signal_exit_code(runner: Runner) -> None:
+    # chroot: the job is not PID 1, so it can be killed by its own signal
+    res = runner.run("run", str(runner.formula("/bin/sh", "-c", "kill -9 $$")), "--executor", "chroot")
+    assert res.code == Category.JOB_FAILED
+    assert res.record()["exitCode"] == 128 + signal.SIGKILL
+
+
+def test_outputs_flatten_and_save(runner: Runner, tmp_path: Path) -> None:
+    wh = tmp_path / "out-wh"
+    wh.mkdir()
+    f = runner.formula(
+        "/bin/sh", "-c", "mkdir -p /task/out/sub && echo hi > /task/out/sub/f && chmod 640 /task/out/sub/f",
+        outputs={"/task/out": {"packtype": "tar"}, "/task/none": {"packtype": "tar"}},
+        save={"/task/out": f"ca+file://{wh}/"},
+    )
+    res = runner.run("run", str(f), "--executor", "ns")
+    assert res.code == 0, res.stderr
+    results = res.record()["results"]
+    assert results["/task/none"] == "tar:-"
+    # The same tree made by hand and packed with the flatten filter has the same ID.
+    expect = tmp_path / "expect"
+    (expect / "sub").mkdir(parents=True)
+    (expect / "sub" / "f").write_text("hi\n")
+    os.chmod(expect / "sub" / "f", 0o640)
+    os.chmod(expect, 0o755)
+    os.chmod(expect / "sub", 0o755)
+    assert results["/task/out"] == str(pack_dir(expect, None, filters=PACK_FLATTEN))
+    h = results["/task/out"].split(":", 1)[1]
+    assert (wh / h[:3] / h[3:6] / h).is_file()
+
+
+def test_same_formula_same_outputs_and_memo(runner: Runner) -> None:
+    f = runner.formula(
+        "/bin/sh", "-c", "mkdir -p /task/o && cat /proc/sys/kernel/random/uuid > /task/o/t && echo fixed > /task/o/f",
+        outputs={"/task/o": {"packtype": "tar"}},
+    )
+    first = runner.run("run", str(f), "--executor", "ns")
+    assert first.code == 0, first.stderr
+    again = runner.run("run", str(f), "--executor", "ns")
+    assert again.record() == first.record()  # memo hit: the stored record, same guid
+    fresh = runner.run("run", str(f), "--executor", "ns", "--no-memo")
+    assert fresh.record()["guid"] != first.record()["guid"]
+    assert fresh.record()["results"] != first.record()["results"]  # the job wrote a random uuid
+    failing = runner.formula("/bin/false", name="fail.json")
+    runner.run("run", str(failing), "--executor", "ns")
+    second = runner.run("run", str(failing), "--executor", "ns")
+    assert "out|" not in second.stderr and second.code == Category.JOB_FAILED  # not memoized
+
+
+def test_memo_hit_is_import_light(runner: Runner) -> None:
+    f = runner.formula("/bin/true")
+    assert runner.run("run", str(f), "--executor", "ns").code == 0
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", *runner.command("run", str(f), "--executor", "ns")[1:]],
+        capture_output=True, text=True, check=True,
+    )
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in proc.stderr.splitlines()}
+    for heavy in ("anyio", "trio", "libarchive", "pyroute2", "isal", "asyncio"):
+        assert heavy not in imported, f"the memo hit path imports {heavy}"
+
+
+@pytest.mark.parametrize(
+    ("argv", "action"),
+    [
+        (("/nonexistent",), {}),
+        (("no-such-command",), {}),
+        (("/bin/true",), {"cwd": "/etc/passwd"}),
+        (("/etc/passwd",), {}),
+    ],
+)
+def test_job_invalid(runner: Runner, argv: tuple[str, ...], action: dict[str, str]) -> None:
+    f = runner.formula(*argv, **action)
+    res = runner.run("run", str(f), "--executor", "ns")
+    assert res.code == Category.JOB_INVALID, res.stderr
+    assert runner.work_dirs() == []
+
+
+def test_relative_exec_uses_formula_path(runner: Runner) -> None:
+    res = runner.run("run", str(runner.formula("echo", "found")), "--executor", "ns")
+    assert res.code == 0 and "out| found" in res.stderr
+
+
+def test_cradle_and_userinfo(runner: Runner) -> None:
+    f = runner.formula("/bin/sh", "-c", 'id; pwd; echo "$HOME $USER"; ls -ld /tmp /task')
+    res = runner.run("run", str(f), "--executor", "ns")
+    assert "out| uid=1000(reuser) gid=1000(reuser)" in res.stderr
+    assert "out| /task\n" in res.stderr and "out| /home/reuser reuser\n" in res.stderr
+    assert "drwxrwxrwt" in res.stderr
+    root = runner.formula("/bin/sh", "-c", "id -u; pwd", userinfo={"uid": 0, "gid": 0}, name="r.json")
+    res = runner.run("run", str(root), "--executor", "ns")
+    assert "out| 0\nout| /task\n" in res.stderr
+    bare = runner.formula("/bin/pwd", cradle="disable", name="bare.json")
+    res = runner.run("run", str(bare), "--executor", "ns")
+    assert "out| /\n" in res.stderr
+
+
+def test_host_mount_inputs(runner: Runner, tmp_path: Path) -> None:
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    (ro / "in").write_text("from host\n")
+    rw = tmp_path / "rw"
+    rw.mkdir()
+    f = runner.formula(
+        "/bin/sh", "-c", "cat /mnt/ro/in; touch /mnt/ro/x || echo ro-refused; echo w > /mnt/rw/out",
+        inputs={"/mnt/ro": f"mount:ro:{ro}", "/mnt/rw": f"mount:rw:{rw}"},
+        userinfo={"uid": 0, "gid": 0},
+    )
+    res = runner.run("run", str(f), "--executor", "ns")
+    assert res.code == 0, res.stderr
+    assert "out| from host" in res.stderr and "out| ro-refused" in res.stderr
+    assert not (ro / "x").exists()
+    assert (rw / "out").read_text() == "w\n"
+
+
+def test_inputs_unchanged_after_job_writes_everywhere(runner: Runner) -> None:
+    f = runner.formula(
+        "/bin/sh", "-c", "for d in / /bin /etc /usr /task; do echo x > $d/scribble; done; rm -f /bin/ls",
+        userinfo={"uid": 0, "gid": 0},
+    )
+    assert runner.run("run", str(f), "--executor", "ns").code == 0
+    verify = runner.run("cache", "verify")
+    assert verify.code == 0, verify.stdout + verify.stderr
+    again = runner.run("run", str(runner.formula("/bin/ls", "/bin/ls", name="ls.json")), "--executor", "ns")
+    assert again.code == 0, again.stderr
+
+
+def test_rootfs_roundtrip_lossless(runner: Runner) -> None:
+    """unpack-lossless + pack-lossless of a rootfs gives back the same ID."""
+    keep = {"uid": "keep", "gid": "keep", "mtime": "keep"}
+    f = runner.formula(
+        "/bin/true",
+        inputs={"/mnt/r": runner.busybox.ware},
+        outputs={"/mnt/r": {"packtype": "tar", "filters": keep}},
+    )
+    res = runner.run("run", str(f), "--executor", "ns")
+    assert res.code == 0, res.stderr
+    assert res.record()["results"]["/mnt/r"] == runner.busybox.ware
+
+
+def test_sigkill_leaves_nothing_the_next_run_does_not_clean(runner: Runner) -> None:
+    before = len(mountinfo())
+    marker = "sleep 4242"
+    f = runner.formula("/bin/sh", "-c", marker)
+    with runner.start("run", str(f), "--executor", "ns") as proc:
+        wait_for(lambda: bool(processes_with(marker)))
+        assert len(runner.work_dirs()) == 1
+        proc.kill()
+        proc.wait(timeout=10)
+    wait_for(lambda: not processes_with(marker), timeout=5)  # the job died with its run
+    assert len(mountinfo()) == before  # mounts lived in the run's own namespace
+    assert len(runner.work_dirs()) == 1  # the work dir is left...
+    res = runner.run("run", str(runner.formula("/bin/true", name="t.json")), "--executor", "ns")
+    assert res.code == 0
+    assert runner.work_dirs() == []  # ...and the next invocation removed it
+    assert "dead run" in res.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_cancel_tears_down_and_exits_8(runner: Runner, sig: signal.Signals) -> None:
+    marker = f"sleep 43{sig.value:02d}"
+    f = runner.formula("/bin/sh", "-c", f"trap '' TERM INT HUP; {marker}; true")
+    with runner.start("run", str(f), "--executor", "ns") as proc:
+        wait_for(lambda: bool(processes_with(marker)))
+        t0 = time.monotonic()
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=10)
+        assert time.monotonic() - t0 < 5
+        assert proc.returncode == Category.CANCELLED, err
+    assert not processes_with(marker)
+    assert runner.work_dirs() == []
+
+
+def test_gc_command_reaps_dead_work_dirs(runner: Runner) -> None:
+    marker = "sleep 4343"
+    with runner.start("run", str(runner.formula("/bin/sh", "-c", marker)), "-e", "ns") as proc:
+        wait_for(lambda: bool(processes_with(marker)))
+        proc.kill()
+        proc.wait(timeout=10)
+    res = runner.run("gc")
+    assert res.code == 0 and "removed 1 work dirs" in res.stdout
+    assert runner.work_dirs() == []
+
+
+def test_bad_formula_is_usage_error(runner: Runner, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"formula": {"action": {"exec": ["/bin/true"], "bogus": 1}}}')
+    res = runner.run("run", str(bad))
+    assert res.code == Category.USAGE and "bogus" in res.stderr
