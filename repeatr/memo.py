@@ -26,6 +26,21 @@ def memo_key(formula_id: str, executor: str, extra: tuple[str, ...] = ()) -> str
     return hashlib.sha256(material.encode()).hexdigest()
 
 
+def file_key(formula_path: str, executor: str) -> str | None:
+    """A key from the formula file's bytes: a hit needs no parsing at all.
+
+    Only ever filled with the record the formula-ID key gave, so it can
+    never say more than the formula ID does. None if the file cannot be read
+    (the slow path then reports the error properly).
+    """
+    try:
+        with open(formula_path, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return None
+    return memo_key(f"file:{digest}", executor)
+
+
 class MemoStore:
     """Records under ``<state root>/memo/<key[:2]>/<key>.json``, written atomically."""
 

@@ -8,15 +8,14 @@ function; handlers import the heavy parts of the library lazily so that
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import signal
 import sys
-import traceback
 from collections.abc import Sequence
 from types import FrameType
 
 from repeatr import __version__
-from repeatr.cli import cache_cmds, formula_cmds, import_cmds, run_cmds, ware_cmds
 from repeatr.cli.output import Format, Reporter
 from repeatr.errors import Cancelled, Category, RepeatrError, collapse
 
@@ -57,7 +56,30 @@ class _ArgumentError(RepeatrError):
     category = Category.USAGE
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: Which module registers each command. Only the module of the command being run
+#: is imported (all of them for --help), so a command pays for its own parser only.
+COMMAND_MODULES = {
+    "run": "run_cmds",
+    "gc": "run_cmds",
+    "scan": "ware_cmds",
+    "pack": "ware_cmds",
+    "unpack": "ware_cmds",
+    "mirror": "ware_cmds",
+    "import": "import_cmds",
+    "formula": "formula_cmds",
+    "cache": "cache_cmds",
+}
+
+
+def _modules_for(argv: Sequence[str] | None) -> list[str]:
+    first = next((a for a in argv or () if not a.startswith("-")), None)
+    if first in COMMAND_MODULES:
+        return [COMMAND_MODULES[first]]
+    return list(dict.fromkeys(COMMAND_MODULES.values()))
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; given ``argv``, only the subcommands it can need are built."""
     parser = _Parser(
         prog="repeatr",
         description=DESCRIPTION,
@@ -91,8 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
         parser._add_action(action)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for module in (run_cmds, ware_cmds, formula_cmds, cache_cmds, import_cmds):
-        module.register(sub, common)
+    for name in _modules_for(argv):
+        importlib.import_module(f"repeatr.cli.{name}").register(sub, common)
     return parser
 
 
@@ -109,8 +131,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # SIGTERM and SIGHUP take the same path as Ctrl-C: unwind, clean up, exit 8.
     signal.signal(signal.SIGTERM, _raise_cancelled)
     signal.signal(signal.SIGHUP, _raise_cancelled)
-    parser = build_parser()
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    if argv is None:
+        argv = sys.argv[1:]
+    parser = build_parser(argv)
+    debug = "--debug" in argv
     reporter = Reporter(debug=debug)
     try:
         args = parser.parse_args(argv)
@@ -126,6 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except RepeatrError as err:
         if reporter.debug_enabled:
+            import traceback
+
             traceback.print_exc(file=sys.stderr)
         reporter.error(err)
         return err.exit_code
@@ -134,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         reporter.error(cancelled)
         return cancelled.exit_code
     except Exception as exc:  # the one place unexpected errors are turned into exit 2
+        import traceback
+
         traceback.print_exc(file=sys.stderr)
         internal = RepeatrError(f"internal error: {exc!r} (please report this with the traceback)")
         reporter.error(internal)

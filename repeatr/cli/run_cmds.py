@@ -64,23 +64,32 @@ def _exit_status(exit_code: int, ignore_job_exit: bool) -> int:
 
 
 def cmd_run(args: argparse.Namespace, out: Reporter) -> int:
-    # The memo hit path imports only the model and the memo store: keep it so.
-    from repeatr.memo import MemoStore, memo_key
+    # The memo hit path imports only the memo store (and, on a miss by file
+    # content, the model): keep it so. Two keys lead to a stored record: the
+    # formula file's bytes (no parsing at all) and the formula ID.
+    from repeatr.memo import MemoStore, file_key, memo_key
+
+    state = _state_root(args)
+    memo = MemoStore(state)
+    fast_key = file_key(args.formula, args.executor)
+    if not args.no_memo and fast_key is not None and (stored := memo.get(fast_key)):
+        out.debug("memo hit (formula file seen before)")
+        _print_record(out, stored)
+        return 0
+
     from repeatr.model.formula import load_formula_file
     from repeatr.model.formula_id import formula_id
 
     loaded = load_formula_file(args.formula)
     fid = formula_id(loaded.formula)
-    state = _state_root(args)
-    memo = MemoStore(state)
-    key = memo_key(fid, args.executor)
-    if not args.no_memo:
-        stored = memo.get(key)
-        if stored is not None:
-            out.debug(f"memo hit: {fid}")
-            _print_record(out, stored)
-            return 0
-    return _run(args, out, loaded, state, memo, key)
+    keys = [memo_key(fid, args.executor), *([fast_key] if fast_key else [])]
+    if not args.no_memo and (stored := memo.get(keys[0])):
+        out.debug(f"memo hit: {fid}")
+        for key in keys[1:]:
+            memo.put(key, stored)
+        _print_record(out, stored)
+        return 0
+    return _run(args, out, loaded, state, memo, keys)
 
 
 def _print_record(out: Reporter, record_json: bytes) -> None:
@@ -99,7 +108,7 @@ def _run(
     loaded: Any,
     state: Path,
     memo: Any,
-    key: str,
+    keys: list[str],
 ) -> int:
     import anyio
 
@@ -152,7 +161,8 @@ def _run(
         raise Cancelled(f"cancelled by {cancelled_by[0]}")
     record_json = encode_pretty(outcome.record)
     if outcome.record.exit_code == 0:
-        memo.put(key, record_json)
+        for key in keys:
+            memo.put(key, record_json)
     _print_record(out, record_json)
     if outcome.record.exit_code != 0:
         out.log(f"the job exited {outcome.record.exit_code}", level="warning")

@@ -11,7 +11,6 @@ from repeatr.cli.output import Reporter
 from repeatr.errors import Category, UsageError
 from repeatr.model import filters as filt
 from repeatr.model.wareid import PACKTYPES, TAR, WareID
-from repeatr.warehouse import redact
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -92,7 +91,7 @@ def cmd_scan(args: argparse.Namespace, out: Reporter) -> int:
 
 def cmd_pack(args: argparse.Namespace, out: Reporter) -> int:
     from repeatr.fileset.pack import pack_dir
-    from repeatr.warehouse import warehouse_for
+    from repeatr.warehouse import redact, warehouse_for
 
     filters = filt.parse("pack", args.filter, base=filt.PACK_CONSERVATIVE)
     path = Path(args.path)
@@ -160,6 +159,7 @@ def _make_room(dest: Path) -> None:
 
 
 def cmd_mirror(args: argparse.Namespace, out: Reporter) -> int:
+    from repeatr.warehouse import redact
     from repeatr.warehouse.mirror import mirror
 
     ware = WareID.parse(args.ware)
