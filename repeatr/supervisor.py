@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +36,7 @@ from repeatr import workdir as workdirs
 from repeatr.assemble.cradle import cradle_steps, system_mounts
 from repeatr.assemble.ops import Bind, Mkdir, Op, Overlay
 from repeatr.cache import Cache
-from repeatr.errors import Category, FilesetError, UsageError
+from repeatr.errors import Category, FilesetError, UsageError, collapse
 from repeatr.executors.base import Executor, JobResult, JobSpec, Network, OutputCallback
 from repeatr.linux import libc
 from repeatr.model import policy
@@ -127,6 +127,15 @@ async def run_formula(
     return RunOutcome(record, result, fetched)
 
 
+@contextlib.asynccontextmanager
+async def _first_error() -> AsyncIterator[None]:
+    """Parallel steps report their first real error, not an exception group."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        raise collapse(group) from None
+
+
 def _async_output(cb: Callable[[str, bytes], None]) -> OutputCallback:
     async def on_output(stream: str, line: bytes) -> None:
         cb(stream, line)
@@ -161,7 +170,7 @@ async def _fetch_inputs(
         fetched[path] = handle.unpacked
         ev.debug(f"input {path}: {ware} {'unpacked' if handle.unpacked else 'cached'}")
 
-    async with anyio.create_task_group() as tg:
+    async with _first_error(), anyio.create_task_group() as tg:
         for path, ware in wares.items():
             tg.start_soon(fetch, path, ware)
     return shelves, fetched
@@ -234,7 +243,7 @@ async def _pack_outputs(
             pack_one, path, out.packtype, out.pack_filters()
         )
 
-    async with anyio.create_task_group() as tg:
+    async with _first_error(), anyio.create_task_group() as tg:
         for path in sorted(frm.outputs or {}):
             tg.start_soon(pack, path)
     return results
