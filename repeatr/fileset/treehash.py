@@ -66,7 +66,8 @@ _K_MN = cbor.enc_text("mn")
 _K_X = cbor.enc_text("x")
 _K_H = cbor.enc_text("h")
 _TYPE = {t: cbor.enc_text(t.value) for t in EntryType}
-_SMALL = [cbor.enc_int(i) for i in range(1 << 16)]
+# Modes (<= 0o7777) and common ids; a bigger table cost ~20 ms at every import.
+_SMALL = [cbor.enc_int(i) for i in range(1 << 12)]
 _DIGEST_HEAD = cbor.enc_bytes(b"\0" * 48)[:2]  # 0x58 0x30: a 48-byte byte string
 _ROOT_NAME = cbor.enc_text(".")
 
@@ -78,7 +79,7 @@ _H_DIGEST = _K_H + _DIGEST_HEAD
 
 
 def _int(value: int) -> bytes:
-    if 0 <= value < 65536:
+    if 0 <= value < 4096:
         return _SMALL[value]
     return cbor.enc_int(value)
 
