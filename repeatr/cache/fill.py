@@ -81,15 +81,12 @@ def _unpack(
                 limits=limits,
                 progress=progress,
             )
-        # verify re-hashes with pack_dir, which truncates mtimes to seconds
-        # and reads no xattrs; UnpackResult.strict_id keeps both (it hashes
-        # the archive's entries), so the two differ for e.g. any PAX ware
-        # with sub-second mtimes. Record what pack_dir sees now, so verify
-        # compares like with like; it costs one more read of the tree.
+        # The unpack hashed the tree as it wrote it: its strict ID is what
+        # verify's exact re-hash of the shelf gives, so no second read.
         made = ShelfRecord(
             ware=str(ware),
-            strict=str(record.strict_id(staged)),
-            unpacked_strict=str(result.strict_id),
+            strict=str(result.strict_id),
+            strict_exact=True,
             size=result.bytes,
             entries=result.entries,
             created=time.time(),

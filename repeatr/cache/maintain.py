@@ -104,6 +104,10 @@ def verify(
 ) -> list[Problem]:
     """Re-hash every shelf and compare with its recorded strict ID.
 
+    The re-hash is exact (nanosecond mtimes, xattrs: ``hash_dir_exact``), as
+    the unpack recorded it; records from older versions are re-hashed the
+    way they were made (``pack_dir``).
+
     Each shelf is held in use while it is hashed, so gc cannot remove it
     half way; users may keep using it meanwhile (they only read).
     """
@@ -123,7 +127,7 @@ def verify(
                 )
                 continue
             try:
-                actual = str(record.strict_id(shelf))
+                actual = str(record.strict_id(shelf, exact=held.record.strict_exact))
             except (RepeatrError, OSError) as exc:
                 problems.append(Problem(ware, shelf, f"cannot be hashed: {exc}"))
                 continue

@@ -1,10 +1,17 @@
 """What we know about each shelf, kept beside it in ``meta/`` (see layout).
 
 The record holds the shelf's **strict ID**: the ``tar-strict`` tree hash of
-the fileset as unpacked (as ``pack_dir`` hashes it). The ware's own ID
+the fileset exactly as unpacked, nanosecond mtimes and xattrs included. The
+unpack computes it while writing (``UnpackResult.strict_id``), so recording
+it costs no second read of the tree; ``verify`` re-hashes the shelf the
+same way (:func:`~repeatr.fileset.pack.hash_dir_exact`). The ware's own ID
 cannot serve to check a shelf: a ``tar`` ID skips symlinks (the compat
 quirk), so a shelf whose symlink was retargeted still matches it. The
 strict hash covers every entry.
+
+Records written before the strict ID was exact hold ``pack_dir``'s strict
+hash instead (whole-second mtimes, no xattrs; ``strict_exact`` false):
+they are checked that way, so they stay valid.
 
 Records are written atomically (temp file + rename) and only under the
 per-ware lock. "Last used" is the mtime of a separate empty file, touched
@@ -21,20 +28,20 @@ from pathlib import Path
 import msgspec
 
 from repeatr.errors import CacheError
-from repeatr.fileset.pack import pack_dir
+from repeatr.fileset.pack import hash_dir_exact, pack_dir
 from repeatr.model.filters import Filters
 from repeatr.model.wareid import TAR_STRICT, WareID
 
 
 class ShelfRecord(msgspec.Struct, frozen=True, kw_only=True):
     ware: str
-    #: ``tar-strict:<hash>`` of the shelf right after unpacking, as
-    #: ``pack_dir`` sees it (mtimes in whole seconds, no xattrs): what
-    #: ``verify`` compares against.
+    #: ``tar-strict:<hash>`` of the shelf right after unpacking: what
+    #: ``verify`` compares against. ``UnpackResult.strict_id`` (or, for an
+    #: adopted shelf, ``hash_dir_exact`` of it then).
     strict: str
-    #: ``UnpackResult.strict_id``: the strict hash of the archive's entries
-    #: after filters (keeps sub-second mtimes and xattrs). Empty if adopted.
-    unpacked_strict: str = ""
+    #: True: ``strict`` is exact (ns mtimes, xattrs). False only in records
+    #: from older versions, whose ``strict`` is ``pack_dir``'s hash.
+    strict_exact: bool = False
     #: Content bytes of regular files.
     size: int
     entries: int
@@ -87,8 +94,14 @@ def measure(shelf: Path) -> tuple[int, int]:
     return size, entries
 
 
-def strict_id(shelf: Path) -> WareID:
-    """The strict tree hash of a shelf as it is on disk now (reads every file)."""
+def strict_id(shelf: Path, *, exact: bool = True) -> WareID:
+    """The strict tree hash of a shelf as it is on disk now (reads every file).
+
+    ``exact=False`` hashes as records from older versions did (``pack_dir``:
+    whole-second mtimes, no xattrs).
+    """
+    if exact:
+        return hash_dir_exact(shelf, packtype=TAR_STRICT)
     return pack_dir(shelf, None, filters=Filters(), packtype=TAR_STRICT)
 
 
@@ -98,6 +111,7 @@ def adopt(shelf: Path, ware: WareID) -> ShelfRecord:
     return ShelfRecord(
         ware=str(ware),
         strict=str(strict_id(shelf)),
+        strict_exact=True,
         size=size,
         entries=entries,
         created=time.time(),

@@ -20,12 +20,20 @@ The same tree with the same filters packs to byte-identical output: the
 order is fixed, headers carry no host names or times, and gzip is written
 with a zero mtime and no file name.
 
+``hash_dir_exact`` hashes a tree as it is on disk, exactly: mtimes to the
+nanosecond, xattrs read (``listxattr``/``getxattr``, never following
+symlinks), sockets included. It writes no archive (a tar written by
+``pack_dir`` could not carry either), so it names no ware: it is the
+cache's check that a shelf still is what its unpack produced
+(:attr:`repeatr.fileset.unpack.UnpackResult.strict_id`).
+
 ``scan_stream`` (in :mod:`repeatr.fileset.scan`) is re-exported here: the
 tree hash of an existing archive, without extracting it.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
@@ -41,9 +49,9 @@ from repeatr.fileset.filtering import apply as apply_filters
 from repeatr.fileset.scan import scan_stream
 from repeatr.fileset.treehash import TreeHasher
 from repeatr.model.filters import Filters
-from repeatr.model.wareid import TAR, WareID
+from repeatr.model.wareid import TAR, TAR_STRICT, WareID
 
-__all__ = ["pack_dir", "scan_stream"]
+__all__ = ["hash_dir_exact", "pack_dir", "scan_stream"]
 
 _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _O_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -59,7 +67,7 @@ _TYPEFLAG = {
 }
 
 
-def _entry_type(mode: int) -> EntryType | None:
+def _entry_type(mode: int, sockets: bool) -> EntryType | None:
     if stat.S_ISREG(mode):
         return EntryType.FILE
     if stat.S_ISDIR(mode):
@@ -72,7 +80,21 @@ def _entry_type(mode: int) -> EntryType | None:
         return EntryType.CHAR
     if stat.S_ISBLK(mode):
         return EntryType.BLOCK
-    return None  # sockets (and anything unknown) are skipped
+    if sockets and stat.S_ISSOCK(mode):
+        return EntryType.SOCKET
+    return None  # sockets when packing (and anything unknown) are skipped
+
+
+def _read_xattrs(target: int | str) -> dict[str, bytes]:
+    """Every xattr of ``target``: an fd, or a path whose last component is not followed."""
+    follow = isinstance(target, int)  # an fd can't be combined with follow_symlinks=False
+    try:
+        names = os.listxattr(target, follow_symlinks=follow)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+            return {}  # the filesystem has none
+        raise
+    return {name: os.getxattr(target, name, follow_symlinks=follow) for name in names}
 
 
 def _sorted_names(fd: int) -> list[str]:
@@ -87,9 +109,15 @@ class _Packer:
         filters: Filters,
         packtype: str,
         progress: Callable[[int], None] | None,
+        *,
+        exact: bool = False,
     ) -> None:
         self.root = root
         self.out = out
+        #: Build tar headers only when there is an archive to write.
+        self.emit = out is not None
+        #: hash_dir_exact: mtime ns and xattrs as on disk, sockets kept, no filters.
+        self.exact = exact
         self.filters = filters
         self.hasher = TreeHasher(packtype)
         self.progress = progress
@@ -104,15 +132,16 @@ class _Packer:
     def _entry(self, name: str, st: os.stat_result, etype: EntryType, fd: int, leaf: str) -> (
         Entry | None
     ):
-        mtime_ns = st.st_mtime_ns
+        # Packing truncates to whole seconds (compat); exact keeps the ns.
+        mtime, mtime_ns = divmod(st.st_mtime_ns, 1_000_000_000)
         entry = Entry(
             name=name,
             type=etype,
             mode=st.st_mode & 0o7777,
             uid=st.st_uid,
             gid=st.st_gid,
-            mtime=mtime_ns // 1_000_000_000,
-            mtime_ns=0,
+            mtime=mtime,
+            mtime_ns=mtime_ns if self.exact else 0,
             size=st.st_size if etype is EntryType.FILE else 0,
         )
         if etype is EntryType.SYMLINK:
@@ -120,6 +149,10 @@ class _Packer:
         elif etype is EntryType.CHAR or etype is EntryType.BLOCK:
             entry.devmajor = os.major(st.st_rdev)
             entry.devminor = os.minor(st.st_rdev)
+        if self.exact:
+            # By the parent's fd, the leaf not followed (as extract.py sets them).
+            entry.xattrs = _read_xattrs(fd if name == "." else f"/proc/self/fd/{fd}/{leaf}")
+            return entry
         return apply_filters(entry, self.filters)
 
     def _header(self, entry: Entry) -> bytes:
@@ -148,7 +181,8 @@ class _Packer:
         h = hashlib.sha384()
         ffd = os.open(leaf, _O_FILE, dir_fd=fd)
         try:
-            yield self._header(entry)
+            if self.emit:
+                yield self._header(entry)
             got = 0
             if size <= BLOCK:
                 data = os.read(ffd, size + 1) if size else os.read(ffd, 1)
@@ -192,18 +226,21 @@ class _Packer:
     def run(self, root_st: os.stat_result) -> Iterator[bytes]:
         root_fd = os.open(self.root, _O_DIR)
         stack: list[tuple[int, str, Iterator[str]]] = []
+        emit = self.emit
+        sockets = self.exact
         try:
             entry = self._entry(".", root_st, EntryType.DIR, root_fd, ".")
             if entry is not None:
                 self.hasher.add(entry, None)
-                yield self._header(entry)
+                if emit:
+                    yield self._header(entry)
             stack.append((root_fd, "", iter(_sorted_names(root_fd))))
             while stack:
                 fd, prefix, names = stack[-1]
                 for leaf in names:
                     self.current = prefix + leaf
                     st = os.lstat(leaf, dir_fd=fd)
-                    etype = _entry_type(st.st_mode)
+                    etype = _entry_type(st.st_mode, sockets)
                     if etype is None:
                         continue
                     name = prefix + leaf
@@ -212,7 +249,8 @@ class _Packer:
                         # A dir is never dropped by filters (only devices are).
                         assert entry is not None
                         self.hasher.add(entry, None)
-                        yield self._header(entry)
+                        if emit:
+                            yield self._header(entry)
                         child = os.open(leaf, _O_DIR, dir_fd=fd)
                         try:
                             children = iter(_sorted_names(child))
@@ -227,17 +265,59 @@ class _Packer:
                         yield from self._file_blocks(entry, fd, leaf)
                     else:
                         self.hasher.add(entry, None)
-                        yield self._header(entry)
+                        if emit:
+                            yield self._header(entry)
                 else:
                     stack.pop()
                     if fd != root_fd:
                         os.close(fd)
-            yield tarwrite.END_OF_ARCHIVE
+            if emit:
+                yield tarwrite.END_OF_ARCHIVE
         finally:
             for fd, _prefix, _names in stack:
                 if fd != root_fd:
                     os.close(fd)
             os.close(root_fd)
+
+
+def _root_stat(path: Path) -> os.stat_result | None:
+    """lstat of the tree to pack: None when it does not exist; not a dir is an error."""
+    try:
+        root_st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise FilesetError(
+            f"cannot pack {path}: {exc.strerror}", category=Category.PACK_INVALID
+        ) from exc
+    if not stat.S_ISDIR(root_st.st_mode):
+        raise FilesetError(
+            f"cannot pack {path}: it is not a directory", category=Category.PACK_INVALID
+        )
+    return root_st
+
+
+def _walk(packer: _Packer, root_st: os.stat_result, out: BinaryIO | None) -> WareID:
+    try:
+        if out is None:
+            for _chunk in packer.run(root_st):
+                pass
+        else:
+            gz = open_gzip_writer(out)
+            try:
+                write = gz.write
+                for chunk in packer.run(root_st):
+                    write(chunk)
+            finally:
+                gz.close()
+    except OSError as exc:
+        raise FilesetError(
+            f"cannot pack {packer.root / packer.current}: {exc.strerror or exc}",
+            category=Category.PACK_INVALID,
+        ) from exc
+    if packer.progress is not None:
+        packer.progress(packer.total)
+    return packer.hasher.ware_id()
 
 
 def pack_dir(
@@ -256,36 +336,35 @@ def pack_dir(
     ``out`` is not closed.
     """
     path = Path(path)
-    try:
-        root_st = os.lstat(path)
-    except FileNotFoundError:
+    root_st = _root_stat(path)
+    if root_st is None:
         return WareID.from_digest(packtype, None)
-    except OSError as exc:
-        raise FilesetError(
-            f"cannot pack {path}: {exc.strerror}", category=Category.PACK_INVALID
-        ) from exc
-    if not stat.S_ISDIR(root_st.st_mode):
-        raise FilesetError(
-            f"cannot pack {path}: it is not a directory", category=Category.PACK_INVALID
-        )
-    packer = _Packer(path, out, filters, packtype, progress)
-    try:
-        if out is None:
-            for _chunk in packer.run(root_st):
-                pass
-        else:
-            gz = open_gzip_writer(out)
-            try:
-                write = gz.write
-                for chunk in packer.run(root_st):
-                    write(chunk)
-            finally:
-                gz.close()
-    except OSError as exc:
-        raise FilesetError(
-            f"cannot pack {path / packer.current}: {exc.strerror or exc}",
-            category=Category.PACK_INVALID,
-        ) from exc
-    if progress is not None:
-        progress(packer.total)
-    return packer.hasher.ware_id()
+    return _walk(_Packer(path, out, filters, packtype, progress), root_st, out)
+
+
+def hash_dir_exact(
+    path: Path,
+    *,
+    packtype: str = TAR_STRICT,
+    progress: Callable[[int], None] | None = None,
+) -> WareID:
+    """The tree hash of ``path`` exactly as it is on disk; writes nothing.
+
+    Unlike ``pack_dir`` (whose hash must match the tar it writes): mtimes
+    keep their nanoseconds, xattrs are read, sockets are hashed, and no
+    filters apply. For a tree just made by ``unpack_stream`` this equals its
+    ``strict_id`` (and, in the ware's packtype, its ``filtered_id``) on a filesystem
+    that keeps nanosecond mtimes (tmpfs, ext4, xfs, btrfs) and adds no
+    xattrs of its own (e.g. SELinux labels). Each entry costs one more
+    syscall (``listxattr``) than ``pack_dir``.
+
+    A path that does not exist gives ``<packtype>:-``. Raises
+    ``FilesetError(PACK_INVALID)`` when ``path`` is not a directory or
+    cannot be read.
+    """
+    path = Path(path)
+    root_st = _root_stat(path)
+    if root_st is None:
+        return WareID.from_digest(packtype, None)
+    packer = _Packer(path, None, Filters(), packtype, progress, exact=True)
+    return _walk(packer, root_st, None)

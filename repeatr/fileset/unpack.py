@@ -14,16 +14,23 @@ is never visible under ``dest``.
 Three hashes come out (compat.md "Tree hash" step 6):
 
 - ``ware_id``: before filters, in the requested packtype: what was verified.
-- ``filtered_id``: after filters, same packtype: what is on disk. Directories
+- ``filtered_id``: after filters, same packtype: what is on disk (for
+  ``tar-strict``, with symlink modes as stored: see ``strict_id``). Directories
   the archive only implies are created with the filtered version of the
   inferred metadata (0755, 0:0, 2010-01-01), and hashed that way, so this ID
   describes the tree exactly (e.g. with ``uid=mine`` they are ours).
 - ``strict_id``: after filters, ``tar-strict``: covers symlinks, fifos and
-  devices too, which the original's ``tar`` hash skips.
+  devices too, which the original's ``tar`` hash skips. It is the hash of
+  the tree as it lands on disk, so it equals
+  :func:`~repeatr.fileset.pack.hash_dir_exact` of ``dest`` (the cache
+  records it instead of re-reading the tree): where Linux cannot store what
+  the archive says, it hashes what is stored. The one case is a symlink's
+  mode, always 0777 on disk whatever the archive holds.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -52,6 +59,8 @@ TMP_PREFIX = ".repeatr-tmp-"
 _PROGRESS_STEP = 4 << 20
 
 _DEFAULT_LIMITS = Limits()
+#: The mode of every symlink on Linux (there is no lchmod).
+_SYMLINK_MODE = 0o777
 
 
 @dataclass(frozen=True)
@@ -144,8 +153,13 @@ def _unpack_into(
             hasher.add(entry, None)
         return entry
 
+    # Symlinks whose archived mode can't be stored: their on-disk form, put
+    # into the strict hash once every other ID is taken (the strict hasher
+    # may be shared with them; ``add`` replaces an entry of the same name).
+    disk_forms: dict[str, Entry] = {}
     budget = Budget(limits)
     file_t = EntryType.FILE
+    symlink_t = EntryType.SYMLINK
     hardlink_t = EntryType.HARDLINK
     sha384 = hashlib.sha384
     entries = 0
@@ -179,6 +193,13 @@ def _unpack_into(
                     reported = done
             elif out is not None:
                 write(out)
+                if out.type is symlink_t:
+                    # Later duplicates replace earlier ones (the writer
+                    # refuses a change of type), here as on disk.
+                    if out.mode != _SYMLINK_MODE:
+                        disk_forms[out.name] = dataclasses.replace(out, mode=_SYMLINK_MODE)
+                    else:
+                        disk_forms.pop(out.name, None)
             pre.add(entry, digest)
             if out is not None:
                 for hasher in post_hashers:
@@ -194,10 +215,18 @@ def _unpack_into(
             hint="the warehouse holds different content under this ID",
         )
     filtered_id = ware_id if post is pre else post.ware_id()
+    if disk_forms:
+        for disk_form in disk_forms.values():
+            strict.add(disk_form, None)
+        strict_id = strict.ware_id()
+        if strict is post:  # tar-strict: the filtered ID describes the disk too
+            filtered_id = strict_id
+    else:
+        strict_id = filtered_id if strict is post else strict.ware_id()
     return UnpackResult(
         ware_id=ware_id,
         filtered_id=filtered_id,
-        strict_id=filtered_id if strict is post else strict.ware_id(),
+        strict_id=strict_id,
         entries=entries,
         bytes=done,
     )

@@ -65,7 +65,9 @@ class _Body(io.RawIOBase):
 
     def readinto(self, buffer: WriteableBuffer) -> int:
         try:
-            n = self._response.readinto(buffer)
+            # read1-style: return what has arrived, so an unpack makes progress
+            # while a slow download streams instead of waiting for a full buffer.
+            n = self._response.readinto1(buffer)
         except (OSError, http.client.HTTPException) as exc:
             raise WarehouseError(
                 f"download from {self._url} broke off: {exc!r}",

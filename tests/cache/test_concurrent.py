@@ -6,9 +6,7 @@ import json
 from pathlib import Path
 
 from repeatr.cache import Cache
-from repeatr.fileset.pack import pack_dir
-from repeatr.model.filters import Filters
-from repeatr.model.wareid import TAR_STRICT
+from repeatr.fileset.pack import hash_dir_exact
 from tests.cache.conftest import Workers, make_ware, tree, wait_for
 
 N = 16
@@ -40,7 +38,7 @@ def test_sixteen_processes_one_unpack(tmp_path: Path, root: Path, workers: Worke
     assert (shelf / "link").readlink() == Path("d0/f0")
     # The shelf re-hashes to the strict ID recorded for it, which every
     # worker was handed; no temp dirs are left behind.
-    strict = pack_dir(shelf, None, filters=Filters(), packtype=TAR_STRICT)
+    strict = hash_dir_exact(shelf)
     assert {r["strict"] for r in results} == {str(strict)}
     assert tree(root / "tmp") == []
     assert Cache(root).verify() == []
@@ -51,7 +49,7 @@ def test_record_matches_what_verify_rehashes(tmp_path: Path, root: Path) -> None
     ware = make_ware(tmp_path / "w.tgz", {"a": b"x", "l": "a"}, mtime=1600000000.5)
     with Cache(root).shelf(ware.id, [ware.url]) as handle:
         assert handle.unpacked
-        rehashed = pack_dir(handle.path, None, filters=Filters(), packtype=TAR_STRICT)
+        rehashed = hash_dir_exact(handle.path)
         assert handle.record.strict == str(rehashed)
         assert json.loads(
             (root / "meta")

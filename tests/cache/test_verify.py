@@ -1,15 +1,26 @@
-"""verify: any change to a shelf is found, including a retargeted symlink."""
+"""verify: any change to a shelf is found, including a retargeted symlink.
+
+The strict ID is recorded from the unpack itself (no second read of the
+tree) and is exact: sub-second mtimes and xattrs count.
+"""
 
 from __future__ import annotations
 
+import gzip
+import io
+import json
 import os
+import tarfile
 from pathlib import Path
 
-from repeatr.cache import Cache
-from repeatr.fileset.pack import pack_dir
+import pytest
+
+from repeatr.cache import Cache, record
+from repeatr.fileset import pack
+from repeatr.fileset.pack import hash_dir_exact, pack_dir, scan_stream
 from repeatr.model.filters import Filters
-from repeatr.model.wareid import TAR
-from tests.cache.conftest import make_ware
+from repeatr.model.wareid import TAR, TAR_STRICT
+from tests.cache.conftest import Ware, make_ware
 
 
 def _shelve(tmp_path: Path, root: Path) -> tuple[Cache, Path]:
@@ -48,3 +59,82 @@ def test_retargeted_symlink_is_found(tmp_path: Path, root: Path) -> None:
     # ...the recorded strict hash does.
     problems = cache.verify()
     assert len(problems) == 1 and "changed" in problems[0].reason
+
+
+def _xattr_ware(path: Path) -> Ware:
+    """A PAX ware with sub-second mtimes, xattrs, and a symlink archived 0755."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, kind, extra in [
+            ("./", tarfile.DIRTYPE, {"SCHILY.xattr.user.shelf": "root"}),
+            ("./d/", tarfile.DIRTYPE, {"SCHILY.xattr.user.dir": "d"}),
+            ("./d/f", tarfile.REGTYPE, {"SCHILY.xattr.user.mime_type": "text/plain"}),
+            ("./link", tarfile.SYMTYPE, {}),
+        ]:
+            info = tarfile.TarInfo(name)
+            info.type, info.mtime, info.mode = kind, 1600000000.75, 0o755
+            info.uid, info.gid = os.getuid(), os.getgid()
+            info.pax_headers = extra
+            if kind == tarfile.SYMTYPE:
+                info.linkname = "d/f"
+            content = b"content" if kind == tarfile.REGTYPE else b""
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content) if content else None)
+    data = gzip.compress(buf.getvalue(), mtime=0)
+    path.write_bytes(data)
+    return Ware(scan_stream(io.BytesIO(data)), path)
+
+
+def test_exact_metadata_is_recorded_and_verified(tmp_path: Path, root: Path) -> None:
+    ware = _xattr_ware(tmp_path / "x.tgz")
+    cache = Cache(root)
+    with cache.shelf(ware.id, [ware.url]) as handle:
+        shelf = handle.path
+        assert handle.record.strict == str(hash_dir_exact(shelf))
+        assert handle.record.strict_exact
+    assert cache.verify() == []
+
+    # A changed xattr, or an mtime moved by a nanosecond, is a change.
+    os.setxattr(shelf / "d" / "f", "user.mime_type", b"text/html")
+    assert [p.reason for p in cache.verify()] == ["contents changed since unpacked"]
+    os.setxattr(shelf / "d" / "f", "user.mime_type", b"text/plain")
+    assert cache.verify() == []
+    st = os.lstat(shelf / "d" / "f")
+    os.utime(shelf / "d" / "f", ns=(st.st_atime_ns, st.st_mtime_ns + 1))
+    assert len(cache.verify()) == 1
+
+
+def test_a_cold_shelf_reads_the_tree_once(
+    tmp_path: Path, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The strict ID comes from the unpack: nothing re-walks the new shelf."""
+    ware = _xattr_ware(tmp_path / "x.tgz")
+
+    def no_second_read(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the shelf was re-read after unpacking")
+
+    monkeypatch.setattr(pack, "_walk", no_second_read)
+    with Cache(root).shelf(ware.id, [ware.url]) as handle:
+        assert handle.unpacked
+    monkeypatch.undo()
+    assert Cache(root).verify() == []
+
+
+def test_records_from_older_versions_still_verify(tmp_path: Path, root: Path) -> None:
+    """Before the strict ID was exact, records held pack_dir's strict hash."""
+    ware = make_ware(tmp_path / "w.tgz", {"file": b"content", "link": "file"})
+    cache = Cache(root)
+    with cache.shelf(ware.id, [ware.url]) as handle:
+        shelf = handle.path
+    path = cache.layout.record(ware.id)
+    old = json.loads(path.read_text())
+    del old["strict_exact"]
+    old["unpacked_strict"] = old["strict"]
+    old["strict"] = str(pack_dir(shelf, None, filters=Filters(), packtype=TAR_STRICT))
+    assert old["strict"] != old["unpacked_strict"]  # the ware has sub-second mtimes
+    path.write_text(json.dumps(old))
+    found = record.read(path)
+    assert found is not None and not found.strict_exact
+    assert cache.verify() == []
+    (shelf / "file").write_bytes(b"CONTENT")
+    assert len(cache.verify()) == 1

@@ -13,7 +13,8 @@ import pytest
 
 from repeatr.errors import Category, FilesetError
 from repeatr.fileset.entry import EntryType
-from repeatr.fileset.pack import pack_dir, scan_stream
+from repeatr.fileset.pack import hash_dir_exact, pack_dir, scan_stream
+from repeatr.fileset.unpack import unpack_stream
 from repeatr.model import filters as F
 from repeatr.model.filters import Filters
 from repeatr.model.wareid import TAR, TAR_STRICT
@@ -26,8 +27,10 @@ from .trees import (
     WITH_BASE,
     gnu_extract,
     gnu_tar,
+    info,
     listing,
     make_tree,
+    py_tar,
 )
 
 KEEP = Filters()
@@ -236,3 +239,96 @@ def test_progress_reports_content_bytes(tmp_path: Path) -> None:
     seen: list[int] = []
     pack_dir(src, None, filters=KEEP, progress=seen.append)
     assert seen and seen[-1] == 1000
+
+
+# --- hash_dir_exact: the tree as it is on disk -------------------------------
+
+
+def test_exact_hash_sees_nanoseconds_and_xattrs_that_packing_ignores(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    make_tree(src)  # mtimes MTIME + 0.25
+    packed = {t: pack_dir(src, None, filters=KEEP, packtype=t) for t in (TAR, TAR_STRICT)}
+    exact = hash_dir_exact(src)
+    assert exact.packtype == TAR_STRICT and exact != packed[TAR_STRICT]
+
+    os.setxattr(src / "a.txt", "user.note", b"hi")
+    with_xattr = hash_dir_exact(src)
+    assert with_xattr != exact
+    os.utime(src / "a.txt", ns=(0, MTIME * 10**9 + 250_000_001))
+    assert hash_dir_exact(src) != with_xattr
+    # Packing (compat.md step 5) still truncates mtimes and reads no xattrs.
+    assert {t: pack_dir(src, None, filters=KEEP, packtype=t) for t in (TAR, TAR_STRICT)} == packed
+
+    # With whole-second mtimes and no xattrs the two hashings agree.
+    os.removexattr(src / "a.txt", "user.note")
+    for path in [src, *src.rglob("*")]:
+        os.utime(path, (MTIME, MTIME), follow_symlinks=False)
+    for packtype in (TAR, TAR_STRICT):
+        assert hash_dir_exact(src, packtype=packtype) == pack_dir(
+            src, None, filters=KEEP, packtype=packtype
+        )
+
+
+def test_exact_hash_covers_sockets_and_missing_paths(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    before = hash_dir_exact(src)
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(os.fspath(src / "sock"))
+        os.utime(src, ns=(0, 0))
+        with_socket = hash_dir_exact(src)
+    os.unlink(src / "sock")
+    os.utime(src, ns=(0, 0))
+    assert hash_dir_exact(src) != with_socket
+    assert before.packtype == TAR_STRICT
+    assert str(hash_dir_exact(tmp_path / "nope")) == "tar-strict:-"
+    (tmp_path / "f").write_bytes(b"")
+    with pytest.raises(FilesetError) as caught:
+        hash_dir_exact(tmp_path / "f")
+    assert caught.value.category is Category.PACK_INVALID
+
+
+def _pax_ware_with_subseconds_and_xattrs() -> bytes:
+    """Entries whose metadata ``pack_dir`` can't see: ns mtimes, xattrs (root,
+    dir, file), a symlink whose archived mode Linux can't store; plus an
+    implied directory and a fifo."""
+    uid, gid = os.getuid(), os.getgid()
+
+    def member(name: str, kind: bytes = tarfile.REGTYPE, **kw: object) -> tarfile.TarInfo:
+        ti = info(name, kind, uid=uid, gid=gid, **kw)  # type: ignore[arg-type]
+        ti.mtime = MTIME + 0.375  # tarfile writes it as PAX "mtime" (exact in a float)
+        return ti
+
+    root = member("./", tarfile.DIRTYPE, mode=0o755)
+    root.pax_headers = {"SCHILY.xattr.user.root": "r"}
+    sub = member("./d/", tarfile.DIRTYPE, mode=0o750)
+    sub.pax_headers = {"SCHILY.xattr.user.dir": "d", "SCHILY.xattr.user.empty": ""}
+    f = member("./d/f")
+    f.pax_headers = {"SCHILY.xattr.user.mime_type": "text/plain"}
+    return py_tar(
+        [
+            (root, None),
+            (sub, None),
+            (f, b"content\n"),
+            (member("./implied/g", mode=0o600), b"g"),
+            (member("./link", tarfile.SYMTYPE, mode=0o755, linkname="d/f"), None),
+            (member("./fifo", tarfile.FIFOTYPE, mode=0o640), None),
+        ]
+    )
+
+
+@pytest.mark.parametrize("packtype", [TAR, TAR_STRICT])
+def test_unpacks_strict_id_is_the_exact_hash_of_the_unpacked_tree(
+    tmp_path: Path, packtype: str
+) -> None:
+    """What lets the cache record ``strict_id`` instead of re-reading the shelf."""
+    data = _pax_ware_with_subseconds_and_xattrs()
+    ware = scan_stream(io.BytesIO(data), packtype=packtype)
+    dest = tmp_path / "dest"
+    result = unpack_stream(io.BytesIO(data), dest, expected=ware, filters=KEEP)
+    assert os.getxattr(dest / "d" / "f", "user.mime_type") == b"text/plain"
+    assert os.lstat(dest / "d" / "f").st_mtime_ns % 10**9 == 375_000_000
+    assert result.strict_id == hash_dir_exact(dest)
+    assert result.filtered_id == hash_dir_exact(dest, packtype=packtype)
+    # pack_dir's hash is of another fileset: whole seconds, no xattrs.
+    assert pack_dir(dest, None, filters=KEEP, packtype=TAR_STRICT) != result.strict_id
