@@ -37,11 +37,9 @@ from repeatr.cache.layout import Layout, TempName, discard, remove_tree
 from repeatr.cache.record import ShelfRecord
 from repeatr.errors import CacheError
 from repeatr.fileset.limits import Limits
-from repeatr.fileset.unpack import unpack_stream
 from repeatr.model.filters import UNPACK_LOSSLESS
 from repeatr.model.wareid import WareID
 from repeatr.owner import Owner
-from repeatr.warehouse import open_from_sources
 
 
 def clean_stale(layout: Layout) -> list[str]:
@@ -72,6 +70,11 @@ def _unpack(
     try:
         work.mkdir(mode=0o700)
         staged = work / "fileset"
+        # Imported here: a warm run (the shelf exists) needs neither the archive
+        # reader nor the warehouses.
+        from repeatr.fileset.unpack import unpack_stream
+        from repeatr.warehouse import open_from_sources
+
         with open_from_sources(ware, sources) as (_url, stream):
             result = unpack_stream(
                 stream,

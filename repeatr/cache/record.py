@@ -28,7 +28,6 @@ from pathlib import Path
 import msgspec
 
 from repeatr.errors import CacheError
-from repeatr.fileset.pack import hash_dir_exact, pack_dir
 from repeatr.model.filters import Filters
 from repeatr.model.wareid import TAR_STRICT, WareID
 
@@ -100,6 +99,8 @@ def strict_id(shelf: Path, *, exact: bool = True) -> WareID:
     ``exact=False`` hashes as records from older versions did (``pack_dir``:
     whole-second mtimes, no xattrs).
     """
+    from repeatr.fileset.pack import hash_dir_exact, pack_dir  # only verify needs it
+
     if exact:
         return hash_dir_exact(shelf, packtype=TAR_STRICT)
     return pack_dir(shelf, None, filters=Filters(), packtype=TAR_STRICT)

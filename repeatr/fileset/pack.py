@@ -46,7 +46,6 @@ from repeatr.fileset import tarwrite
 from repeatr.fileset.compression import BLOCK, open_gzip_writer
 from repeatr.fileset.entry import Entry, EntryType
 from repeatr.fileset.filtering import apply as apply_filters
-from repeatr.fileset.scan import scan_stream
 from repeatr.fileset.treehash import TreeHasher
 from repeatr.model.filters import Filters
 from repeatr.model.wareid import TAR, TAR_STRICT, WareID
@@ -368,3 +367,15 @@ def hash_dir_exact(
         return WareID.from_digest(packtype, None)
     packer = _Packer(path, None, Filters(), packtype, progress, exact=True)
     return _walk(packer, root_st, None)
+
+
+def scan_stream(stream: BinaryIO, *, packtype: str = TAR) -> WareID:
+    """:func:`repeatr.fileset.scan.scan_stream`, imported only when called.
+
+    Packing must not pay for the archive reader (libarchive) at import time:
+    a run that packs outputs never reads an archive.
+    """
+    from repeatr.fileset.scan import scan_stream as scan
+
+    return scan(stream, packtype=packtype)
+
