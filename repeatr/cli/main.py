@@ -68,6 +68,7 @@ COMMAND_MODULES = {
     "import": "import_cmds",
     "formula": "formula_cmds",
     "cache": "cache_cmds",
+    "doctor": "doctor_cmds",
 }
 
 
@@ -147,6 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             code: int = args.func(args, reporter)
         except BaseExceptionGroup as group:
             raise collapse(group) from None
+        finally:
+            reporter.close()
         return code
     except RepeatrError as err:
         if reporter.debug_enabled:

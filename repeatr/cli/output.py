@@ -4,12 +4,18 @@
 stdout so scripts can capture it; logs on stderr. ``--format json``: one JSON
 object per line on stdout, each with an ``event`` of ``progress``, ``log``,
 ``result`` or ``error``.
+
+Progress: in JSON mode, throttled ``progress`` events; in text mode, rich
+progress bars on stderr, only when stderr is a terminal (nothing when piped,
+so logs and scripts stay clean). Reporter methods may be called from worker
+threads (an unpack reports progress from one): writes are serialised.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 from enum import StrEnum
 from typing import Any, TextIO
@@ -43,14 +49,28 @@ class Reporter:
         self.stdout = stdout or sys.stdout
         self.stderr = stderr or sys.stderr
         self._last_progress: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._bars: Any = None  # a rich Progress, created on first progress on a TTY
+        self._tasks: dict[str, Any] = {}
+        self.show_bars = fmt is Format.TEXT and not quiet and self.stderr.isatty()
 
     def event(self, event: str, **fields: Any) -> None:
         """A JSON event (JSON mode only)."""
         self._emit(event, **fields)
 
     def _emit(self, event: str, **fields: Any) -> None:
-        self.stdout.write(json.dumps({"event": event, **fields}) + "\n")
-        self.stdout.flush()
+        with self._lock:
+            self.stdout.write(json.dumps({"event": event, **fields}) + "\n")
+            self.stdout.flush()
+
+    def line(self, text: str) -> None:
+        """One line on stderr (a log or the job's output), above any progress bars."""
+        with self._lock:
+            if self._bars is not None:
+                self._bars.console.print(text, markup=False, highlight=False, soft_wrap=True)
+            else:
+                self.stderr.write(text + "\n")
+                self.stderr.flush()
 
     def result(self, text: str, **data: Any) -> None:
         """The command's answer: ``text`` in text mode, a result event in JSON mode."""
@@ -64,8 +84,7 @@ class Reporter:
         if self.format is Format.JSON:
             self._emit("log", level=level, message=message)
         elif not self.quiet or level in ("warning", "error"):
-            self.stderr.write(f"repeatr: {message}\n")
-            self.stderr.flush()
+            self.line(f"repeatr: {message}")
 
     def debug(self, message: str) -> None:
         if self.debug_enabled:
@@ -75,6 +94,9 @@ class Reporter:
         self, phase: str, done: int, total: int | None = None, *, final: bool = False
     ) -> None:
         """Bytes (or items) done in a phase such as ``fetch``, ``unpack`` or ``pack``."""
+        if self.show_bars:
+            self._bar(phase, done, total, final)
+            return
         if self.format is not Format.JSON:
             return
         now = time.monotonic()
@@ -82,6 +104,42 @@ class Reporter:
             return
         self._last_progress[phase] = now
         self._emit("progress", phase=phase, done=done, total=total)
+
+    def _bar(self, phase: str, done: int, total: int | None, final: bool) -> None:
+        with self._lock:
+            if self._bars is None:
+                from rich.console import Console
+                from rich.progress import (
+                    BarColumn,
+                    DownloadColumn,
+                    Progress,
+                    SpinnerColumn,
+                    TextColumn,
+                    TransferSpeedColumn,
+                )
+
+                self._bars = Progress(
+                    SpinnerColumn(),
+                    TextColumn("{task.description:>8}"),
+                    BarColumn(),
+                    DownloadColumn(),
+                    TransferSpeedColumn(),
+                    console=Console(file=self.stderr),
+                    transient=True,
+                )
+                self._bars.start()
+            task = self._tasks.get(phase)
+            if task is None:
+                task = self._tasks[phase] = self._bars.add_task(phase, total=total)
+            self._bars.update(task, completed=done, total=total, visible=not final)
+
+    def close(self) -> None:
+        """Stop progress bars (they are transient: nothing is left on screen)."""
+        with self._lock:
+            if self._bars is not None:
+                self._bars.stop()
+                self._bars = None
+                self._tasks.clear()
 
     def error(self, err: RepeatrError) -> None:
         if self.format is Format.JSON:
@@ -93,6 +151,6 @@ class Reporter:
                 hint=err.hint,
             )
         else:
+            self.close()
             label = f"{err.category.label}, exit {err.exit_code}"
-            self.stderr.write(f"repeatr: error: {err} [{label}]\n")
-            self.stderr.flush()
+            self.line(f"repeatr: error: {err} [{label}]")

@@ -125,9 +125,9 @@ def _run(
         if out.format is Format.JSON:
             out.event("output", stream=stream, line=line.decode("utf-8", "replace"))
         elif not out.quiet:
+            out.close()  # the job is running: fetch progress is over
             prefix = "out| " if stream == "stdout" else "err| "
-            out.stderr.write(prefix + line.decode("utf-8", "replace").rstrip("\n") + "\n")
-            out.stderr.flush()
+            out.line(prefix + line.decode("utf-8", "replace").rstrip("\n"))
 
     events = RunEvents(
         log=out.log,

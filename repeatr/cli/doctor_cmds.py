@@ -1,0 +1,169 @@
+"""``repeatr doctor``: which executors work here, what each costs, and the kernel's features."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+from typing import Any
+
+from repeatr.cli.output import Reporter
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "doctor",
+        parents=[common],
+        help="check executors, runtimes and kernel features",
+        description="For every executor: available or not (and the fix), its version, what it\n"
+        "isolates, which limits it enforces, and its measured start cost (a /bin/true run\n"
+        "in a tiny busybox rootfs; needs root). Then the kernel's features and which\n"
+        "executor `--executor auto` picks.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--no-measure", action="store_true", help="skip the start-cost runs")
+    p.add_argument("--runs", type=int, default=3, metavar="N", help="timed runs per executor")
+    p.set_defaults(func=cmd_doctor)
+
+
+def kernel_features() -> dict[str, Any]:
+    from repeatr.linux import cgroups
+
+    try:
+        with open("/proc/filesystems") as f:
+            filesystems = {line.split()[-1] for line in f if line.strip()}
+    except OSError:
+        filesystems = set()
+    namespaces = sorted(
+        k for k in ("mnt", "pid", "net", "ipc", "uts", "user", "cgroup")
+        if os.path.exists(f"/proc/self/ns/{k}")
+    )
+    return {
+        "kernel": platform.release(),
+        "overlayfs": "overlay" in filesystems,
+        "namespaces": namespaces,
+        "cgroups": {
+            "layout": cgroups.layout(),
+            "v1Controllers": sorted(cgroups.controllers()),
+        },
+        "root": os.geteuid() == 0,
+    }
+
+
+def _version(ex: Any) -> str:
+    from repeatr.errors import ExecutorError
+    from repeatr.executors.oci import OciExecutor
+
+    if isinstance(ex, OciExecutor):
+        try:
+            return ex.version()
+        except ExecutorError as e:
+            return f"unknown ({e.message})"
+    return f"built in (Python {platform.python_version()})"
+
+
+def executor_report(name: str, measure: bool, runs: int, area: Any) -> dict[str, Any]:
+    import anyio
+
+    from repeatr.errors import RepeatrError
+    from repeatr.executors import probe
+    from repeatr.executors.base import load
+
+    ex = load(name)()
+    caps = ex.capabilities()
+    entry: dict[str, Any] = {
+        "name": name,
+        "available": True,
+        "problem": None,
+        "fix": None,
+        "version": None,
+        "isolates": sorted(caps.isolates),
+        "networks": sorted(caps.networks),
+        "limits": sorted(caps.limits),
+        "startMs": None,
+        "note": None,
+    }
+    try:
+        ex.preflight()
+    except RepeatrError as e:
+        entry.update(available=False, problem=e.message, fix=e.hint)
+        return entry
+    entry["version"] = _version(ex)
+    if not measure:
+        entry["note"] = "not measured (--no-measure)"
+    elif area is None:
+        entry["note"] = "not measured: needs root"
+    else:
+        try:
+            times = anyio.run(probe.start_cost, ex, area, runs)
+            entry["startMs"] = probe.median_ms(times)
+        except RepeatrError as e:
+            entry["note"] = f"measuring failed: {e}"
+    return entry
+
+
+def _text(report: dict[str, Any]) -> str:
+    lines = ["executors:"]
+    for e in report["executors"]:
+        if not e["available"]:
+            lines.append(f"  {e['name']:<7} UNAVAILABLE: {e['problem']}")
+            if e["fix"]:
+                lines.append(f"          fix: {e['fix']}")
+            lines.append(f"          isolates {', '.join(e['isolates'])}; "
+                         f"limits {', '.join(e['limits']) or 'none'}")
+            continue
+        cost = f"{e['startMs']} ms /bin/true" if e["startMs"] is not None else e["note"]
+        lines.append(f"  {e['name']:<7} ok  {e['version']}")
+        lines.append(f"          isolates {', '.join(e['isolates'])}; networks "
+                     f"{', '.join(e['networks'])}; limits {', '.join(e['limits']) or 'none'}")
+        lines.append(f"          start cost: {cost}")
+    k = report["kernel"]
+    lines += [
+        "kernel:",
+        f"  release     {k['kernel']}",
+        f"  overlayfs   {'yes' if k['overlayfs'] else 'NO (modprobe overlay)'}",
+        f"  namespaces  {', '.join(k['namespaces'])}",
+        f"  cgroups     {k['cgroups']['layout']}; v1 controllers: "
+        f"{', '.join(k['cgroups']['v1Controllers']) or 'none'}",
+        f"  root        {'yes' if k['root'] else 'no (every executor needs root)'}",
+    ]
+    auto = report["auto"]
+    lines.append(f"auto picks: {auto['chosen'] or 'nothing'}")
+    lines += [f"  {r}" for r in auto["reasons"]]
+    return "\n".join(lines)
+
+
+def cmd_doctor(args: argparse.Namespace, out: Reporter) -> int:
+    from contextlib import ExitStack
+
+    from repeatr.errors import ExecutorError
+    from repeatr.executors import probe
+    from repeatr.executors.base import available_names
+    from repeatr.executors.choose import choose
+
+    measure = not args.no_measure
+    with ExitStack() as stack:
+        area = None
+        if measure and os.geteuid() == 0:
+            try:
+                area = stack.enter_context(probe.scratch_rootfs())
+            except (ExecutorError, OSError) as e:
+                out.log(f"cannot build the test rootfs: {e}", level="warning")
+        executors = []
+        for name in available_names():
+            out.debug(f"checking {name}")
+            executors.append(executor_report(str(name), measure, max(1, args.runs), area))
+    try:
+        chosen, reasons = choose()
+        auto: dict[str, Any] = {"chosen": str(chosen), "reasons": reasons}
+    except ExecutorError as e:
+        auto = {"chosen": None, "reasons": [e.message]}
+    report = {
+        "executors": executors,
+        "kernel": kernel_features(),
+        "auto": auto,
+        "python": sys.version.split()[0],
+    }
+    out.result(_text(report), **report)
+    return 0 if auto["chosen"] else 42
