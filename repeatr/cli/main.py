@@ -69,6 +69,7 @@ COMMAND_MODULES = {
     "formula": "formula_cmds",
     "cache": "cache_cmds",
     "doctor": "doctor_cmds",
+    "completion": "completion_cmds",
 }
 
 
