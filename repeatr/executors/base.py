@@ -20,6 +20,7 @@ from typing import Literal
 
 from repeatr.assemble.ops import Mkdir, Op
 from repeatr.errors import ExecutorError
+from repeatr.model.limits import LimitName, Limits
 
 
 class ExecutorName(StrEnum):
@@ -51,7 +52,14 @@ class Capabilities:
     networks: frozenset[str]  # the JobSpec.network values it supports
     job_is_pid1: bool  # the job is PID 1 of its own pid namespace (init signal semantics)
     hostname: bool  # can give the job its own hostname
-    limits: frozenset[str] = frozenset()  # resource limits enforced (none yet)
+    limits: frozenset[LimitName] = frozenset()  # resource limits it enforces
+    sets_home: bool = False  # the runtime adds HOME to an env that lacks it (runc, crun, runsc)
+    # The job runs on an application kernel (gVisor's Sentry), not the host's:
+    # its processes are not host processes, /proc is the sandbox's (no
+    # NoNewPrivs line), and a non-root job gets no ambient capabilities.
+    user_space_kernel: bool = False
+    last_capability: int | None = None  # highest capability it can grant (None: the kernel's)
+    env_order: bool = True  # the job's environ is in the JobSpec's order (runsc reorders it)
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,10 @@ class JobSpec:
     hostname: str | None = None
     capabilities: frozenset[str] = field(default_factory=frozenset)
     network: Network = "none"
+    limits: Limits | None = None
+    # A network namespace prepared by repeatr.net (a /run/netns path or
+    # /proc/<pid>/ns/net) to run the job in, instead of ``network``'s own.
+    netns_path: str | None = None
 
     @property
     def root(self) -> Path:
@@ -86,6 +98,17 @@ class JobResult:
     exit_code: int  # 128+N when killed by signal N
     signal: int | None
     duration: float  # seconds from helper start to job exit
+    timed_out: bool = False  # killed because limits.timeout passed
+    oom_killed: bool = False  # the memory limit was hit and the kernel killed a process
+
+    @property
+    def reason(self) -> str | None:
+        """Why the job was stopped, when repeatr's limits stopped it."""
+        if self.timed_out:
+            return "timeout"
+        if self.oom_killed:
+            return "out of memory"
+        return None
 
 
 OutputCallback = Callable[[str, bytes], Awaitable[None]]
@@ -122,7 +145,27 @@ class Executor(abc.ABC):
 _IMPLEMENTATIONS: dict[ExecutorName, str] = {
     ExecutorName.CHROOT: "repeatr.executors.chroot:ChrootExecutor",
     ExecutorName.NS: "repeatr.executors.ns:NsExecutor",
+    ExecutorName.RUNC: "repeatr.executors.runc:RuncExecutor",
+    ExecutorName.CRUN: "repeatr.executors.crun:CrunExecutor",
+    ExecutorName.GVISOR: "repeatr.executors.gvisor:GvisorExecutor",
 }
+
+
+def check_limits(executor: Executor, limits: Limits | None) -> None:
+    """ExecutorError when ``executor`` cannot enforce every limit set in ``limits``."""
+    if limits is None:
+        return
+    missing = sorted(limits.names() - executor.capabilities().limits)
+    if not missing:
+        return
+    able = [
+        str(n) for n in available_names()
+        if set(missing) <= load(n)().capabilities().limits
+    ]
+    raise ExecutorError(
+        f"executor {executor.name} cannot enforce the limit(s) {', '.join(missing)}",
+        hint=f"executors that can: {', '.join(able) or 'none'}; or drop the limit",
+    )
 
 
 def available_names() -> list[ExecutorName]:

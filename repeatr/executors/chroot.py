@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from repeatr.executors._preflight import require_filesystem, require_namespaces, require_root
 from repeatr.executors.base import Capabilities, ExecutorName, Isolation
-from repeatr.executors.helper import HelperExecutor
+from repeatr.executors.helper import HelperExecutor, cgroup_limits
 
 
 class ChrootExecutor(HelperExecutor):
@@ -25,6 +25,7 @@ class ChrootExecutor(HelperExecutor):
             networks=frozenset({"host"}),
             job_is_pid1=False,
             hostname=False,
+            limits=cgroup_limits(),
         )
 
     def preflight(self) -> None:

@@ -47,8 +47,11 @@ from repeatr.executors.base import (
     JobResult,
     JobSpec,
     OutputCallback,
+    check_limits,
 )
 from repeatr.executors.wire import decode, encode, frame_length
+from repeatr.linux import cgroups
+from repeatr.model.limits import LimitName
 
 MAX_LINE = 64 * 1024  # longer lines are delivered in pieces
 # The helper runs with -S (no site): it finds repeatr through PYTHONPATH.
@@ -102,6 +105,13 @@ async def _pump(stream: anyio.abc.ByteReceiveStream, name: str, cb: OutputCallba
         await cb(name, buf)
 
 
+def cgroup_limits() -> frozenset[LimitName]:
+    """The limits our own cgroups can enforce here (v1 controllers), plus the timeout."""
+    have = cgroups.controllers()
+    names = {LimitName(k) for k, ctrl in cgroups.CONTROLLER_FOR.items() if ctrl in have}
+    return frozenset({LimitName.TIMEOUT, *names})
+
+
 def _raise_reported(msg: dict[str, Any], job: JobSpec) -> None:
     cls = _ERRORS.get(msg.get("category", ""), ExecutorError)
     message = msg.get("message", "unknown helper error")
@@ -134,6 +144,7 @@ class HelperExecutor(Executor):
             )
         if not job.argv:
             raise JobInvalid("the job has no exec")
+        check_limits(self, job.limits)
 
     def spec(self, job: JobSpec) -> dict[str, Any]:
         p = plan(job.mounts, job.cradle)  # fail before starting anything
@@ -150,6 +161,8 @@ class HelperExecutor(Executor):
             "hostname": job.hostname,
             "capabilities": sorted(job.capabilities),
             "network": job.network,
+            "limits": job.limits.to_json() if job.limits is not None else {},
+            "cgroup": cgroups.new_name(os.getpid()),
         }
 
     def command(self, fd: int) -> list[str]:
@@ -203,6 +216,7 @@ class HelperExecutor(Executor):
     ) -> JobResult:
         self.check_job(job)
         spec = self.spec(job)
+        cgroups.gc()  # groups of runs whose repeatr died (cheap: a few sysfs listings)
         t0 = time.monotonic()
         reported: dict[str, Any] | None = None
         result: JobResult | None = None
@@ -221,7 +235,10 @@ class HelperExecutor(Executor):
                     if msg["event"] != expected:
                         raise ExecutorError(f"sandbox helper protocol: got {msg}, not {expected}")
                 else:
-                    result = JobResult(msg["code"], msg["signal"], time.monotonic() - t0)
+                    result = JobResult(
+                        msg["code"], msg["signal"], time.monotonic() - t0,
+                        timed_out=msg.get("timed_out", False), oom_killed=msg.get("oom", False),
+                    )
                     if on_finished is not None:
                         view = Path(f"/proc/{handle.pid}/root") / spec["root"].lstrip("/")
                         await on_finished(result, view)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from repeatr.executors._preflight import require_filesystem, require_namespaces, require_root
 from repeatr.executors.base import Capabilities, ExecutorName, Isolation
-from repeatr.executors.helper import HelperExecutor
+from repeatr.executors.helper import HelperExecutor, cgroup_limits
 
 
 class NsExecutor(HelperExecutor):
@@ -29,6 +29,7 @@ class NsExecutor(HelperExecutor):
             networks=frozenset({"none", "host"}),
             job_is_pid1=True,
             hostname=True,
+            limits=cgroup_limits(),
         )
 
     def preflight(self) -> None:

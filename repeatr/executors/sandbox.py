@@ -26,7 +26,17 @@ kill a healthy run. The job has PR_SET_PDEATHSIG(SIGKILL) toward the helper
 Modes: ``ns`` unshares mount, pid, uts, ipc (and net unless the network is
 ``host``); the job is PID 1 of the new pid namespace and gets its own nested
 mount namespace in which it pivots into the root. ``chroot`` unshares only the
-mount namespace and chroots: filesystem isolation only.
+mount namespace and chroots: filesystem isolation only. ``oci`` unshares
+only the mount namespace, assembles the root there, and hands it to an OCI
+runtime (runc, crun, runsc) that runs as the helper's child
+(``repeatr.executors.oci_sandbox``): the runtime sees the assembled root.
+
+Limits (``spec["limits"]``): in ``ns`` and ``chroot`` modes the helper makes
+the run's cgroup (``repeatr.linux.cgroups``) and the job joins it before
+anything else; in ``oci`` mode the runtime does that from ``config.json``.
+The timeout is the helper's: when it passes, the job and everything it
+started are SIGKILLed and the exit report says ``timed_out``. A kernel OOM
+kill in the run's memory group is reported as ``oom``.
 
 The helper never writes to its stdout/stderr: they belong to the job.
 """
@@ -38,21 +48,26 @@ import os
 import select
 import signal
 import sys
+import time
 
 from repeatr.assemble.ops import Mkdir, Op, Root, execute_all, op_from_json
 from repeatr.assemble.plan import plan
-from repeatr.errors import AssemblyError, Category, JobInvalid, RepeatrError
+from repeatr.errors import AssemblyError, Category, ExecutorError, JobInvalid, RepeatrError
 from repeatr.executors.wire import read_frame, write_frame
-from repeatr.linux import capability, libc
+from repeatr.linux import capability, cgroups, libc
 
 # Start-up time is most of a short job's cost: only cheap modules are imported
 # (no json, socket, typing, dataclasses, contextlib; traceback only on failure).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any, NoReturn
 
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"  # when the job's env has no PATH
 _job_pid = 0
+# Teardown that must run however the helper ends (SIGTERM, parent death,
+# normal exit): removing cgroups, ``runc delete``. Each is idempotent.
+_cleanups: list[Callable[[], None]] = []
 
 
 # --- messages ---------------------------------------------------------------
@@ -117,9 +132,69 @@ def kill_job() -> None:
     kill_descendants()
 
 
+def run_cleanups() -> None:
+    while _cleanups:
+        try:  # noqa: SIM105
+            _cleanups.pop()()
+        except Exception:  # best effort: the next run's gc catches leftovers
+            pass
+
+
+def set_job_pid(pid: int) -> None:
+    """What SIGTERM and the parent's death kill (oci_sandbox sets it too)."""
+    global _job_pid
+    _job_pid = pid
+
+
 def _on_term(signum: int, frame: object) -> None:
     kill_job()
+    run_cleanups()
     os._exit(128 + signum)
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL ``pid``, its process group and every other child; reap none of them."""
+    for target in (pid, -pid, *(c for c in _children() if c != pid)):
+        try:  # noqa: SIM105
+            os.kill(target, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def wait_job(pid: int, sock: int, parent: int, timeout: float | None) -> tuple[int, bool]:
+    """Wait for our child ``pid``: (wait status, timed out). Exits if the parent goes."""
+    pidfd = os.pidfd_open(pid)
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    poller.register(sock, select.POLLIN)
+    poller.register(parent, select.POLLIN)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    timed_out = False
+    while True:
+        wait_ms = None if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
+        ready = {fd for fd, _ in poller.poll(wait_ms)}
+        if pidfd in ready:
+            break
+        if parent in ready or (sock in ready and read_frame(sock) is None):
+            kill_job()  # the parent is gone
+            run_cleanups()
+            os._exit(1)
+        if deadline is not None and time.monotonic() >= deadline:
+            timed_out = True
+            deadline = None
+            kill_tree(pid)
+    os.close(pidfd)
+    _, status = os.waitpid(pid, 0)
+    return status, timed_out
+
+
+def exit_report(status: int, timed_out: bool, oom: bool) -> dict[str, Any]:
+    code = os.waitstatus_to_exitcode(status)
+    sig = -code if code < 0 else None
+    return {
+        "event": "exit", "code": 128 + sig if sig else code, "signal": sig,
+        "timed_out": timed_out, "oom": oom,
+    }
 
 
 # --- the job's side of the fork ----------------------------------------------
@@ -166,9 +241,12 @@ def parent_alive(errw: int) -> bool:
 
 
 def job_child(
-    spec: dict[str, Any], root: Root, late: list[Op], errw: int, devnull: int
+    spec: dict[str, Any], root: Root, late: list[Op], errw: int, devnull: int,
+    group: cgroups.Group | None,
 ) -> NoReturn:
     try:
+        if group is not None:
+            group.join()  # first: everything the job does is limited
         os.dup2(devnull, 0)
         os.setsid()
         libc.set_pdeathsig(signal.SIGKILL)
@@ -216,6 +294,22 @@ def job_child(
 
 
 # --- the helper ----------------------------------------------------------------
+def make_group(spec: dict[str, Any]) -> cgroups.Group | None:
+    limits = spec.get("limits") or {}
+    wanted = {k: v for k, v in limits.items() if k in cgroups.CONTROLLER_FOR}
+    if not wanted:
+        return None
+    try:
+        group = cgroups.Group.create(spec["cgroup"], wanted)
+    except OSError as e:
+        raise ExecutorError(
+            f"cannot create the run's cgroup for {', '.join(sorted(wanted))}: {e}",
+            hint="repeatr doctor shows the cgroup layout; limits need v1 controllers",
+        ) from e
+    _cleanups.append(group.remove)
+    return group
+
+
 def assemble(spec: dict[str, Any]) -> tuple[Root, list[Op]]:
     flags = libc.CLONE_NEWNS
     if spec["mode"] == "ns":
@@ -248,6 +342,12 @@ def run(spec: dict[str, Any], sock: int, parent: int) -> bool:
     except OSError as e:
         raise AssemblyError(f"assembling the container failed: {e}") from e
     spec["last_cap"] = capability.running_last_cap()
+    if spec["mode"] == "oci":
+        from repeatr.executors import oci_sandbox
+
+        write_frame(sock, {"event": "assembled", "pid": os.getpid()})
+        return oci_sandbox.run(spec, root, sock, parent, sys.modules[__name__])
+    group = make_group(spec)
     write_frame(sock, {"event": "assembled", "pid": os.getpid()})
     errr, errw = os.pipe2(os.O_CLOEXEC)
     devnull = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
@@ -255,7 +355,7 @@ def run(spec: dict[str, Any], sock: int, parent: int) -> bool:
     if pid == 0:
         os.close(sock)
         os.close(errr)
-        job_child(spec, root, late, errw, devnull)
+        job_child(spec, root, late, errw, devnull, group)
     _job_pid = pid
     os.close(errw)
     os.close(devnull)
@@ -267,24 +367,12 @@ def run(spec: dict[str, Any], sock: int, parent: int) -> bool:
         write_frame(sock, report)
         return False
     write_frame(sock, {"event": "started", "pid": pid})
-    pidfd = os.pidfd_open(pid)
-    poller = select.poll()
-    poller.register(pidfd, select.POLLIN)
-    poller.register(sock, select.POLLIN)
-    poller.register(parent, select.POLLIN)
-    while True:
-        ready = {fd for fd, _ in poller.poll()}
-        if pidfd in ready:
-            break
-        if parent in ready or (sock in ready and read_frame(sock) is None):
-            kill_job()  # the parent is gone
-            os._exit(1)
-    _, status = os.waitpid(pid, 0)
+    status, timed_out = wait_job(pid, sock, parent, (spec.get("limits") or {}).get("timeout"))
     _job_pid = 0
     kill_descendants()  # whatever the job left behind (chroot: no pid namespace)
-    code = os.waitstatus_to_exitcode(status)
-    sig = -code if code < 0 else None
-    write_frame(sock, {"event": "exit", "code": 128 + sig if sig else code, "signal": sig})
+    oom = group is not None and group.oom_kills() > 0
+    run_cleanups()
+    write_frame(sock, exit_report(status, timed_out, oom))
     return True
 
 
@@ -307,6 +395,7 @@ def main(argv: list[str]) -> int:
             return 1
     except BaseException as e:  # reported, never printed: stderr is the job's
         kill_job()
+        run_cleanups()
         try:  # noqa: SIM105
             write_frame(sock, error_msg(e))
         except OSError:  # the parent is gone

@@ -26,6 +26,8 @@ import msgspec
 from repeatr.errors import FormulaError, UsageError
 from repeatr.model import filters as _filters
 from repeatr.model.jsonload import Key, decode
+from repeatr.model.limits import Limits
+from repeatr.model.limits import problems as limit_problems
 from repeatr.model.wareid import PACKTYPES, WareID
 
 PolicyName = Literal["", "routine", "governor", "sysad"]
@@ -59,6 +61,7 @@ class Action(_Base, frozen=True):
     cradle: CradleMode = ""
     hostname: str = ""
     # New optional fields go here, defaulting to None (see module docstring).
+    limits: Limits | None = None
 
 
 class Output(_Base, frozen=True):
@@ -188,6 +191,9 @@ def validate(frm: Formula, at: list[str | int] | None = None) -> Problems:
                 problems.append(([*user, field], f"must be between 0 and {MAX_ID}"))
         if act.userinfo.homedir and (problem := _abs_path_problem(act.userinfo.homedir)):
             problems.append(([*user, "homedir"], problem))
+    if act.limits is not None:
+        for name, message in limit_problems(act.limits):
+            problems.append(([*action, "limits", name], message))
 
     outputs = [*base, "outputs"]
     _check_paths(frm.outputs or {}, outputs, problems)

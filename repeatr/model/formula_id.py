@@ -35,6 +35,13 @@ published hello vector where it applies:
 New optional fields (``action.limits``, ...) must be emitted only when set, so
 formulas without them keep their IDs (see ``repeatr.model.formula``).
 
+* **``action.limits``** (ours, not the original's) comes after ``hostname``,
+  only when set: a definite-length map of unsigned integers with only the
+  limits set, in the order ``memory`` (bytes, after parsing ``"64M"``),
+  ``pids``, ``cpu`` (millicores: ``round(cores * 1000)``), ``timeout``
+  (milliseconds); ``limits: {}`` is an empty map (``0xa0``). Integers, not
+  CBOR floats, so ``1`` and ``1.0`` cores hash the same.
+
 Golden values live in ``tests/model/test_formula_id.py``; regenerate them on
 purpose with ``.venv/bin/python -m tests.model.test_formula_id``.
 """
@@ -47,6 +54,7 @@ from repeatr.model import cbor
 from repeatr.model.base58 import b58encode
 from repeatr.model.defaults import apply_defaults
 from repeatr.model.formula import Action, Formula, Output, UserInfo
+from repeatr.model.limits import Limits
 
 
 def _text_array(items: tuple[str, ...]) -> bytes:
@@ -70,6 +78,16 @@ def _userinfo(user: UserInfo) -> bytes:
     return cbor.enc_text_map(fields)
 
 
+def _limits(limits: Limits) -> bytes:
+    values = [
+        ("memory", limits.memory_bytes()),
+        ("pids", limits.pids),
+        ("cpu", limits.cpu_millis()),
+        ("timeout", limits.timeout_millis()),
+    ]
+    return cbor.enc_text_map([(k, cbor.enc_int(v)) for k, v in values if v is not None])
+
+
 def _action(action: Action) -> bytes:
     fields: list[tuple[str, bytes]] = []
     if action.exec:
@@ -89,6 +107,8 @@ def _action(action: Action) -> bytes:
     if action.hostname:
         fields.append(("hostname", cbor.enc_text(action.hostname)))
     # Fields added after the original's go here, each only when set.
+    if action.limits is not None:
+        fields.append(("limits", _limits(action.limits)))
     return cbor.enc_text_map(fields)
 
 

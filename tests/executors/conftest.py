@@ -12,7 +12,9 @@ import pytest
 
 from repeatr.assemble.cradle import cradle_steps, system_mounts
 from repeatr.assemble.ops import Op, Overlay
+from repeatr.errors import ExecutorError
 from repeatr.executors.base import Executor, JobResult, JobSpec, available_names, load
+from repeatr.linux import cgroups
 from tests.rootfs import (
     ScratchArea,
     foreign_mount,
@@ -47,7 +49,12 @@ def host_unchanged(area: ScratchArea, rootfs_digest: str) -> Iterator[None]:
     """The host's mount table, network namespaces and the lower rootfs are as before."""
     before = mountinfo()
     netns = netns_list()
+    runtime_dirs = [d for d in RUNTIME_DEFAULT_DIRS if os.path.exists(d)]
     yield
+    assert our_cgroups() == [], "cgroup dirs left behind"
+    assert [d for d in RUNTIME_DEFAULT_DIRS if os.path.exists(d)] == runtime_dirs, (
+        "a runtime created its default state dir (we always pass --root)"
+    )
     after = mountinfo()
     if len(after) != len(before):
         new = [line for line in after if line not in before]
@@ -64,11 +71,32 @@ def workdir(area: ScratchArea) -> Iterator[Path]:
     remove_tree(path)
 
 
-@pytest.fixture(params=[str(n) for n in available_names()])
-def executor(request: pytest.FixtureRequest) -> Executor:
-    ex = load(request.param)()
-    ex.preflight()
+RUNTIME_DEFAULT_DIRS = ("/run/runc", "/run/crun", "/run/runsc", "/var/run/runsc")
+
+
+def our_cgroups() -> list[str]:
+    """``repeatr-<pid>-*`` cgroup dirs of runs started by this process."""
+    mine = f"{cgroups.PREFIX}{os.getpid()}-"
+    return [p for p in cgroups.ours() if os.path.basename(p).startswith(mine)]
+
+
+def usable(name: str) -> Executor:
+    """The executor ``name`` if it passes preflight; skipped if not, but failed in CI."""
+    ex = load(name)()
+    try:
+        ex.preflight()
+    except ExecutorError as e:
+        if os.environ.get("CI"):
+            pytest.fail(f"executor {name} is unavailable in CI: {e}")
+        pytest.skip(f"executor {name} is unavailable: {e}")
     return ex
+
+
+@pytest.fixture(
+    params=[pytest.param(str(n), marks=pytest.mark.runtime(str(n))) for n in available_names()]
+)
+def executor(request: pytest.FixtureRequest) -> Executor:
+    return usable(request.param)
 
 
 DEFAULT_ENV = (
@@ -143,5 +171,6 @@ class Jobs:
 
 
 @pytest.fixture
-def jobs(area: ScratchArea, workdir: Path, executor: Executor) -> Jobs:
-    return Jobs(area, workdir, executor)
+def jobs(area: ScratchArea, workdir: Path, executor: Executor) -> Iterator[Jobs]:
+    yield Jobs(area, workdir, executor)
+    assert not (workdir / "oci").exists(), "the OCI bundle or runtime state was left behind"

@@ -1,0 +1,75 @@
+"""The gvisor executor: runsc, a user-space kernel between the job and the host.
+
+The strongest isolation here: the job's system calls are served by gVisor's
+Sentry (``--platform=ptrace``: the only platform this old Debian build runs
+without nested virtualisation), not by the host kernel. It costs the most
+(~130 ms more per run) and some kernel interfaces differ (/proc is
+gVisor's). Use it for untrusted jobs; ``auto`` never picks it unasked.
+
+Networking (host-notes.md): runsc's own netstack refuses to start in a
+namespace whose /proc/sys/net it cannot configure, so ``network="none"`` is
+``--network=none`` (loopback only, gVisor's); a netns prepared by
+``repeatr.net`` (``JobSpec.netns_path``) is ``--network=host`` with the
+spec's network namespace path pointing at it; ``network="host"`` is
+``--network=host`` without a network namespace.
+
+Driven with ``runsc run`` (the ``run`` style of ``repeatr.executors.oci_sandbox``):
+its exit code is the job's, and the gofer and sandbox processes are reaped
+with it (the helper is their subreaper), so ``runsc delete`` never waits for
+them. ``--ignore-cgroups``: the Sentry's host threads are not the job's
+processes, so v1 memory/pids/cpu groups would not mean what the formula asks
+for; only the timeout is enforced, and formulas with other limits are refused.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from repeatr.executors.base import Capabilities, ExecutorName, Isolation, JobSpec
+from repeatr.executors.oci import OciExecutor
+from repeatr.model.limits import LimitName
+
+CAP_AUDIT_READ = 37  # the last capability this runsc (2022-12) knows; it refuses newer ones
+
+
+class GvisorExecutor(OciExecutor):
+    name = ExecutorName.GVISOR
+    binary = "runsc"
+    style = "run"
+
+    def package(self) -> str:
+        return "runsc"
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(
+            isolates=frozenset(Isolation),
+            networks=frozenset({"none", "host"}),
+            job_is_pid1=False,  # PID 1, but the Sentry does not give it init's signal rules
+            hostname=True,
+            limits=frozenset({LimitName.TIMEOUT}),
+            sets_home=True,
+            user_space_kernel=True,
+            last_capability=CAP_AUDIT_READ,
+            env_order=False,
+        )
+
+    def config(self, job: JobSpec, cgroups_path: str) -> dict[str, Any]:
+        cfg = super().config(job, cgroups_path)
+        # runsc puts its own tmpfs on /tmp unless the spec mounts something
+        # there: bind the root's /tmp onto itself so the cradle's /tmp stays.
+        if any(step.path == "/tmp" for step in job.cradle):
+            tmp = os.path.join(os.fspath(job.root), "tmp")
+            cfg["mounts"].append(
+                {"destination": "/tmp", "type": "bind", "source": tmp, "options": ["rbind", "rw"]}
+            )
+        return cfg
+
+    def global_args(self, job: JobSpec, state: Path, log: Path) -> list[str]:
+        network = "none" if job.network == "none" and job.netns_path is None else "host"
+        return [
+            self.runtime_path(), "--root", os.fspath(state), "--log", os.fspath(log),
+            "--platform=ptrace", f"--network={network}", "--ignore-cgroups",
+            "--net-raw",  # else runsc drops CAP_NET_RAW, which the governor policy grants
+        ]

@@ -1,0 +1,273 @@
+"""OCI runtime executors (runc, crun, runsc): the bundle and the runtime driver.
+
+The sandbox helper (``mode="oci"``) assembles the root in its private mount
+namespace exactly as for ``ns`` and ``chroot``, minus ``/proc`` and ``/dev``:
+those become OCI mounts the runtime makes in the container's own namespaces.
+The runtime runs as the helper's child, so it sees the assembled root
+(``root.path`` in ``config.json``); ``repeatr.executors.oci_sandbox`` drives
+it and tears it down.
+
+Per run, under the run's workdir (never in the container root):
+``oci/config.json`` (the bundle: we write it, deterministically), ``oci/state``
+(the runtime's ``--root``: removed at teardown), ``oci/pid`` and ``oci/log``.
+The container ID and the ``cgroupsPath`` are the same flat
+``repeatr-<pid>-<hex>`` name ``repeatr.linux.cgroups`` uses, so the next
+run's gc finds what a killed one left.
+
+``config.json`` follows ``runc spec``'s defaults where we have no reason to
+differ: namespaces pid, ipc, uts, mount (and network unless ``host``; a
+prepared one by path when ``JobSpec.netns_path`` is set), the runtime's own
+minimal /dev (null, zero, full, random, urandom, tty, devpts, shm, mqueue),
+masked and read-only /proc paths, all devices denied in the device cgroup
+(the runtime adds its defaults back), no seccomp. The job's capabilities go
+into all five sets (bounding, effective, permitted, inheritable, ambient),
+limited to what this host's bounding set has (no CAP_SYS_RESOURCE here):
+asking runc for more fails the run. ``RLIMIT_NOFILE`` is ours (the runtime
+would otherwise set 1024), never above the host's hard limit. The env keeps
+the job's order; note that every runtime adds ``HOME`` when the env lacks
+it (``Capabilities.sets_home``). Limits become ``linux.resources``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from repeatr.assemble.ops import Dev, Op, Proc
+from repeatr.assemble.plan import plan
+from repeatr.errors import ExecutorError
+from repeatr.executors._preflight import require_filesystem, require_namespaces, require_root
+from repeatr.executors.base import (
+    Capabilities,
+    FinishedCallback,
+    Isolation,
+    JobResult,
+    JobSpec,
+    OutputCallback,
+)
+from repeatr.executors.helper import HelperExecutor, cgroup_limits
+from repeatr.linux import capability
+
+OCI_VERSION = "1.0.2"
+CPU_PERIOD_US = 100_000
+
+MASKED_PATHS = (
+    "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+    "/sys/firmware",
+)
+READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+
+
+def host_bounding_set() -> frozenset[int]:
+    """Capabilities this process may hand on (its bounding set)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("CapBnd:"):
+                mask = int(line.split()[1], 16)
+                return frozenset(c for c in range(64) if mask >> c & 1)
+    return frozenset()
+
+
+def capability_names(requested: frozenset[str], limit: int | None = None) -> list[str]:
+    """``CAP_*`` names for ``requested`` (``ALL`` allowed), within what the host can give
+    (and at most capability number ``limit``)."""
+    last = capability.running_last_cap()
+    if limit is not None:
+        last = min(last, limit)
+    numbers = capability.cap_numbers(requested, last_cap=last) & host_bounding_set()
+    by_number = {n: name for name, n in capability.CAPABILITIES.items()}
+    return [by_number[n] for n in sorted(numbers) if n in by_number]
+
+
+def oci_mounts(ops: tuple[Op, ...]) -> list[dict[str, Any]]:
+    """The runtime's mounts for our Proc and Dev operations."""
+    out: list[dict[str, Any]] = []
+    for op in ops:
+        if isinstance(op, Proc):
+            out.append({"destination": op.dest, "type": "proc", "source": "proc",
+                        "options": ["nosuid", "noexec", "nodev"]})
+        elif isinstance(op, Dev):
+            d = op.dest.rstrip("/")
+            out += [
+                {"destination": op.dest, "type": "tmpfs", "source": "tmpfs",
+                 "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+                {"destination": f"{d}/pts", "type": "devpts", "source": "devpts",
+                 "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
+                {"destination": f"{d}/shm", "type": "tmpfs", "source": "shm",
+                 "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+                {"destination": f"{d}/mqueue", "type": "mqueue", "source": "mqueue",
+                 "options": ["nosuid", "noexec", "nodev"]},
+            ]
+    return out
+
+
+def resources(job: JobSpec) -> dict[str, Any]:
+    res: dict[str, Any] = {"devices": [{"allow": False, "access": "rwm"}]}
+    if job.limits is None:
+        return res
+    if (mem := job.limits.memory_bytes()) is not None:
+        res["memory"] = {"limit": mem, "swap": mem}  # v1: memsw = memory, so no swap
+    if job.limits.pids is not None:
+        res["pids"] = {"limit": job.limits.pids}
+    if job.limits.cpu is not None:
+        quota = max(1000, round(job.limits.cpu * CPU_PERIOD_US))
+        res["cpu"] = {"quota": quota, "period": CPU_PERIOD_US}
+    return res
+
+
+def config(job: JobSpec, cgroups_path: str, *, last_cap: int | None = None) -> dict[str, Any]:
+    """The bundle's config.json for ``job`` (a dict; key order is stable)."""
+    caps = capability_names(job.capabilities, last_cap)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    namespaces: list[dict[str, str]] = [
+        {"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"},
+    ]
+    if job.netns_path is not None:
+        namespaces.append({"type": "network", "path": job.netns_path})
+    elif job.network == "none":
+        namespaces.append({"type": "network"})
+    cfg: dict[str, Any] = {
+        "ociVersion": OCI_VERSION,
+        "process": {
+            "terminal": False,
+            "user": {"uid": job.uid, "gid": job.gid},
+            "args": list(job.argv),
+            "env": [f"{k}={v}" for k, v in job.env],
+            "cwd": job.cwd,
+            "capabilities": {
+                k: caps for k in ("bounding", "effective", "permitted", "inheritable", "ambient")
+            },
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": hard, "soft": soft}],
+            "noNewPrivileges": True,
+        },
+        "root": {"path": os.fspath(job.root), "readonly": False},
+        "mounts": oci_mounts(job.mounts),
+        "linux": {
+            "namespaces": namespaces,
+            "cgroupsPath": cgroups_path,
+            "resources": resources(job),
+            "maskedPaths": list(MASKED_PATHS),
+            "readonlyPaths": list(READONLY_PATHS),
+        },
+    }
+    if job.hostname:
+        cfg["hostname"] = job.hostname
+    return cfg
+
+
+class OciExecutor(HelperExecutor):
+    """An executor whose container is made by an OCI runtime binary."""
+
+    mode = "oci"
+    binary: ClassVar[str]  # the runtime's command name
+    style: ClassVar[Literal["create", "run"]] = "create"
+    hide_cgroup2: ClassVar[bool] = False  # crun 1.8.1 and hybrid cgroups (host-notes)
+
+    def __init__(self, *, runtime: str | None = None, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.runtime = runtime  # an explicit path; else looked up in PATH
+
+    # --- host -------------------------------------------------------------------
+    def runtime_path(self) -> str:
+        path = self.runtime or shutil.which(self.binary)
+        if path is None:
+            raise ExecutorError(
+                f"{self.binary} is not installed (not in PATH)",
+                hint=f"install it (Debian: `apt-get install {self.package()}`)",
+            )
+        return path
+
+    def package(self) -> str:
+        return self.binary
+
+    def version(self) -> str:
+        """The runtime's ``--version`` first line; ExecutorError if it will not run."""
+        import tempfile
+
+        path = self.runtime_path()
+        # A throwaway --root: `crun --version` creates its default rundir (/run/crun) otherwise.
+        with tempfile.TemporaryDirectory(prefix="repeatr-version-") as tmp:
+            try:
+                out = subprocess.run(
+                    [path, "--root", os.path.join(tmp, "state"), "--version"],
+                    capture_output=True, text=True, timeout=10, check=True,
+                ).stdout
+            except (OSError, subprocess.SubprocessError) as e:
+                raise ExecutorError(f"{path} --version failed: {e}") from e
+        return out.splitlines()[0].strip() if out.strip() else "unknown"
+
+    def preflight(self) -> None:
+        require_root(self.name)
+        require_namespaces(["mnt", "pid", "uts", "ipc", "net"])
+        require_filesystem("overlay", "load the module with `modprobe overlay`")
+        self.runtime_path()
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(
+            isolates=frozenset(Isolation),
+            networks=frozenset({"none", "host"}),
+            job_is_pid1=True,
+            hostname=True,
+            limits=cgroup_limits(),
+            sets_home=True,
+        )
+
+    # --- the runtime's command lines ------------------------------------------------
+    def global_args(self, job: JobSpec, state: Path, log: Path) -> list[str]:
+        return [self.runtime_path(), "--root", os.fspath(state), "--log", os.fspath(log)]
+
+    def commands(self, job: JobSpec, bundle: Path, cid: str) -> dict[str, Any]:
+        state, log, pid_file = bundle / "state", bundle / "log", bundle / "pid"
+        g = self.global_args(job, state, log)
+        return {
+            "name": self.binary,
+            "style": self.style,
+            "create": [*g, "create", "--bundle", os.fspath(bundle),
+                       "--pid-file", os.fspath(pid_file), cid],
+            "start": [*g, "start", cid],
+            "run": [*g, "run", "--bundle", os.fspath(bundle), cid],
+            "delete": [*g, "delete", "--force", cid],
+            "state": os.fspath(state),
+            "log": os.fspath(log),
+            "pid_file": os.fspath(pid_file),
+            "cgroup": cid,
+            "hide_cgroup2": self.hide_cgroup2,
+        }
+
+    def config(self, job: JobSpec, cgroups_path: str) -> dict[str, Any]:
+        return config(job, cgroups_path, last_cap=self.capabilities().last_capability)
+
+    def bundle_dir(self, job: JobSpec) -> Path:
+        return job.workdir / "oci"
+
+    def spec(self, job: JobSpec) -> dict[str, Any]:
+        spec = super().spec(job)
+        ours = tuple(op for op in job.mounts if not isinstance(op, Proc | Dev))
+        p = plan(ours, job.cradle)
+        spec["mounts"] = [op.to_json() for op in (*p.mounts, *p.late)]
+        cid = spec["cgroup"]
+        bundle = self.bundle_dir(job)
+        bundle.mkdir(mode=0o700, exist_ok=True)
+        cfg = self.config(job, "/" + cid)
+        (bundle / "config.json").write_text(json.dumps(cfg, indent=1))
+        spec["oci"] = self.commands(job, bundle, cid)
+        return spec
+
+    async def run(
+        self,
+        job: JobSpec,
+        *,
+        on_output: OutputCallback,
+        on_finished: FinishedCallback | None = None,
+    ) -> JobResult:
+        try:
+            return await super().run(job, on_output=on_output, on_finished=on_finished)
+        finally:
+            shutil.rmtree(self.bundle_dir(job), ignore_errors=True)
+

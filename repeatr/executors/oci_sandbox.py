@@ -1,0 +1,269 @@
+"""The sandbox helper's ``oci`` mode: drive an OCI runtime over the assembled root.
+
+Runs inside the helper (``repeatr.executors.sandbox``), after the root is
+assembled in the helper's private mount namespace; import-light like it.
+The parent (``repeatr.executors.oci``) has written the bundle's
+``config.json`` and sends the runtime command lines in ``spec["oci"]``.
+
+Before the runtime starts, the job's cwd and exec are checked inside the root
+(resolved with RESOLVE_IN_ROOT): runc and crun would create a missing cwd,
+and their "exec failed" is a runtime error, not our JobInvalid.
+
+Two styles (host-notes.md):
+
+``create`` (runc, crun): ``create --pid-file`` with the helper's stdout and
+stderr (the job's pipes; nobody waits on them until the helper exits, so the
+paused container holding them is harmless), then ``start``. The helper is a
+subreaper, so when ``create`` exits the container's init becomes its child:
+it ``waitpid``s it for the exact status (a signal is a signal, not a guessed
+128+N) and reads the run's OOM count from the cgroup before ``delete -f``
+removes it.
+
+``run`` (runsc): ``run`` in the foreground; its exit code is the job's
+(128+N for signal N). The gofer and the sandbox are our descendants and are
+reaped with it; ``delete -f`` runs only if the run was cut short.
+
+Teardown (``delete -f``, the state dir, leftover cgroup dirs) is registered
+in ``sandbox._cleanups`` before the runtime starts, so SIGTERM (cancellation)
+and the parent's death run it too.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import stat
+
+from repeatr.errors import ExecutorError, JobInvalid
+from repeatr.executors.wire import write_frame
+from repeatr.linux import cgroups, libc
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import ModuleType
+    from typing import Any
+
+    from repeatr.assemble.ops import Root
+
+# The running helper module. It runs as ``__main__`` (python -m), so importing
+# repeatr.executors.sandbox here would make a second copy with its own
+# globals (_job_pid, _cleanups) that its signal handler never sees.
+sandbox: ModuleType
+
+CGROUP2_CONTROLLERS = "/sys/fs/cgroup/unified/cgroup.controllers"
+TEARDOWN_TIMEOUT = 10.0  # seconds for `delete -f`
+RUNTIME_FAILED = 128  # runsc's exit code for its own failures
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # runc's
+
+
+# --- checks inside the root ----------------------------------------------------
+def _stat_in_root(rootfd: int, path: str) -> os.stat_result | None:
+    try:
+        fd = libc.openat2(rootfd, path.lstrip("/") or ".", os.O_PATH, libc.RESOLVE_IN_ROOT)
+    except OSError:
+        return None
+    try:
+        return os.fstat(fd)
+    finally:
+        os.close(fd)
+
+
+def check_job(spec: dict[str, Any], root: Root) -> None:
+    """JobInvalid when the cwd is not a directory or the exec is not there."""
+    rootfd = os.open(root.path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        cwd = spec["cwd"]
+        st = _stat_in_root(rootfd, cwd)
+        if st is None:
+            raise JobInvalid(f"cwd {cwd}: No such file or directory")
+        if not stat.S_ISDIR(st.st_mode):
+            raise JobInvalid(f"cwd {cwd}: Not a directory")
+        name = spec["argv"][0]
+        env = dict(spec["env"])
+        if "/" in name:
+            candidates = [name if name.startswith("/") else os.path.join(cwd, name)]
+        else:
+            path = env.get("PATH", DEFAULT_PATH)
+            candidates = [os.path.join(d or cwd, name) for d in path.split(":")]
+        for candidate in candidates:
+            st = _stat_in_root(rootfd, candidate)
+            if st is not None and stat.S_ISREG(st.st_mode):
+                if st.st_mode & 0o111:
+                    return
+                if "/" in name:
+                    raise JobInvalid(f"exec {name}: not executable")
+        if "/" in name:
+            raise JobInvalid(f"exec {name}: no such file in the container")
+        raise JobInvalid(f"exec {name}: not found in PATH={env.get('PATH', DEFAULT_PATH)}")
+    finally:
+        os.close(rootfd)
+
+
+def hide_cgroup2() -> None:
+    """crun 1.8.1 refuses hybrid cgroups: make the v2 hierarchy look controller-less.
+
+    A bind of /dev/null over ``cgroup.controllers``, in our private mount
+    namespace only. (Unmounting the v2 hierarchy instead would make crun
+    create its dirs in the tmpfs under it, hidden from the host.)
+    """
+    if os.path.exists(CGROUP2_CONTROLLERS):
+        libc.mount("/dev/null", CGROUP2_CONTROLLERS, None, libc.MS_BIND)
+
+
+# --- processes ---------------------------------------------------------------
+def spawn(argv: list[str], devnull: int, *, quiet: bool) -> int:
+    """fork+exec ``argv``; stdin /dev/null, stdout (and stderr if ``quiet``) too."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.dup2(devnull, 0)
+            if quiet:
+                os.dup2(devnull, 1)
+                os.dup2(devnull, 2)
+            for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, signal.SIG_DFL)
+            os.execv(argv[0], argv)
+        finally:
+            os._exit(127)
+    return pid
+
+
+def call(argv: list[str], devnull: int, timeout: float = TEARDOWN_TIMEOUT) -> int:
+    """Run a runtime command to completion, quietly; its exit code (SIGKILLed after ``timeout``)."""
+    pid = spawn(argv, devnull, quiet=True)
+    pidfd = os.pidfd_open(pid)
+    try:
+        if not select.select([pidfd], [], [], timeout)[0]:
+            os.kill(pid, signal.SIGKILL)
+    finally:
+        os.close(pidfd)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def logged_error(log: str) -> str | None:
+    """The last error-level entry of the runtime's log, if any."""
+    msg = last_error(log)
+    return None if msg.startswith("(") else msg
+
+
+def last_error(log: str) -> str:
+    """The runtime's last logged error (runc/crun log JSON lines; runsc text)."""
+    try:
+        with open(log, errors="replace") as f:
+            lines = [line.strip() for line in f if line.strip()]
+    except OSError:
+        return "(no log)"
+    for line in reversed(lines):
+        if line.startswith("{"):
+            import json  # only on this error path: start-up time
+
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if entry.get("level") in ("error", "fatal"):
+                return str(entry.get("msg", line))
+        elif "error" in line.lower() or "fatal" in line.lower():
+            return line
+    return "(no error logged)"
+
+
+def remove_tree(path: str) -> None:
+    """rm -r without following symlinks (shutil costs start-up time)."""
+    try:
+        entries = list(os.scandir(path))
+    except FileNotFoundError:
+        return
+    except NotADirectoryError:
+        os.unlink(path)
+        return
+    for e in entries:
+        if e.is_dir(follow_symlinks=False):
+            remove_tree(e.path)
+        else:
+            os.unlink(e.path)
+    os.rmdir(path)
+
+
+class Teardown:
+    """``delete -f``, the state dir and leftover cgroup dirs; runs once."""
+
+    def __init__(self, oci: dict[str, Any], devnull: int) -> None:
+        self.oci = oci
+        self.devnull = devnull
+        self.need_delete = True
+        self.done = False
+
+    def __call__(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        if self.need_delete:
+            call(self.oci["delete"], self.devnull)
+        sandbox.kill_descendants()  # runsc delete can leave its gofer to us
+        for path in cgroups.ours():
+            if os.path.basename(path) == self.oci["cgroup"]:
+                cgroups.remove_dir(path)
+        remove_tree(self.oci["state"])
+
+
+# --- the run -----------------------------------------------------------------
+def run(spec: dict[str, Any], root: Root, sock: int, parent: int, helper: ModuleType) -> bool:
+    global sandbox
+    sandbox = helper
+    oci = spec["oci"]
+    if oci.get("hide_cgroup2"):
+        hide_cgroup2()
+    check_job(spec, root)
+    devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+    teardown = Teardown(oci, devnull)
+    sandbox._cleanups.append(teardown)
+    timeout = (spec.get("limits") or {}).get("timeout")
+    if oci["style"] == "run":
+        pid = spawn(oci["run"], devnull, quiet=False)
+        sandbox.set_job_pid(pid)
+        write_frame(sock, {"event": "started", "pid": pid})
+        status, timed_out = sandbox.wait_job(pid, sock, parent, timeout)
+        sandbox.set_job_pid(0)
+        code = os.waitstatus_to_exitcode(status)
+        teardown.need_delete = timed_out or code < 0
+        sandbox.kill_descendants()
+        if code == RUNTIME_FAILED and not timed_out and (err := logged_error(oci["log"])):
+            teardown()
+            raise ExecutorError(f"{oci['name']} run failed: {err}",
+                                hint=f"replay it by hand: {' '.join(oci['run'])}")
+        if code > 128 and not timed_out:  # the runtime's 128+N: the job died of signal N
+            status = code - 128
+        teardown()
+        report = sandbox.exit_report(status, timed_out, False)
+        write_frame(sock, report)
+        return True
+
+    pid = spawn(oci["create"], devnull, quiet=False)  # stdout/stderr: the job's pipes
+    sandbox.set_job_pid(pid)
+    status, _ = sandbox.wait_job(pid, sock, parent, None)  # exits if the parent goes
+    sandbox.set_job_pid(0)
+    if status != 0:
+        raise ExecutorError(
+            f"{oci['name']} create failed ({os.waitstatus_to_exitcode(status)}): "
+            f"{last_error(oci['log'])}",
+            hint=f"replay it by hand: {' '.join(oci['create'])}",
+        )
+    with open(oci["pid_file"]) as f:
+        init = int(f.read().strip())
+    sandbox.set_job_pid(init)
+    start = spawn(oci["start"], devnull, quiet=True)
+    status, _ = sandbox.wait_job(start, sock, parent, None)
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise ExecutorError(f"{oci['name']} start failed ({code}): {last_error(oci['log'])}")
+    write_frame(sock, {"event": "started", "pid": init})
+    status, timed_out = sandbox.wait_job(init, sock, parent, timeout)
+    sandbox.set_job_pid(0)
+    sandbox.kill_descendants()
+    oom = cgroups.oom_kills(oci["cgroup"]) > 0
+    teardown()
+    write_frame(sock, sandbox.exit_report(status, timed_out, oom))
+    return True

@@ -1,0 +1,215 @@
+"""Resource limits, enforced for real: timeout, memory (OOM), pids (fork bomb), cpu.
+
+Every executor that says it enforces a limit (``Capabilities.limits``) is
+held to it; one that does not must refuse a job asking for it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from repeatr.errors import Category, ExecutorError
+from repeatr.executors.base import Executor, available_names
+from repeatr.linux import cgroups
+from repeatr.model.limits import LimitName, Limits
+from tests.executors.conftest import Jobs, usable
+from tests.rootfs import processes_with
+
+pytestmark = [pytest.mark.root, pytest.mark.anyio]
+
+
+def enforcing(limit: LimitName) -> list[object]:
+    """Executors (as params) whose capabilities include ``limit``."""
+    return [
+        pytest.param(str(n), marks=pytest.mark.runtime(str(n)))
+        for n in available_names()
+        if limit in _caps(str(n))
+    ]
+
+
+def _caps(name: str) -> frozenset[LimitName]:
+    from repeatr.executors.base import load
+
+    return load(name)().capabilities().limits
+
+
+@pytest.fixture
+def executor(request: pytest.FixtureRequest) -> Executor:
+    return usable(request.param)
+
+
+@pytest.mark.parametrize("executor", enforcing(LimitName.TIMEOUT), indirect=True)
+async def test_timeout_kills_the_job_on_time(jobs: Jobs) -> None:
+    marker = f"repeatr-timeout-{uuid.uuid4().hex}"
+    t0 = time.monotonic()
+    out = await jobs.run(jobs.job("sh", "-c", "sleep 1000 & sleep 1000", marker,
+                                  limits=Limits(timeout=1)))
+    elapsed = time.monotonic() - t0
+    assert out.result.timed_out
+    assert out.result.reason == "timeout"
+    assert (out.result.exit_code, out.result.signal) == (137, 9)
+    assert elapsed < 2.0, f"took {elapsed:.2f}s for a 1s timeout"
+    assert processes_with(marker) == []
+
+
+@pytest.mark.parametrize("executor", enforcing(LimitName.TIMEOUT), indirect=True)
+async def test_timeout_not_reached(jobs: Jobs) -> None:
+    out = await jobs.sh("echo quick", limits=Limits(timeout=30))
+    assert (out.result.exit_code, out.result.timed_out, out.stdout) == (0, False, b"quick\n")
+
+
+MEMORY_HOG = "x=$(head -c 104857600 /dev/zero | tr '\\0' a); echo survived ${#x}"
+
+
+@pytest.mark.parametrize("executor", enforcing(LimitName.MEMORY), indirect=True)
+async def test_memory_exceeded_is_killed_and_reported(jobs: Jobs) -> None:
+    out = await jobs.sh(MEMORY_HOG, limits=Limits(memory="32M"))
+    assert out.result.oom_killed
+    assert out.result.reason == "out of memory"
+    assert out.result.exit_code == 137
+    assert b"survived" not in out.stdout
+
+
+@pytest.mark.parametrize("executor", enforcing(LimitName.MEMORY), indirect=True)
+async def test_memory_within_limit(jobs: Jobs) -> None:
+    out = await jobs.sh("x=$(head -c 1048576 /dev/zero | tr '\\0' a); echo ${#x}",
+                        limits=Limits(memory=64 << 20))
+    assert (out.result.exit_code, out.result.oom_killed, out.stdout) == (0, False, b"1048576\n")
+
+
+@pytest.mark.parametrize("executor", enforcing(LimitName.PIDS), indirect=True)
+async def test_pids_limit_stops_forks(jobs: Jobs) -> None:
+    out = await jobs.sh("for i in $(seq 60); do sleep 30 & done; echo all started",
+                        limits=Limits(pids=20, timeout=20))
+    assert out.result.exit_code != 0
+    assert not out.result.timed_out
+    assert b"all started" not in out.stdout
+    assert b"fork" in out.stderr  # busybox: "can't fork: Resource temporarily unavailable"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("executor", enforcing(LimitName.PIDS), indirect=True)
+async def test_pids_limit_contains_a_fork_bomb(jobs: Jobs) -> None:
+    marker = f"repeatr-bomb-{uuid.uuid4().hex}"
+    before = len(os.listdir("/proc"))
+    out = await jobs.run(jobs.job("sh", "-c", "f(){ f | f & }; f; sleep 1000", marker,
+                                  limits=Limits(pids=50, timeout=3)))
+    assert out.result.timed_out
+    assert processes_with(marker) == []
+    assert len(os.listdir("/proc")) < before + 20  # nothing of the bomb is left on the host
+
+
+CPU_LOOP = "i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("executor", enforcing(LimitName.CPU), indirect=True)
+async def test_cpu_limit_slows_a_busy_loop(jobs: Jobs) -> None:
+    t0 = time.monotonic()
+    free = await jobs.sh(CPU_LOOP)
+    free_s = time.monotonic() - t0
+    t0 = time.monotonic()
+    limited = await jobs.sh(CPU_LOOP, limits=Limits(cpu=0.1, timeout=60))
+    limited_s = time.monotonic() - t0
+    assert free.result.exit_code == limited.result.exit_code == 0
+    assert limited_s > 3 * free_s, f"{limited_s:.2f}s at 0.1 cores vs {free_s:.2f}s free"
+
+
+REFUSING = [
+    pytest.param(str(n), limit, marks=pytest.mark.runtime(str(n)))
+    for n in available_names()
+    for limit in LimitName
+    if limit not in _caps(str(n))
+]
+
+
+@pytest.mark.parametrize(("name", "limit"), REFUSING)
+async def test_refuses_a_limit_it_cannot_enforce(
+    jobs_for: object, name: str, limit: LimitName
+) -> None:
+    assert callable(jobs_for)
+    jobs: Jobs = jobs_for(name)
+    value = {"memory": "64M", "pids": 10, "cpu": 1.0, "timeout": 10.0}[limit.value]
+    marker = f"repeatr-refused-{uuid.uuid4().hex}"
+    with pytest.raises(ExecutorError) as info:
+        await jobs.run(jobs.job("sh", "-c", "echo ran", marker,
+                                limits=Limits(**{limit.value: value})))
+    assert info.value.category == Category.EXECUTOR
+    assert limit.value in info.value.message
+    assert processes_with(marker) == []
+
+
+@pytest.fixture
+def jobs_for(area: object, workdir: object) -> object:
+    from pathlib import Path
+
+    from tests.rootfs import ScratchArea
+
+    assert isinstance(area, ScratchArea) and isinstance(workdir, Path)
+
+    def make(name: str) -> Jobs:
+        return Jobs(area, workdir, usable(name))
+
+    return make
+
+
+def test_gc_removes_groups_of_dead_runs() -> None:
+    if "pids" not in cgroups.controllers():
+        pytest.skip("no v1 pids controller")
+    child = subprocess.Popen(["true"])
+    child.wait()  # a pid that is (almost certainly) not reused in the next instant
+    name = f"{cgroups.PREFIX}{child.pid}-deadbeef00"
+    live = cgroups.new_name(os.getpid())
+    os.mkdir(os.path.join(cgroups.ROOT, "pids", name))
+    os.mkdir(os.path.join(cgroups.ROOT, "pids", live))
+    try:
+        removed = cgroups.gc()
+        assert os.path.join(cgroups.ROOT, "pids", name) in removed
+        assert not os.path.exists(os.path.join(cgroups.ROOT, "pids", name))
+        assert os.path.exists(os.path.join(cgroups.ROOT, "pids", live))  # its owner lives
+    finally:
+        cgroups.remove_dir(os.path.join(cgroups.ROOT, "pids", name))
+        cgroups.remove_dir(os.path.join(cgroups.ROOT, "pids", live))
+
+
+# --- the formula side: parsing, validation, formula ID ---------------------------
+
+FORMULA = b"""{"formula": {"inputs": {"/": "tar:6q7G4hWr283FpTa5Lf8heVqw9t97b5VoMU6AGszuBYAz9EzQdeHVFAou7c4W9vFcQ6"},
+ "action": {"exec": ["/bin/true"]%s}}}"""
+
+
+def _formula_id(limits: str) -> str:
+    from repeatr.model.formula import load_formula_bytes
+    from repeatr.model.formula_id import formula_id
+
+    extra = f', "limits": {limits}' if limits else ""
+    return formula_id(load_formula_bytes(FORMULA % extra.encode(), "f.json").formula)
+
+
+def test_limits_change_the_formula_id_only_when_present() -> None:
+    from repeatr.model.formula import Action, Formula
+    from repeatr.model.formula_id import formula_id
+
+    bare = Formula(inputs={"/": "tar:6q7G4hWr283FpTa5Lf8heVqw9t97b5VoMU6AGszuBYAz9EzQdeHVFAou7c4W9vFcQ6"},
+                   action=Action(exec=("/bin/true",)))
+    assert _formula_id("") == formula_id(bare)
+    limited = _formula_id('{"memory": "64M", "timeout": 10}')
+    assert limited != formula_id(bare)
+    assert limited == _formula_id('{"timeout": 10.0, "memory": 67108864}')
+    assert _formula_id('{"cpu": 1}') == _formula_id('{"cpu": 1.0}')
+    assert _formula_id('{"cpu": 1}') != _formula_id('{"cpu": 2}')
+    assert _formula_id("{}") not in (formula_id(bare), limited)
+
+
+@pytest.mark.parametrize("bad", ['{"memory": "lots"}', '{"memory": 10}', '{"pids": 0}',
+                                 '{"timeout": -1}', '{"cpu": 0}', '{"swap": 1}'])
+def test_bad_limits_are_usage_errors(bad: str) -> None:
+    from repeatr.errors import UsageError
+
+    with pytest.raises(UsageError):
+        _formula_id(bad)

@@ -1,0 +1,95 @@
+"""OCI executors only: the bundle we write, a prepared netns by path, teardown."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from repeatr.executors.base import JobSpec
+from repeatr.executors.oci import config
+from tests.executors.conftest import Jobs, usable
+
+pytestmark = [pytest.mark.root, pytest.mark.anyio]
+
+OCI = [pytest.param(n, marks=pytest.mark.runtime(n)) for n in ("runc", "crun", "gvisor")]
+
+
+@pytest.fixture
+def executor(request: pytest.FixtureRequest) -> object:
+    return usable(request.param)
+
+
+@pytest.fixture
+def netns() -> Iterator[str]:
+    """A named netns (the rpr prefix: the host check treats it as not ours) with a veth pair in it."""
+    name = f"rprtest-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "add", "dummy7", "type", "veth",
+                        "peer", "name", "dummy7p"], check=True)
+        subprocess.run(["ip", "-n", name, "addr", "add", "10.77.0.2/24", "dev", "dummy7"],
+                       check=True)
+        subprocess.run(["ip", "-n", name, "link", "set", "dummy7", "up"], check=True)
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        yield f"/run/netns/{name}"
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=True)
+
+
+@pytest.mark.parametrize("executor", OCI, indirect=True)
+async def test_prepared_netns_by_path(jobs: Jobs, netns: str) -> None:
+    out = await jobs.sh("cat /proc/net/dev", netns_path=netns)
+    assert out.result.exit_code == 0, out.stderr
+    assert b"dummy7" in out.stdout
+
+
+def _job(tmp_path: Path, **kw: object) -> JobSpec:
+    return JobSpec(argv=("sh", "-c", "x"), env=(("B", "2"), ("A", "1")), workdir=tmp_path,
+                   mounts=(), **kw)  # type: ignore[arg-type]
+
+
+def test_config_is_deterministic_and_keeps_env_order(tmp_path: Path) -> None:
+    job = _job(tmp_path, capabilities=frozenset({"CAP_KILL", "ALL"}))
+    a = json.dumps(config(job, "/repeatr-1-x"))
+    assert a == json.dumps(config(job, "/repeatr-1-x"))
+    cfg = config(job, "/repeatr-1-x")
+    assert cfg["process"]["env"] == ["B=2", "A=1"]
+    caps = cfg["process"]["capabilities"]
+    assert caps["bounding"] == caps["ambient"] == caps["effective"]
+    assert "CAP_SYS_RESOURCE" not in caps["bounding"] or _host_has_sys_resource()
+    assert {"type": "network"} in cfg["linux"]["namespaces"]
+    assert "/proc/kcore" in cfg["linux"]["maskedPaths"]
+    assert "/proc/sys" in cfg["linux"]["readonlyPaths"]
+    nofile = cfg["process"]["rlimits"][0]
+    assert nofile["hard"] <= _hard_nofile()
+
+
+def test_config_network_host_and_path(tmp_path: Path) -> None:
+    host = config(_job(tmp_path, network="host"), "/c")
+    assert all(ns["type"] != "network" for ns in host["linux"]["namespaces"])
+    by_path = config(_job(tmp_path, netns_path="/run/netns/x"), "/c")
+    assert {"type": "network", "path": "/run/netns/x"} in by_path["linux"]["namespaces"]
+
+
+def _hard_nofile() -> int:
+    import resource
+
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+
+
+def _host_has_sys_resource() -> bool:
+    with open("/proc/self/status") as f:
+        bnd = next(int(line.split()[1], 16) for line in f if line.startswith("CapBnd"))
+    return bool(bnd >> 24 & 1)
+
+
+@pytest.mark.parametrize("executor", OCI, indirect=True)
+async def test_runtime_state_is_removed(jobs: Jobs) -> None:
+    out = await jobs.sh("echo hi")
+    assert out.stdout == b"hi\n"
+    assert not (jobs.workdir / "oci").exists()
