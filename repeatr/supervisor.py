@@ -25,9 +25,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shlex
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -36,7 +38,7 @@ from repeatr import workdir as workdirs
 from repeatr.assemble.cradle import cradle_steps, system_mounts
 from repeatr.assemble.ops import Bind, Mkdir, Op, Overlay
 from repeatr.cache import Cache
-from repeatr.errors import Category, FilesetError, UsageError, collapse
+from repeatr.errors import Category, ExecutorError, FilesetError, UsageError, collapse
 from repeatr.executors.base import Executor, JobResult, JobSpec, Network, OutputCallback
 from repeatr.linux import libc
 from repeatr.model import policy
@@ -78,26 +80,35 @@ async def run_formula(
     executor: Executor,
     cache: Cache,
     events: RunEvents | None = None,
+    net: NetSettings | None = None,
 ) -> RunOutcome:
     """Run one formula with ``executor``; the record of what it produced."""
     ev = events or RunEvents()
     frm = apply_defaults(loaded.formula)
     context = loaded.context or Context()
     record = start_record(formula_id(loaded.formula), hostname=frm.action.hostname)
+    caps = executor.capabilities()
+    network = _network_policy(frm.action.network, caps.networks, executor.name, ev)
     reaped = await anyio.to_thread.run_sync(workdirs.reap_stale, cache.root)
     for path in reaped:
         ev.log(f"removed the work dir of a dead run: {path}")
+    # Any run cleans up after bridged runs that died, not only bridged ones.
+    await _collect_dead_networks(net or NetSettings(), ev)
     work = await anyio.to_thread.run_sync(workdirs.create, cache.root, record.guid)
     ev.debug(f"work dir {work}")
+    address = ""
     try:
         async with contextlib.AsyncExitStack() as held:
             lowers, fetched = await _fetch_inputs(frm, context, cache, held, ev)
-            # Until formulas can ask for a network (action.network), a job gets its own
-            # empty network namespace where the executor can give one, else the host's.
-            network: Network = "none" if "none" in executor.capabilities().networks else "host"
-            if network == "host":
-                ev.log(f"executor {executor.name} has no network isolation: host network")
-            job = _job_spec(frm, work, lowers, network)
+            extra_mounts: list[Op] = []
+            netns_path: str | None = None
+            if network == "bridge":
+                att = await _attach_bridge(frm, record.guid, net or NetSettings(), held, ev)
+                extra_mounts = _dns_binds(att, work)
+                netns_path = os.fspath(att.netns) if att.netns else None
+                address = str(att.address.ip) if att.address else ""
+            job = _job_spec(frm, work, lowers, "host" if network == "host" else "none")
+            job = replace(job, mounts=(*job.mounts, *extra_mounts), netns_path=netns_path)
             for op in job.mounts:
                 ev.debug(f"mount: {op.describe()}")
             for step in job.cradle:
@@ -107,7 +118,7 @@ async def run_formula(
             async def pack_outputs(_result: JobResult, view: Path) -> None:
                 results.update(await _pack_outputs(frm, context, view, ev))
 
-            ev.debug(f"executor {executor.name}: {' '.join(job.argv)}")
+            ev.debug(f"executor {executor.name}: {shlex.join(job.argv)}")
             result = await executor.run(
                 job,
                 on_output=_async_output(ev.output),
@@ -116,6 +127,9 @@ async def run_formula(
     finally:
         with anyio.CancelScope(shield=True), anyio.move_on_after(TEARDOWN_TIMEOUT):
             await anyio.to_thread.run_sync(workdirs.remove, work)
+    if result.reason:
+        ev.log(f"the job was stopped: {result.reason}")
+    limits = frm.action.limits
     record = RunRecord(
         guid=record.guid,
         time=record.time,
@@ -123,8 +137,92 @@ async def run_formula(
         exit_code=result.exit_code,
         results=results,
         hostname=record.hostname,
+        executor=str(executor.name),
+        isolation=tuple(sorted(str(i) for i in caps.isolates)),
+        limits=limits.to_json() if limits is not None else None,
+        network=network,
+        address=address,
+        stopped=result.reason or "",
     )
     return RunOutcome(record, result, fetched)
+
+
+@dataclass(frozen=True)
+class NetSettings:
+    """Host-side network settings (not part of a formula): which bridge, subnet, state."""
+
+    network: Any = None  # repeatr.net.config.Network; None: the default (repeatr0)
+    host: Any = None  # repeatr.net.config.NetHost; None: the default (/run/repeatr/net)
+
+    def resolved(self) -> tuple[Any, Any]:
+        from repeatr.net.config import DEFAULT_HOST, DEFAULT_NETWORK
+
+        return self.network or DEFAULT_NETWORK, self.host or DEFAULT_HOST
+
+
+def _network_policy(
+    asked: str, supported: frozenset[str], executor: str, ev: RunEvents
+) -> str:
+    """The network the job gets. Absent means ``none`` where the executor can give it."""
+    if asked:
+        if asked == "bridge" and "none" in supported:
+            return asked  # a prepared namespace, joined by the executor
+        if asked not in supported:
+            raise ExecutorError(
+                f"executor {executor} cannot give the job network {asked!r}",
+                hint=f"it supports {', '.join(sorted(supported))}; ns, runc, crun and gvisor "
+                "support none, host and bridge",
+            )
+        return asked
+    if "none" in supported:
+        return "none"
+    ev.log(f"executor {executor} has no network isolation: the job uses the host's network")
+    return "host"
+
+
+async def _collect_dead_networks(net: NetSettings, ev: RunEvents) -> None:
+    """Reclaim leases, veths and namespaces of bridged runs that died (SIGKILL, crash)."""
+    from repeatr.net.gc import gc
+
+    _, host = net.resolved()
+    report = await gc(host)
+    if report.runs or report.links or report.namespaces or report.leases:
+        ev.log(
+            f"reclaimed the network of dead runs: {len(report.leases)} leases, "
+            f"{len(report.links)} veths, {len(report.namespaces)} namespaces"
+        )
+    for failure in report.failures:
+        ev.log(f"network gc: {failure}")
+
+
+async def _attach_bridge(
+    frm: Formula, run_id: str, net: NetSettings, held: contextlib.AsyncExitStack, ev: RunEvents
+) -> Any:
+    from repeatr.net.setup import prepare, teardown
+
+    network, host = net.resolved()
+    att = await prepare(
+        "bridge",
+        run_id,
+        frm.action.hostname,
+        network=network,
+        host=host,
+        nameservers=frm.action.nameservers,
+    )
+    held.push_async_callback(teardown, att)
+    ev.debug(f"network: bridge {network.bridge}, address {att.address}, netns {att.netns}")
+    return att
+
+
+def _dns_binds(att: Any, work: Path) -> list[Op]:
+    """/etc/resolv.conf and /etc/hosts for a bridged job, read-only binds of files we write."""
+    etc = work / "etc"
+    etc.mkdir()
+    binds: list[Op] = []
+    for name, text in (("resolv.conf", att.resolv_conf), ("hosts", att.hosts)):
+        (etc / name).write_text(text)
+        binds.append(Bind(os.fspath(etc / name), f"/etc/{name}", ro=True, recursive=False))
+    return binds
 
 
 @contextlib.asynccontextmanager
@@ -211,6 +309,7 @@ def _job_spec(frm: Formula, work: Path, lowers: dict[str, str], network: Network
         hostname=action.hostname or None,
         capabilities=frozenset(policy.capabilities(policy.resolve(action.policy))),
         network=network,
+        limits=action.limits,
     )
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 from pathlib import Path
 from typing import Any
 
 from repeatr.cli.output import Format, Reporter
-from repeatr.errors import Cancelled, Category
+from repeatr.errors import Cancelled, Category, RepeatrError
 
 EXECUTORS = ("auto", "ns", "chroot", "runc", "crun", "gvisor")
 
@@ -37,8 +38,21 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-memo", action="store_true", help="run even if a record is stored")
     p.add_argument(
+        "--bridge", metavar="NAME", default=os.environ.get("REPEATR_BRIDGE"),
+        help='host bridge for "network": "bridge" (env REPEATR_BRIDGE, default repeatr0)',
+    )
+    p.add_argument(
+        "--subnet", metavar="CIDR", default=os.environ.get("REPEATR_SUBNET"),
+        help="its IPv4 subnet (env REPEATR_SUBNET, default 10.213.0.0/16)",
+    )
+    p.add_argument(
         "--ignore-job-exit", action="store_true",
         help="exit 0 even when the job fails (the original's behaviour)",
+    )
+    p.add_argument(
+        "--output-dir", metavar="DIR",
+        help="when the job exits 0, also write DIR/record.json and, per output,"
+        " DIR/<path with / as _>.ware_id (for make; see docs/make.md)",
     )
     p.set_defaults(func=cmd_run)
 
@@ -46,8 +60,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "gc",
         parents=[common],
         help="remove what dead runs left behind",
-        description="Remove the work dirs and cache temp dirs of runs that died (killed\n"
-        "by SIGKILL, a crash, a reboot). Every run also does this when it starts.",
+        description="Remove what runs that died (SIGKILL, a crash, a reboot) left: work\n"
+        "dirs, cache temp dirs, and the IP leases, veths and network namespaces\n"
+        "of bridged runs. Every run also does this when it starts.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.set_defaults(func=cmd_gc)
@@ -74,7 +89,7 @@ def cmd_run(args: argparse.Namespace, out: Reporter) -> int:
     fast_key = file_key(args.formula, args.executor)
     if not args.no_memo and fast_key is not None and (stored := memo.get(fast_key)):
         out.debug("memo hit (formula file seen before)")
-        _print_record(out, stored)
+        _print_record(out, stored, args.output_dir)
         return 0
 
     from repeatr.model.formula import load_formula_file
@@ -87,12 +102,12 @@ def cmd_run(args: argparse.Namespace, out: Reporter) -> int:
         out.debug(f"memo hit: {fid}")
         for key in keys[1:]:
             memo.put(key, stored)
-        _print_record(out, stored)
+        _print_record(out, stored, args.output_dir)
         return 0
     return _run(args, out, loaded, state, memo, keys)
 
 
-def _print_record(out: Reporter, record_json: bytes) -> None:
+def _print_record(out: Reporter, record_json: bytes, output_dir: str | None = None) -> None:
     if out.format is Format.JSON:
         import json
 
@@ -100,6 +115,8 @@ def _print_record(out: Reporter, record_json: bytes) -> None:
     else:
         out.stdout.write(record_json.decode())
         out.stdout.flush()
+    if output_dir is not None:
+        _write_output_dir(Path(output_dir), record_json)
 
 
 def _run(
@@ -117,9 +134,7 @@ def _run(
     from repeatr.model.runrecord import encode_pretty
     from repeatr.supervisor import RunEvents, run_formula
 
-    name = _choose(args.executor, out)
-    executor = load(name)()
-    executor.preflight()
+    executor = load(_choose(args.executor, loaded, out))()
 
     def output(stream: str, line: bytes) -> None:
         if out.format is Format.JSON:
@@ -152,7 +167,9 @@ def _run(
                         return
 
             tg.start_soon(watch_signals)
-            outcome = await run_formula(loaded, executor=executor, cache=cache, events=events)
+            outcome = await run_formula(
+                loaded, executor=executor, cache=cache, events=events, net=_net_settings(args)
+            )
             tg.cancel_scope.cancel()
             return outcome
 
@@ -163,10 +180,65 @@ def _run(
     if outcome.record.exit_code == 0:
         for key in keys:
             memo.put(key, record_json)
-    _print_record(out, record_json)
+    _print_record(out, record_json, args.output_dir if outcome.record.exit_code == 0 else None)
     if outcome.record.exit_code != 0:
         out.log(f"the job exited {outcome.record.exit_code}", level="warning")
     return _exit_status(outcome.record.exit_code, args.ignore_job_exit)
+
+
+def _write_output_dir(directory: Path, record_json: bytes) -> None:
+    """``--output-dir``: each output's ware ID, then the record, each file written atomically.
+
+    A ``.ware_id`` file is rewritten only when its ID changed, so make rules
+    depending on it rerun only when the output did; ``record.json`` (written
+    last: it marks the set complete) is always rewritten.
+    """
+    import json
+    import os
+
+    def put(path: Path, data: bytes, *, if_changed: bool) -> None:
+        try:
+            if if_changed and path.read_bytes() == data:
+                return
+        except OSError:
+            pass
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise RepeatrError(
+                f"--output-dir: cannot write {path}: {exc.strerror or exc}",
+                category=Category.INOPERABLE_PATH,
+            ) from exc
+
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RepeatrError(
+            f"--output-dir: cannot create {directory}: {exc.strerror or exc}",
+            category=Category.INOPERABLE_PATH,
+        ) from exc
+    results: dict[str, str] = json.loads(record_json).get("results") or {}
+    for path, ware in sorted(results.items()):
+        name = path.replace("/", "_") + ".ware_id"
+        put(directory / name, f"{ware}\n".encode(), if_changed=True)
+    put(directory / "record.json", record_json, if_changed=False)
+
+
+def _net_settings(args: argparse.Namespace) -> Any:
+    """The bridge and subnet for ``"network": "bridge"``: host settings, not the formula's."""
+    from repeatr.supervisor import NetSettings
+
+    if not (args.bridge or args.subnet):
+        return NetSettings()
+    from repeatr.net.config import DEFAULT_NETWORK, Network, parse_subnet
+
+    bridge = args.bridge or DEFAULT_NETWORK.bridge
+    name = "".join(c if c.isalnum() else "_" for c in bridge.lower())
+    subnet = parse_subnet(args.subnet) if args.subnet else DEFAULT_NETWORK.subnet
+    return NetSettings(network=Network(name=name, bridge=bridge, subnet=subnet))
 
 
 def _backend() -> str:
@@ -176,43 +248,50 @@ def _backend() -> str:
     return os.environ.get("REPEATR_ASYNC_BACKEND", "asyncio")
 
 
-def _choose(requested: str, out: Reporter) -> str:
-    """The executor to use; for ``auto``, the best one whose preflight passes."""
-    if requested != "auto":
-        return requested
-    from repeatr.errors import ExecutorError
-    from repeatr.executors.base import available_names, load
+def _choose(requested: str, loaded: Any, out: Reporter) -> str:
+    """The executor to use: the one asked for, or the best one that can run this job."""
+    from repeatr.executors.choose import Needs, choose
 
-    reasons = []
-    # Best isolation first, then speed: ns isolates everything and starts fastest.
-    for name in sorted(available_names(), key=lambda n: n != "ns"):
-        try:
-            load(name)().preflight()
-        except ExecutorError as err:
-            reasons.append(f"{name}: {err}")
-            continue
-        for reason in reasons:
-            out.debug(f"executor not chosen: {reason}")
-        out.debug(f"executor auto: chose {name}")
-        return str(name)
-    raise ExecutorError("no executor can run here: " + "; ".join(reasons))
+    action = loaded.formula.action
+    needs = Needs(
+        # Absent: isolated where auto can choose; an executor asked for by name
+        # gives its best (chroot: the host's network, and says so).
+        network=action.network or ("none" if requested == "auto" else ""),
+        limits=action.limits.names() if action.limits is not None else frozenset(),
+        hostname=bool(action.hostname),
+    )
+    name, reasons = choose(requested, needs)
+    for reason in reasons:
+        out.debug(f"executor {reason}")
+    out.debug(f"executor: {name}" + (" (auto)" if requested == "auto" else ""))
+    return str(name)
 
 
 def cmd_gc(args: argparse.Namespace, out: Reporter) -> int:
     from repeatr import workdir
     from repeatr.cache import Cache
+    from repeatr.net.gc import collect
 
     state = _state_root(args)
     runs = workdir.reap_stale(state)
     temps = Cache(state).clean_stale()
+    net = collect()
+    for what in (*net.links, *map(str, net.namespaces), *(str(lease) for lease in net.leases)):
+        out.log(f"reclaimed {what}")
+    for failure in net.failures:
+        out.log(failure, level="warning")
     for path in runs:
         out.log(f"removed work dir {path}")
     for name in temps:
         out.log(f"removed cache temp dir {name}")
     out.result(
-        f"removed {len(runs)} work dirs, {len(temps)} cache temp dirs",
+        f"removed {len(runs)} work dirs, {len(temps)} cache temp dirs, "
+        f"{len(net.leases)} IP leases, {len(net.links)} veths, {len(net.namespaces)} netns",
         workDirs=[str(p) for p in runs],
         cacheTemps=list(temps),
+        leases=[str(lease) for lease in net.leases],
+        veths=list(net.links),
+        netns=[str(p) for p in net.namespaces],
     )
     return 0
 

@@ -34,7 +34,7 @@ AUTO_ORDER = (ExecutorName.NS, ExecutorName.CRUN, ExecutorName.RUNC, ExecutorNam
 class Needs:
     """What a job asks of its executor."""
 
-    network: str = "none"  # JobSpec.network
+    network: str = "none"  # "none", "host" or "bridge"; "" for any
     limits: frozenset[LimitName] = field(default_factory=frozenset)
     hostname: bool = False
     user_space_kernel: bool = False  # only an application kernel will do (gvisor)
@@ -47,7 +47,10 @@ def unfit(executor: Executor, needs: Needs) -> str | None:
     except ExecutorError as e:
         return f"unavailable: {e}"
     caps = executor.capabilities()
-    if needs.network not in caps.networks:
+    # A bridge is a namespace repeatr.net prepares; the executor joins it, which
+    # takes the same isolation as a namespace of its own ("none").
+    wanted = "none" if needs.network == "bridge" else needs.network
+    if needs.network and wanted not in caps.networks:
         return f"cannot give the job network {needs.network!r}"
     if needs.hostname and not caps.hostname:
         return "cannot set the hostname"

@@ -44,6 +44,7 @@ from repeatr.errors import (
 from repeatr.executors.base import (
     Executor,
     FinishedCallback,
+    Isolation,
     JobResult,
     JobSpec,
     OutputCallback,
@@ -133,6 +134,11 @@ class HelperExecutor(Executor):
 
     def check_job(self, job: JobSpec) -> None:
         caps = self.capabilities()
+        if job.netns_path is not None and Isolation.NET not in caps.isolates:
+            raise ExecutorError(
+                f"executor {self.name} cannot join a prepared network namespace",
+                hint="bridge networking needs ns, runc, crun or gvisor",
+            )
         if job.network not in caps.networks:
             raise ExecutorError(
                 f"executor {self.name} cannot give a job network {job.network!r}",
@@ -161,6 +167,7 @@ class HelperExecutor(Executor):
             "hostname": job.hostname,
             "capabilities": sorted(job.capabilities),
             "network": job.network,
+            "netns_path": job.netns_path,
             "limits": job.limits.to_json() if job.limits is not None else {},
             "cgroup": cgroups.new_name(os.getpid()),
         }

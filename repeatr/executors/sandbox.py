@@ -312,9 +312,18 @@ def make_group(spec: dict[str, Any]) -> cgroups.Group | None:
 
 def assemble(spec: dict[str, Any]) -> tuple[Root, list[Op]]:
     flags = libc.CLONE_NEWNS
+    joined = False
     if spec["mode"] == "ns":
         flags |= libc.CLONE_NEWPID | libc.CLONE_NEWUTS | libc.CLONE_NEWIPC
-        if spec["network"] == "none":
+        if spec.get("netns_path"):
+            # A namespace repeatr.net prepared (bridge): join it instead of a new one.
+            fd = os.open(spec["netns_path"], os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                libc.setns(fd, libc.CLONE_NEWNET)
+            finally:
+                os.close(fd)
+            joined = True
+        elif spec["network"] == "none":
             flags |= libc.CLONE_NEWNET
     libc.unshare(flags)
     libc.mount(None, "/", None, libc.MS_REC | libc.MS_PRIVATE)
@@ -329,7 +338,7 @@ def assemble(spec: dict[str, Any]) -> tuple[Root, list[Op]]:
     if spec["mode"] == "ns":
         if spec.get("hostname"):
             libc.sethostname(spec["hostname"])
-        if spec["network"] == "none":
+        if spec["network"] == "none" and not joined:
             libc.link_up("lo")
     return root, list(p.late)
 

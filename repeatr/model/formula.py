@@ -15,6 +15,7 @@ it keeps its formula ID. Never add a field to the ID encoding unconditionally.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -35,6 +36,9 @@ CradleMode = Literal["", "disable"]
 
 #: Largest uid/gid we accept: 2**32 - 2 (2**32 - 1 is the kernel's "no id").
 MAX_ID = 2**32 - 2
+
+
+NetworkName = Literal["", "none", "host", "bridge"]
 
 
 class _Base(
@@ -62,6 +66,10 @@ class Action(_Base, frozen=True):
     hostname: str = ""
     # New optional fields go here, defaulting to None (see module docstring).
     limits: Limits | None = None
+    #: "none" (the default when absent: own namespace, loopback only), "host", "bridge".
+    network: NetworkName = ""
+    #: DNS servers for a bridge network's /etc/resolv.conf (default: the host's).
+    nameservers: tuple[str, ...] | None = None
 
 
 class Output(_Base, frozen=True):
@@ -194,6 +202,14 @@ def validate(frm: Formula, at: list[str | int] | None = None) -> Problems:
     if act.limits is not None:
         for name, message in limit_problems(act.limits):
             problems.append(([*action, "limits", name], message))
+    if act.nameservers is not None:
+        if act.network != "bridge":
+            problems.append(([*action, "nameservers"], 'only used with "network": "bridge"'))
+        for i, server in enumerate(act.nameservers):
+            try:
+                ipaddress.ip_address(server)
+            except ValueError:
+                problems.append(([*action, "nameservers", i], f"{server!r} is not an IP address"))
 
     outputs = [*base, "outputs"]
     _check_paths(frm.outputs or {}, outputs, problems)

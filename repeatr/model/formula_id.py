@@ -41,6 +41,10 @@ formulas without them keep their IDs (see ``repeatr.model.formula``).
   ``pids``, ``cpu`` (millicores: ``round(cores * 1000)``), ``timeout``
   (milliseconds); ``limits: {}`` is an empty map (``0xa0``). Integers, not
   CBOR floats, so ``1`` and ``1.0`` cores hash the same.
+* **``action.network``** (ours) after ``limits``, only when set, as text;
+  **``action.nameservers``** after it, only when set, as an array of text.
+  An absent network means ``none``, but is not hashed as ``none``: absent
+  keeps the original's ID.
 
 Golden values live in ``tests/model/test_formula_id.py``; regenerate them on
 purpose with ``.venv/bin/python -m tests.model.test_formula_id``.
@@ -109,6 +113,10 @@ def _action(action: Action) -> bytes:
     # Fields added after the original's go here, each only when set.
     if action.limits is not None:
         fields.append(("limits", _limits(action.limits)))
+    if action.network:
+        fields.append(("network", cbor.enc_text(action.network)))
+    if action.nameservers is not None:
+        fields.append(("nameservers", _text_array(action.nameservers)))
     return cbor.enc_text_map(fields)
 
 

@@ -35,6 +35,15 @@ class RunRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     hostname: str = ""
     metadata: dict[str, str] | None = None
     # Our additions go here, each optional and omitted when unset.
+    #: The executor that ran the job, what it isolated, and the limits enforced.
+    executor: str = ""
+    isolation: tuple[str, ...] | None = None
+    limits: dict[str, int | float] | None = None
+    #: The network the job had ("none", "host", "bridge") and its address on a bridge.
+    network: str = ""
+    address: str = ""
+    #: Why the job was stopped when repeatr's limits stopped it ("timeout", "out of memory").
+    stopped: str = ""
 
 
 def new_guid(now_ms: int | None = None) -> str:

@@ -29,7 +29,11 @@ def test_hello_record_and_streams(runner: Runner, executor: str) -> None:
     res = runner.run("run", str(f), "--executor", executor)
     assert res.code == 0, res.stderr
     record = res.record()
-    assert list(record) == ["guid", "time", "formulaID", "exitCode", "results"]
+    # The original's keys, in its order, then ours.
+    assert list(record)[:5] == ["guid", "time", "formulaID", "exitCode", "results"]
+    assert record["executor"] == executor
+    assert record["network"] == ("none" if executor == "ns" else "host")
+    assert ("pid" in record["isolation"]) == (executor == "ns")
     assert record["exitCode"] == 0 and record["results"] == {}
     assert "out| hello\n" in res.stderr and "err| oops\n" in res.stderr
     ident = runner.run("formula", "id", str(f))
