@@ -61,6 +61,7 @@ class _ArgumentError(RepeatrError):
 COMMAND_MODULES = {
     "run": "run_cmds",
     "gc": "run_cmds",
+    "check": "check_cmds",
     "scan": "ware_cmds",
     "pack": "ware_cmds",
     "unpack": "ware_cmds",
@@ -70,6 +71,7 @@ COMMAND_MODULES = {
     "cache": "cache_cmds",
     "doctor": "doctor_cmds",
     "completion": "completion_cmds",
+    "net": "net_cmds",
 }
 
 

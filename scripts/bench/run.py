@@ -8,6 +8,8 @@ Prints, with medians:
   vs bare ``unshare -mpfiun --fork --mount-proc chroot ROOT /bin/true`` on
   the same rootfs; goal: warm run <= bare + 50 ms;
 - a memo hit vs ``python -c pass``; goal: <= 3x;
+- a warm run with network ``host``, ``none`` and ``bridge`` (ns executor):
+  what each adds over ``host``; goal: bridge <= host + 10 ms;
 - 200 distinct formulas through ``xargs -P4`` in runs/s; goal: >= 30.
 
 Everything happens on a tmpfs the script mounts and unmounts.
@@ -44,7 +46,9 @@ def sh(*argv: str, **kw: object) -> subprocess.CompletedProcess[bytes]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--formulas", type=int, default=200)
     ap.add_argument("--executors", default="ns,chroot")
@@ -80,10 +84,8 @@ def main() -> None:
 
         repeatr("run", str(true), "--no-memo")  # warm the cache
         print(f"machine: {os.cpu_count()} cpus, {os.uname().release}; medians of {args.runs}")
-        bare = timed(
-            lambda: sh("unshare", "-mpfiun", "--fork", "--mount-proc", "chroot", str(rootfs), "/bin/true"),
-            args.runs,
-        )
+        unshare = ("unshare", "-mpfiun", "--fork", "--mount-proc", "chroot", str(rootfs))
+        bare = timed(lambda: sh(*unshare, "/bin/true"), args.runs)
         print(f"{'bare unshare -mpfiun chroot /bin/true':45} {bare:7.1f} ms")
         for name in args.executors.split(","):
             warm = timed(lambda n=name: repeatr("run", str(true), "--no-memo", "-e", n), args.runs)  # type: ignore[misc]
@@ -92,6 +94,27 @@ def main() -> None:
                 f"{'warm repeatr run /bin/true -e ' + name:45} {warm:7.1f} ms"
                 f"  = bare + {warm - bare:5.1f} ms (goal <= +50: {verdict})"
             )
+
+        # Networks: what none and bridge add over host, on a bench-only bridge.
+        net = ("--bridge", "rprbenchrun0", "--subnet", "10.213.251.0/24")
+        by_policy = {}
+        for policy in ("host", "none", "bridge"):
+            doc = json.loads(true.read_text())
+            doc["formula"]["action"]["network"] = policy
+            path = base / f"net-{policy}.json"
+            path.write_text(json.dumps(doc))
+            repeatr("run", str(path), "--no-memo", "-e", "ns", *net)  # first use creates the bridge
+            by_policy[policy] = timed(
+                lambda p=path: repeatr("run", str(p), "--no-memo", "-e", "ns", *net),  # type: ignore[misc]
+                args.runs,
+            )
+        subprocess.run(["ip", "link", "del", "rprbenchrun0"], check=False, capture_output=True)
+        subprocess.run(["rm", "-rf", "/run/repeatr/net/rprbenchrun0"], check=False)
+        host_ms = by_policy["host"]
+        for policy, ms in by_policy.items():
+            extra = "" if policy == "host" else f"  = host + {ms - host_ms:5.1f} ms"
+            goal = "  (goal: bridge <= host + 10 ms)" if policy == "bridge" else ""
+            print(f"{'warm run, ns, network ' + policy:45} {ms:7.1f} ms{extra}{goal}")
 
         repeatr("run", str(true))  # store the record
         memo = timed(lambda: repeatr("run", str(true)), args.runs)

@@ -189,3 +189,22 @@ def test_64_concurrent_bridged_runs(bridged: Runner, tmp_path: Path) -> None:
     assert len(records) == 64 and all(r["exitCode"] == 0 for r in records)
     assert all(r["network"] == "bridge" and ipaddress.ip_address(r["address"]) in SUBNET for r in records)
     assert os.listdir(held) == []
+
+
+def test_nat_is_off_until_asked(bridged: Runner) -> None:
+    """Only the ruleset is checked: no traffic ever leaves this machine."""
+    args = ("--bridge", BRIDGE, "--subnet", str(SUBNET))
+    table = f"repeatr_{BRIDGE}"
+
+    def tables() -> str:
+        return subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, check=True).stdout
+
+    assert "off" in bridged.run("net", "nat", "status", *args).stdout
+    try:
+        assert "on" in bridged.run("net", "nat", "on", *args).stdout
+        assert table in tables()
+        rules = subprocess.run(["nft", "list", "table", "ip", table], capture_output=True, text=True).stdout
+        assert "masquerade" in rules and str(SUBNET) in rules
+    finally:
+        bridged.run("net", "nat", "off", *args)
+    assert table not in tables()
