@@ -1,5 +1,5 @@
 """``python -m repeatr`` is the ``repeatr`` command."""
 
-from repeatr.cli.main import entry
+from repeatr.cli.entry import entry
 
 entry()

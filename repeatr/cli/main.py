@@ -172,7 +172,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         internal = RepeatrError(f"internal error: {exc!r} (please report this with the traceback)")
         reporter.error(internal)
         return internal.exit_code
-
-
-def entry() -> None:
-    sys.exit(main())
