@@ -81,8 +81,12 @@ async def run_formula(
     cache: Cache,
     events: RunEvents | None = None,
     net: NetSettings | None = None,
+    tty: int | None = None,
 ) -> RunOutcome:
-    """Run one formula with ``executor``; the record of what it produced."""
+    """Run one formula with ``executor``; the record of what it produced.
+
+    ``tty``: a terminal for an interactive job (``repeatr twerk``).
+    """
     ev = events or RunEvents()
     frm = apply_defaults(loaded.formula)
     context = loaded.context or Context()
@@ -108,7 +112,9 @@ async def run_formula(
                 netns_path = os.fspath(att.netns) if att.netns else None
                 address = str(att.address.ip) if att.address else ""
             job = _job_spec(frm, work, lowers, "host" if network == "host" else "none")
-            job = replace(job, mounts=(*job.mounts, *extra_mounts), netns_path=netns_path)
+            job = replace(
+                job, mounts=(*job.mounts, *extra_mounts), netns_path=netns_path, tty=tty
+            )
             for op in job.mounts:
                 ev.debug(f"mount: {op.describe()}")
             for step in job.cradle:

@@ -72,6 +72,7 @@ COMMAND_MODULES = {
     "doctor": "doctor_cmds",
     "completion": "completion_cmds",
     "net": "net_cmds",
+    "twerk": "twerk_cmds",
 }
 
 
@@ -141,7 +142,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in argv
     reporter = Reporter(debug=debug)
     try:
-        args = parser.parse_args(argv)
+        # Everything after "--" is a command line for the job (twerk), never ours.
+        after = list(argv[argv.index("--") + 1 :]) if "--" in argv else []
+        args = parser.parse_args(argv[: len(argv) - len(after) - 1] if "--" in argv else argv)
+        if after and not hasattr(args, "command_line"):
+            raise _ArgumentError(f"repeatr {args.command}: unexpected arguments after --")
+        if hasattr(args, "command_line"):
+            args.command_line = after
         reporter = Reporter(
             Format(getattr(args, "format", "text")),
             debug=getattr(args, "debug", False),

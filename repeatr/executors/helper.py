@@ -168,6 +168,8 @@ class HelperExecutor(Executor):
             "capabilities": sorted(job.capabilities),
             "network": job.network,
             "netns_path": job.netns_path,
+            "interactive": job.tty is not None,
+            "tty_fd": job.tty,
             "limits": job.limits.to_json() if job.limits is not None else {},
             "cgroup": cgroups.new_name(os.getpid()),
         }
@@ -181,11 +183,12 @@ class HelperExecutor(Executor):
         """Start the helper and report it once it is running (for task_group.start)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
+            tty = spec.get("tty_fd")
             process = await anyio.open_process(
                 self.command(theirs.fileno()),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
+                stdin=subprocess.DEVNULL if tty is None else tty,
+                stdout=subprocess.PIPE if tty is None else tty,
+                stderr=subprocess.PIPE if tty is None else tty,
                 pass_fds=(theirs.fileno(),),
                 start_new_session=True,  # Ctrl-C reaches us, not the helper
                 env={"PYTHONPATH": _PKG_PARENT, "PATH": os.defpath, "LC_ALL": "C.UTF-8"},
@@ -230,9 +233,10 @@ class HelperExecutor(Executor):
         failure: Exception | None = None
         async with anyio.create_task_group() as tg:
             handle: HelperHandle = await tg.start(self.start_helper, spec)
-            assert handle.process.stdout is not None and handle.process.stderr is not None
-            tg.start_soon(_pump, handle.process.stdout, "stdout", on_output)
-            tg.start_soon(_pump, handle.process.stderr, "stderr", on_output)
+            if job.tty is None:  # interactive jobs talk to their terminal directly
+                assert handle.process.stdout is not None and handle.process.stderr is not None
+                tg.start_soon(_pump, handle.process.stdout, "stdout", on_output)
+                tg.start_soon(_pump, handle.process.stderr, "stderr", on_output)
             try:
                 for expected in ("assembled", "started", "exit"):
                     msg = await handle.receive()

@@ -247,8 +247,16 @@ def job_child(
     try:
         if group is not None:
             group.join()  # first: everything the job does is limited
-        os.dup2(devnull, 0)
+        if not spec.get("interactive"):
+            os.dup2(devnull, 0)
         os.setsid()
+        if spec.get("interactive"):
+            # stdin is the pty the caller relays: make it this session's terminal,
+            # so the shell gets job control and Ctrl-C reaches the job.
+            import fcntl
+            import termios
+
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
         libc.set_pdeathsig(signal.SIGKILL)
         if not parent_alive(errw):
             os._exit(1)
