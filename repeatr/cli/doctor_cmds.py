@@ -128,10 +128,50 @@ def _text(report: dict[str, Any]) -> str:
         f"{', '.join(k['cgroups']['v1Controllers']) or 'none'}",
         f"  root        {'yes' if k['root'] else 'no (every executor needs root)'}",
     ]
+    st = report["state"]
+    lines += [
+        "state:",
+        f"  cache       {st['cache']['path']}: {st['cache']['shelves']} shelves, "
+        f"{st['cache']['size']}" + ("" if st["cache"]["writable"] else "  NOT WRITABLE"),
+        f"  work dirs   {st['runs']['path']}: {st['runs']['count']}"
+        + (f" ({st['runs']['dead']} of dead runs: repeatr gc)" if st["runs"]["dead"] else ""),
+        f"  IP index    {st['net']['path']}: {st['net']['leases']} leases",
+    ]
     auto = report["auto"]
     lines.append(f"auto picks: {auto['chosen'] or 'nothing'}")
     lines += [f"  {r}" for r in auto["reasons"]]
     return "\n".join(lines)
+
+
+def state_report(args: argparse.Namespace) -> dict[str, Any]:
+    """Where the cache, work dirs and IP index live, and how big they are."""
+    from pathlib import Path
+
+    from repeatr import workdir
+    from repeatr.cache import Cache
+    from repeatr.cli.main import cache_root
+    from repeatr.model.units import format_size
+    from repeatr.net.config import DEFAULT_HOST
+
+    root = Path(cache_root(args))
+    shelves = Cache(root).ls() if root.is_dir() else []
+    runs = workdir.runs_dir(root)
+    names = sorted(os.listdir(runs)) if runs.is_dir() else []
+    dead = [n for n in names if (o := workdir.owner_of(runs / n)) is not None and not o.is_alive()]
+    leases = 0
+    if DEFAULT_HOST.state_dir.is_dir():
+        for network in DEFAULT_HOST.state_dir.iterdir():
+            if (network / "leases").is_dir():
+                leases += len(os.listdir(network / "leases"))
+    writable = os.access(root if root.exists() else root.parent, os.W_OK)
+    return {
+        "cache": {
+            "path": str(root), "shelves": len(shelves),
+            "size": format_size(sum(s.size for s in shelves)), "writable": writable,
+        },
+        "runs": {"path": str(runs), "count": len(names), "dead": len(dead)},
+        "net": {"path": str(DEFAULT_HOST.state_dir), "leases": leases},
+    }
 
 
 def cmd_doctor(args: argparse.Namespace, out: Reporter) -> int:
@@ -163,6 +203,7 @@ def cmd_doctor(args: argparse.Namespace, out: Reporter) -> int:
         "executors": executors,
         "kernel": kernel_features(),
         "auto": auto,
+        "state": state_report(args),
         "python": sys.version.split()[0],
     }
     out.result(_text(report), **report)

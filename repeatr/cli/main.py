@@ -73,6 +73,7 @@ COMMAND_MODULES = {
     "completion": "completion_cmds",
     "net": "net_cmds",
     "twerk": "twerk_cmds",
+    "explain": "explain_cmds",
 }
 
 

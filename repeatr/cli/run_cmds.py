@@ -248,24 +248,29 @@ def _backend() -> str:
     return os.environ.get("REPEATR_ASYNC_BACKEND", "asyncio")
 
 
-def _choose(requested: str, loaded: Any, out: Reporter) -> str:
-    """The executor to use: the one asked for, or the best one that can run this job."""
-    from repeatr.executors.choose import Needs, choose
+def needs(loaded: Any, requested: str) -> Any:
+    """What the formula asks of its executor (for choosing one)."""
+    from repeatr.executors.choose import Needs
 
     action = loaded.formula.action
-    needs = Needs(
+    return Needs(
         # Absent: isolated where auto can choose; an executor asked for by name
         # gives its best (chroot: the host's network, and says so).
         network=action.network or ("none" if requested == "auto" else ""),
         limits=action.limits.names() if action.limits is not None else frozenset(),
         hostname=bool(action.hostname),
     )
-    name, reasons = choose(requested, needs)
+
+
+def _choose(requested: str, loaded: Any, out: Reporter) -> str:
+    """The executor to use: the one asked for, or the best one that can run this job."""
+    from repeatr.executors.choose import choose
+
+    name, reasons = choose(requested, needs(loaded, requested))
     for reason in reasons:
         out.debug(f"executor {reason}")
     out.debug(f"executor: {name}" + (" (auto)" if requested == "auto" else ""))
     return str(name)
-
 
 def cmd_gc(args: argparse.Namespace, out: Reporter) -> int:
     from repeatr import workdir
