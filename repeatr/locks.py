@@ -204,8 +204,12 @@ def acquire(
     shared: bool = False,
     on_wait: Callable[[str], None] | None = None,
     category: Category | None = None,
+    checkpoint: Callable[[], None] | None = None,
 ) -> Lock:
     """Take the lock on ``path``, waiting up to ``timeout`` seconds (None: forever).
+
+    ``checkpoint`` is called between attempts; it raises to stop waiting
+    (a cancelled run passes ``anyio.from_thread.check_cancelled``).
 
     The lock file is created (0600) if missing; its directory must exist.
     An exclusive lock records the caller as its holder. ``on_wait`` is
@@ -240,6 +244,8 @@ def acquire(
                 category=category,
                 hint=f"lock file {path}",
             )
+        if checkpoint is not None:
+            checkpoint()
         sleep = delay if deadline is None else min(delay, max(deadline - now, 0.0))
         time.sleep(sleep)
         delay = min(delay * 2, MAX_POLL)
@@ -253,10 +259,16 @@ def exclusive(
     timeout: float | None,
     on_wait: Callable[[str], None] | None = None,
     category: Category | None = None,
+    checkpoint: Callable[[], None] | None = None,
 ) -> Iterator[Lock]:
     """Hold the exclusive lock on ``path`` for the block (see :func:`acquire`)."""
     with acquire(
-        path, resource=resource, timeout=timeout, on_wait=on_wait, category=category
+        path,
+        resource=resource,
+        timeout=timeout,
+        on_wait=on_wait,
+        category=category,
+        checkpoint=checkpoint,
     ) as lock:
         yield lock
 

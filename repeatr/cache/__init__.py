@@ -24,6 +24,7 @@ from contextlib import AbstractContextManager, asynccontextmanager
 from pathlib import Path
 
 import anyio
+import anyio.from_thread
 import anyio.to_thread
 
 from repeatr.cache import fill, maintain
@@ -72,6 +73,7 @@ class Cache:
         sources: Sequence[str],
         *,
         progress: Callable[[int], None] | None = None,
+        checkpoint: Callable[[], None] | None = None,
     ) -> AbstractContextManager[ShelfHandle]:
         """Hold ``ware``'s shelf in use for the block, unpacking it first if needed.
 
@@ -81,6 +83,8 @@ class Cache:
         keep their category: ware not found (5), hash mismatch (7), ...;
         a lock wait beyond ``lock_timeout`` is a CacheError naming the
         holder. A failed unpack leaves neither shelf nor temp dir.
+        ``checkpoint`` is called while waiting for the lock and while
+        unpacking; whatever it raises stops both (cancellation).
         """
         return fill.shelf(
             self.layout,
@@ -90,6 +94,7 @@ class Cache:
             on_wait=self.on_wait,
             limits=self.limits,
             progress=progress,
+            checkpoint=checkpoint,
         )
 
     @asynccontextmanager
@@ -102,9 +107,14 @@ class Cache:
     ) -> AsyncIterator[ShelfHandle]:
         """:meth:`shelf` for async callers: the blocking parts run in a worker thread.
 
-        Releasing runs shielded, so a cancelled run still drops its in-use mark.
+        A cancelled caller stops waiting for the lock or unpacking within a
+        block of data (the worker thread checks for cancellation), leaving
+        nothing behind. Releasing runs shielded, so a cancelled run still
+        drops its in-use mark.
         """
-        manager = self.shelf(ware, sources, progress=progress)
+        manager = self.shelf(
+            ware, sources, progress=progress, checkpoint=anyio.from_thread.check_cancelled
+        )
         handle = await anyio.to_thread.run_sync(manager.__enter__)
         try:
             yield handle

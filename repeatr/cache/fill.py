@@ -24,6 +24,7 @@ found 5, hash mismatch 7, ...); cache problems are CacheError (9).
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -35,7 +36,7 @@ from repeatr.cache import record
 from repeatr.cache.info import ShelfHandle
 from repeatr.cache.layout import Layout, TempName, discard, remove_tree
 from repeatr.cache.record import ShelfRecord
-from repeatr.errors import CacheError
+from repeatr.errors import CacheError, FilesetError
 from repeatr.fileset.limits import Limits
 from repeatr.model.filters import UNPACK_LOSSLESS
 from repeatr.model.wareid import WareID
@@ -61,6 +62,7 @@ def _unpack(
     sources: Sequence[str],
     limits: Limits,
     progress: Callable[[int], None] | None,
+    checkpoint: Callable[[], None] | None = None,
 ) -> ShelfRecord:
     """Unpack ``ware`` onto its shelf. Caller holds the per-ware lock."""
     me = Owner.current()
@@ -75,15 +77,27 @@ def _unpack(
         from repeatr.fileset.unpack import unpack_stream
         from repeatr.warehouse import open_from_sources
 
-        with open_from_sources(ware, sources) as (_url, stream):
-            result = unpack_stream(
-                stream,
-                staged,
-                expected=ware,
-                filters=UNPACK_LOSSLESS,
-                limits=limits,
-                progress=progress,
-            )
+        try:
+            with open_from_sources(ware, sources) as (_url, stream):
+                result = unpack_stream(
+                    stream,
+                    staged,
+                    expected=ware,
+                    filters=UNPACK_LOSSLESS,
+                    limits=limits,
+                    progress=progress,
+                    checkpoint=checkpoint,
+                )
+        except FilesetError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
+                # The cache's disk is full: a cache problem, not the ware's or the user's path.
+                raise CacheError(
+                    f"no space left in the cache {layout.root} to unpack {ware}: {exc}",
+                    hint="free space with `repeatr cache gc --max-size SIZE`, or give a cache"
+                    " (--cache, REPEATR_CACHE) on a larger filesystem",
+                ) from exc
+            raise
         # The unpack hashed the tree as it wrote it: its strict ID is what
         # verify's exact re-hash of the shelf gives, so no second read.
         made = ShelfRecord(
@@ -123,6 +137,7 @@ def hold(
     timeout: float | None,
     on_wait: Callable[[str], None] | None,
     fill: Callable[[], ShelfRecord] | None,
+    checkpoint: Callable[[], None] | None = None,
 ) -> Iterator[Holding | None]:
     """Hold ``ware``'s shelf in use; with ``fill``, unpack it first if missing.
 
@@ -134,7 +149,13 @@ def hold(
     shelf = layout.shelf(ware)
     resource = f"cached ware {ware}"
     in_use: locks.Lock | None = None
-    with locks.exclusive(layout.lock(ware), resource=resource, timeout=timeout, on_wait=on_wait):
+    with locks.exclusive(
+        layout.lock(ware),
+        resource=resource,
+        timeout=timeout,
+        on_wait=on_wait,
+        checkpoint=checkpoint,
+    ):
         unpacked = False
         found: ShelfRecord | None = None
         present = os.path.isdir(shelf) and not os.path.islink(shelf)
@@ -172,14 +193,17 @@ def shelf(
     on_wait: Callable[[str], None] | None = None,
     limits: Limits | None = None,
     progress: Callable[[int], None] | None = None,
+    checkpoint: Callable[[], None] | None = None,
 ) -> Iterator[ShelfHandle]:
     """See :meth:`repeatr.cache.Cache.shelf`."""
     layout.ensure_dirs()
     clean_stale(layout)
 
     def fill() -> ShelfRecord:
-        return _unpack(layout, ware, sources, limits or Limits(), progress)
+        return _unpack(layout, ware, sources, limits or Limits(), progress, checkpoint)
 
-    with hold(layout, ware, timeout=timeout, on_wait=on_wait, fill=fill) as held:
+    with hold(
+        layout, ware, timeout=timeout, on_wait=on_wait, fill=fill, checkpoint=checkpoint
+    ) as held:
         assert held is not None and held.record is not None
         yield ShelfHandle(layout.shelf(ware), ware, held.unpacked, held.record)

@@ -80,8 +80,14 @@ def unpack_stream(
     filters: Filters,
     limits: Limits = _DEFAULT_LIMITS,
     progress: Callable[[int], None] | None = None,
+    checkpoint: Callable[[], None] | None = None,
 ) -> UnpackResult:
     """Unpack ``stream`` into ``dest`` (which must not exist; its parent must).
+
+    ``checkpoint`` is called before each member and after each block of
+    content read: it raises to stop (a cancelled run passes
+    ``anyio.from_thread.check_cancelled``); the temp dir is removed as for
+    any failure.
 
     Raises ``FilesetError``: HASH_MISMATCH when the archive is not
     ``expected``, WARE_CORRUPT for a malformed or hostile archive,
@@ -104,7 +110,7 @@ def unpack_stream(
             category=Category.INOPERABLE_PATH,
         ) from exc
     try:
-        result = _unpack_into(stream, tmp, expected, filters, limits, progress)
+        result = _unpack_into(stream, tmp, expected, filters, limits, progress, checkpoint)
         # Not atomic against a racing creator of dest (rename(2) replaces an
         # empty dir); callers serialise on a per-ware lock.
         if os.path.lexists(dest):
@@ -132,6 +138,7 @@ def _unpack_into(
     filters: Filters,
     limits: Limits,
     progress: Callable[[int], None] | None,
+    checkpoint: Callable[[], None] | None = None,
 ) -> UnpackResult:
     packtype = expected.packtype if expected is not None else TAR
     pre = TreeHasher(packtype)
@@ -171,6 +178,8 @@ def _unpack_into(
     ):
         write = writer.write
         for member in members:
+            if checkpoint is not None:
+                checkpoint()
             entry = member.entry
             budget.admit(entry)
             entries += 1
@@ -180,7 +189,7 @@ def _unpack_into(
             digest: bytes | None = None
             if entry.type is file_t:
                 h = sha384()
-                blocks = _tee(member.blocks(), h.update)
+                blocks = _tee(member.blocks(), h.update, checkpoint)
                 if out is not None:
                     write(out, blocks)
                 else:  # pragma: no cover - no filter drops files today
@@ -232,9 +241,15 @@ def _unpack_into(
     )
 
 
-def _tee(blocks: Iterable[bytes], update: Callable[[bytes], None]) -> Iterator[bytes]:
+def _tee(
+    blocks: Iterable[bytes],
+    update: Callable[[bytes], None],
+    checkpoint: Callable[[], None] | None = None,
+) -> Iterator[bytes]:
     for block in blocks:
         update(block)
+        if checkpoint is not None:
+            checkpoint()
         yield block
 
 

@@ -23,12 +23,13 @@ save URL should fail loudly, not scatter directories.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import secrets
 import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from repeatr.errors import Category, RepeatrError, UsageError, WarehouseError
@@ -94,6 +95,34 @@ def unwritable_error(
     )
 
 
+class _TempWriter(io.BufferedWriter):
+    """The temp file's writer: an OS error (a full disk) names the warehouse and the file.
+
+    Raised as WAREHOUSE_UNWRITABLE, not an OSError, so the packer writing
+    into it does not take it for a problem reading what it packs.
+    """
+
+    def __init__(self, url: str, path: Path, fd: int) -> None:
+        super().__init__(io.FileIO(fd, "wb"))
+        self.url = url
+        self.path = path
+
+    def _failed(self, exc: OSError) -> WarehouseError:
+        return unwritable_error(self.url, f"writing {self.path}", exc)
+
+    def write(self, data: Any) -> int:
+        try:
+            return super().write(data)
+        except OSError as exc:
+            raise self._failed(exc) from exc
+
+    def flush(self) -> None:
+        try:
+            super().flush()
+        except OSError as exc:
+            raise self._failed(exc) from exc
+
+
 class LocalSave(SaveSession):
     """A temp file in the target's file system, renamed into place on commit.
 
@@ -125,9 +154,14 @@ class LocalSave(SaveSession):
         self._committed = True
 
     def discard(self) -> None:
-        self.file.close()
-        if not self._committed:
-            self.temp.unlink(missing_ok=True)
+        try:
+            self.file.close()  # flushes: fails again on a full disk
+        except (OSError, WarehouseError):
+            if self._committed:
+                raise
+        finally:
+            if not self._committed:
+                self.temp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -144,7 +178,7 @@ def local_save(
         ) from exc
     except OSError as exc:
         raise unwritable_error(url, f"cannot create a temp file in {temp_dir}", exc) from exc
-    session = LocalSave(url, temp, os.fdopen(fd, "wb"), place)
+    session = LocalSave(url, temp, _TempWriter(url, temp, fd), place)
     try:
         yield session
     finally:
