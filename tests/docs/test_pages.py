@@ -34,14 +34,8 @@ from .shell import Shell
 DOCS = REPO / "docs"
 PAGES = sorted(p.name for p in DOCS.glob("*.md"))
 
-#: Pages still being written by others (and networking.md, whose commands
-#: change the host's firewall and need the lead's markers first).
-PENDING = {
-    "executors.md": "being written by the executors work",
-    "make.md": "being written by the make-integration work",
-    "reliability.md": "being written by the stress-test work",
-    "networking.md": "changing with networking in runs; its sh blocks change the host firewall",
-}
+#: Pages not run yet, with the reason (none at the moment).
+PENDING: dict[str, str] = {}
 
 #: Placeholders a page may use for values that depend on this machine, and what
 #: they stand for here. The rootfs ware's ID depends on Debian's busybox build;
