@@ -46,7 +46,8 @@ def cmd_check(args: argparse.Namespace, out: Reporter) -> int:
 
     from repeatr.cache import Cache
     from repeatr.check import check_formula
-    from repeatr.cli.run_cmds import _backend, _choose, _state_root
+    from repeatr.cli.main import run_async
+    from repeatr.cli.run_cmds import _choose, _state_root
     from repeatr.errors import UsageError
     from repeatr.executors.base import load
     from repeatr.model.formula import load_formula_file
@@ -91,7 +92,7 @@ def cmd_check(args: argparse.Namespace, out: Reporter) -> int:
             tg.cancel_scope.cancel()
             return report
 
-    report = anyio.run(main, backend=_backend())
+    report = run_async(main)
     if cancelled_by or report is None:
         raise Cancelled(f"cancelled by {cancelled_by[0] if cancelled_by else 'SIGINT'}")
     out.result(_text(report), **report.to_json())

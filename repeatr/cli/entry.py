@@ -67,6 +67,12 @@ def entry() -> None:
     argv = sys.argv[1:]
     if memo_hit(argv):
         sys.exit(0)
-    from repeatr.cli.main import main
+    try:
+        from repeatr.cli.main import main
 
-    sys.exit(main(argv))
+        code = main(argv)
+    except KeyboardInterrupt:
+        # A second Ctrl-C or SIGTERM that lands after main() reported the first
+        # (or before it was ready): still "cancelled", never death by SIGINT.
+        code = 8
+    sys.exit(code)

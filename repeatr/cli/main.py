@@ -12,14 +12,16 @@ import importlib
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from types import FrameType
+from typing import TypeVar
 
 from repeatr import __version__
 from repeatr.cli.output import Format, Reporter
 from repeatr.errors import Cancelled, Category, RepeatrError, collapse
 
 DEFAULT_CACHE = "/var/lib/repeatr"
+T = TypeVar("T")
 
 DESCRIPTION = """\
 Run processes in containers assembled from content-addressed filesets.
@@ -132,11 +134,32 @@ def _raise_cancelled(signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; return (and, as a console script, exit with) its exit code."""
-    # SIGTERM and SIGHUP take the same path as Ctrl-C: unwind, clean up, exit 8.
+def install_signal_handlers() -> None:
+    """SIGTERM and SIGHUP take the same path as Ctrl-C: unwind, clean up, exit 8."""
     signal.signal(signal.SIGTERM, _raise_cancelled)
     signal.signal(signal.SIGHUP, _raise_cancelled)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def run_async(fn: Callable[[], Awaitable[T]]) -> T:
+    """``anyio.run(fn)`` on the chosen backend, with our signal handlers back afterwards.
+
+    The event loop replaces the handlers while it runs and leaves the defaults
+    behind, so a SIGTERM just after it returned would kill us without cleanup.
+    """
+    import os
+
+    import anyio
+
+    try:
+        return anyio.run(fn, backend=os.environ.get("REPEATR_ASYNC_BACKEND", "asyncio"))
+    finally:
+        install_signal_handlers()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; return (and, as a console script, exit with) its exit code."""
+    install_signal_handlers()
     if argv is None:
         argv = sys.argv[1:]
     parser = build_parser(argv)

@@ -130,6 +130,7 @@ def _run(
     import anyio
 
     from repeatr.cache import Cache
+    from repeatr.cli.main import run_async
     from repeatr.executors.base import load
     from repeatr.model.runrecord import encode_pretty
     from repeatr.supervisor import RunEvents, run_formula
@@ -173,7 +174,7 @@ def _run(
             tg.cancel_scope.cancel()
             return outcome
 
-    outcome = anyio.run(main, backend=_backend())
+    outcome = run_async(main)
     if cancelled_by:
         raise Cancelled(f"cancelled by {cancelled_by[0]}")
     record_json = encode_pretty(outcome.record)
@@ -239,13 +240,6 @@ def _net_settings(args: argparse.Namespace) -> Any:
     name = "".join(c if c.isalnum() else "_" for c in bridge.lower())
     subnet = parse_subnet(args.subnet) if args.subnet else DEFAULT_NETWORK.subnet
     return NetSettings(network=Network(name=name, bridge=bridge, subnet=subnet))
-
-
-def _backend() -> str:
-    """asyncio by default; REPEATR_ASYNC_BACKEND=trio runs the same code on trio."""
-    import os
-
-    return os.environ.get("REPEATR_ASYNC_BACKEND", "asyncio")
 
 
 def needs(loaded: Any, requested: str) -> Any:

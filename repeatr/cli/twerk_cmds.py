@@ -64,6 +64,7 @@ def cmd_twerk(args: argparse.Namespace, out: Reporter) -> int:
     import msgspec
 
     from repeatr.cache import Cache
+    from repeatr.cli.main import run_async
     from repeatr.cli.run_cmds import _choose, _net_settings, _state_root
     from repeatr.executors.base import load
     from repeatr.model.formula import load_formula_file
@@ -127,7 +128,7 @@ def cmd_twerk(args: argparse.Namespace, out: Reporter) -> int:
 
     try:
         with _raw(0):
-            outcome = anyio.run(main)
+            outcome = run_async(main)
     finally:
         os.close(terminal)
         os.close(controller)

@@ -11,7 +11,7 @@ exists; a missing directory, a path that is not a regular file (a directory,
 a FIFO, a device) or a permission problem is WAREHOUSE_UNAVAILABLE: the
 warehouse itself is wrong, so fetching should move on to the next source.
 
-Saving writes ``.<name>.tmp-<random>`` beside the target, fsyncs it and
+Saving writes ``.<name>.tmp-<owner>.<random>`` beside the target, fsyncs it and
 renames it over the target on commit. A missing directory is
 WAREHOUSE_UNWRITABLE (rio said "unavailable"; "unwritable" tells the user
 the save failed and what to fix): we do not create it, since a typo in a
@@ -34,6 +34,7 @@ from urllib.parse import unquote, urlsplit
 
 from repeatr.errors import Category, RepeatrError, UsageError, WarehouseError
 from repeatr.model.wareid import WareID
+from repeatr.owner import Owner
 from repeatr.warehouse import SaveSession, Warehouse
 
 
@@ -164,12 +165,40 @@ class LocalSave(SaveSession):
                 self.temp.unlink(missing_ok=True)
 
 
+def reap_dead_temps(temp_dir: Path, temp_name: str) -> list[Path]:
+    """Remove temp files of saves whose process is gone; the ones removed."""
+    reaped: list[Path] = []
+    try:
+        names = os.listdir(temp_dir)
+    except OSError:
+        return reaped
+    for name in names:
+        if not name.startswith(temp_name):
+            continue
+        owner_text, dot, _token = name[len(temp_name) :].rpartition(".")
+        try:
+            owner = Owner.parse(owner_text) if dot else None
+        except RepeatrError:
+            owner = None
+        if owner is not None and not owner.is_alive():
+            with contextlib.suppress(OSError):
+                os.unlink(temp_dir / name)
+                reaped.append(temp_dir / name)
+    return reaped
+
+
 @contextlib.contextmanager
 def local_save(
     url: str, temp_dir: Path, temp_name: str, place: Callable[[Path, WareID], None]
 ) -> Iterator[LocalSave]:
-    """Create ``temp_dir/<temp_name><random>`` (0644, exclusive) and yield a session on it."""
-    temp = temp_dir / f"{temp_name}{secrets.token_hex(8)}"
+    """Create ``temp_dir/<temp_name><owner>.<random>`` (0644, exclusive); yield a session on it.
+
+    The temp file names its owner (pid + start time, :mod:`repeatr.owner`), so a
+    save killed by SIGKILL leaves a file the next save here recognises as dead
+    and removes.
+    """
+    reap_dead_temps(temp_dir, temp_name)
+    temp = temp_dir / f"{temp_name}{Owner.current()}.{secrets.token_hex(8)}"
     try:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     except (FileNotFoundError, NotADirectoryError) as exc:

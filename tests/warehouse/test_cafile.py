@@ -101,3 +101,25 @@ def test_empty_ware_is_a_usage_error(tmp_path: Path) -> None:
     ):
         pass
     assert err.value.category is Category.USAGE
+
+
+def test_temp_of_a_killed_save_is_reaped_by_the_next_save(tmp_path: Path) -> None:
+    """A save killed by SIGKILL leaves its temp file; the next save removes it."""
+    import subprocess
+    import sys
+
+    base = tmp_path / "wh"
+    base.mkdir()
+    script = (
+        "import os, sys\n"
+        "from repeatr.warehouse import warehouse_for\n"
+        f"cm = warehouse_for('ca+file://{base}/').start_save()\n"
+        "s = cm.__enter__()\n"
+        "s.file.write(b'partial'); s.file.flush()\n"
+        "os.kill(os.getpid(), 9)\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=False)
+    left = [p.name for p in base.iterdir()]
+    assert len(left) == 1 and left[0].startswith(".tmp-")
+    with warehouse_for(f"ca+file://{base}/").start_save():
+        assert [p for p in base.iterdir() if p.name == left[0]] == []
