@@ -129,14 +129,17 @@ def _text(report: dict[str, Any]) -> str:
         f"  root        {'yes' if k['root'] else 'no (every executor needs root)'}",
     ]
     st = report["state"]
-    lines += [
-        "state:",
-        f"  cache       {st['cache']['path']}: {st['cache']['shelves']} shelves, "
-        f"{st['cache']['size']}" + ("" if st["cache"]["writable"] else "  NOT WRITABLE"),
-        f"  work dirs   {st['runs']['path']}: {st['runs']['count']}"
-        + (f" ({st['runs']['dead']} of dead runs: repeatr gc)" if st["runs"]["dead"] else ""),
-        f"  IP index    {st['net']['path']}: {st['net']['leases']} leases",
-    ]
+    if "problem" in st:
+        lines += ["state:", f"  {st['problem']}"]
+    else:
+        lines += [
+            "state:",
+            f"  cache       {st['cache']['path']}: {st['cache']['shelves']} shelves, "
+            f"{st['cache']['size']}" + ("" if st["cache"]["writable"] else "  NOT WRITABLE"),
+            f"  work dirs   {st['runs']['path']}: {st['runs']['count']}"
+            + (f" ({st['runs']['dead']} of dead runs: repeatr gc)" if st["runs"]["dead"] else ""),
+            f"  IP index    {st['net']['path']}: {st['net']['leases']} leases",
+        ]
     auto = report["auto"]
     lines.append(f"auto picks: {auto['chosen'] or 'nothing'}")
     lines += [f"  {r}" for r in auto["reasons"]]
@@ -154,9 +157,12 @@ def state_report(args: argparse.Namespace) -> dict[str, Any]:
     from repeatr.net.config import DEFAULT_HOST
 
     root = Path(cache_root(args))
-    shelves = Cache(root).ls() if root.is_dir() else []
-    runs = workdir.runs_dir(root)
-    names = sorted(os.listdir(runs)) if runs.is_dir() else []
+    try:
+        shelves = Cache(root).ls() if root.is_dir() else []
+        runs = workdir.runs_dir(root)
+        names = sorted(os.listdir(runs)) if runs.is_dir() else []
+    except OSError as e:  # not root: the state is root's (0700)
+        return {"problem": f"cannot read {root}: {e.strerror} (the state belongs to root)"}
     dead = [n for n in names if (o := workdir.owner_of(runs / n)) is not None and not o.is_alive()]
     leases = 0
     if DEFAULT_HOST.state_dir.is_dir():

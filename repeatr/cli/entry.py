@@ -71,8 +71,15 @@ def entry() -> None:
         from repeatr.cli.main import main
 
         code = main(argv)
-    except KeyboardInterrupt:
-        # A second Ctrl-C or SIGTERM that lands after main() reported the first
-        # (or before it was ready): still "cancelled", never death by SIGINT.
+    except KeyboardInterrupt as interrupt:
+        # A Ctrl-C or SIGTERM before main() was ready (or a second one after it
+        # reported the first): still "cancelled", never death by SIGINT.
+        sys.stderr.write(f"repeatr: cancelled by {interrupt or 'SIGINT'} [cancelled, exit 8]\n")
         code = 8
+    # Everything is torn down: a signal now must not turn into a death by
+    # signal during interpreter shutdown (joining worker threads, atexit).
+    import signal
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
     sys.exit(code)

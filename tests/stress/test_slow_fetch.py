@@ -93,17 +93,17 @@ def test_cancel_while_waiting_for_another_runs_fetch(stress: Stress, slow_url: s
     mounts_before = host_mounts(stress.area)
     first = slow_formula(stress, slow_url, "first.json")
     second = stress.formula("echo second", name="second.json", root=stress.area.big)
-    with (
-        stress.started("run", str(first), "-e", "ns") as (a, a_lines),
-        stress.started("run", str(second), "-e", "ns") as (b, b_lines),
-    ):
-        b_lines.wait_for("waiting for the lock on cached ware", timeout=30)
-        t0 = time.monotonic()
-        b.send_signal(signal.SIGTERM)
-        code = b.wait(timeout=120)
-        took = time.monotonic() - t0
-        assert code == Category.CANCELLED, b_lines.text()
-        assert took < 5.0, f"took {took:.1f}s to stop waiting"
+    with stress.started("run", str(first), "-e", "ns") as (a, a_lines):
+        # The second run starts only once the first holds the ware's lock.
+        wait_until(lambda: unpacking(stress), 30, "the first run's unpack has started")
+        with stress.started("run", str(second), "-e", "ns") as (b, b_lines):
+            b_lines.wait_for("waiting for the lock on cached ware", timeout=30)
+            t0 = time.monotonic()
+            b.send_signal(signal.SIGTERM)
+            code = b.wait(timeout=120)
+            took = time.monotonic() - t0
+            assert code == Category.CANCELLED, b_lines.text()
+            assert took < 5.0, f"took {took:.1f}s to stop waiting"
         assert a.poll() is None  # the fetching run goes on...
         a.send_signal(signal.SIGTERM)  # ...until cancelled too
         assert a.wait(timeout=30) == Category.CANCELLED, a_lines.text()
