@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import signal
 from typing import Any
 
-from repeatr.cli.output import Format, Reporter
+from repeatr.cli.output import Reporter
 from repeatr.cli.run_cmds import EXECUTORS
-from repeatr.errors import Cancelled, Category
+from repeatr.errors import Category
 
 #: Kept here too (repeatr.check is heavy to import for --help); a test checks they agree.
 EXIT_NOT_DETERMINISTIC = 21
@@ -42,16 +41,13 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_check(args: argparse.Namespace, out: Reporter) -> int:
-    import anyio
-
     from repeatr.cache import Cache
     from repeatr.check import check_formula
-    from repeatr.cli.main import run_async
-    from repeatr.cli.run_cmds import _choose, _state_root
+    from repeatr.cli.main import run_cancellable
+    from repeatr.cli.run_cmds import _choose, _state_root, run_events
     from repeatr.errors import UsageError
     from repeatr.executors.base import load
     from repeatr.model.formula import load_formula_file
-    from repeatr.supervisor import RunEvents
 
     if args.runs < 2:
         raise UsageError(f"check: -n {args.runs}: at least 2 runs are needed to compare")
@@ -60,41 +56,14 @@ def cmd_check(args: argparse.Namespace, out: Reporter) -> int:
     executor = load(name)()
     executor.preflight()
 
-    def output(stream: str, line: bytes) -> None:
-        if out.format is Format.JSON:
-            out.event("output", stream=stream, line=line.decode("utf-8", "replace"))
-        elif not out.quiet:
-            prefix = "out| " if stream == "stdout" else "err| "
-            out.stderr.write(prefix + line.decode("utf-8", "replace").rstrip("\n") + "\n")
-            out.stderr.flush()
-
-    events = RunEvents(log=out.log, debug=out.debug, output=output)
     cache = Cache(_state_root(args), on_wait=out.log)
-    cancelled_by: list[str] = []
 
-    async def main() -> Any:
-        async with anyio.create_task_group() as tg:
+    async def check() -> Any:
+        return await check_formula(
+            loaded, executor=executor, cache=cache, runs=args.runs, events=run_events(out)
+        )
 
-            async def watch_signals() -> None:
-                with anyio.open_signal_receiver(
-                    signal.SIGINT, signal.SIGTERM, signal.SIGHUP
-                ) as signals:
-                    async for signum in signals:
-                        cancelled_by.append(signal.Signals(signum).name)
-                        out.log(f"{cancelled_by[-1]}: cancelling the check, cleaning up")
-                        tg.cancel_scope.cancel()
-                        return
-
-            tg.start_soon(watch_signals)
-            report = await check_formula(
-                loaded, executor=executor, cache=cache, runs=args.runs, events=events
-            )
-            tg.cancel_scope.cancel()
-            return report
-
-    report = run_async(main)
-    if cancelled_by or report is None:
-        raise Cancelled(f"cancelled by {cancelled_by[0] if cancelled_by else 'SIGINT'}")
+    report = run_cancellable(check, out, "check")
     out.result(_text(report), **report.to_json())
     if not report.deterministic:
         return EXIT_NOT_DETERMINISTIC

@@ -141,20 +141,44 @@ def install_signal_handlers() -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-def run_async(fn: Callable[[], Awaitable[T]]) -> T:
-    """``anyio.run(fn)`` on the chosen backend, with our signal handlers back afterwards.
+def run_cancellable(fn: Callable[[], Awaitable[T]], out: Reporter, what: str = "run") -> T:
+    """Run ``fn`` in an event loop that Ctrl-C, SIGTERM and SIGHUP cancel.
 
-    The event loop replaces the handlers while it runs and leaves the defaults
-    behind, so a SIGTERM just after it returned would kill us without cleanup.
+    Cancelling lets ``fn`` tear everything down, then raises ``Cancelled``
+    (exit 8). Our signal handlers are back afterwards: the event loop leaves
+    the defaults behind, so a SIGTERM just after it returned would kill us
+    without a report.
     """
-    import os
-
     import anyio
 
+    cancelled_by: list[str] = []
+
+    async def main() -> T | None:
+        async with anyio.create_task_group() as tg:
+
+            async def watch_signals() -> None:
+                with anyio.open_signal_receiver(
+                    signal.SIGINT, signal.SIGTERM, signal.SIGHUP
+                ) as signals:
+                    async for signum in signals:
+                        cancelled_by.append(signal.Signals(signum).name)
+                        out.log(f"{cancelled_by[-1]}: cancelling the {what}, cleaning up")
+                        tg.cancel_scope.cancel()
+                        return
+
+            tg.start_soon(watch_signals)
+            result = await fn()
+            tg.cancel_scope.cancel()
+            return result
+        return None  # cancelled (the task group swallowed it)
+
     try:
-        return anyio.run(fn, backend=os.environ.get("REPEATR_ASYNC_BACKEND", "asyncio"))
+        result = anyio.run(main, backend=os.environ.get("REPEATR_ASYNC_BACKEND", "asyncio"))
     finally:
         install_signal_handlers()
+    if cancelled_by or result is None:
+        raise Cancelled(f"cancelled by {cancelled_by[0] if cancelled_by else 'SIGINT'}")
+    return result
 
 
 def main(argv: Sequence[str] | None = None) -> int:

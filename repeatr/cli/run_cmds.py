@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 from pathlib import Path
 from typing import Any
 
 from repeatr.cli.output import Format, Reporter
-from repeatr.errors import Cancelled, Category, RepeatrError
+from repeatr.errors import Category, RepeatrError
 
 EXECUTORS = ("auto", "ns", "chroot", "runc", "crun", "gvisor")
 
@@ -127,15 +126,34 @@ def _run(
     memo: Any,
     keys: list[str],
 ) -> int:
-    import anyio
-
     from repeatr.cache import Cache
-    from repeatr.cli.main import run_async
+    from repeatr.cli.main import run_cancellable
     from repeatr.executors.base import load
     from repeatr.model.runrecord import encode_pretty
-    from repeatr.supervisor import RunEvents, run_formula
+    from repeatr.supervisor import run_formula
 
     executor = load(_choose(args.executor, loaded, out))()
+    cache = Cache(state, on_wait=out.log)
+
+    async def run() -> Any:
+        return await run_formula(
+            loaded, executor=executor, cache=cache, events=run_events(out), net=_net_settings(args)
+        )
+
+    outcome = run_cancellable(run, out)
+    record_json = encode_pretty(outcome.record)
+    if outcome.record.exit_code == 0:
+        for key in keys:
+            memo.put(key, record_json)
+    _print_record(out, record_json, args.output_dir if outcome.record.exit_code == 0 else None)
+    if outcome.record.exit_code != 0:
+        out.log(f"the job exited {outcome.record.exit_code}", level="warning")
+    return _exit_status(outcome.record.exit_code, args.ignore_job_exit)
+
+
+def run_events(out: Reporter) -> Any:
+    """Where a run's events go: the job's lines prefixed on stderr, or JSON events."""
+    from repeatr.supervisor import RunEvents
 
     def output(stream: str, line: bytes) -> None:
         if out.format is Format.JSON:
@@ -145,46 +163,12 @@ def _run(
             prefix = "out| " if stream == "stdout" else "err| "
             out.line(prefix + line.decode("utf-8", "replace").rstrip("\n"))
 
-    events = RunEvents(
+    return RunEvents(
         log=out.log,
         debug=out.debug,
         output=output,
         progress=lambda phase, done: out.progress(phase, done),
     )
-    cache = Cache(state, on_wait=out.log)
-    cancelled_by: list[str] = []
-
-    async def main() -> Any:
-        async with anyio.create_task_group() as tg:
-
-            async def watch_signals() -> None:
-                with anyio.open_signal_receiver(
-                    signal.SIGINT, signal.SIGTERM, signal.SIGHUP
-                ) as signals:
-                    async for signum in signals:
-                        cancelled_by.append(signal.Signals(signum).name)
-                        out.log(f"{cancelled_by[-1]}: cancelling the run, cleaning up")
-                        tg.cancel_scope.cancel()
-                        return
-
-            tg.start_soon(watch_signals)
-            outcome = await run_formula(
-                loaded, executor=executor, cache=cache, events=events, net=_net_settings(args)
-            )
-            tg.cancel_scope.cancel()
-            return outcome
-
-    outcome = run_async(main)
-    if cancelled_by:
-        raise Cancelled(f"cancelled by {cancelled_by[0]}")
-    record_json = encode_pretty(outcome.record)
-    if outcome.record.exit_code == 0:
-        for key in keys:
-            memo.put(key, record_json)
-    _print_record(out, record_json, args.output_dir if outcome.record.exit_code == 0 else None)
-    if outcome.record.exit_code != 0:
-        out.log(f"the job exited {outcome.record.exit_code}", level="warning")
-    return _exit_status(outcome.record.exit_code, args.ignore_job_exit)
 
 
 def _write_output_dir(directory: Path, record_json: bytes) -> None:

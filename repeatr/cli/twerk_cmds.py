@@ -12,13 +12,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import signal
 import sys
 from collections.abc import Iterator
 from typing import Any
 
 from repeatr.cli.output import Reporter
-from repeatr.errors import Cancelled, Category, UsageError
+from repeatr.errors import Category, UsageError
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -64,7 +63,7 @@ def cmd_twerk(args: argparse.Namespace, out: Reporter) -> int:
     import msgspec
 
     from repeatr.cache import Cache
-    from repeatr.cli.main import run_async
+    from repeatr.cli.main import run_cancellable
     from repeatr.cli.run_cmds import _choose, _net_settings, _state_root
     from repeatr.executors.base import load
     from repeatr.model.formula import load_formula_file
@@ -84,7 +83,6 @@ def cmd_twerk(args: argparse.Namespace, out: Reporter) -> int:
     cache = Cache(_state_root(args), on_wait=out.log)
     controller, terminal = os.openpty()
     _copy_size(0, controller)
-    cancelled: list[str] = []
 
     async def relay_in() -> None:
         while True:
@@ -105,17 +103,8 @@ def cmd_twerk(args: argparse.Namespace, out: Reporter) -> int:
                 return
             os.write(1, data)
 
-    async def main() -> Any:
+    async def session() -> Any:
         async with anyio.create_task_group() as tg:
-
-            async def watch() -> None:
-                with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGHUP) as sigs:
-                    async for signum in sigs:
-                        cancelled.append(signal.Signals(signum).name)
-                        tg.cancel_scope.cancel()
-                        return
-
-            tg.start_soon(watch)
             tg.start_soon(relay_in)
             tg.start_soon(relay_out)
             outcome = await run_formula(
@@ -128,12 +117,10 @@ def cmd_twerk(args: argparse.Namespace, out: Reporter) -> int:
 
     try:
         with _raw(0):
-            outcome = run_async(main)
+            outcome = run_cancellable(session, out, "session")
     finally:
         os.close(terminal)
         os.close(controller)
-    if cancelled:
-        raise Cancelled(f"cancelled by {cancelled[0]}")
     sys.stdout.write(encode_pretty(outcome.record).decode())
     sys.stdout.flush()
     return 0 if outcome.record.exit_code == 0 else int(Category.JOB_FAILED)
