@@ -12,8 +12,10 @@ same way on a hit, only slower.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Sequence
+from types import FrameType
 
 DEFAULT_STATE = "/var/lib/repeatr"  # = repeatr.cli.main.DEFAULT_CACHE (not imported: speed)
 _FLAGS = {"-q", "--quiet", "--ignore-job-exit"}
@@ -63,7 +65,49 @@ def memo_hit(argv: Sequence[str]) -> bool:
     return True
 
 
+_pending: list[str] = []
+
+
+def _in_import(frame: FrameType | None) -> bool:
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _cancel(signum: int, frame: FrameType | None) -> None:
+    """Ctrl-C, SIGTERM and SIGHUP: raise KeyboardInterrupt, so the CLI unwinds and exits 8.
+
+    Never in the middle of an import: a module half-initialised by an
+    exception (a C extension's, say) can crash the interpreter later. There
+    the signal is remembered and delivered again 5 ms later (SIGALRM).
+    """
+    if signum != signal.SIGALRM:
+        _pending.append(signal.Signals(signum).name)
+    if not _pending:
+        return
+    if _in_import(frame):
+        signal.setitimer(signal.ITIMER_REAL, 0.005)
+        return
+    raise KeyboardInterrupt(_pending[0])
+
+
+def deliver_pending_signal() -> None:
+    """Raise now for a signal deferred during an import (before an event loop starts)."""
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    if _pending:
+        raise KeyboardInterrupt(_pending[0])
+
+
+def install_signal_handlers() -> None:
+    """SIGINT, SIGTERM and SIGHUP take one path: unwind, clean up, exit 8."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGALRM):
+        signal.signal(signum, _cancel)
+
+
 def entry() -> None:
+    install_signal_handlers()
     argv = sys.argv[1:]
     if memo_hit(argv):
         sys.exit(0)
@@ -78,8 +122,7 @@ def entry() -> None:
         code = 8
     # Everything is torn down: a signal now must not turn into a death by
     # signal during interpreter shutdown (joining worker threads, atexit).
-    import signal
-
+    signal.setitimer(signal.ITIMER_REAL, 0)
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.SIG_IGN)
     sys.exit(code)

@@ -13,10 +13,10 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from types import FrameType
 from typing import TypeVar
 
 from repeatr import __version__
+from repeatr.cli.entry import deliver_pending_signal, install_signal_handlers
 from repeatr.cli.output import Format, Reporter
 from repeatr.errors import Cancelled, Category, RepeatrError, collapse
 
@@ -130,17 +130,6 @@ def cache_root(args: argparse.Namespace) -> str:
     return str(getattr(args, "cache", None) or os.environ.get("REPEATR_CACHE") or DEFAULT_CACHE)
 
 
-def _raise_cancelled(signum: int, _frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
-def install_signal_handlers() -> None:
-    """SIGTERM and SIGHUP take the same path as Ctrl-C: unwind, clean up, exit 8."""
-    signal.signal(signal.SIGTERM, _raise_cancelled)
-    signal.signal(signal.SIGHUP, _raise_cancelled)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-
-
 def run_cancellable(fn: Callable[[], Awaitable[T]], out: Reporter, what: str = "run") -> T:
     """Run ``fn`` in an event loop that Ctrl-C, SIGTERM and SIGHUP cancel.
 
@@ -172,6 +161,7 @@ def run_cancellable(fn: Callable[[], Awaitable[T]], out: Reporter, what: str = "
             return result
         return None  # cancelled (the task group swallowed it)
 
+    deliver_pending_signal()  # one deferred during an import must not fire inside the loop
     try:
         result = anyio.run(main, backend=os.environ.get("REPEATR_ASYNC_BACKEND", "asyncio"))
     finally:
