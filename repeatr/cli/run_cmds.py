@@ -132,7 +132,7 @@ def _run(
     from repeatr.model.runrecord import encode_pretty
     from repeatr.supervisor import run_formula
 
-    executor = load(_choose(args.executor, loaded, out))()
+    executor = load(_choose(args.executor, loaded, out))(on_debug=out.debug)
     cache = Cache(state, on_wait=out.log)
 
     async def run() -> Any:

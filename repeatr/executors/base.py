@@ -127,6 +127,10 @@ it (``repeatr.linux.libc.openat2`` with RESOLVE_IN_ROOT on a descriptor of it)."
 class Executor(abc.ABC):
     name: ExecutorName
 
+    def __init__(self, *, on_debug: Callable[[str], None] | None = None) -> None:
+        #: Told the exact command lines that run (``--debug``), to replay by hand.
+        self.on_debug = on_debug
+
     @abc.abstractmethod
     def capabilities(self) -> Capabilities: ...
 

@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,9 +129,27 @@ class HelperExecutor(Executor):
 
     mode: str
 
-    def __init__(self, *, python: str = sys.executable, kill_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        *,
+        python: str = sys.executable,
+        kill_timeout: float = 5.0,
+        on_debug: Callable[[str], None] | None = None,
+    ) -> None:
+        super().__init__(on_debug=on_debug)
         self.python = python
         self.kill_timeout = kill_timeout
+
+    def debug_commands(self, spec: dict[str, Any]) -> None:
+        """Tell ``on_debug`` the command lines that will run, so they can be replayed by hand."""
+        if self.on_debug is None:
+            return
+        self.on_debug(f"sandbox helper: {shlex.join(self.command(3))}  (spec on fd 3)")
+        oci = spec.get("oci")
+        if oci is not None:
+            steps = ("run",) if oci["style"] == "run" else ("create", "start", "delete")
+            for step in steps:
+                self.on_debug(f"runtime: {shlex.join(oci[step])}")
 
     def check_job(self, job: JobSpec) -> None:
         caps = self.capabilities()
@@ -226,6 +245,7 @@ class HelperExecutor(Executor):
     ) -> JobResult:
         self.check_job(job)
         spec = self.spec(job)
+        self.debug_commands(spec)
         cgroups.gc()  # groups of runs whose repeatr died (cheap: a few sysfs listings)
         t0 = time.monotonic()
         reported: dict[str, Any] | None = None

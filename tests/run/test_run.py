@@ -238,3 +238,15 @@ def test_bad_formula_is_usage_error(runner: Runner, tmp_path: Path) -> None:
     bad.write_text('{"formula": {"action": {"exec": ["/bin/true"], "bogus": 1}}}')
     res = runner.run("run", str(bad))
     assert res.code == Category.USAGE and "bogus" in res.stderr
+
+
+@pytest.mark.parametrize("executor", ["ns", "runc"])
+def test_debug_shows_mounts_and_command_lines(runner: Runner, executor: str) -> None:
+    res = runner.run("run", str(runner.formula("/bin/true")), "-e", executor, "--debug")
+    assert res.code == 0, res.stderr
+    assert "repeatr: mount: overlay " in res.stderr and "repeatr: mount: proc -> /proc" in res.stderr
+    assert "repeatr: sandbox helper: " in res.stderr and "repeatr.executors.sandbox" in res.stderr
+    if executor == "runc":
+        runtime = [line for line in res.stderr.splitlines() if line.startswith("repeatr: runtime: ")]
+        assert [line.split()[2].rsplit("/", 1)[-1] for line in runtime] == ["runc"] * 3
+        assert any(" create --bundle " in line for line in runtime)
