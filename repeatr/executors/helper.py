@@ -31,7 +31,6 @@ from typing import Any
 
 import anyio
 import anyio.abc
-from anyio.streams.buffered import BufferedByteReceiveStream
 
 import repeatr
 from repeatr.assemble.plan import plan
@@ -65,13 +64,55 @@ _ERRORS: dict[str, type[RepeatrError]] = {
 }
 
 
+class ControlChannel:
+    """The helper's control socket: framed messages both ways.
+
+    Read and written with ``anyio.wait_readable``/``wait_writable`` rather than
+    anyio's ``UNIXSocketStream``: on asyncio, cancelling that stream's receive
+    just as data arrives makes its reader callback set the result of the
+    cancelled future, an ``InvalidStateError`` inside the event loop (seen when
+    a run is cancelled while the helper reports the job's exit).
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self._buf = bytearray()
+
+    async def receive_exactly(self, n: int) -> bytes:
+        while len(self._buf) < n:
+            try:
+                chunk = self.sock.recv(65536)
+            except BlockingIOError:
+                await anyio.wait_readable(self.sock)
+                continue
+            if not chunk:
+                raise anyio.IncompleteRead
+            self._buf += chunk
+        data = bytes(self._buf[:n])
+        del self._buf[:n]
+        return data
+
+    async def send(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                sent = self.sock.send(view)
+            except BlockingIOError:
+                await anyio.wait_writable(self.sock)
+                continue
+            view = view[sent:]
+
+    async def aclose(self) -> None:
+        self.sock.close()
+
+
 @dataclass
 class HelperHandle:
     """A started helper, as task_group.start() reports it."""
 
     process: anyio.abc.Process
-    messages: BufferedByteReceiveStream
-    control: anyio.abc.SocketStream
+    control: ControlChannel
 
     @property
     def pid(self) -> int:
@@ -79,9 +120,9 @@ class HelperHandle:
 
     async def receive(self) -> dict[str, Any]:
         try:
-            header = await self.messages.receive_exactly(4)
-            data = await self.messages.receive_exactly(frame_length(header))
-        except (anyio.EndOfStream, anyio.IncompleteRead):
+            header = await self.control.receive_exactly(4)
+            data = await self.control.receive_exactly(frame_length(header))
+        except (anyio.EndOfStream, anyio.IncompleteRead, OSError):
             code = await self.process.wait()
             raise ExecutorError(
                 f"the sandbox helper exited ({code}) without a report",
@@ -217,8 +258,7 @@ class HelperExecutor(Executor):
             raise ExecutorError(f"cannot start the sandbox helper {self.python}: {e}") from e
         finally:
             theirs.close()
-        control = await anyio.abc.UNIXSocketStream.from_socket(ours)
-        handle = HelperHandle(process, BufferedByteReceiveStream(control), control)
+        handle = HelperHandle(process, ControlChannel(ours))
         await handle.send(spec)
         task_status.started(handle)
 
