@@ -1,6 +1,6 @@
 """Many ``repeatr run`` at once over one shared cache, as ``make -j`` / ``xargs -P`` start them.
 
-48 invocations (64 with ``--soak``) per network policy, started together, mixing every usable
+64 invocations (96 with ``--soak``) per network policy, started together, mixing every usable
 executor, 16 distinct formulas each run three times (some memoized, some
 ``--no-memo``), over five distinct input wares. Afterwards: every run
 succeeded with the same outputs as its twins, each ware was unpacked exactly
@@ -32,7 +32,7 @@ pytestmark = [pytest.mark.root, pytest.mark.slow]
 #: None: the formula says nothing about the network (the executor's default).
 NETWORKS: list[str | None] = [None, "bridge"]
 BRIDGE_ARGS = ("--bridge", "rprstress0", "--subnet", "10.213.252.0/24")
-RUNS = 48 if SCALE == 1 else 64
+RUNS = 64 if SCALE == 1 else 96
 DISTINCT = 16
 UNPACKED = re.compile(r"input (\S+): (\S+) unpacked")
 

@@ -55,7 +55,7 @@ PHASES: dict[str, tuple[str | None, str | None]] = {
     "teardown": ("repeatr: saved output", None),
 }
 KILLS_PER_PHASE = 9 * SCALE  # 54 SIGKILL moments by default
-CANCELS_PER_PHASE = 5 * SCALE  # 30 SIGTERM/SIGINT moments by default
+CANCELS_PER_PHASE = 9 * SCALE  # 54 SIGTERM/SIGINT moments by default
 CANCEL_DEADLINE = 5.0
 EXECUTORS = usable_executors()
 
