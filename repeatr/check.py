@@ -93,7 +93,10 @@ async def check_formula(
     """Run ``loaded`` ``runs`` times and compare the outputs (see the module docstring)."""
     ev = events or RunEvents()
     report = CheckReport(formula_id(loaded.formula), runs)
-    scratch = await anyio.to_thread.run_sync(workdirs.create, cache.root, "check-" + new_guid())
+    with anyio.CancelScope(shield=True):  # owned by the try below from the next line
+        scratch = await anyio.to_thread.run_sync(
+            workdirs.create, cache.root, "check-" + new_guid()
+        )
     try:
         warehouse = scratch / "warehouse"
         warehouse.mkdir()

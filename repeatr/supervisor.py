@@ -98,10 +98,13 @@ async def run_formula(
         ev.log(f"removed the work dir of a dead run: {path}")
     # Any run cleans up after bridged runs that died, not only bridged ones.
     await _collect_dead_networks(net or NetSettings(), ev)
-    work = await anyio.to_thread.run_sync(workdirs.create, cache.root, record.guid)
-    ev.debug(f"work dir {work}")
+    # Shielded: a cancel landing while the thread creates the dir would drop the
+    # result and leak the dir; the try/finally below owns it from the next line.
+    with anyio.CancelScope(shield=True):
+        work = await anyio.to_thread.run_sync(workdirs.create, cache.root, record.guid)
     address = ""
     try:
+        ev.debug(f"work dir {work}")
         async with contextlib.AsyncExitStack() as held:
             lowers, fetched = await _fetch_inputs(frm, context, cache, held, ev)
             extra_mounts: list[Op] = []
