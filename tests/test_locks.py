@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,16 +12,9 @@ import pytest
 from repeatr import locks
 from repeatr.errors import Category
 from repeatr.owner import Owner
-from tests.cache.conftest import Workers, wait_for
+from tests.cache.conftest import Workers, wait_for, workers
 
-
-@pytest.fixture
-def workers() -> Iterator[Workers]:
-    w = Workers()
-    try:
-        yield w
-    finally:
-        w.kill_all()
+__all__ = ["workers"]  # the cache tests' fixture, used here too
 
 
 def _hold_in_worker(workers: Workers, path: Path, tmp_path: Path) -> tuple[int, Path]:

@@ -17,9 +17,15 @@ import sys
 from collections.abc import Sequence
 from types import FrameType
 
-DEFAULT_STATE = "/var/lib/repeatr"  # = repeatr.cli.main.DEFAULT_CACHE (not imported: speed)
+#: The state (cache) directory when neither --cache nor REPEATR_CACHE says otherwise.
+DEFAULT_STATE = "/var/lib/repeatr"
 _FLAGS = {"-q", "--quiet", "--ignore-job-exit"}
 _VALUED = {"--cache", "-e", "--executor", "--format", "--bridge", "--subnet"}
+
+
+def state_root(cache_option: str | None) -> str:
+    """--cache, else REPEATR_CACHE, else the default: the one rule for every command."""
+    return cache_option or os.environ.get("REPEATR_CACHE") or DEFAULT_STATE
 
 
 def memo_hit(argv: Sequence[str]) -> bool:
@@ -51,7 +57,7 @@ def memo_hit(argv: Sequence[str]) -> bool:
     key = file_key(files[0], opts.get("--executor", "auto"))
     if key is None:
         return False
-    state = opts.get("--cache") or os.environ.get("REPEATR_CACHE") or DEFAULT_STATE
+    state = state_root(opts.get("--cache"))
     stored = MemoStore(state).get(key)
     if stored is None:
         return False

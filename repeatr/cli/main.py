@@ -16,11 +16,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from repeatr import __version__
-from repeatr.cli.entry import deliver_pending_signal, install_signal_handlers
+from repeatr.cli.entry import (
+    DEFAULT_STATE,
+    deliver_pending_signal,
+    install_signal_handlers,
+    state_root,
+)
 from repeatr.cli.output import Format, Reporter
 from repeatr.errors import Cancelled, Category, RepeatrError, collapse
 
-DEFAULT_CACHE = "/var/lib/repeatr"
 T = TypeVar("T")
 
 DESCRIPTION = """\
@@ -114,7 +118,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         "--cache",
         metavar="DIR",
         default=argparse.SUPPRESS,
-        help=f"fileset cache directory (env REPEATR_CACHE, default {DEFAULT_CACHE})",
+        help=f"fileset cache directory (env REPEATR_CACHE, default {DEFAULT_STATE})",
     )
     # The common options work before and after the command name.
     for action in common._actions:
@@ -127,7 +131,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
 
 def cache_root(args: argparse.Namespace) -> str:
-    return str(getattr(args, "cache", None) or os.environ.get("REPEATR_CACHE") or DEFAULT_CACHE)
+    return state_root(getattr(args, "cache", None))
 
 
 def run_cancellable(fn: Callable[[], Awaitable[T]], out: Reporter, what: str = "run") -> T:

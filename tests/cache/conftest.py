@@ -20,15 +20,12 @@ import pytest
 
 from repeatr.fileset.pack import scan_stream
 from repeatr.model.wareid import WareID
+from tests import rio
+from tests.rio import FIXTURES
 
 REPO = Path(__file__).resolve().parents[2]
-FIXTURES = next(
-    p
-    for p in (REPO / "tests" / "fixtures" / "rio", Path("/work/shared/fixtures/rio"))
-    if p.is_dir()
-)
-WITH_BASE = WareID.parse("tar:5y6NvK6GBPQ6CcuNyJyWtSrMAJQ4LVrAcZSoCRAzMSk5o53pkTYiieWyRivfvhZwhZ")
-SANS_BASE = WareID.parse("tar:2RLHdc3am6tMCFy56vfcHm5kWLoAtYBfiaQcq17vDm1tEzQn9CC6tcF2yzpAJvehPC")
+WITH_BASE = WareID.parse(rio.WITH_BASE)
+SANS_BASE = WareID.parse(rio.SANS_BASE)
 
 
 @dataclass(frozen=True)

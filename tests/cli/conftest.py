@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "rio"
-WITH_BASE = "tar:5y6NvK6GBPQ6CcuNyJyWtSrMAJQ4LVrAcZSoCRAzMSk5o53pkTYiieWyRivfvhZwhZ"
-SANS_BASE = "tar:2RLHdc3am6tMCFy56vfcHm5kWLoAtYBfiaQcq17vDm1tEzQn9CC6tcF2yzpAJvehPC"
+from tests.rio import FIXTURES, SANS_BASE, WITH_BASE
+
+__all__ = ["FIXTURES", "SANS_BASE", "WITH_BASE", "Repeatr", "Result"]
 
 
 @dataclass

@@ -15,17 +15,8 @@ from repeatr.fileset.unpack import TMP_PREFIX, UnpackResult, unpack_stream
 from repeatr.model.filters import UNPACK_LOSSLESS, UNPACK_LOWPRIV, Filters
 from repeatr.model.wareid import TAR, TAR_STRICT, WareID
 from tests.fileset import hostile as h
-
-#: The published rio fixtures (Apache-2.0): the repo's copy, else the shared one.
-RIO = next(
-    p
-    for p in (Path(__file__).resolve().parents[1] / "fixtures" / "rio",
-              Path("/work/shared/fixtures/rio"))
-    if (p / "tar_withBase.tgz").is_file()
-)
-
-WITH_BASE = "tar:5y6NvK6GBPQ6CcuNyJyWtSrMAJQ4LVrAcZSoCRAzMSk5o53pkTYiieWyRivfvhZwhZ"
-SANS_BASE = "tar:2RLHdc3am6tMCFy56vfcHm5kWLoAtYBfiaQcq17vDm1tEzQn9CC6tcF2yzpAJvehPC"
+from tests.rio import FIXTURES as RIO
+from tests.rio import SANS_BASE, WITH_BASE
 
 
 def _unpack(

@@ -16,12 +16,11 @@ from pathlib import Path
 
 from repeatr.fileset.entry import EntryType
 from repeatr.fileset.reader import read_archive
+from tests.rio import FIXTURES, SANS_BASE, WITH_BASE
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "rio"
+__all__ = ["FIXTURES", "SANS_BASE", "WITH_BASE"]
 
 #: Published IDs (compat.md; the kitchen sink's from rio's own tests).
-WITH_BASE = "tar:5y6NvK6GBPQ6CcuNyJyWtSrMAJQ4LVrAcZSoCRAzMSk5o53pkTYiieWyRivfvhZwhZ"
-SANS_BASE = "tar:2RLHdc3am6tMCFy56vfcHm5kWLoAtYBfiaQcq17vDm1tEzQn9CC6tcF2yzpAJvehPC"
 KITCHEN_SINK = "tar:2jkqXaVWCdH7axj1XW56rxZ6WVQ8f46nqMf2BBX7kjLsU9DsvQCquEoy6GcBcQ1Fqc"
 DIR_BAR = "tar:26pqLaHWGFWi7WuBrreDtcs9ZR9dtmdQ3cCHySzb9Z6kBksDXg7u5tN6yvDUGyTHiN"
 

@@ -15,18 +15,13 @@ from typing import Any
 import pytest
 
 from repeatr.model.wareid import WareID
+from tests import rio
+from tests.rio import FIXTURES
 
-_HERE = Path(__file__).resolve().parent
-_FIXTURES = next(
-    p for p in (_HERE.parent / "fixtures" / "rio", Path("/work/shared/fixtures/rio")) if p.is_dir()
-)
+_FIXTURES = FIXTURES
 
-WITH_BASE = WareID.parse(
-    "tar:5y6NvK6GBPQ6CcuNyJyWtSrMAJQ4LVrAcZSoCRAzMSk5o53pkTYiieWyRivfvhZwhZ"
-)
-SANS_BASE = WareID.parse(
-    "tar:2RLHdc3am6tMCFy56vfcHm5kWLoAtYBfiaQcq17vDm1tEzQn9CC6tcF2yzpAJvehPC"
-)
+WITH_BASE = WareID.parse(rio.WITH_BASE)
+SANS_BASE = WareID.parse(rio.SANS_BASE)
 
 
 @dataclass(frozen=True)
