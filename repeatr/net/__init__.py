@@ -14,13 +14,13 @@ Modules:
 - ``ipindex``: address leases in flock-guarded files, no server;
 - ``records``: per-run records naming a run's kernel objects and owner;
 - ``netns``: named network namespaces (nsfs bind mounts) made without forking;
-- ``bridge``: the host bridge and veth pairs over netlink (pyroute2);
+- ``bridge``: the host bridge and veth pairs over rtnetlink (``repeatr.linux.rtnetlink``);
 - ``dns``: the run's resolv.conf and hosts;
 - ``setup``: prepare / teardown;
 - ``gc``: reclaim what dead runs left;
 - ``nat``: outbound NAT, an explicit host setting (nftables).
 
-See docs/networking.md. Importing this package does not import pyroute2.
+See docs/networking.md.
 """
 
 from repeatr.net.config import DEFAULT_HOST, DEFAULT_NETWORK, NetHost, Network, NetworkPolicy

@@ -1,20 +1,13 @@
-"""Links over netlink (pyroute2's sync ``IPRoute``): the host bridge, a run's veth pair.
+"""Links over rtnetlink (:mod:`repeatr.linux.rtnetlink`): the host bridge, a run's veth pair.
 
-Every function takes an open ``IPRoute`` and blocks: callers run them in a
-worker thread (``anyio.to_thread.run_sync``). pyroute2's ``AsyncIPRoute``
-only works on asyncio, and the sync ``IPRoute`` runs its own event loop,
-which is fine in a thread that has none; under trio the same code works.
+Every function takes an open :class:`~repeatr.linux.rtnetlink.RtNetlink`
+and blocks: callers run them in a worker thread
+(``anyio.to_thread.run_sync``), so both anyio backends work.
 
-Why pyroute2 and not ``ip -batch``: the same setup with iproute2 takes
-three processes (``ip netns add``, ``ip -batch`` for the host side, ``ip -n
-<ns> -batch`` for the inside) and measured 5.6 ms; this module, two
-netlink sockets in one thread and no fork or exec, measured 4.7-7 ms on
-the same (shared, 2 vCPU) host (``scripts/bench/net.py``). No clear win
-for ``ip``, so we keep structured errors and no output parsing.
-
-pyroute2 is imported on first use (it costs ~160 ms), so ``repeatr`` runs
-with ``none``/``host`` networks, and a ``gc`` with nothing to remove, never
-load it.
+Why netlink and not ``ip -batch``: the same set-up with iproute2 takes three
+processes (``ip netns add``, ``ip -batch`` for the host side, ``ip -n <ns>
+-batch`` for the inside); here it is two sockets in one thread and no fork
+or exec, with the kernel's errors as errno values, not output to parse.
 
 Netlink errors are translated here into :class:`~repeatr.errors.NetworkError`
 naming the operation, with the original as ``__cause__``.
@@ -30,53 +23,41 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
-from typing import Any
 
 from repeatr.errors import Category, NetworkError
+from repeatr.linux.libc import IFF_UP
+from repeatr.linux.rtnetlink import RtNetlink
 from repeatr.net.config import Network
 from repeatr.owner import Owner
 
-#: /usr/include/linux/if.h
-IFF_UP = 0x1
 #: Name of the container end of every veth pair, inside the run's namespace.
 CONTAINER_IFNAME = "eth0"
 _SYS_NET = Path("/sys/class/net")
 _ALIAS = re.compile(r"repeatr run=(?P<run>\S+) owner=(?P<owner>\S+)")
 
 
-def iproute() -> Any:
-    """A sync pyroute2 ``IPRoute`` bound to the calling thread's network namespace."""
-    from pyroute2 import IPRoute
-
+def netlink() -> RtNetlink:
+    """A netlink socket bound to the calling thread's network namespace."""
     try:
-        return IPRoute()
+        return RtNetlink()
     except OSError as e:
         raise NetworkError(f"cannot open a netlink socket: {e}") from e
 
 
 @contextmanager
 def _netlink(what: str, *, hint: str | None = None) -> Iterator[None]:
-    from pyroute2.netlink.exceptions import NetlinkError
-
     try:
         yield
-    except NetlinkError as e:
-        raise NetworkError(f"{what} failed: {os.strerror(e.code)}", hint=hint) from e
     except OSError as e:
-        raise NetworkError(f"{what} failed: {e}", hint=hint) from e
+        raise NetworkError(f"{what} failed: {e.strerror or e}", hint=hint) from e
 
 
 def _code(exc: BaseException) -> int | None:
     cause = exc.__cause__
-    return getattr(cause, "code", None) or getattr(cause, "errno", None)
+    return getattr(cause, "errno", None)
 
 
-def link_index(ipr: Any, ifname: str) -> int | None:
-    indices: list[int] = ipr.link_lookup(ifname=ifname)
-    return indices[0] if indices else None
-
-
-def ensure_bridge(ipr: Any, network: Network) -> int:
+def ensure_bridge(nl: RtNetlink, network: Network) -> int:
     """The index of ``network``'s bridge, created with the gateway address if missing.
 
     Safe when many invocations race to create it: "exists" counts as
@@ -86,66 +67,42 @@ def ensure_bridge(ipr: Any, network: Network) -> int:
     another interface of the host (checked when the bridge is created).
     """
     name = network.bridge
-    link = _get_link(ipr, name)
+    with _netlink(f"looking up interface {name}"):
+        link = nl.link(name)
     if link is None:
-        _check_subnet_free(ipr, network)
+        _check_subnet_free(nl, network)
         try:
             with _netlink(f"creating bridge {name}"):
-                ipr.link("add", ifname=name, kind="bridge")
+                nl.add_bridge(name)
         except NetworkError as e:
             if _code(e) != errno.EEXIST:
                 raise
-        link = _get_link(ipr, name)
+        with _netlink(f"looking up interface {name}"):
+            link = nl.link(name)
         if link is None:
             raise NetworkError(f"bridge {name} vanished right after it was created")
-    index: int = link["index"]
-    kind = _link_kind(link)
-    if kind != "bridge":
+    if link.kind != "bridge":
         raise NetworkError(
-            f"interface {name} exists but is a {kind or 'non-bridge'} link, not a bridge",
+            f"interface {name} exists but is a {link.kind or 'non-bridge'} link, not a bridge",
             category=Category.USAGE,
             hint="configure another bridge name for this network",
         )
-    _ensure_gateway(ipr, index, network)
-    if not link["flags"] & IFF_UP:
+    _ensure_gateway(nl, link.index, network)
+    if not link.flags & IFF_UP:
         with _netlink(f"setting bridge {name} up"):
-            ipr.link("set", index=index, state="up")
-    return index
+            nl.set_up(link.index)
+    return link.index
 
 
-def _get_link(ipr: Any, ifname: str) -> Any:
-    """The RTM_NEWLINK message of ``ifname``, or None if there is no such link."""
-    try:
-        with _netlink(f"looking up interface {ifname}"):
-            (link,) = ipr.link("get", ifname=ifname)
-    except NetworkError as e:
-        if _code(e) in (errno.ENODEV, errno.ENOENT):
-            return None
-        raise
-    return link
-
-
-def _link_kind(link: Any) -> str | None:
-    info = link.get_attr("IFLA_LINKINFO")
-    return None if info is None else info.get_attr("IFLA_INFO_KIND")
-
-
-def _ipv4_addrs(ipr: Any, index: int | None = None) -> list[tuple[int, str, IPv4Interface]]:
-    """(interface index, label, address) of the IPv4 addresses, of one interface or all."""
+def _ipv4_addrs(nl: RtNetlink) -> list[tuple[int, str, IPv4Interface]]:
+    """(interface index, label, address) of every IPv4 address."""
     with _netlink("listing addresses"):
-        msgs = ipr.addr("dump", family=2) if index is None else ipr.addr("dump", index=index)
-    out = []
-    for msg in msgs:
-        if msg["family"] != 2:  # AF_INET
-            continue
-        addr = IPv4Interface(f"{msg.get_attr('IFA_ADDRESS')}/{msg['prefixlen']}")
-        out.append((msg["index"], msg.get_attr("IFA_LABEL") or "", addr))
-    return out
+        return [(a.index, a.label, a.interface) for a in nl.addresses()]
 
 
-def _ensure_gateway(ipr: Any, index: int, network: Network) -> None:
+def _ensure_gateway(nl: RtNetlink, index: int, network: Network) -> None:
     gw = network.gateway
-    present = [iface for idx, _, iface in _ipv4_addrs(ipr, index) if idx == index]
+    present = [iface for idx, _, iface in _ipv4_addrs(nl) if idx == index]
     others = [iface for iface in present if iface != gw]
     if others:
         shown = ", ".join(map(str, others))
@@ -159,14 +116,14 @@ def _ensure_gateway(ipr: Any, index: int, network: Network) -> None:
         return
     try:
         with _netlink(f"adding address {gw} to bridge {network.bridge}"):
-            ipr.addr("add", index=index, address=str(gw.ip), prefixlen=gw.network.prefixlen)
+            nl.add_address(index, gw)
     except NetworkError as e:
         if _code(e) != errno.EEXIST:  # a racing creator added it first
             raise
 
 
-def _check_subnet_free(ipr: Any, network: Network) -> None:
-    for _, label, iface in _ipv4_addrs(ipr):
+def _check_subnet_free(nl: RtNetlink, network: Network) -> None:
+    for _, label, iface in _ipv4_addrs(nl):
         if label == network.bridge:  # a racing creator made the bridge meanwhile
             continue
         if iface.network.overlaps(network.subnet) and not iface.ip.is_loopback:
@@ -194,33 +151,33 @@ def alias_run(text: str) -> str | None:
     return None if parsed is None else parsed[0]
 
 
-def add_veth(ipr: Any, host_ifname: str, netns_fd: int, bridge_index: int) -> None:
+def add_veth(nl: RtNetlink, host_ifname: str, netns_fd: int, bridge_index: int) -> int:
     """A veth pair: ``host_ifname`` on the bridge and up, its peer ``eth0`` in ``netns_fd``.
 
-    Name its owner with :func:`set_alias` right after (the kernel ignores
-    IFLA_IFALIAS in a create request). A crash in between leaves a veth
-    without alias; its peer is in the run's namespace, so removing that
-    namespace destroys it.
+    Returns the host end's index. Name its owner with :func:`set_alias`
+    right after (the kernel ignores IFLA_IFALIAS in a create request). A
+    crash in between leaves a veth without alias; its peer is in the run's
+    namespace, so removing that namespace destroys it.
     """
     try:
         with _netlink(f"creating veth {host_ifname}"):
-            ipr.link(
-                "add",
-                ifname=host_ifname,
-                kind="veth",
-                peer={"ifname": CONTAINER_IFNAME, "net_ns_fd": netns_fd},
-                master=bridge_index,
-                state="up",
+            nl.add_veth(
+                host_ifname, peer=CONTAINER_IFNAME, peer_netns_fd=netns_fd, master=bridge_index
             )
     except NetworkError as e:
         if _code(e) == errno.EEXIST:
             e.hint = "a crashed run left it behind, or another run's name collides: `repeatr gc`"
         raise
+    with _netlink(f"looking up veth {host_ifname}"):
+        link = nl.link(host_ifname)
+    if link is None:
+        raise NetworkError(f"veth {host_ifname} vanished right after it was created")
+    return link.index
 
 
-def set_alias(ipr: Any, ifname: str, alias: str) -> None:
+def set_alias(nl: RtNetlink, index: int, ifname: str, alias: str) -> None:
     with _netlink(f"naming the owner of veth {ifname}"):
-        ipr.link("set", ifname=ifname, ifalias=alias)
+        nl.set_alias(index, alias)
 
 
 def wait_link_gone(ifname: str, timeout: float = 2.0) -> bool:
@@ -233,37 +190,31 @@ def wait_link_gone(ifname: str, timeout: float = 2.0) -> bool:
     return True
 
 
-def configure_inside(nsr: Any, address: IPv4Interface, gateway: IPv4Address) -> None:
-    """In the run's namespace (``nsr`` is bound to it): address eth0, up, default route."""
+def configure_inside(nsl: RtNetlink, address: IPv4Interface, gateway: IPv4Address) -> None:
+    """In the run's namespace (``nsl`` is bound to it): address eth0, up, default route."""
     with _netlink(f"configuring {CONTAINER_IFNAME} in the run's namespace"):
-        index = link_index(nsr, CONTAINER_IFNAME)
-        if index is None:
+        link = nsl.link(CONTAINER_IFNAME)
+        if link is None:
             raise NetworkError(f"{CONTAINER_IFNAME} did not appear in the run's namespace")
-        nsr.addr("add", index=index, address=str(address.ip), prefixlen=address.network.prefixlen)
-        nsr.link("set", index=index, state="up")
-        nsr.route("add", dst="0.0.0.0/0", gateway=str(gateway))
+        nsl.add_address(link.index, address)
+        nsl.set_up(link.index)
+        nsl.add_default_route(gateway)
 
 
-def delete_link(ipr: Any, ifname: str) -> bool:
+def delete_link(nl: RtNetlink, ifname: str) -> bool:
     """Delete ``ifname`` (for a veth, both ends go); False if there was none.
 
     Takes 25-35 ms for a veth (the kernel waits for RCU): keep it off the
     run's critical path.
     """
-    try:
-        with _netlink(f"deleting interface {ifname}"):
-            ipr.link("del", ifname=ifname)
-    except NetworkError as e:
-        if _code(e) in (errno.ENODEV, errno.ENOENT):
-            return False
-        raise
-    return True
+    with _netlink(f"deleting interface {ifname}"):
+        return nl.delete_link(ifname)
 
 
 def host_links(prefix: str) -> dict[str, str]:
     """Interfaces of this network namespace named ``prefix*``, with their alias ("" if none).
 
-    Read from sysfs, so it costs no netlink socket (and no pyroute2 import).
+    Read from sysfs, so it costs no netlink socket.
     """
     out = {}
     try:

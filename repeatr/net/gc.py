@@ -21,7 +21,7 @@ each other's work. Errors on one object do not stop the others; they are
 listed in :attr:`GCReport.failures`.
 
 A gc with nothing to reclaim reads a few directories and ``/sys/class/net``
-and does not import pyroute2.
+and opens no netlink socket.
 """
 
 from __future__ import annotations
@@ -115,16 +115,13 @@ def _veths(host: NetHost, report: GCReport) -> None:
             doomed.append(name)
     if not doomed:
         return
-    ipr = bridge.iproute()
-    try:
+    with bridge.netlink() as nl:
         for name in doomed:
             try:
-                if bridge.delete_link(ipr, name):
+                if bridge.delete_link(nl, name):
                     report.links.append(name)
             except RepeatrError as e:
                 report.failures.append(f"veth {name}: {e}")
-    finally:
-        ipr.close()
 
 
 def _namespaces(host: NetHost, live_runs: set[str], report: GCReport) -> None:

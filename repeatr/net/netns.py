@@ -9,9 +9,9 @@ How it is made, without forking: the calling thread (a worker thread, as
 every blocking call here) saves its own namespace, ``unshare(CLONE_NEWNET)``
 (which moves only that thread), bind-mounts ``/proc/thread-self/ns/net``
 onto the file, does what must be done inside (loopback up, open a netlink
-socket that stays bound to the new namespace), and ``setns`` back. pyroute2's
-own ``netns.create`` / ``IPRoute(netns=...)`` fork a child process to do
-this, and forking a threaded Python process is a known trap (it hung
+socket that stays bound to the new namespace), and ``setns`` back. Tools
+that fork a child process to do this (pyroute2's ``netns.create``, for
+one) fall into a known trap: forking a threaded Python process (it hung
 BenchExec; see the project's host notes).
 
 The directory is set up the way iproute2 does it (a bind mount of itself,

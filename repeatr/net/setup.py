@@ -162,29 +162,29 @@ def _prepare_bridge(
     assert path is not None and veth is not None and gateway is not None
     address = _index(network, host).allocate(att.run_id, owner)
     att = replace(att, address=address, hosts=dns.hosts(att.hostname, address.ip))
-    ipr = bridge.iproute()  # bound to the host's namespace: this thread is in it now
-    nsr = None
+    nl = bridge.netlink()  # bound to the host's namespace: this thread is in it now
+    nsl = None
     try:
-        bridge_index = bridge.ensure_bridge(ipr, network)
+        bridge_index = bridge.ensure_bridge(nl, network)
         try:
             netns.ensure_netns_dir(host.netns_dir)
             with netns.inside_new_netns(path):
                 libc.link_up("lo")
-                nsr = bridge.iproute()  # bound to the run's namespace from now on
+                nsl = bridge.netlink()  # bound to the run's namespace from now on
             nsfd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as e:
             raise NetworkError(f"cannot create network namespace {path}: {e}") from e
         try:
-            bridge.add_veth(ipr, veth, nsfd, bridge_index)
+            index = bridge.add_veth(nl, veth, nsfd, bridge_index)
         finally:
             os.close(nsfd)
         created.append("veth")
-        bridge.set_alias(ipr, veth, bridge.alias(att.run_id, owner))
-        bridge.configure_inside(nsr, address, gateway)
+        bridge.set_alias(nl, index, veth, bridge.alias(att.run_id, owner))
+        bridge.configure_inside(nsl, address, gateway)
     finally:
-        ipr.close()
-        if nsr is not None:
-            nsr.close()
+        nl.close()
+        if nsl is not None:
+            nsl.close()
     return att
 
 
@@ -226,12 +226,9 @@ def remove_run_objects(
     removed = []
     alias = bridge.host_links(veth).get(veth) if veth is not None else None
     if veth is not None and alias is not None and bridge.alias_run(alias) == run_id:
-        ipr = bridge.iproute()
-        try:
-            if bridge.delete_link(ipr, veth):
+        with bridge.netlink() as nl:
+            if bridge.delete_link(nl, veth):
                 removed.append(f"veth {veth}")
-        finally:
-            ipr.close()
     if netns_path is not None:
         try:
             if netns.remove(netns_path):
