@@ -135,17 +135,24 @@ def _run(
     executor = load(_choose(args.executor, loaded, out))(on_debug=out.debug)
     cache = Cache(state, on_wait=out.log)
 
+    def finished(record: Any) -> None:
+        # Called as soon as the result is known, before teardown: a caller
+        # reading stdout has the record while the veth is still being deleted.
+        record_json = encode_pretty(record)
+        if record.exit_code == 0:
+            for key in keys:
+                memo.put(key, record_json)
+        _print_record(out, record_json, args.output_dir if record.exit_code == 0 else None)
+
+    events = run_events(out)
+    events.finished = finished
+
     async def run() -> Any:
         return await run_formula(
-            loaded, executor=executor, cache=cache, events=run_events(out), net=_net_settings(args)
+            loaded, executor=executor, cache=cache, events=events, net=_net_settings(args)
         )
 
     outcome = run_cancellable(run, out)
-    record_json = encode_pretty(outcome.record)
-    if outcome.record.exit_code == 0:
-        for key in keys:
-            memo.put(key, record_json)
-    _print_record(out, record_json, args.output_dir if outcome.record.exit_code == 0 else None)
     if outcome.record.exit_code != 0:
         out.log(f"the job exited {outcome.record.exit_code}", level="warning")
     return _exit_status(outcome.record.exit_code, args.ignore_job_exit)

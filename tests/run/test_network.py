@@ -208,3 +208,37 @@ def test_nat_is_off_until_asked(bridged: Runner) -> None:
     finally:
         bridged.run("net", "nat", "off", *args)
     assert table not in tables()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_record_is_reported_before_the_network_teardown(
+    bridged: Runner, anyio_backend: str
+) -> None:
+    """The kernel's 25-35 ms veth deletion is off the critical path, and nothing leaks."""
+    from repeatr.cache import Cache
+    from repeatr.executors.base import load
+    from repeatr.model.formula import load_formula_file
+    from repeatr.model.runrecord import RunRecord, encode_pretty
+    from repeatr.net.config import Network
+    from repeatr.supervisor import NetSettings, RunEvents, run_formula
+
+    before = _links()
+    seen: list[tuple[dict[str, object], set[str], list[str]]] = []
+
+    def finished(record: RunRecord) -> None:
+        seen.append((json.loads(encode_pretty(record)), _links() - before - {BRIDGE}, _leases()))
+
+    f = bridged.formula("/bin/true", network="bridge")
+    outcome = await run_formula(
+        load_formula_file(f),
+        executor=load("ns")(),
+        cache=Cache(bridged.state),
+        events=RunEvents(finished=finished),
+        net=NetSettings(network=Network(name=BRIDGE, bridge=BRIDGE, subnet=SUBNET)),
+    )
+    ((record, veths_then, leases_then),) = seen
+    assert record["exitCode"] == 0 and record["network"] == "bridge"
+    assert record["guid"] == outcome.record.guid
+    assert len(veths_then) == 1 and len(leases_then) == 1  # reported while still attached
+    assert _links() - before - {BRIDGE} == set() and _leases() == []  # gone on return
