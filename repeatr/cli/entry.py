@@ -12,6 +12,7 @@ same way on a hit, only slower.
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 import signal
 import sys
@@ -114,7 +115,38 @@ def install_signal_handlers() -> None:
         signal.signal(signum, _cancel)
 
 
+_gc_paused = False
+
+
+def pause_gc() -> None:
+    """No cyclic GC while the command starts up (``resume_gc`` ends the pause).
+
+    Start-up (imports, parsing arguments and the formula) allocates some 35k
+    objects that live until exit and makes almost no cyclic garbage: the ~50
+    collections it would trigger (one per 700 allocations) find nothing and
+    cost ~9 ms of a warm ``repeatr run``.
+    """
+    global _gc_paused
+    if gc.isenabled():
+        gc.disable()
+        _gc_paused = True
+
+
+def resume_gc() -> None:
+    """The work starts: freeze what start-up allocated, then collect cycles again.
+
+    Frozen objects are never scanned again, so the first collections stay as
+    cheap as ever instead of walking everything start-up made.
+    """
+    global _gc_paused
+    if _gc_paused:
+        _gc_paused = False
+        gc.freeze()
+        gc.enable()
+
+
 def entry() -> None:
+    pause_gc()
     install_signal_handlers()
     argv = sys.argv[1:]
     if memo_hit(argv):

@@ -20,6 +20,7 @@ from repeatr.cli.entry import (
     DEFAULT_STATE,
     deliver_pending_signal,
     install_signal_handlers,
+    resume_gc,
     state_root,
 )
 from repeatr.cli.output import Format, Reporter
@@ -81,6 +82,11 @@ COMMAND_MODULES = {
     "twerk": "twerk_cmds",
     "explain": "explain_cmds",
 }
+
+#: Commands whose handler imports what it needs, then runs in ``run_cancellable``:
+#: the GC pause of start-up (``repeatr.cli.entry.pause_gc``) lasts until the event
+#: loop runs. Any other command resumes the GC before its handler is called.
+LOOP_COMMANDS = frozenset({"run", "check", "twerk"})
 
 
 def _modules_for(argv: Sequence[str] | None) -> list[str]:
@@ -147,6 +153,7 @@ def run_cancellable(fn: Callable[[], Awaitable[T]], out: Reporter, what: str = "
     cancelled_by: list[str] = []
 
     async def main() -> T | None:
+        resume_gc()
         async with anyio.create_task_group() as tg:
 
             async def watch_signals() -> None:
@@ -196,6 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             debug=getattr(args, "debug", False),
             quiet=getattr(args, "quiet", False),
         )
+        if args.command not in LOOP_COMMANDS:
+            resume_gc()
         try:
             code: int = args.func(args, reporter)
         except BaseExceptionGroup as group:

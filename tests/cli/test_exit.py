@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -101,3 +102,34 @@ def test_failed_job_record_and_last_warning_through_a_pipe(runner: run_fixtures.
     assert res.record()["exitCode"] == 3
     assert "out| 20000\n" in res.stderr
     assert res.stderr.endswith("repeatr: the job exited 3\n")  # written last
+
+
+_GC = textwrap.dedent(
+    """
+    import gc, sys
+    from repeatr.cli.entry import pause_gc
+    from repeatr.cli.main import main, run_cancellable
+    from repeatr.cli.output import Reporter
+
+    async def enabled() -> bool:
+        return gc.isenabled()
+
+    pause_gc()
+    paused = not gc.isenabled()
+    if sys.argv[1] == "loop":
+        print(paused, run_cancellable(enabled, Reporter()))
+    else:
+        code = main(["cache", "ls", "--cache", sys.argv[2]])
+        print(paused, gc.isenabled(), code)
+    """
+)
+
+
+@pytest.mark.parametrize("where", ["loop", "handler"])
+def test_gc_paused_at_start_up_resumes_for_the_work(where: str, tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", _GC, where, str(tmp_path / "state")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1].split()[:2] == ["True", "True"], proc.stdout
