@@ -22,16 +22,20 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.from_thread
 import anyio.to_thread
 
-from repeatr.cache import fill, maintain
-from repeatr.cache.info import GcResult, Problem, ShelfHandle, ShelfInfo
+from repeatr.cache import fill
+from repeatr.cache.info import ShelfHandle
 from repeatr.cache.layout import Layout
-from repeatr.fileset.limits import Limits
 from repeatr.model.wareid import WareID
+
+if TYPE_CHECKING:
+    from repeatr.cache.report import GcResult, Problem, ShelfInfo
+    from repeatr.fileset.limits import Limits
 
 __all__ = ["DEFAULT_ROOT", "Cache", "GcResult", "Problem", "ShelfHandle", "ShelfInfo"]
 
@@ -122,8 +126,13 @@ class Cache:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(manager.__exit__, None, None, None)
 
+    # ls, gc and verify import repeatr.cache.maintain (and the report types) only
+    # when called: a run never needs them.
+
     def ls(self) -> list[ShelfInfo]:
         """Every shelf (ours and rio's), least recently used first."""
+        from repeatr.cache import maintain
+
         return maintain.ls(self.layout)
 
     def gc(self, max_size: int) -> GcResult:
@@ -131,13 +140,26 @@ class Cache:
 
         Shelves in use are never removed: they are listed in ``kept_in_use``.
         """
+        from repeatr.cache import maintain
+
         self.clean_stale()
         return maintain.gc(self.layout, max_size)
 
     def verify(self) -> list[Problem]:
         """Re-hash every shelf against its recorded strict ID; the mismatches."""
+        from repeatr.cache import maintain
+
         return maintain.verify(self.layout, timeout=self.lock_timeout, on_wait=self.on_wait)
 
     def clean_stale(self) -> list[str]:
         """Remove temp dirs left by dead processes; their names."""
         return fill.clean_stale(self.layout)
+
+
+def __getattr__(name: str) -> object:
+    """``ShelfInfo``, ``GcResult``, ``Problem``: from :mod:`repeatr.cache.report`, on first use."""
+    if name in ("GcResult", "Problem", "ShelfInfo"):
+        from repeatr.cache import report
+
+        return getattr(report, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

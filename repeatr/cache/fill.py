@@ -29,7 +29,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from repeatr import locks
 from repeatr.cache import record
@@ -37,10 +37,11 @@ from repeatr.cache.info import ShelfHandle
 from repeatr.cache.layout import Layout, TempName, discard, remove_tree
 from repeatr.cache.record import ShelfRecord
 from repeatr.errors import CacheError, FilesetError
-from repeatr.fileset.limits import Limits
-from repeatr.model.filters import UNPACK_LOSSLESS
 from repeatr.model.wareid import WareID
 from repeatr.owner import Owner
+
+if TYPE_CHECKING:
+    from repeatr.fileset.limits import Limits
 
 
 def clean_stale(layout: Layout) -> list[str]:
@@ -75,6 +76,7 @@ def _unpack(
         # Imported here: a warm run (the shelf exists) needs neither the archive
         # reader nor the warehouses.
         from repeatr.fileset.unpack import unpack_stream
+        from repeatr.model.filters import UNPACK_LOSSLESS
         from repeatr.warehouse import open_from_sources
 
         try:
@@ -200,6 +202,8 @@ def shelf(
     clean_stale(layout)
 
     def fill() -> ShelfRecord:
+        from repeatr.fileset.limits import Limits  # only an unpack needs it
+
         return _unpack(layout, ware, sources, limits or Limits(), progress, checkpoint)
 
     with hold(

@@ -22,8 +22,8 @@ from collections.abc import Callable
 from repeatr import locks
 from repeatr.cache import record
 from repeatr.cache.fill import hold
-from repeatr.cache.info import GcResult, Problem, ShelfInfo
 from repeatr.cache.layout import Layout, remove_tree
+from repeatr.cache.report import GcResult, Problem, ShelfInfo
 from repeatr.errors import RepeatrError
 from repeatr.model.wareid import WareID
 from repeatr.owner import Owner

@@ -28,7 +28,6 @@ from pathlib import Path
 import msgspec
 
 from repeatr.errors import CacheError
-from repeatr.model.filters import Filters
 from repeatr.model.wareid import TAR_STRICT, WareID
 
 
@@ -100,6 +99,7 @@ def strict_id(shelf: Path, *, exact: bool = True) -> WareID:
     whole-second mtimes, no xattrs).
     """
     from repeatr.fileset.pack import hash_dir_exact, pack_dir  # only verify needs it
+    from repeatr.model.filters import Filters
 
     if exact:
         return hash_dir_exact(shelf, packtype=TAR_STRICT)
