@@ -58,12 +58,13 @@ PRESETS: dict[tuple[Direction, str], Filters] = {
 }
 
 
+# Patterns, compiled (and cached by ``re``) on first use: most runs parse no filter.
 #: Plain ASCII decimal digits. ``int()`` alone also takes "1_000", " 12", "+5"
 #: and non-ASCII digits, which the original (Go ``strconv``) rejects.
-_DIGITS = re.compile(r"[0-9]+")
+_DIGITS = r"[0-9]+"
 #: RFC 3339 as Go's ``time.RFC3339`` parses it: ``T`` and ``Z`` upper case,
 #: optional fraction, a zone. ``fromisoformat`` alone accepts far more.
-_RFC3339 = re.compile(
+_RFC3339 = (
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})"
 )
 
@@ -85,10 +86,10 @@ def parse_mtime(value: str, field: str = "mtime") -> int | None:
         return None
     expected = "keep, follow, @<unix seconds> or an RFC 3339 time"
     if value.startswith("@"):
-        if not _DIGITS.fullmatch(value[1:]):
+        if not re.fullmatch(_DIGITS, value[1:]):
             raise _bad(field, value, expected)
         return int(value[1:])
-    if not _RFC3339.fullmatch(value):
+    if not re.fullmatch(_RFC3339, value):
         raise _bad(field, value, expected + ", e.g. 2010-01-01T00:00:00Z")
     try:
         stamp = datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -107,7 +108,7 @@ def _parse_field(direction: Direction, field: str, value: str) -> object:
             return "keep"
         if value == "mine" and direction == "unpack":
             return "mine"
-        number = int(value) if _DIGITS.fullmatch(value) else -1
+        number = int(value) if re.fullmatch(_DIGITS, value) else -1
         if number < 0:
             extra = ", mine" if direction == "unpack" else ""
             raise _bad(field, value, f"{keep_word}{extra} or a non-negative number")

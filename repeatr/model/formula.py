@@ -20,16 +20,18 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import msgspec
 
 from repeatr.errors import FormulaError, UsageError
-from repeatr.model import filters as _filters
 from repeatr.model.jsonload import Key, decode
 from repeatr.model.limits import Limits
 from repeatr.model.limits import problems as limit_problems
 from repeatr.model.wareid import PACKTYPES, WareID
+
+if TYPE_CHECKING:
+    from repeatr.model.filters import Filters
 
 PolicyName = Literal["", "routine", "governor", "sysad"]
 CradleMode = Literal["", "disable"]
@@ -76,9 +78,11 @@ class Output(_Base, frozen=True):
     packtype: str
     filters: dict[str, str] | None = None
 
-    def pack_filters(self) -> _filters.Filters:
+    def pack_filters(self) -> Filters:
         """The filters to pack with: pack-flatten, overridden by the fields set here."""
-        return _filters.from_mapping("pack", dict(self.filters or {}), _filters.PACK_FLATTEN)
+        from repeatr.model import filters  # only formulas with outputs need them
+
+        return filters.from_mapping("pack", dict(self.filters or {}), filters.PACK_FLATTEN)
 
 
 class Formula(_Base, frozen=True):
@@ -221,8 +225,10 @@ def validate(frm: Formula, at: list[str | int] | None = None) -> Problems:
                 ([*where, "packtype"], f"unknown packtype {out.packtype!r} (known: {known})")
             )
         for name, value in (out.filters or {}).items():
+            from repeatr.model import filters  # only formulas with output filters need them
+
             try:
-                _filters.from_mapping("pack", {name: value})
+                filters.from_mapping("pack", {name: value})
             except UsageError as exc:
                 problems.append(([*where, "filters", Key(name)], exc.message))
     return problems

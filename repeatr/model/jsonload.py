@@ -68,7 +68,9 @@ def strip_trailing_commas(data: bytes) -> bytes:
 
 # ---------------------------------------------------------------- error paths
 
-_PATH_TOKEN = re.compile(r"\.([^.\[]+)|\[(\d+)\]|\[\.\.\.\]")
+# The patterns below are for error messages only: compiled (and cached by
+# ``re``) when a formula first fails to load, not on every run.
+_PATH_TOKEN = r"\.([^.\[]+)|\[(\d+)\]|\[\.\.\.\]"
 
 
 def format_path(parts: list[str | int]) -> str:
@@ -125,7 +127,7 @@ def _fails(value: object, tp: Any) -> bool:
 def _resolve(raw: object, tp: Any, msgspec_path: str) -> tuple[list[str | int], Any]:
     """Walk ``$.a[0][...].b`` over the raw document; return readable parts and the type there."""
     parts: list[str | int] = []
-    for match in _PATH_TOKEN.finditer(msgspec_path.removeprefix("$")):
+    for match in re.finditer(_PATH_TOKEN, msgspec_path.removeprefix("$")):
         field, index = match.group(1), match.group(2)
         tp = _unwrap_optional(tp)
         if field is not None:
@@ -153,27 +155,27 @@ def _resolve(raw: object, tp: Any, msgspec_path: str) -> tuple[list[str | int], 
     return parts, _unwrap_optional(tp)
 
 
-_EXPECTED = re.compile(r"Expected `(?P<want>[^`]*)`, got `(?P<got>[^`]*)`")
-_UNKNOWN = re.compile(r"Object contains unknown field `(?P<name>[^`]*)`")
-_MISSING = re.compile(r"Object missing required field `(?P<name>[^`]*)`")
-_ENUM = re.compile(r"Invalid enum value (?P<value>.*)")
+_EXPECTED = r"Expected `(?P<want>[^`]*)`, got `(?P<got>[^`]*)`"
+_UNKNOWN = r"Object contains unknown field `(?P<name>[^`]*)`"
+_MISSING = r"Object missing required field `(?P<name>[^`]*)`"
+_ENUM = r"Invalid enum value (?P<value>.*)"
 
 
 def _rewrite(message: str, parts: list[str | int], tp: Any) -> tuple[list[str | int], str]:
-    if m := _EXPECTED.fullmatch(message):
+    if m := re.fullmatch(_EXPECTED, message):
         # "int | null": null only ever means "absent", so don't suggest it.
         want = m["want"].removesuffix(" | null")
         return parts, f"expected {want}, got {m['got']}"
-    if (m := _ENUM.fullmatch(message)) and typing.get_origin(tp) is typing.Literal:
+    if (m := re.fullmatch(_ENUM, message)) and typing.get_origin(tp) is typing.Literal:
         choices = ", ".join(repr(a) for a in typing.get_args(tp) if a != "")
         return parts, f"invalid value {m['value']} (expected one of: {choices})"
-    if m := _UNKNOWN.fullmatch(message):
+    if m := re.fullmatch(_UNKNOWN, message):
         known = ""
         if _is_struct(tp):
             names = ", ".join(f.encode_name for f in msgspec.structs.fields(tp))
             known = f" (known keys: {names})"
         return [*parts, m["name"]], f"unknown key{known}"
-    if m := _MISSING.fullmatch(message):
+    if m := re.fullmatch(_MISSING, message):
         return [*parts, m["name"]], "required key is missing"
     return parts, message.replace("`", "'")[:1].lower() + message.replace("`", "'")[1:]
 
@@ -185,7 +187,7 @@ def _line_col(data: bytes, offset: int) -> tuple[int, int]:
     return line, col
 
 
-_BYTE_OFFSET = re.compile(r"\s*\(byte (\d+)\)$")
+_BYTE_OFFSET = r"\s*\(byte (\d+)\)$"
 
 
 def decode(
@@ -206,7 +208,7 @@ def decode(
     except msgspec.DecodeError as exc:
         message = str(exc)
         where = ""
-        if m := _BYTE_OFFSET.search(message):
+        if m := re.search(_BYTE_OFFSET, message):
             line, col = _line_col(cleaned, int(m.group(1)))
             where = f":{line}:{col}"
             message = message[: m.start()]
