@@ -59,11 +59,13 @@ class MemoStore:
             return None
 
     def put(self, key: str, record_json: bytes) -> None:
-        import tempfile  # not on the hit path
-
         path = self._path(key)
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+        # What ``tempfile.mkstemp`` does (a new 0600 file, O_EXCL, unique name),
+        # without importing tempfile (~0.5 ms at the end of every run).
+        tmp = os.path.join(os.path.dirname(path), f".tmp-{os.getpid()}-{os.urandom(6).hex()}")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(tmp, flags, 0o600)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(record_json)
