@@ -424,5 +424,19 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def leave(code: int) -> NoReturn:
+    """Exit without interpreter finalization (~2 ms the parent waits for).
+
+    Nothing needs it: no threads, no atexit hooks, cleanups already ran, and
+    the helper never writes to stdout/stderr (flushed anyway, in case).
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:  # noqa: SIM105 (contextlib: start-up time)
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    leave(main(sys.argv))
