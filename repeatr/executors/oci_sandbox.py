@@ -46,8 +46,8 @@ if TYPE_CHECKING:
 
     from repeatr.assemble.ops import Root
 
-# The running helper module. It runs as ``__main__`` (python -m), so importing
-# repeatr.executors.sandbox here would make a second copy with its own
+# The running helper module. It may run as ``__main__`` (python -m, by hand), so
+# importing repeatr.executors.sandbox here would make a second copy with its own
 # globals (_job_pid, _cleanups) that its signal handler never sees.
 sandbox: ModuleType
 

@@ -1,7 +1,8 @@
 """The helper process that assembles a container and runs one job in it.
 
 Started by ``repeatr.executors.helper`` as a *fresh* interpreter
-(``python -S -m repeatr.executors.sandbox FD PARENT_PID``): never forked from
+(``python -S -c "...main(sys.argv)" FD PARENT_PID``; by hand,
+``python -S -m repeatr.executors.sandbox FD PARENT_PID``): never forked from
 the threaded parent, so ``unshare`` applies to a single-threaded process.
 Import-light: stdlib, ``repeatr.errors``, ``repeatr.linux``, ``repeatr.assemble``.
 
