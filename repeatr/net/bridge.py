@@ -26,9 +26,12 @@ from pathlib import Path
 
 from repeatr.errors import Category, NetworkError
 from repeatr.linux.libc import IFF_UP
-from repeatr.linux.rtnetlink import RtNetlink
 from repeatr.net.config import Network
 from repeatr.owner import Owner
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # every run's gc reads host_links(); only bridged runs speak netlink
+    from repeatr.linux.rtnetlink import RtNetlink
 
 #: Name of the container end of every veth pair, inside the run's namespace.
 CONTAINER_IFNAME = "eth0"
@@ -38,6 +41,8 @@ _ALIAS = re.compile(r"repeatr run=(?P<run>\S+) owner=(?P<owner>\S+)")
 
 def netlink() -> RtNetlink:
     """A netlink socket bound to the calling thread's network namespace."""
+    from repeatr.linux.rtnetlink import RtNetlink
+
     try:
         return RtNetlink()
     except OSError as e:

@@ -35,8 +35,13 @@ import anyio
 from repeatr.errors import RepeatrError
 from repeatr.net import bridge, netns, records
 from repeatr.net.config import DEFAULT_HOST, NetHost
-from repeatr.net.ipindex import IPIndex, Lease
-from repeatr.net.setup import reclaim_hook, remove_run_objects
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from repeatr.net.ipindex import Lease
+
+# Every run calls collect() and usually finds nothing: the IP index and the
+# teardown code (with netlink) are imported only once there is work for them.
 
 
 @dataclass
@@ -76,6 +81,9 @@ def _records(host: NetHost, report: GCReport) -> set[str]:
         if record.owner_alive():
             remaining.add(record.run_id)
             continue
+        from repeatr.net.ipindex import IPIndex
+        from repeatr.net.setup import remove_run_objects
+
         try:
             gone = remove_run_objects(
                 host,
@@ -150,8 +158,11 @@ def _leases(host: NetHost, report: GCReport) -> None:
     except FileNotFoundError:
         return
     for name in sorted(names):
-        if not (host.state_dir / name / "subnet").is_file():
+        if not (host.state_dir / name / "subnet").is_file() or _empty(host.state_dir / name):
             continue
+        from repeatr.net.ipindex import IPIndex
+        from repeatr.net.setup import reclaim_hook
+
         try:
             index = IPIndex.existing(
                 host.state_dir, name, lock_timeout=host.lock_timeout, on_reclaim=reclaim_hook(host)
@@ -160,3 +171,11 @@ def _leases(host: NetHost, report: GCReport) -> None:
                 report.leases.extend(index.gc())
         except RepeatrError as e:
             report.failures.append(f"IP index of network {name!r}: {e}")
+
+
+def _empty(network_dir: Path) -> bool:
+    """Does this network's index hold no lease at all (nothing for its gc)?"""
+    try:
+        return not os.listdir(network_dir / "leases")
+    except FileNotFoundError:
+        return True
