@@ -170,7 +170,13 @@ async def run_formula(
             ev.finished(record)
     finally:
         with anyio.CancelScope(shield=True), anyio.move_on_after(TEARDOWN_TIMEOUT):
-            await anyio.to_thread.run_sync(workdirs.remove, work)
+            left = await anyio.to_thread.run_sync(workdirs.remove, work)
+            if left:
+                more = f" (and {len(left) - 3} more)" if len(left) > 3 else ""
+                ev.log(
+                    f"could not remove the work dir {work}: {'; '.join(left[:3])}{more}; "
+                    "`repeatr gc` removes it once this process has exited"
+                )
     return RunOutcome(record, result, fetched)
 
 

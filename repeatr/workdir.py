@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 from repeatr.errors import Category, RepeatrError
@@ -39,9 +40,28 @@ def create(state_root: Path, guid: str) -> Path:
     return path
 
 
-def remove(path: Path) -> None:
-    """Remove a work dir (overlay work dirs contain mode-000 dirs: root removes them)."""
-    shutil.rmtree(path, ignore_errors=True)
+def remove(path: Path, *, attempts: int = 3) -> list[str]:
+    """Remove a work dir; what could not be removed (``"<path>: <reason>"``), else [].
+
+    Overlay work dirs contain mode-000 dirs: root removes them. A pass that
+    leaves something (a process still writing, a mount still held) is retried
+    after 50 ms, ``attempts`` passes in all; what is left then is for the
+    caller to report (``repeatr gc`` removes it once its owner is dead).
+    """
+    failures: list[str] = []
+
+    def failed(_func: object, where: str, exc_info: tuple[type, BaseException, object]) -> None:
+        if not isinstance(exc_info[1], FileNotFoundError):  # gone meanwhile: fine
+            failures.append(f"{where}: {exc_info[1]}")
+
+    for attempt in range(attempts):
+        failures.clear()
+        shutil.rmtree(path, onerror=failed)
+        if not os.path.lexists(path):
+            return []
+        if attempt + 1 < attempts:
+            time.sleep(0.05)
+    return failures or [f"{path}: still there after {attempts} attempts"]
 
 
 def owner_of(path: Path) -> Owner | None:

@@ -250,3 +250,25 @@ def test_debug_shows_mounts_and_command_lines(runner: Runner, executor: str) -> 
         runtime = [line for line in res.stderr.splitlines() if line.startswith("repeatr: runtime: ")]
         assert [line.split()[2].rsplit("/", 1)[-1] for line in runtime] == ["runc"] * 3
         assert any(" create --bundle " in line for line in runtime)
+
+
+def test_work_dir_removal_reports_what_it_could_not_remove(tmp_path: Path) -> None:
+    """A mount still held under a work dir (EBUSY) is named, not silently ignored."""
+    from repeatr import workdir
+    from repeatr.linux import libc
+
+    work = tmp_path / "run.1-2-3@h"
+    (work / "upper" / "held").mkdir(parents=True)
+    (work / "upper" / "file").write_text("x")
+    libc.mount("tmpfs", work / "upper" / "held", "tmpfs", 0, "size=1m")
+    try:
+        left = workdir.remove(work, attempts=2)
+        # The cause first, then the parents it kept from going.
+        assert left[0].startswith(f"{work / 'upper' / 'held'}: ") and "busy" in left[0]
+        assert [x.split(":")[0] for x in left[1:]] == [str(work / "upper"), str(work)]
+        assert not (work / "upper" / "file").exists()  # the rest went
+    finally:
+        libc.umount2(work / "upper" / "held")
+    assert workdir.remove(work) == []
+    assert not work.exists()
+    assert workdir.remove(work) == []  # already gone: nothing to report
