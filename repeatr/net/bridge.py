@@ -92,17 +92,17 @@ def ensure_bridge(nl: RtNetlink, network: Network) -> int:
             category=Category.USAGE,
             hint="configure another bridge name for this network",
         )
-    _ensure_gateway(nl, link.index, network)
+    _ensure_gateway(nl, link.ifindex, network)
     if not link.flags & IFF_UP:
         with _netlink(f"setting bridge {name} up"):
-            nl.set_up(link.index)
-    return link.index
+            nl.set_up(link.ifindex)
+    return link.ifindex
 
 
 def _ipv4_addrs(nl: RtNetlink) -> list[tuple[int, str, IPv4Interface]]:
     """(interface index, label, address) of every IPv4 address."""
     with _netlink("listing addresses"):
-        return [(a.index, a.label, a.interface) for a in nl.addresses()]
+        return [(a.ifindex, a.label, a.interface) for a in nl.addresses()]
 
 
 def _ensure_gateway(nl: RtNetlink, index: int, network: Network) -> None:
@@ -177,7 +177,7 @@ def add_veth(nl: RtNetlink, host_ifname: str, netns_fd: int, bridge_index: int) 
         link = nl.link(host_ifname)
     if link is None:
         raise NetworkError(f"veth {host_ifname} vanished right after it was created")
-    return link.index
+    return link.ifindex
 
 
 def set_alias(nl: RtNetlink, index: int, ifname: str, alias: str) -> None:
@@ -201,8 +201,8 @@ def configure_inside(nsl: RtNetlink, address: IPv4Interface, gateway: IPv4Addres
         link = nsl.link(CONTAINER_IFNAME)
         if link is None:
             raise NetworkError(f"{CONTAINER_IFNAME} did not appear in the run's namespace")
-        nsl.add_address(link.index, address)
-        nsl.set_up(link.index)
+        nsl.add_address(link.ifindex, address)
+        nsl.set_up(link.ifindex)
         nsl.add_default_route(gateway)
 
 

@@ -90,27 +90,27 @@ def test_bridge_veth_address_route_as_iproute2_sees_them(netns: Path, peer_netns
         nl.add_bridge("rptbr0")
         br = nl.link("rptbr0")
         assert br is not None and br.kind == "bridge" and not br.flags & IFF_UP
-        nl.set_up(br.index)
-        nl.add_address(br.index, IPv4Interface("10.99.0.1/24"))
+        nl.set_up(br.ifindex)
+        nl.add_address(br.ifindex, IPv4Interface("10.99.0.1/24"))
 
         fd = os.open(peer_netns, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            nl.add_veth("rptv0", peer="eth0", peer_netns_fd=fd, master=br.index)
+            nl.add_veth("rptv0", peer="eth0", peer_netns_fd=fd, master=br.ifindex)
         finally:
             os.close(fd)
         veth = nl.link("rptv0")
-        assert veth is not None and veth.kind == "veth" and veth.master == br.index
-        nl.set_alias(veth.index, "repeatr run=x owner=y")
+        assert veth is not None and veth.kind == "veth" and veth.master == br.ifindex
+        nl.set_alias(veth.ifindex, "repeatr run=x owner=y")
 
         eth0 = inside.link("eth0")
         assert eth0 is not None
-        inside.add_address(eth0.index, IPv4Interface("10.99.0.7/24"))
-        inside.set_up(eth0.index)
+        inside.add_address(eth0.ifindex, IPv4Interface("10.99.0.7/24"))
+        inside.set_up(eth0.ifindex)
         inside.add_default_route(IPv4Address("10.99.0.1"))
 
         # What iproute2 reads back.
         (br_info,) = ip(netns, "link", "show", "rptbr0")
-        assert br_info["ifindex"] == br.index and "UP" in br_info["flags"]
+        assert br_info["ifindex"] == br.ifindex and "UP" in br_info["flags"]
         assert br_info["linkinfo"]["info_kind"] == "bridge"
         (v_info,) = ip(netns, "link", "show", "rptv0")
         assert v_info["master"] == "rptbr0" and "UP" in v_info["flags"]
@@ -126,7 +126,7 @@ def test_bridge_veth_address_route_as_iproute2_sees_them(netns: Path, peer_netns
         assert [r["gateway"] for r in ip(peer_netns, "route", "show", "default")] == ["10.99.0.1"]
 
         # And our listing agrees with iproute2's.
-        ours = {(a.index, a.label, a.interface) for a in nl.addresses()}
+        ours = {(a.ifindex, a.label, a.interface) for a in nl.addresses()}
         theirs = {
             (link["ifindex"], a.get("label", ""), IPv4Interface(f"{a['local']}/{a['prefixlen']}"))
             for link in ip(netns, "-4", "addr", "show")
@@ -173,8 +173,8 @@ def test_a_dump_spanning_many_datagrams(netns: Path) -> None:
         assert br is not None
         wanted = {IPv4Interface(f"10.97.{i // 250}.{i % 250 + 1}/16") for i in range(600)}
         for iface in wanted:
-            nl.add_address(br.index, iface)
-        assert {a.interface for a in nl.addresses() if a.index == br.index} == wanted
+            nl.add_address(br.ifindex, iface)
+        assert {a.interface for a in nl.addresses() if a.ifindex == br.ifindex} == wanted
         # The socket is still in step: the next request gets its own answer.
         assert nl.link("rptbr2") == br
     finally:
