@@ -7,9 +7,10 @@ Prints, with medians:
 - a warm ``repeatr run`` of /bin/true (input cached, memo off) per executor
   vs bare ``unshare -mpfiun --fork --mount-proc chroot ROOT /bin/true`` on
   the same rootfs; goal: warm run <= bare + 50 ms;
-- the floor under any such run: a Python process that imports anyio and runs
-  an empty ``anyio.run`` (the supervisor's event loop), and what a warm run
-  costs above it;
+- the floor under any such run: the leanest Python process that imports
+  anyio and runs an empty ``anyio.run`` (the supervisor's event loop; no
+  cyclic GC, no interpreter finalization, as ``repeatr`` itself), and what
+  a warm run costs above it;
 - a memo hit vs ``python -c pass``; goal: <= 3x;
 - 200 distinct formulas through ``xargs -P4`` in runs/s; goal: >= 30.
 
@@ -59,9 +60,8 @@ def main() -> None:
         unshare = ("unshare", "-mpfiun", "--fork", "--mount-proc", "chroot", str(warm.rootfs))
         bare = timed(lambda: sh(*unshare, "/bin/true"), args.runs)
         print(f"{'bare unshare -mpfiun chroot /bin/true':45} {bare:7.1f} ms")
-        floor = timed(
-            lambda: sh(PY, "-c", "import anyio; anyio.run(anyio.sleep, 0)"), args.runs
-        )
+        lean = "import gc, os; gc.disable(); import anyio; anyio.run(anyio.sleep, 0); os._exit(0)"
+        floor = timed(lambda: sh(PY, "-c", lean), args.runs)
         print(f"{'floor: python, import anyio, empty anyio.run':45} {floor:7.1f} ms"
               f"  = bare + {floor - bare:5.1f} ms")
         for name in args.executors.split(","):
