@@ -196,16 +196,8 @@ class RtNetlink:
 
     def link(self, name: str) -> Link | None:
         """The interface called ``name``; None if there is none."""
-        try:
-            answers = self.request(
-                f"looking up interface {name}", RTM_GETLINK, 0,
-                ifinfomsg() + attr_str(IFLA_IFNAME, name),
-            )
-        except OSError as e:
-            if e.errno in (errno.ENODEV, errno.ENOENT):
-                return None
-            raise
-        for mtype, payload in answers:
+        answers = self._naming(f"looking up interface {name}", RTM_GETLINK, name)
+        for mtype, payload in answers or ():
             if mtype == RTM_NEWLINK:
                 return _link(payload)
         return None
@@ -254,16 +246,16 @@ class RtNetlink:
 
     def delete_link(self, name: str) -> bool:
         """Delete interface ``name`` (for a veth, both ends); False if there was none."""
+        return self._naming(f"deleting interface {name}", RTM_DELLINK, name) is not None
+
+    def _naming(self, what: str, kind: int, name: str) -> list[tuple[int, bytes]] | None:
+        """A link request naming interface ``name``; None if there is no such interface."""
         try:
-            self.request(
-                f"deleting interface {name}", RTM_DELLINK, 0,
-                ifinfomsg() + attr_str(IFLA_IFNAME, name),
-            )
+            return self.request(what, kind, 0, ifinfomsg() + attr_str(IFLA_IFNAME, name))
         except OSError as e:
             if e.errno in (errno.ENODEV, errno.ENOENT):
-                return False
+                return None
             raise
-        return True
 
     def addresses(self) -> list[Address]:
         """Every IPv4 address in this namespace."""

@@ -52,24 +52,23 @@ def in_netns(path: Path, fn: Callable[[], T]) -> T:
     return out[0]
 
 
-@pytest.fixture
-def netns(no_leftovers: None) -> Iterator[Path]:
-    name = f"rprtest-nl-{os.getpid()}"
+def _scratch_netns(tag: str) -> Iterator[Path]:
+    name = f"rprtest-{tag}-{os.getpid()}"
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:
         yield Path("/run/netns") / name
     finally:
         subprocess.run(["ip", "netns", "del", name], check=True)
+
+
+@pytest.fixture
+def netns(no_leftovers: None) -> Iterator[Path]:
+    yield from _scratch_netns("nl")
 
 
 @pytest.fixture
 def peer_netns(no_leftovers: None) -> Iterator[Path]:
-    name = f"rprtest-nlpeer-{os.getpid()}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        yield Path("/run/netns") / name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=True)
+    yield from _scratch_netns("nlpeer")
 
 
 def ip(path: Path, *args: str) -> Any:
