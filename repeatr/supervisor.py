@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.from_thread
 import anyio.to_thread
 
 from repeatr import workdir as workdirs
@@ -355,14 +356,22 @@ async def _pack_outputs(
 
     results: dict[str, str] = {}
 
-    def pack_one(path: str, packtype: str, filters: object) -> str:
+    def progress(done: int) -> None:
+        # In the worker thread: a cancelled run (Ctrl-C, SIGTERM) stops its
+        # packs here, every 8 MiB, instead of waiting for them to finish.
+        anyio.from_thread.check_cancelled()
+        ev.progress("pack", done)
+
+    def pack_one(path: str, packtype: str, filters: Any) -> str:
         where = _output_dir(view, path)
         target = context.save_urls.get(path)
         if target is None:
-            ware = pack_dir(where, None, filters=filters, packtype=packtype)  # type: ignore[arg-type]
+            ware = pack_dir(where, None, filters=filters, packtype=packtype, progress=progress)
         else:
             with warehouse_for(target).start_save() as session:
-                ware = pack_dir(where, session.file, filters=filters, packtype=packtype)  # type: ignore[arg-type]
+                ware = pack_dir(
+                    where, session.file, filters=filters, packtype=packtype, progress=progress
+                )
                 if not ware.is_empty:
                     session.commit(ware)
                     ev.log(f"saved output {path} as {ware} to {redact(target)}")

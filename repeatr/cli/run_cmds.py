@@ -142,6 +142,7 @@ def _run(
         if record.exit_code == 0:
             for key in keys:
                 memo.put(key, record_json)
+        out.close()  # the packs' progress bars: the record goes to the same terminal
         _print_record(out, record_json, args.output_dir if record.exit_code == 0 else None)
 
     events = run_events(out)

@@ -200,18 +200,23 @@ class _Packer:
                         raise self._changed(entry)
                     h.update(data)
                     yield data
+                    self._report(self.total + got)  # big files report as they go
             if got != size:
                 raise self._changed(entry)
         finally:
             os.close(ffd)
         self.hasher.add(entry, h.digest())
         self.total += size
-        if self.progress is not None and self.total >= self._next_progress:
-            self._next_progress = self.total + _PROGRESS_STEP
-            self.progress(self.total)
+        self._report(self.total)
         pad = tarwrite.padding(size)
         if pad:
             yield pad
+
+    def _report(self, done: int) -> None:
+        """Progress every _PROGRESS_STEP bytes; the callback may raise to stop the pack."""
+        if self.progress is not None and done >= self._next_progress:
+            self._next_progress = done + _PROGRESS_STEP
+            self.progress(done)
 
     def _changed(self, entry: Entry) -> FilesetError:
         return FilesetError(
@@ -330,6 +335,8 @@ def pack_dir(
     """Pack ``path`` as a gzip'd tar into ``out`` (None: hash only); return its ware ID.
 
     A path that does not exist gives ``<packtype>:-`` and writes nothing.
+    ``progress`` gets the bytes packed so far every 8 MiB, also inside a big
+    file; whatever it raises stops the pack (how a run cancels one).
     Raises ``FilesetError``: FILTER_REJECTION naming the entry a filter
     rejects, PACK_INVALID when ``path`` is not a directory or cannot be read.
     ``out`` is not closed.

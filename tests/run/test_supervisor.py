@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import anyio
+import anyio.from_thread
 import pytest
 
 from repeatr.cache import Cache
@@ -71,4 +72,29 @@ async def test_failed_fetch_is_reported_and_cleaned(runner: Runner, tmp_path: Pa
     with pytest.raises(RepeatrError) as err:
         await run_formula(load_formula_file(f), executor=load("ns")(), cache=Cache(runner.state))
     assert err.value.category is Category.WARE_NOT_FOUND
+    assert runner.work_dirs() == []
+
+
+async def test_cancel_during_pack_stops_the_pack(runner: Runner) -> None:
+    """A cancelled run stops packing within 8 MiB instead of packing a 64 GiB output."""
+    f = runner.formula(
+        "/bin/sh", "-c", "mkdir /task/o; truncate -s 64G /task/o/sparse",
+        outputs={"/task/o": {"packtype": "tar"}},
+    )
+    packed: list[int] = []
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+
+            def progress(phase: str, done: int) -> None:  # in the packing worker thread
+                if phase == "pack":
+                    packed.append(done)
+                    anyio.from_thread.run_sync(tg.cancel_scope.cancel)
+
+            await run_formula(
+                load_formula_file(f),
+                executor=load("ns")(),
+                cache=Cache(runner.state),
+                events=RunEvents(progress=progress),
+            )
+    assert packed and max(packed) < 1 << 30, packed  # stopped long before the end
     assert runner.work_dirs() == []
