@@ -47,9 +47,9 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
+from typing import NamedTuple
 
 from repeatr import locks
 from repeatr.errors import Category, NetworkError
@@ -60,8 +60,7 @@ _POLL_FIRST = 0.0002
 _POLL_MAX = 0.005
 
 
-@dataclass(frozen=True, slots=True)
-class Lease:
+class Lease(NamedTuple):
     """One leased address. ``owner`` is None when the lease file is unreadable (stale)."""
 
     address: IPv4Interface

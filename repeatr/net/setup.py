@@ -33,9 +33,9 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
+from typing import NamedTuple
 
 import anyio
 
@@ -57,8 +57,7 @@ from repeatr.owner import Owner
 TEARDOWN_TIMEOUT = 30.0
 
 
-@dataclass(frozen=True, slots=True)
-class NetAttachment:
+class NetAttachment(NamedTuple):  # not a dataclass: ~1 ms less to import on a bridged run
     """A run's prepared network (see the module doc)."""
 
     policy: NetworkPolicy
@@ -140,7 +139,7 @@ def prepare_sync(
     except BaseException as e:
         try:
             # Never delete an interface of that name that this run did not create.
-            teardown_sync(att if "veth" in created else replace(att, veth=None))
+            teardown_sync(att if "veth" in created else att._replace(veth=None))
         except (RepeatrError, OSError) as cleanup:
             e.add_note(f"cleaning up also failed (run `repeatr gc`): {cleanup}")
         raise
@@ -161,7 +160,7 @@ def _prepare_bridge(
     path, veth, gateway = att.netns, att.veth, att.gateway
     assert path is not None and veth is not None and gateway is not None
     address = _index(network, host).allocate(att.run_id, owner)
-    att = replace(att, address=address, hosts=dns.hosts(att.hostname, address.ip))
+    att = att._replace(address=address, hosts=dns.hosts(att.hostname, address.ip))
     nl = bridge.netlink()  # bound to the host's namespace: this thread is in it now
     nsl = None
     try:
