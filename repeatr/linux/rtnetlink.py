@@ -10,7 +10,7 @@ Why our own and not pyroute2 (the library we started with): a bridged run
 sends seven requests, and importing pyroute2 costs ~130 ms in every new
 process, against a budget of 10 ms for the whole bridge set-up
 (docs/design.md). The tests check what this module configures with
-pyroute2, an independent implementation.
+iproute2 (``ip -json``), an independent implementation.
 
 Message layouts and constants: /usr/include/linux/{netlink,rtnetlink,
 if_link,if_addr,veth}.h.
@@ -182,7 +182,7 @@ class RtNetlink:
                 if size < _NLMSGHDR.size:
                     raise OSError(errno.EPROTO, f"{what}: malformed netlink answer")
                 if mseq != seq:
-                    continue  # a late answer to an earlier, abandoned request
+                    continue  # e.g. the ack that follows a GET's answer, read late
                 if mtype == NLMSG_DONE:
                     return answers
                 if mtype == NLMSG_ERROR:
