@@ -79,6 +79,8 @@ def memo_hit(argv: Sequence[str]) -> bool:
 
 
 _pending: list[str] = []
+#: An event loop runs (``repeatr.cli.main.run_cancellable``): signals are only recorded.
+_in_loop = False
 
 
 def _in_import(frame: FrameType | None) -> bool:
@@ -95,10 +97,16 @@ def _cancel(signum: int, frame: FrameType | None) -> None:
     Never in the middle of an import: a module half-initialised by an
     exception (a C extension's, say) can crash the interpreter later. There
     the signal is remembered and delivered again 5 ms later (SIGALRM).
+
+    Never while an event loop runs either: an exception raised between any
+    two bytecodes of the loop or of anyio can leave their state half-updated
+    (a worker thread started but never told to stop hung the process at
+    exit). There the signal is only recorded; the loop's signal watcher
+    (``pending_signal``) turns it into a cancellation.
     """
     if signum != signal.SIGALRM:
         _pending.append(signal.Signals(signum).name)
-    if not _pending:
+    if not _pending or _in_loop:
         return
     if _in_import(frame):
         signal.setitimer(signal.ITIMER_REAL, 0.005)
@@ -111,6 +119,17 @@ def deliver_pending_signal() -> None:
     signal.setitimer(signal.ITIMER_REAL, 0)
     if _pending:
         raise KeyboardInterrupt(_pending[0])
+
+
+def set_in_loop(running: bool) -> None:
+    """While an event loop runs, our handlers record signals instead of raising."""
+    global _in_loop
+    _in_loop = running
+
+
+def pending_signal() -> str | None:
+    """The first signal recorded and not yet delivered, if any."""
+    return _pending[0] if _pending else None
 
 
 def install_signal_handlers() -> None:

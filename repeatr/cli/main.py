@@ -20,7 +20,9 @@ from repeatr.cli.entry import (
     DEFAULT_STATE,
     deliver_pending_signal,
     install_signal_handlers,
+    pending_signal,
     resume_gc,
+    set_in_loop,
     state_root,
 )
 from repeatr.cli.output import Format, Reporter
@@ -144,9 +146,11 @@ def run_cancellable(fn: Callable[[], Awaitable[T]], out: Reporter, what: str = "
     """Run ``fn`` in an event loop that Ctrl-C, SIGTERM and SIGHUP cancel.
 
     Cancelling lets ``fn`` tear everything down, then raises ``Cancelled``
-    (exit 8). Our signal handlers are back afterwards: the event loop leaves
-    the defaults behind, so a SIGTERM just after it returned would kill us
-    without a report.
+    (exit 8). While the loop runs, our own handlers only record a signal
+    (``repeatr.cli.entry.set_in_loop``): one that lands before anyio's
+    receiver is up is picked up when it is, and one after the receiver has
+    closed (a second Ctrl-C during teardown) changes nothing. Never an
+    exception raised into the loop's or anyio's code at a random point.
     """
     import anyio
 
@@ -157,14 +161,26 @@ def run_cancellable(fn: Callable[[], Awaitable[T]], out: Reporter, what: str = "
         async with anyio.create_task_group() as tg:
 
             async def watch_signals() -> None:
-                with anyio.open_signal_receiver(
-                    signal.SIGINT, signal.SIGTERM, signal.SIGHUP
-                ) as signals:
-                    async for signum in signals:
-                        cancelled_by.append(signal.Signals(signum).name)
-                        out.log(f"{cancelled_by[-1]}: cancelling the {what}, cleaning up")
-                        tg.cancel_scope.cancel()
-                        return
+                name = None
+                try:
+                    with anyio.open_signal_receiver(
+                        signal.SIGINT, signal.SIGTERM, signal.SIGHUP
+                    ) as signals:
+                        # One that came before the receiver was up: recorded by our handler.
+                        name = pending_signal()
+                        if name is None:
+                            async for signum in signals:
+                                name = signal.Signals(signum).name
+                                break
+                finally:
+                    # Closing the receiver put back the default handlers: a second
+                    # signal (during teardown) must be recorded, not kill us.
+                    install_signal_handlers()
+                if name is None:
+                    return
+                cancelled_by.append(name)
+                out.log(f"{name}: cancelling the {what}, cleaning up")
+                tg.cancel_scope.cancel()
 
             tg.start_soon(watch_signals)
             result = await fn()
@@ -173,9 +189,11 @@ def run_cancellable(fn: Callable[[], Awaitable[T]], out: Reporter, what: str = "
         return None  # cancelled (the task group swallowed it)
 
     deliver_pending_signal()  # one deferred during an import must not fire inside the loop
+    set_in_loop(True)
     try:
         result = anyio.run(main, backend=os.environ.get("REPEATR_ASYNC_BACKEND", "asyncio"))
     finally:
+        set_in_loop(False)
         install_signal_handlers()
     if cancelled_by or result is None:
         raise Cancelled(f"cancelled by {cancelled_by[0] if cancelled_by else 'SIGINT'}")
