@@ -5,6 +5,12 @@ executor asked for); the value is the run record's JSON, exactly as it was
 printed. Only successful runs (exit code 0) are remembered, so a flaky failure
 is retried instead of replayed. ``repeatr run --no-memo`` ignores the store.
 
+An entry also names the files its saved outputs live in, where those are on
+this host (``ca+file://`` and ``file://`` warehouses). A hit needs every one
+of them: a record whose wares were deleted is not replayed; the formula runs
+again and saves them anew. (Outputs saved over HTTP are not checked: that
+would cost the hit path a request per output.)
+
 This module is on the hit path, which must stay fast: it imports nothing
 beyond the standard library (check with ``python -X importtime -m repeatr run``).
 """
@@ -14,8 +20,16 @@ from __future__ import annotations
 import hashlib
 import os
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
 #: Bump when the meaning of a stored record changes, to invalidate old entries.
-_VERSION = "1"
+_VERSION = "2"
+#: An entry: this line, one ``needs <path>`` line per file the outputs live in,
+#: an empty line, then the record exactly as printed.
+_MAGIC = b"repeatr-memo 2\n"
+_NEEDS = b"needs "
 
 
 def memo_key(formula_id: str, executor: str, extra: tuple[str, ...] = ()) -> str:
@@ -52,13 +66,27 @@ class MemoStore:
         return os.path.join(self.dir, key[:2], f"{key}.json")
 
     def get(self, key: str) -> bytes | None:
+        """The stored record, if there is one and every file it needs still exists."""
         try:
             with open(self._path(key), "rb") as f:
-                return f.read()
+                data = f.read()
         except FileNotFoundError:
             return None
+        if not data.startswith(_MAGIC):
+            return None
+        body = data[len(_MAGIC) :]
+        while not body.startswith(b"\n"):
+            line, nl, body = body.partition(b"\n")
+            if not nl or not line.startswith(_NEEDS) or not os.path.exists(line[len(_NEEDS) :]):
+                return None
+        return body[1:]
 
-    def put(self, key: str, record_json: bytes) -> None:
+    def put(self, key: str, record_json: bytes, needs: Sequence[str] = ()) -> None:
+        """Store ``record_json``; a later hit requires every path in ``needs`` to exist."""
+        encoded = [os.fsencode(p) for p in needs]
+        if any(b"\n" in p for p in encoded):
+            return  # cannot be written down: better no entry than one that cannot check
+        data = _MAGIC + b"".join(_NEEDS + p + b"\n" for p in encoded) + b"\n" + record_json
         path = self._path(key)
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         # What ``tempfile.mkstemp`` does (a new 0600 file, O_EXCL, unique name),
@@ -68,7 +96,7 @@ class MemoStore:
         fd = os.open(tmp, flags, 0o600)
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(record_json)
+                f.write(data)
             os.replace(tmp, path)
         except BaseException:
             os.unlink(tmp)

@@ -98,12 +98,44 @@ def cmd_run(args: argparse.Namespace, out: Reporter) -> int:
     fid = formula_id(loaded.formula)
     keys = [memo_key(fid, args.executor), *([fast_key] if fast_key else [])]
     if not args.no_memo and (stored := memo.get(keys[0])):
-        out.debug(f"memo hit: {fid}")
-        for key in keys[1:]:
-            memo.put(key, stored)
-        _print_record(out, stored, args.output_dir)
-        return 0
+        # The formula ID leaves the context out: this file may save elsewhere.
+        import json
+
+        needs = _saved_files(loaded, json.loads(stored)["results"])
+        if all(os.path.exists(p) for p in needs):
+            out.debug(f"memo hit: {fid}")
+            for key in keys[1:]:
+                memo.put(key, stored, needs)
+            _print_record(out, stored, args.output_dir)
+            return 0
+        out.debug(f"memo entry for {fid} skipped: a saved output is gone; running again")
     return _run(args, out, loaded, state, memo, keys)
+
+
+def _saved_files(loaded: Any, results: dict[str, str]) -> list[str]:
+    """The files on this host that a run's saved outputs live in (a memo hit needs them).
+
+    Outputs saved to ``ca+file://`` and ``file://`` warehouses; others
+    (HTTP) are not checked.
+    """
+    save_urls = loaded.context.save_urls if loaded.context is not None else {}
+    # An empty output ("tar:-") is never saved: nothing to need.
+    saved = {p: u for p, u in save_urls.items() if not results.get(p, ":-").endswith(":-")}
+    if not saved:
+        return []
+    from repeatr.model.wareid import WareID
+    from repeatr.warehouse import warehouse_for
+    from repeatr.warehouse.cafile import CAFileWarehouse
+    from repeatr.warehouse.file import FileWarehouse
+
+    files = []
+    for path, url in sorted(saved.items()):
+        wh = warehouse_for(url)
+        if isinstance(wh, CAFileWarehouse):
+            files.append(os.fspath(wh.ware_path(WareID.parse(results[path]))))
+        elif isinstance(wh, FileWarehouse):
+            files.append(os.fspath(wh.path))
+    return files
 
 
 def _print_record(out: Reporter, record_json: bytes, output_dir: str | None = None) -> None:
@@ -140,8 +172,9 @@ def _run(
         # reading stdout has the record while the veth is still being deleted.
         record_json = encode_pretty(record)
         if record.exit_code == 0:
+            needs = _saved_files(loaded, dict(record.results))
             for key in keys:
-                memo.put(key, record_json)
+                memo.put(key, record_json, needs)
         out.close()  # the packs' progress bars: the record goes to the same terminal
         _print_record(out, record_json, args.output_dir if record.exit_code == 0 else None)
 

@@ -272,3 +272,35 @@ def test_work_dir_removal_reports_what_it_could_not_remove(tmp_path: Path) -> No
     assert workdir.remove(work) == []
     assert not work.exists()
     assert workdir.remove(work) == []  # already gone: nothing to report
+
+
+def test_memo_hit_needs_its_saved_outputs(runner: Runner, tmp_path: Path) -> None:
+    """A record whose saved wares are gone is not replayed: the formula runs and saves again."""
+    whs = [tmp_path / "wh1", tmp_path / "wh2"]
+    for wh in whs:
+        wh.mkdir()
+
+    def formula(wh: Path, name: str) -> Path:
+        return runner.formula(
+            "/bin/sh", "-c", "echo ran; mkdir -p /task/o; echo x > /task/o/f",
+            outputs={"/task/o": {"packtype": "tar"}}, save={"/task/o": f"ca+file://{wh}/"},
+            name=name,
+        )
+
+    f = formula(whs[0], "one.json")
+    first = runner.run("run", str(f), "--executor", "ns")
+    assert first.code == 0 and "out| ran" in first.stderr, first.stderr
+    h = first.record()["results"]["/task/o"].split(":", 1)[1]
+    saved = [wh / h[:3] / h[3:6] / h for wh in whs]
+    hit = runner.run("run", str(f), "--executor", "ns")
+    assert hit.record() == first.record() and "out|" not in hit.stderr  # a hit
+    saved[0].unlink()
+    again = runner.run("run", str(f), "--executor", "ns")
+    assert again.code == 0 and "out| ran" in again.stderr, again.stderr  # ran again...
+    assert again.record()["results"] == first.record()["results"] and saved[0].is_file()
+    # The same formula in another file, saving elsewhere: the formula-ID entry is
+    # found, but this file's warehouse lacks the ware, so it runs (and saves) too.
+    g = formula(whs[1], "two.json")
+    other = runner.run("run", str(g), "--executor", "ns")
+    assert other.code == 0 and "out| ran" in other.stderr and saved[1].is_file()
+    assert "out|" not in runner.run("run", str(g), "--executor", "ns").stderr  # now a hit
