@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.clirun import Result
 from tests.rio import FIXTURES, SANS_BASE, WITH_BASE
 
 __all__ = ["FIXTURES", "SANS_BASE", "WITH_BASE", "Repeatr", "Result"]
-
-
-@dataclass
-class Result:
-    code: int
-    stdout: str
-    stderr: str
-
-    def events(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.stdout.splitlines() if line.strip()]
 
 
 Repeatr = Callable[..., Result]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +17,7 @@ import pytest
 from repeatr.fileset.pack import pack_dir
 from repeatr.model.filters import Filters
 from repeatr.warehouse import warehouse_for
+from tests.clirun import StateRunner
 from tests.rootfs import ScratchArea, session_rootfs
 
 
@@ -42,23 +42,13 @@ def busybox() -> Iterator[Busybox]:
         yield Busybox(area, str(ware), url)
 
 
-@dataclass
-class Result:
-    code: int
-    stdout: str
-    stderr: str
-
-    def record(self) -> dict[str, Any]:
-        return dict(json.loads(self.stdout))
-
-
-class Runner:
+class Runner(StateRunner):
     """Writes formulas and runs ``repeatr`` on them, with a private state dir."""
 
     def __init__(self, busybox: Busybox, tmp: Path) -> None:
+        # The state on the tmpfs: fast small-file work.
+        super().__init__(busybox.area.new_workdir(), tmp)
         self.busybox = busybox
-        self.dir = tmp
-        self.state = busybox.area.new_workdir()  # on the tmpfs: fast small-file work
 
     def formula(
         self,
@@ -89,15 +79,6 @@ class Runner:
         path.write_text(json.dumps(doc))
         return path
 
-    def command(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "repeatr", *args, "--cache", os.fspath(self.state)]
-
-    def run(self, *args: str, timeout: float = 120) -> Result:
-        proc = subprocess.run(
-            self.command(*args), capture_output=True, text=True, timeout=timeout, check=False
-        )
-        return Result(proc.returncode, proc.stdout, proc.stderr)
-
     @contextmanager
     def start(self, *args: str) -> Iterator[subprocess.Popen[str]]:
         """A background ``repeatr``; killed and reaped on the way out, whatever happened."""
@@ -110,10 +91,6 @@ class Runner:
             if proc.poll() is None:
                 proc.kill()
             proc.communicate()
-
-    def work_dirs(self) -> list[str]:
-        runs = self.state / "runs"
-        return sorted(os.listdir(runs)) if runs.exists() else []
 
 
 @pytest.fixture

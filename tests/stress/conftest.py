@@ -40,6 +40,7 @@ from repeatr.fileset.pack import pack_dir
 from repeatr.linux import libc
 from repeatr.model.filters import Filters
 from repeatr.warehouse import warehouse_for
+from tests.clirun import StateRunner
 from tests.rootfs import MKROOTFS, STRICT, mountinfo, processes_with
 
 SCALE = max(1, int(os.environ.get("REPEATR_STRESS_SCALE", "1")))
@@ -125,16 +126,6 @@ def area() -> Iterator[Area]:
 
 
 @dataclass
-class Result:
-    code: int
-    stdout: str
-    stderr: str
-
-    def record(self) -> dict[str, Any]:
-        return dict(json.loads(self.stdout))
-
-
-@dataclass
 class Lines:
     """A background run's stderr lines, each with the monotonic time it arrived."""
 
@@ -157,14 +148,15 @@ class Lines:
         return "".join(line for _, line in self.seen)
 
 
-class Stress:
+class Stress(StateRunner):
     """A state dir (cache + work dirs) on the area's tmpfs, and the real CLI on it."""
 
+    timeout = 180
+
     def __init__(self, area: Area, tmp: Path) -> None:
-        self.area = area
-        self.dir = tmp
-        self.state = area.base / "states" / uuid.uuid4().hex[:12]
+        super().__init__(area.base / "states" / uuid.uuid4().hex[:12], tmp)
         self.state.mkdir(parents=True)
+        self.area = area
 
     def formula(
         self,
@@ -196,15 +188,6 @@ class Stress:
         path = self.dir / name
         path.write_text(json.dumps(doc))
         return path
-
-    def command(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "repeatr", *args, "--cache", os.fspath(self.state)]
-
-    def run(self, *args: str, timeout: float = 180) -> Result:
-        proc = subprocess.run(
-            self.command(*args), capture_output=True, text=True, timeout=timeout, check=False
-        )
-        return Result(proc.returncode, proc.stdout, proc.stderr)
 
     @contextmanager
     def started(self, *args: str) -> Iterator[tuple[subprocess.Popen[str], Lines]]:
@@ -239,10 +222,6 @@ class Stress:
             for stream in (proc.stdout, proc.stderr):
                 if stream is not None:
                     stream.close()
-
-    def work_dirs(self) -> list[str]:
-        runs = self.state / "runs"
-        return sorted(os.listdir(runs)) if runs.exists() else []
 
     def cache_temps(self) -> list[str]:
         tmp = self.state / "tmp"
