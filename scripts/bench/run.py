@@ -22,25 +22,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import time
-from collections.abc import Callable
 
-from warm import PY, REPO, Warm, scratch
-
-
-def timed(fn: Callable[[], object], runs: int) -> float:
-    samples = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
-    return statistics.median(samples) * 1000
-
-
-def sh(*argv: str) -> None:
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, cwd=REPO)
+from warm import PY, REPO, Warm, scratch, sh, timed
 
 
 def main() -> None:

@@ -22,11 +22,8 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -34,26 +31,14 @@ import anyio
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, os.fspath(REPO))
 
+from warm import sh, timed  # noqa: E402
+
 from repeatr.executors import probe  # noqa: E402
 from repeatr.executors.base import ExecutorName, load  # noqa: E402
 from repeatr.executors.oci import OciExecutor  # noqa: E402
 from repeatr.linux import cgroups  # noqa: E402
 
 GOAL_MS = 50.0
-
-
-def timed(fn: Callable[[], object], runs: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1000
-
-
-def sh(*argv: str) -> None:
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
 
 
 def bare_bundle(area: Path, ex: OciExecutor) -> tuple[Path, str]:
@@ -75,7 +60,7 @@ def bare_oci(area: Path, ex: OciExecutor, runs: int) -> float:
     argv = [*ex.global_args(probe.true_job(area / "rootfs", area, ex), state, area / "bare.log"),
             "run", "--bundle", os.fspath(bundle), cid]
     if not ex.hide_cgroup2:
-        return timed(lambda: sh(*argv), runs)
+        return timed(lambda: sh(*argv), runs, warmup=True)
     # crun: time the loop inside one private mount namespace with the workaround
     # (host-notes), so the unshare itself is not counted.
     code = (
@@ -101,12 +86,13 @@ def bare_oci(area: Path, ex: OciExecutor, runs: int) -> float:
 def bare_ms(name: ExecutorName, area: Path, runs: int) -> float:
     rootfs = os.fspath(area / "rootfs")
     if name == ExecutorName.CHROOT:
-        return timed(lambda: sh("chroot", rootfs, "/bin/true"), runs)
+        return timed(lambda: sh("chroot", rootfs, "/bin/true"), runs, warmup=True)
     if name == ExecutorName.NS:
         return timed(
             lambda: sh("unshare", "-mpfiun", "--fork", "--mount-proc", "chroot", rootfs,
                        "/bin/true"),
             runs,
+            warmup=True,
         )
     ex = load(name)()
     assert isinstance(ex, OciExecutor)

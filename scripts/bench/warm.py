@@ -1,21 +1,41 @@
 """Shared by the run benchmarks: a warm rootfs ware on a tmpfs, formulas, timed ``repeatr run``.
 
-Not a benchmark itself: ``run.py`` and ``net.py`` import it.
+Not a benchmark itself: ``run.py``, ``run_executors.py`` and ``net.py`` import it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 PY = sys.executable
+
+
+def timed(fn: Callable[[], object], runs: int, *, warmup: bool = False) -> float:
+    """The median of ``runs`` calls of ``fn``, in ms (after one untimed call if ``warmup``)."""
+    if warmup:
+        fn()
+    samples = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return statistics.median(samples) * 1000
+
+
+def sh(*argv: str) -> None:
+    """Run a command to completion, its stdout discarded, stdin empty; fail if it fails."""
+    subprocess.run(
+        argv, check=True, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL, cwd=REPO
+    )
 
 
 @contextlib.contextmanager
