@@ -29,6 +29,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -43,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from repeatr import locks
 from repeatr.errors import Category
 from repeatr.linux import libc
-from repeatr.net.config import NetHost, Network
+from repeatr.net.config import DEFAULT_HOST, NetHost, Network
 from repeatr.net.ipindex import IPIndex
 from repeatr.owner import Owner
 
@@ -128,16 +129,22 @@ def bench_runs(runs: int, net: Network) -> None:
     from warm import Warm, scratch
 
     opts = ("--no-memo", "-e", "ns", "-q", "--bridge", net.bridge, "--subnet", str(net.subnet))
-    with scratch("repeatr-bench-netrun-") as base:
-        warm = Warm(base)
-        policies = ("host", "none", "bridge")
-        paths = {p: warm.formula(p, ["/bin/true"], network=p) for p in policies}
-        for path in paths.values():
-            warm.run("run", str(path), *opts)  # warm the cache; the first bridge creates it
-        samples: dict[str, list[tuple[float, float]]] = {p: [] for p in policies}
-        for _ in range(runs):
-            for policy, path in paths.items():
-                samples[policy].append(warm.run("run", str(path), *opts))
+    policies = ("host", "none", "bridge")
+    samples: dict[str, list[tuple[float, float]]] = {p: [] for p in policies}
+    try:
+        with scratch("repeatr-bench-netrun-") as base:
+            warm = Warm(base)
+            paths = {p: warm.formula(p, ["/bin/true"], network=p) for p in policies}
+            for path in paths.values():
+                warm.run("run", str(path), *opts)  # warm the cache; the first bridge creates it
+            for _ in range(runs):
+                for policy, path in paths.items():
+                    samples[policy].append(warm.run("run", str(path), *opts))
+    finally:
+        # The CLI keeps this network's IP index in the host's state dir (named
+        # after the bridge, as `repeatr run --bridge` names it): no lease is
+        # left in it, but the directory must go too.
+        shutil.rmtree(DEFAULT_HOST.index_dir(net.bridge), ignore_errors=True)
     med = {
         p: (statistics.median(r for r, _ in v) * 1000, statistics.median(e for _, e in v) * 1000)
         for p, v in samples.items()
