@@ -111,7 +111,8 @@ class Op:
 
 
 class Bind(Op):
-    """Bind a host path; ``ro`` is read-only for every submount too."""
+    """Bind a host path, nodev and nosuid; ``ro`` is read-only. Both hold for
+    every submount too (``recursive``)."""
 
     kind = "bind"
     fields = ("src", "dest", "ro", "recursive")
@@ -129,7 +130,7 @@ class Bind(Op):
         return self.dest
 
     def describe(self) -> str:
-        opts = ("ro" if self.ro else "rw") + (",rec" if self.recursive else "")
+        opts = ("ro" if self.ro else "rw") + ",nodev,nosuid" + (",rec" if self.recursive else "")
         return f"bind {self.src} -> {self.dest} ({opts})"
 
     def execute(self, root: Root) -> None:
@@ -140,16 +141,15 @@ class Bind(Op):
         create: Create = "dir" if stat.S_ISDIR(st.st_mode) else "file"
         flags = libc.MS_BIND | (libc.MS_REC if self.recursive else 0)
         root.mount_at(self.dest, create, self.src, None, flags)
-        if self.ro:
-            fd = root.open(self.dest)  # now the root of the new mount
-            try:
-                libc.mount_setattr(
-                    fd, "",
-                    libc.AT_EMPTY_PATH | (libc.AT_RECURSIVE if self.recursive else 0),
-                    attr_set=libc.MOUNT_ATTR_RDONLY,
-                )
-            finally:
-                os.close(fd)
+        fd = root.open(self.dest)  # now the root of the new mount
+        try:
+            libc.mount_setattr(
+                fd, "",
+                libc.AT_EMPTY_PATH | (libc.AT_RECURSIVE if self.recursive else 0),
+                attr_set=_ATTR_WARE | (libc.MOUNT_ATTR_RDONLY if self.ro else 0),
+            )
+        finally:
+            os.close(fd)
 
 
 def _escape_layer(path: str) -> str:
@@ -184,7 +184,7 @@ class Overlay(Op):
 
     def describe(self) -> str:
         rw = f" upper={self.upper}" if self.upper else " (ro)"
-        return f"overlay {':'.join(self.lowers)} -> {self.dest}{rw}"
+        return f"overlay {':'.join(self.lowers)} -> {self.dest}{rw} (nodev,nosuid)"
 
     def execute(self, root: Root) -> None:
         if not self.lowers:
@@ -201,7 +201,7 @@ class Overlay(Op):
                 os.utime(self.upper, ns=(top.st_atime_ns, top.st_mtime_ns))
             os.makedirs(self.work, exist_ok=True)
             data += f",upperdir={_escape_layer(self.upper)},workdir={_escape_layer(self.work)}"
-        root.mount_at(self.dest, "dir", "overlay", "overlay", 0, data)
+        root.mount_at(self.dest, "dir", "overlay", "overlay", WARE_FLAGS, data)
 
 
 class Tmpfs(Op):
@@ -220,22 +220,58 @@ class Tmpfs(Op):
         return self.dest
 
     def describe(self) -> str:
-        return f"tmpfs -> {self.dest} (mode {self.mode:04o})"
+        return f"tmpfs -> {self.dest} (mode {self.mode:04o}, nodev,nosuid)"
 
     def execute(self, root: Root) -> None:
         data = f"mode={self.mode:o}" + (f",size={self.size}" if self.size else "")
         root.mount_at(self.dest, "dir", "tmpfs", "tmpfs", libc.MS_NOSUID | libc.MS_NODEV, data)
 
 
-class Proc(Op):
-    """procfs of the mounting process's pid namespace (the ns executor's PID 1 mounts it)."""
+#: /proc paths a job must not read (kernel memory, keys, timers: host secrets),
+#: and paths it must not write (sysctls, sysrq, irq affinity: the host's
+#: kernel). runc's defaults (``runc spec``'s maskedPaths and readonlyPaths):
+#: the ns and chroot executors apply them with ``MaskPath``/``ReadOnlyPath``
+#: after mounting /proc, the OCI executors hand them to the runtime.
+MASKED_PATHS = (
+    "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+    "/sys/firmware",
+)
+READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+#: Flags of every mount repeatr makes from a ware or a host path: a device node
+#: or a setuid file shipped in a ware never reaches a host device or root.
+#: (setuid is never honoured anyway: every job runs with no_new_privs.)
+WARE_FLAGS = libc.MS_NODEV | libc.MS_NOSUID
+_ATTR_WARE = libc.MOUNT_ATTR_NODEV | libc.MOUNT_ATTR_NOSUID
+_ATTR_LOCKED = _ATTR_WARE | libc.MOUNT_ATTR_RDONLY | libc.MOUNT_ATTR_NOEXEC
 
-    kind = "proc"
+
+def _open_present(root: Root, dest: str) -> int | None:
+    """An O_PATH descriptor of ``dest`` (never a symlink), or None if it does not exist."""
+    parent, _, name = dest.rpartition("/")
+    pfd = root.open(parent or "/")
+    try:
+        fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
+    except FileNotFoundError:
+        return None
+    finally:
+        os.close(pfd)
+    if stat.S_ISLNK(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise AssemblyError(f"{dest} is a symlink in the container: it is not masked through it")
+    return fd
+
+
+class MaskPath(Op):
+    """Hide ``dest`` (runc's maskedPaths): /dev/null over a file, an empty
+    read-only tmpfs over a directory; nothing if it does not exist."""
+
+    kind = "mask"
     fields = ("dest",)
     __slots__ = fields
     dest: str
 
-    def __init__(self, dest: str = "/proc") -> None:
+    def __init__(self, dest: str) -> None:
         self._set(dest=dest)
 
     @property
@@ -243,11 +279,109 @@ class Proc(Op):
         return self.dest
 
     def describe(self) -> str:
-        return f"proc -> {self.dest}"
+        return f"mask {self.dest}"
+
+    def execute(self, root: Root) -> None:
+        fd = _open_present(root, self.dest)
+        if fd is None:
+            return
+        try:
+            if stat.S_ISDIR(os.fstat(fd).st_mode):
+                flags = libc.MS_RDONLY | WARE_FLAGS | libc.MS_NOEXEC
+                libc.mount("tmpfs", fd_path(fd), "tmpfs", flags, "mode=555,size=4k")
+            else:
+                libc.mount("/dev/null", fd_path(fd), None, libc.MS_BIND)
+        finally:
+            os.close(fd)
+
+
+class ReadOnlyPath(Op):
+    """Make ``dest`` and everything under it read-only (runc's readonlyPaths):
+    a recursive bind onto itself, then ro, nosuid, nodev, noexec on it."""
+
+    kind = "readonly"
+    fields = ("dest",)
+    __slots__ = fields
+    dest: str
+
+    def __init__(self, dest: str) -> None:
+        self._set(dest=dest)
+
+    @property
+    def target(self) -> str:
+        return self.dest
+
+    def describe(self) -> str:
+        return f"read-only {self.dest}"
+
+    def execute(self, root: Root) -> None:
+        fd = _open_present(root, self.dest)
+        if fd is None:
+            return
+        try:
+            libc.mount(fd_path(fd), fd_path(fd), None, libc.MS_BIND | libc.MS_REC)
+        finally:
+            os.close(fd)
+        fd = root.open(self.dest)  # now the root of the new mount
+        try:
+            libc.mount_setattr(
+                fd, "", libc.AT_EMPTY_PATH | libc.AT_RECURSIVE, attr_set=_ATTR_LOCKED
+            )
+        finally:
+            os.close(fd)
+
+
+class Proc(Op):
+    """procfs of the mounting process's pid namespace (the job, as PID 1 of
+    its own pid namespace, mounts it), then masked and made read-only where
+    runc does (``hardening``): a uid-0 job writes no sysctl and reads no
+    kernel memory, and a proc mount it would make in a user namespace of its
+    own is refused by the kernel (a masked proc is not "fully visible").
+    ``hidepid`` is procfs's option (``invisible``: other users' processes
+    are not even listed)."""
+
+    kind = "proc"
+    fields = ("dest", "hidepid")
+    __slots__ = fields
+    dest: str
+    hidepid: str | None
+
+    def __init__(self, dest: str = "/proc", hidepid: str | None = None) -> None:
+        self._set(dest=dest, hidepid=hidepid)
+
+    @property
+    def target(self) -> str:
+        return self.dest
+
+    def hardening(self) -> tuple[Op, ...]:
+        """The masks and read-only binds over this /proc, runc's paths moved to ``dest``."""
+        base = self.dest.rstrip("/")
+
+        def moved(path: str) -> str:
+            return base + path.removeprefix("/proc")
+
+        under = [p for p in (*MASKED_PATHS, *READONLY_PATHS) if p.startswith("/proc/")]
+        return tuple(
+            MaskPath(moved(p)) if p in MASKED_PATHS else ReadOnlyPath(moved(p)) for p in under
+        )
+
+    def options(self) -> str:
+        return "nosuid,nodev,noexec" + (f",hidepid={self.hidepid}" if self.hidepid else "")
+
+    def describe(self) -> str:
+        masked = " ".join(op.target for op in self.hardening() if isinstance(op, MaskPath))
+        ro = " ".join(op.target for op in self.hardening() if isinstance(op, ReadOnlyPath))
+        return f"proc -> {self.dest} ({self.options()}); masked: {masked}; read-only: {ro}"
 
     def execute(self, root: Root) -> None:
         flags = libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC
-        root.mount_at(self.dest, "dir", "proc", "proc", flags)
+        data = f"hidepid={self.hidepid}" if self.hidepid else None
+        root.mount_at(self.dest, "dir", "proc", "proc", flags, data)
+        for op in self.hardening():
+            try:
+                op.execute(root)
+            except OSError as e:
+                raise AssemblyError(f"{op.describe()}: {e}") from e
 
 
 DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
@@ -261,7 +395,11 @@ DEV_LINKS = (
 
 
 class Dev(Op):
-    """A minimal /dev: tmpfs, host nodes bound in, a private devpts, shm."""
+    """A minimal /dev: a nodev tmpfs, host nodes bound in, a private devpts, shm.
+
+    The bound nodes are mounts of their own (the host's /dev flags): they are
+    the only device nodes a job can open; one it makes itself (CAP_MKNOD)
+    anywhere in its filesystem opens nothing (every other mount is nodev)."""
 
     kind = "dev"
     fields = ("dest",)
@@ -280,7 +418,7 @@ class Dev(Op):
 
     def execute(self, root: Root) -> None:
         root.mount_at(
-            self.dest, "dir", "tmpfs", "tmpfs", libc.MS_NOSUID | libc.MS_NOEXEC, "mode=755,size=64k"
+            self.dest, "dir", "tmpfs", "tmpfs", WARE_FLAGS | libc.MS_NOEXEC, "mode=755,size=64k"
         )
         dev = root.open(self.dest)
         try:
@@ -364,7 +502,7 @@ class Mkdir(Op):
 
 
 OP_TYPES: dict[str, type[Op]] = {
-    t.kind: t for t in (Bind, Overlay, Tmpfs, Proc, Dev, Mkdir)
+    t.kind: t for t in (Bind, Overlay, Tmpfs, Proc, MaskPath, ReadOnlyPath, Dev, Mkdir)
 }
 
 

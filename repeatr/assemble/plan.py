@@ -8,8 +8,8 @@ the helper (cheap, and the helper trusts no one). Rules:
 - parents before children (sort by path components);
 - nothing is placed under a host bind mount: it would create mount points
   (or, for cradle steps, directories) in the host's tree;
-- ``Proc`` is split out: the ns executor mounts it from PID 1 of the new pid
-  namespace, the chroot executor right after the others.
+- ``Proc`` is split out: the job itself mounts it, as PID 1 of its new pid
+  namespace (ns, chroot), with its masks (``Proc.hardening``).
 """
 
 from __future__ import annotations

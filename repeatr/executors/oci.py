@@ -18,7 +18,8 @@ run's gc finds what a killed one left.
 differ: namespaces pid, ipc, uts, mount (and network unless ``host``; a
 prepared one by path when ``JobSpec.netns_path`` is set), the runtime's own
 minimal /dev (null, zero, full, random, urandom, tty, devpts, shm, mqueue),
-masked and read-only /proc paths, all devices denied in the device cgroup
+masked and read-only /proc paths (``repeatr.assemble.ops``: the same ones the
+ns and chroot executors apply), all devices denied in the device cgroup
 (the runtime adds its defaults back), no seccomp. The job's capabilities go
 into all five sets (bounding, effective, permitted, inheritable, ambient),
 limited to what this host's bounding set has (no CAP_SYS_RESOURCE here):
@@ -38,7 +39,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from repeatr.assemble.ops import Dev, Op, Proc
+from repeatr.assemble.ops import MASKED_PATHS, READONLY_PATHS, Dev, Op, Proc
 from repeatr.assemble.plan import plan
 from repeatr.errors import ExecutorError
 from repeatr.executors._preflight import require_filesystem, require_namespaces, require_root
@@ -55,14 +56,6 @@ from repeatr.linux import capability
 
 OCI_VERSION = "1.0.2"
 CPU_PERIOD_US = 100_000
-
-MASKED_PATHS = (
-    "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
-    "/sys/firmware",
-)
-READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
-
 
 def host_bounding_set() -> frozenset[int]:
     """Capabilities this process may hand on (its bounding set)."""
@@ -91,7 +84,7 @@ def oci_mounts(ops: tuple[Op, ...]) -> list[dict[str, Any]]:
     for op in ops:
         if isinstance(op, Proc):
             out.append({"destination": op.dest, "type": "proc", "source": "proc",
-                        "options": ["nosuid", "noexec", "nodev"]})
+                        "options": op.options().split(",")})
         elif isinstance(op, Dev):
             d = op.dest.rstrip("/")
             out += [

@@ -17,7 +17,8 @@ paused container holding them is harmless), then ``start``. The helper is a
 subreaper, so when ``create`` exits the container's init becomes its child:
 it ``waitpid``s it for the exact status (a signal is a signal, not a guessed
 128+N) and reads the run's OOM count from the cgroup before ``delete -f``
-removes it.
+removes it. Between ``create`` and ``start`` the container's root mount is
+made nodev,nosuid again (``restore_root_flags``: crun clears both).
 
 ``run`` (runsc): ``run`` in the foreground; its exit code is the job's
 (128+N for signal N). The gofer and the sandbox are our descendants and are
@@ -109,6 +110,36 @@ def hide_cgroup2() -> None:
     """
     if os.path.exists(CGROUP2_CONTROLLERS):
         libc.mount("/dev/null", CGROUP2_CONTROLLERS, None, libc.MS_BIND)
+
+
+def restore_root_flags(init: int) -> None:
+    """Make the created container's root mount nodev and nosuid again.
+
+    The root we assemble is nodev,nosuid (a device node in a ware opens
+    nothing), but crun 1.8.1 bind-mounts it and remounts the bind with no
+    flags, which clears both. Between ``create`` and ``start`` the container
+    is fully mounted and nothing of the job runs yet: a child joins its mount
+    namespace (where ``/`` is the container's root) and sets the flags on that
+    one mount (not recursively: the runtime's /dev holds the nodes it made).
+    A no-op for runc, which keeps them.
+    """
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            fd = os.open(f"/proc/{init}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+            libc.setns(fd, libc.CLONE_NEWNS)
+            libc.mount_setattr(
+                libc.AT_FDCWD, "/", 0, attr_set=libc.MOUNT_ATTR_NODEV | libc.MOUNT_ATTR_NOSUID
+            )
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if status != 0:
+        raise ExecutorError(
+            "cannot make the container's root nodev,nosuid (mount_setattr in its mount namespace)"
+        )
 
 
 # --- processes ---------------------------------------------------------------
@@ -254,6 +285,7 @@ def run(spec: dict[str, Any], root: Root, sock: int, parent: int, helper: Module
     with open(oci["pid_file"]) as f:
         init = int(f.read().strip())
     sandbox.set_job_pid(init)
+    restore_root_flags(init)
     start = spawn(oci["start"], devnull, quiet=True)
     status, _ = sandbox.wait_job(start, sock, parent, None)
     code = os.waitstatus_to_exitcode(status)
