@@ -1,6 +1,6 @@
-"""The parent's side of the sandbox helper, shared by the chroot and ns executors.
+"""The parent's side of the sandbox helper, shared by every executor.
 
-``run`` starts ``python -S -c "...repeatr.executors.sandbox..."`` (a fresh, single-
+``run`` starts ``python -I -S -c "...repeatr.executors.sandbox..."`` (a fresh, single-
 threaded interpreter: never a fork of this possibly threaded process), sends
 it the job (``repeatr.executors.wire`` frames) on a socketpair, streams the job's stdout/stderr (the
 helper's own pipes, inherited by the job) line by line to ``on_output``, and
@@ -33,6 +33,7 @@ import anyio
 import anyio.abc
 
 import repeatr
+from repeatr.assemble.ops import Op
 from repeatr.assemble.plan import plan
 from repeatr.errors import (
     AssemblyError,
@@ -55,12 +56,17 @@ from repeatr.linux import cgroups
 from repeatr.model.limits import LimitName
 
 MAX_LINE = 64 * 1024  # longer lines are delivered in pieces
-# The helper runs with -S (no site): it finds repeatr through PYTHONPATH.
 _PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(repeatr.__file__)))
-#: The helper's entry point. ``-c`` rather than ``-m repeatr.executors.sandbox``:
-#: runpy's own imports (importlib.util, contextlib) cost the helper ~1.3 ms.
+#: The helper's entry point. It runs as root before any isolation, so it imports
+#: nothing it was not meant to: ``-I`` (no cwd or script dir on sys.path, every
+#: PYTHON* variable ignored, no user site) and ``-S`` (no site: start-up time);
+#: repeatr is found by the absolute path appended here, after the standard
+#: library, so no file next to the package can shadow a stdlib module either.
+#: ``-c`` rather than ``-m repeatr.executors.sandbox``: runpy's own imports
+#: (importlib.util, contextlib) cost the helper ~1.3 ms.
 _HELPER_MAIN = (
-    "import sys; from repeatr.executors.sandbox import leave, main; leave(main(sys.argv))"
+    f"import sys; sys.path.append({_PKG_PARENT!r}); "
+    "from repeatr.executors.sandbox import leave, main; leave(main(sys.argv))"
 )
 _ERRORS: dict[str, type[RepeatrError]] = {
     Category.ASSEMBLY_INVALID.name: AssemblyError,
@@ -217,8 +223,12 @@ class HelperExecutor(Executor):
             raise JobInvalid("the job has no exec")
         check_limits(self, job.limits)
 
+    def job_mounts(self, job: JobSpec) -> tuple[Op, ...]:
+        """The mount operations the helper executes (an executor may adjust them)."""
+        return job.mounts
+
     def spec(self, job: JobSpec) -> dict[str, Any]:
-        p = plan(job.mounts, job.cradle)  # fail before starting anything
+        p = plan(self.job_mounts(job), job.cradle)  # fail before starting anything
         return {
             "mode": self.mode,
             "root": os.fspath(job.root),
@@ -240,7 +250,7 @@ class HelperExecutor(Executor):
         }
 
     def command(self, fd: int) -> list[str]:
-        return [self.python, "-S", "-c", _HELPER_MAIN, str(fd), str(os.getpid())]
+        return [self.python, "-I", "-S", "-c", _HELPER_MAIN, str(fd), str(os.getpid())]
 
     async def start_helper(
         self, spec: dict[str, Any], *, task_status: anyio.abc.TaskStatus[HelperHandle]
@@ -256,7 +266,7 @@ class HelperExecutor(Executor):
                 stderr=subprocess.PIPE if tty is None else tty,
                 pass_fds=(theirs.fileno(),),
                 start_new_session=True,  # Ctrl-C reaches us, not the helper
-                env={"PYTHONPATH": _PKG_PARENT, "PATH": os.defpath, "LC_ALL": "C.UTF-8"},
+                env={"PATH": os.defpath, "LC_ALL": "C.UTF-8"},  # nothing PYTHON*
             )
         except OSError as e:
             ours.close()

@@ -1,9 +1,11 @@
 """The helper process that assembles a container and runs one job in it.
 
-Started by ``repeatr.executors.helper`` as a *fresh* interpreter
-(``python -S -c "...main(sys.argv)" FD PARENT_PID``; by hand,
-``python -S -m repeatr.executors.sandbox FD PARENT_PID``): never forked from
-the threaded parent, so ``unshare`` applies to a single-threaded process.
+Started by ``repeatr.executors.helper`` as a *fresh*, isolated interpreter
+(``python -I -S -c "import sys; sys.path.append(PKG); ...main(sys.argv)" FD
+PARENT_PID``: nothing from the caller's cwd or PYTHON* environment is ever
+imported; ``--debug`` prints the exact command to replay by hand): never
+forked from the threaded parent, so ``unshare`` applies to a single-threaded
+process.
 Import-light: stdlib, ``repeatr.errors``, ``repeatr.linux``, ``repeatr.assemble``.
 
 Protocol: frames (``repeatr.executors.wire``) on the unix socket ``FD``.
@@ -25,9 +27,12 @@ kill a healthy run. The job has PR_SET_PDEATHSIG(SIGKILL) toward the helper
 (single-threaded, so there it is exact).
 
 Modes: ``ns`` unshares mount, pid, uts, ipc (and net unless the network is
-``host``); the job is PID 1 of the new pid namespace and gets its own nested
-mount namespace in which it pivots into the root. ``chroot`` unshares only the
-mount namespace and chroots: filesystem isolation only. ``oci`` unshares
+``host``); ``chroot`` unshares mount, pid and ipc (it keeps the host's network
+and hostname). In both the job is PID 1 of the new pid namespace: it mounts
+its /proc (masked and partly read-only, ``repeatr.assemble.ops.Proc``) in a
+nested mount namespace, pivots into the root there and detaches the old one;
+when it exits, the kernel kills everything left in its pid namespace. The
+job inherits only its stdin, stdout and stderr. ``oci`` unshares
 only the mount namespace, assembles the root there, and hands it to an OCI
 runtime (runc, crun, runsc) that runs as the helper's child
 (``repeatr.executors.oci_sandbox``): the runtime sees the assembled root.
@@ -263,16 +268,16 @@ def job_child(
             os._exit(1)
         for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)
-        if spec["mode"] == "ns":
-            libc.unshare(libc.CLONE_NEWNS)  # pivot_root must not move the helper's root
-            execute_all(late, root)  # proc of the new pid namespace
-            os.chdir(root.path)
-            libc.pivot_root(".", ".")
-            libc.umount2(".", libc.MNT_DETACH)
-        else:
-            execute_all(late, root)
-            os.chdir(root.path)
-            os.chroot(".")
+        # ns and chroot alike: PID 1 of the new pid namespace mounts its /proc
+        # (masked, read-only where runc makes it so) in a nested mount
+        # namespace, so pivot_root never moves the helper's root, then pivots
+        # and detaches the old root: no path leads back to the host's tree
+        # (chroot(2) would leave it one `chroot` + `cd ..` away).
+        libc.unshare(libc.CLONE_NEWNS)
+        execute_all(late, root)
+        os.chdir(root.path)
+        libc.pivot_root(".", ".")
+        libc.umount2(".", libc.MNT_DETACH)
         os.chdir("/")
         caps = capability.cap_numbers(spec["capabilities"], last_cap=spec["last_cap"])
         drop_privileges(spec["uid"], spec["gid"], caps, spec["last_cap"])
@@ -322,6 +327,8 @@ def make_group(spec: dict[str, Any]) -> cgroups.Group | None:
 def assemble(spec: dict[str, Any]) -> tuple[Root, list[Op]]:
     flags = libc.CLONE_NEWNS
     joined = False
+    if spec["mode"] == "chroot":
+        flags |= libc.CLONE_NEWPID | libc.CLONE_NEWIPC  # the host's network and hostname
     if spec["mode"] == "ns":
         flags |= libc.CLONE_NEWPID | libc.CLONE_NEWUTS | libc.CLONE_NEWIPC
         if spec.get("netns_path"):
@@ -387,7 +394,7 @@ def run(spec: dict[str, Any], sock: int, parent: int) -> bool:
     write_frame(sock, {"event": "started", "pid": pid})
     status, timed_out = wait_job(pid, sock, parent, (spec.get("limits") or {}).get("timeout"))
     _job_pid = 0
-    kill_descendants()  # whatever the job left behind (chroot: no pid namespace)
+    kill_descendants()  # the kernel killed the job's pid namespace; reap what is left
     oom = group is not None and group.oom_kills() > 0
     run_cleanups()
     write_frame(sock, exit_report(status, timed_out, oom))
@@ -396,6 +403,7 @@ def run(spec: dict[str, Any], sock: int, parent: int) -> bool:
 
 def main(argv: list[str]) -> int:
     sock = int(argv[1])
+    os.set_inheritable(sock, False)  # never the job's, nor an OCI runtime's
     signal.signal(signal.SIGTERM, _on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     try:

@@ -18,6 +18,7 @@ import pytest
 from repeatr.assemble.ops import Bind, Tmpfs
 from repeatr.errors import AssemblyError, Category, ExecutorError, JobInvalid
 from repeatr.executors.base import Isolation
+from repeatr.linux.capability import CAPABILITIES
 from tests.executors.conftest import Jobs
 from tests.rootfs import processes_with
 
@@ -162,7 +163,24 @@ async def test_capabilities_none_as_root(jobs: Jobs) -> None:
     assert out.result.exit_code == 0  # the overlay upper is root's: DAC lets uid 0 write /etc
 
 
+NETWORK_CAPS = frozenset({"CAP_NET_ADMIN", "CAP_NET_RAW"})
+
+
+def _most_caps(jobs: Jobs) -> frozenset[str]:
+    """Every capability the executor grants: ALL, or (sharing the host's network:
+    chroot) all but the network ones, which it refuses."""
+    if Isolation.NET in jobs.executor.capabilities().isolates:
+        return frozenset({"ALL"})
+    return frozenset(CAPABILITIES) - NETWORK_CAPS
+
+
 async def test_capabilities_all(jobs: Jobs) -> None:
+    if Isolation.NET not in jobs.executor.capabilities().isolates:
+        for caps in (frozenset({"ALL"}), *(frozenset({c}) for c in NETWORK_CAPS)):
+            with pytest.raises(ExecutorError) as info:
+                await jobs.sh("true", uid=0, gid=0, capabilities=caps)
+            assert "host's network" in info.value.message
+        return
     out = await jobs.sh("grep ^CapEff /proc/self/status", uid=0, gid=0,
                         capabilities=frozenset({"ALL"}))
     last = jobs.executor.capabilities().last_capability
@@ -218,7 +236,7 @@ async def test_writing_everywhere_leaves_lower_unchanged(jobs: Jobs) -> None:
         "rm /bin/ls && echo hacked >> /etc/passwd && chmod 700 /etc && ln -sf /x /bin/cat "
         "&& mkdir -p /usr/lib/new && touch -d @0 /bin/busybox && echo done"
     )
-    out = await jobs.sh(script, uid=0, gid=0, capabilities=frozenset({"ALL"}))
+    out = await jobs.sh(script, uid=0, gid=0, capabilities=_most_caps(jobs))
     assert (out.result.exit_code, out.stdout) == (0, b"done\n"), out.stderr
     assert (jobs.workdir / "upper" / "etc" / "written").exists()
     # the autouse host_unchanged fixture checks the lower rootfs digest
@@ -303,7 +321,7 @@ async def test_bind_ro_is_recursive(jobs: Jobs) -> None:
     """/sys/fs holds the host's cgroup tmpfs (rw): through a ro bind it is ro too."""
     out = await jobs.sh(
         "touch /mnt/fs/cgroup/x; echo $?; touch /mnt/fs/x; echo $?",
-        uid=0, gid=0, capabilities=frozenset({"ALL"}),
+        uid=0, gid=0, capabilities=_most_caps(jobs),
         extra_mounts=(Bind("/sys/fs", "/mnt/fs", ro=True, recursive=True),),
     )
     assert out.stdout == b"1\n1\n"
