@@ -32,7 +32,8 @@ and hostname). In both the job is PID 1 of the new pid namespace: it mounts
 its /proc (masked and partly read-only, ``repeatr.assemble.ops.Proc``) in a
 nested mount namespace, pivots into the root there and detaches the old one;
 when it exits, the kernel kills everything left in its pid namespace. The
-job inherits only its stdin, stdout and stderr. ``oci`` unshares
+job inherits only its stdin, stdout and stderr, and gets a session keyring
+of its own. ``oci`` unshares
 only the mount namespace, assembles the root there, and hands it to an OCI
 runtime (runc, crun, runsc) that runs as the helper's child
 (``repeatr.executors.oci_sandbox``): the runtime sees the assembled root.
@@ -266,6 +267,9 @@ def job_child(
         libc.set_pdeathsig(signal.SIGKILL)
         if not parent_alive(errw):
             os._exit(1)
+        # A session keyring of its own (as runc and crun give): the caller's
+        # would let the job use every key repeatr's session possesses.
+        libc.join_session_keyring()
         for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)
         # ns and chroot alike: PID 1 of the new pid namespace mounts its /proc

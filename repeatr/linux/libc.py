@@ -203,6 +203,24 @@ def openat2(dirfd: int, path: StrPath, flags: int, resolve: int, mode: int = 0) 
     return int(fd)
 
 
+# --- keyrings ----------------------------------------------------------------
+# glibc has no keyctl (libkeyutils does): the raw system call. asm/unistd_64.h
+# (x86_64) and asm-generic/unistd.h (arm64, riscv64)
+SYS_keyctl = 250 if os.uname().machine == "x86_64" else 219
+# /usr/include/linux/keyctl.h
+KEYCTL_GET_KEYRING_ID = 0
+KEYCTL_JOIN_SESSION_KEYRING = 1
+KEY_SPEC_SESSION_KEYRING = -3
+
+
+def join_session_keyring() -> int:
+    """keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL): a new anonymous session keyring
+    for the calling thread (its serial); keys of the old one are no longer possessed."""
+    return int(_syscall(
+        ctypes.c_long(SYS_keyctl), ctypes.c_long(KEYCTL_JOIN_SESSION_KEYRING), ctypes.c_char_p(None)
+    ))
+
+
 # --- process attributes ----------------------------------------------------
 # /usr/include/linux/prctl.h
 PR_SET_PDEATHSIG = 1

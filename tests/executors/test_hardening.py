@@ -252,7 +252,36 @@ async def test_old_root_is_gone(jobs: Jobs) -> None:
     assert out.stdout == b"/\n/\nsame\nchecked\n", out.stdout
 
 
-# --- fds: the job inherits 0, 1, 2 and nothing else -----------------------------------
+# --- what the helper hands down: fds 0, 1, 2 and a session keyring of the job's own -----
+KEYRING_PROBE = r"""
+#include <stdio.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+int main(void) {  /* keyctl(KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING, 0) */
+    printf("%ld\n", syscall(SYS_keyctl, 0, -3, 0));
+    return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def keyring_layer(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A lower layer with /keyring: prints its session keyring's serial (static C)."""
+    layer = tmp_path_factory.mktemp("keyring")
+    layer.chmod(0o755)  # the merged root takes the top layer's mode
+    src = layer.parent / "keyring.c"
+    src.write_text(KEYRING_PROBE)
+    subprocess.run(["cc", "-static", "-O1", "-o", layer / "keyring", src], check=True)
+    return layer
+
+
+async def test_job_has_its_own_session_keyring(jobs: Jobs, keyring_layer: Path) -> None:
+    """The caller's session keyring is not the job's: it could use every key in it."""
+    host = await anyio.run_process([keyring_layer / "keyring"])
+    out = await jobs.run(jobs.job("/keyring", lowers=(keyring_layer,), **ROOT))
+    assert out.result.exit_code == 0
+    assert out.stdout != host.stdout, out.stdout
+
 async def test_job_inherits_only_stdio(jobs: Jobs) -> None:
     out = await jobs.sh("ls /proc/$$/fd; :")  # the shell's, while ls runs (no exec: `; :`)
     assert sorted(out.stdout.split()) == [b"0", b"1", b"2"], out.stdout
