@@ -52,7 +52,7 @@ def test_failed_job_stops_make(runner: Runner) -> None:
 
 def test_signal_exit_code(runner: Runner) -> None:
     # the job is PID 1 (init ignores its own SIGKILL): a child kills itself, sh exits 128+9
-    f = runner.formula("/bin/sh", "-c", "sh -c 'kill -9 $$'")
+    f = runner.formula("/bin/sh", "-c", "sh -c 'kill -9 $$'; exit $?")
     res = runner.run("run", str(f), "--executor", "chroot")
     assert res.code == Category.JOB_FAILED
     assert res.record()["exitCode"] == 128 + signal.SIGKILL
