@@ -6,8 +6,8 @@
 2. ``crun``: the same isolation plus the runtime's device cgroup and masked
    /proc paths, ~15 ms more;
 3. ``runc``: as crun, slower to start (~30 ms more than ns);
-4. ``chroot``: filesystem isolation only (shares the host's network, pids,
-   hostname): the last resort, and only for jobs that need nothing more.
+4. ``chroot``: shares the host's network and hostname (its own mount, pid
+   and ipc namespaces): the last resort, and only for jobs that need nothing more.
 
 ``gvisor`` (a user-space kernel, ~130 ms more) is never picked by ``auto``
 unless the job needs an application kernel (``Needs.user_space_kernel``); it
