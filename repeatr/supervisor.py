@@ -134,7 +134,7 @@ async def run_formula(
                     netns_path=os.fspath(att.netns) if att.netns else None,
                 )
             job = replace(job, tty=tty)
-            for op in job.mounts:
+            for op in executor.job_mounts(job):
                 ev.debug(f"mount: {op.describe()}")
             for step in job.cradle:
                 ev.debug(f"cradle: {step.describe()}")

@@ -134,6 +134,10 @@ class Executor(abc.ABC):
     @abc.abstractmethod
     def capabilities(self) -> Capabilities: ...
 
+    def job_mounts(self, job: JobSpec) -> tuple[Op, ...]:
+        """The mount operations this executor makes of ``job.mounts`` (``--debug`` shows them)."""
+        return job.mounts
+
     @abc.abstractmethod
     def preflight(self) -> None:
         """Raise ExecutorError saying what is missing and how to fix it."""

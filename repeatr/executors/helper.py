@@ -33,7 +33,6 @@ import anyio
 import anyio.abc
 
 import repeatr
-from repeatr.assemble.ops import Op
 from repeatr.assemble.plan import plan
 from repeatr.errors import (
     AssemblyError,
@@ -222,10 +221,6 @@ class HelperExecutor(Executor):
         if not job.argv:
             raise JobInvalid("the job has no exec")
         check_limits(self, job.limits)
-
-    def job_mounts(self, job: JobSpec) -> tuple[Op, ...]:
-        """The mount operations the helper executes (an executor may adjust them)."""
-        return job.mounts
 
     def spec(self, job: JobSpec) -> dict[str, Any]:
         p = plan(self.job_mounts(job), job.cradle)  # fail before starting anything

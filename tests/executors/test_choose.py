@@ -89,4 +89,5 @@ def test_requested_executor() -> None:
 def test_order_is_isolation_then_speed() -> None:
     caps = [load(n)().capabilities() for n in AUTO_ORDER]
     assert caps[0].isolates == frozenset(Isolation)
-    assert caps[-1].isolates == frozenset({Isolation.MOUNT})
+    assert caps[-1].isolates < frozenset(Isolation)  # chroot: the host's network and hostname
+    assert Isolation.NET not in caps[-1].isolates

@@ -20,6 +20,7 @@ from typing import Any
 import anyio
 import pytest
 
+import repeatr
 from repeatr.assemble.ops import Bind
 from repeatr.executors.oci import OciExecutor
 from repeatr.linux import libc
@@ -183,7 +184,8 @@ def test_helper_command_replays_from_anywhere(tmp_path: Path) -> None:
         [sys.executable, "-I", "-S", "-c", probe], cwd=tmp_path, env={},
         capture_output=True, text=True, check=True,
     )
-    assert res.stdout.strip() == sys.modules["repeatr.executors.sandbox"].__file__
+    assert res.stdout.strip() == os.path.join(os.path.dirname(repeatr.__file__), "executors",
+                                              "sandbox.py")
 
 
 # --- 4, 5. the job sees, signals and reaches only its own processes -------------------

@@ -241,12 +241,16 @@ def test_bad_formula_is_usage_error(runner: Runner, tmp_path: Path) -> None:
     assert res.code == Category.USAGE and "bogus" in res.stderr
 
 
-@pytest.mark.parametrize("executor", ["ns", "runc"])
+@pytest.mark.parametrize("executor", ["ns", "chroot", "runc"])
 def test_debug_shows_mounts_and_command_lines(runner: Runner, executor: str) -> None:
     res = runner.run("run", str(runner.formula("/bin/true")), "-e", executor, "--debug")
     assert res.code == 0, res.stderr
     assert "repeatr: mount: overlay " in res.stderr and "repeatr: mount: proc -> /proc" in res.stderr
+    proc = next(line for line in res.stderr.splitlines() if "repeatr: mount: proc" in line)
+    assert "/proc/kcore" in proc.split("masked:")[1] and "/proc/sys" in proc.split("read-only:")[1]
+    assert ("hidepid=invisible" in proc) == (executor == "chroot")
     assert "repeatr: sandbox helper: " in res.stderr and "repeatr.executors.sandbox" in res.stderr
+    assert " -I -S -c " in res.stderr
     if executor == "runc":
         runtime = [line for line in res.stderr.splitlines() if line.startswith("repeatr: runtime: ")]
         assert [line.split()[2].rsplit("/", 1)[-1] for line in runtime] == ["runc"] * 3
