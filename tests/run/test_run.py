@@ -33,7 +33,8 @@ def test_hello_record_and_streams(runner: Runner, executor: str) -> None:
     assert list(record)[:5] == ["guid", "time", "formulaID", "exitCode", "results"]
     assert record["executor"] == executor
     assert record["network"] == ("none" if executor == "ns" else "host")
-    assert ("pid" in record["isolation"]) == (executor == "ns")
+    assert "pid" in record["isolation"]
+    assert ("net" in record["isolation"]) == (executor == "ns")
     assert record["exitCode"] == 0 and record["results"] == {}
     assert "out| hello\n" in res.stderr and "err| oops\n" in res.stderr
     ident = runner.run("formula", "id", str(f))
