@@ -34,6 +34,9 @@
 #include <sys/io.h>
 #include <sys/ioctl.h>
 #include <sys/klog.h>
+#include <sys/msg.h>
+#include <sys/reboot.h>
+#include <linux/reboot.h>
 #include <sys/mount.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
@@ -757,6 +760,60 @@ static int host_loopback(int argc, char **argv) {
     return blocked();
 }
 
+/* sysv-ipc ID KEY: reach a host SysV message queue (the ipc namespace) */
+static int sysv_ipc(int argc, char **argv) {
+    if (argc < 2) return blocked();
+    struct msqid_ds ds;
+    int id = atoi(argv[0]);
+    if (msgctl(id, IPC_STAT, &ds) != 0) {
+        note("msgctl(%d, IPC_STAT): %s", id, strerror(errno));
+        return blocked();
+    }
+    long key = strtol(argv[1], NULL, 0);
+    if ((long)ds.msg_perm.__key == key) return succeeded("saw the host's queue %d (key %s)", id, argv[1]);
+    note("queue %d has another key", id);
+    return blocked();
+}
+
+/* sethostname: set the hostname to its own current value */
+static int sethostname_(int argc, char **argv) {
+    (void)argc; (void)argv;
+    char name[256];
+    if (gethostname(name, sizeof name) != 0) { note("gethostname: %s", strerror(errno)); return blocked(); }
+    if (sethostname(name, strlen(name)) == 0) return succeeded("sethostname(%s)", name);
+    note("sethostname: %s", strerror(errno));
+    return blocked();
+}
+
+/* reboot: a command the kernel rejects right after the permission check */
+static int reboot_(int argc, char **argv) {
+    (void)argc; (void)argv;
+    long r = syscall(SYS_reboot, LINUX_REBOOT_MAGIC1, LINUX_REBOOT_MAGIC2, 0x0badc0de, NULL);
+    if (r == 0 || !refused(errno))
+        return succeeded("reboot passed the permission check (%s)", r == 0 ? "returned 0" : strerror(errno));
+    note("reboot: %s", strerror(errno));
+    return blocked();
+}
+
+/* parent-peek: the process that started the job (the root sandbox helper):
+ * its environment and its descriptors (the control socket to repeatr) */
+static int parent_peek(int argc, char **argv) {
+    (void)argc; (void)argv;
+    pid_t parent = getppid();
+    if (parent <= 0) { note("no parent visible (ppid %d)", parent); return blocked(); }
+    char path[64], buf[256];
+    snprintf(path, sizeof path, "/proc/%d/environ", parent);
+    if (read_file(path, buf, sizeof buf) > 0) return succeeded("read %s", path);
+    note("%s: %s", path, strerror(errno));
+    for (int fd = 0; fd < 16; fd++) {
+        snprintf(path, sizeof path, "/proc/%d/fd/%d", parent, fd);
+        int f = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+        if (f >= 0) { close(f); return succeeded("opened %s", path); }
+        if (errno != ENOENT) note("%s: %s", path, strerror(errno));
+    }
+    return blocked();
+}
+
 /* --- dispatch ------------------------------------------------------------ */
 
 static const struct { const char *name; int (*fn)(int, char **); } commands[] = {
@@ -793,6 +850,10 @@ static const struct { const char *name; int (*fn)(int, char **); } commands[] = 
     {"tiocsti", tiocsti},
     {"abstract-socket", abstract_socket},
     {"host-loopback", host_loopback},
+    {"sysv-ipc", sysv_ipc},
+    {"sethostname", sethostname_},
+    {"reboot", reboot_},
+    {"parent-peek", parent_peek},
 };
 
 int main(int argc, char **argv) {

@@ -33,7 +33,7 @@ from repeatr.fileset.pack import pack_dir
 from repeatr.model.filters import PACK_FLATTEN
 from tests.rootfs import processes_with
 
-from .conftest import Attacker, Run, kill_marked, tree_state
+from .conftest import Attacker, Run, kill_marked, save, tree_state
 
 
 @dataclass(frozen=True)
@@ -100,34 +100,45 @@ def sysctl_vm(a: Attacker) -> Verdict:
     )
 
 
+@attack("sysctl-net")
+def sysctl_net(a: Attacker) -> Verdict:
+    """chroot shares the host's network namespace: its net sysctls are the host's."""
+    return run_tool(
+        a, "sysctl-write", "/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/core/somaxconn", uid=0
+    )
+
+
 @attack("ware-device-nodes")
 def ware_device_nodes(a: Attacker) -> Verdict:
     paths = [f"/devs/{name}" for name in a.lab.device_names]
     return run_tool(a, "open-ro", *paths, inputs={"/devs": a.lab.devices})
 
 
-#: Modules the helper (or anything it imports) could pick up from the caller's
-#: cwd if that were on its sys.path; each one leaves a marker when imported.
+#: Modules the helper could pick up from the caller's cwd if that were on its
+#: sys.path; each one leaves a marker when imported. Two runs: the standard
+#: library's modules (the issue's ``signal.py``), then a ``repeatr`` package,
+#: which would shadow the helper's own imports before any of the first set.
 PLANTED_MODULES = (
-    "signal.py", "os.py", "select.py", "errno.py", "stat.py", "time.py", "socket.py",
-    "json.py", "encodings/__init__.py", "repeatr/__init__.py", "repeatr/executors/__init__.py",
-    "sitecustomize.py", "usercustomize.py",
+    ("signal.py", "os.py", "select.py", "errno.py", "stat.py", "time.py", "socket.py",
+     "json.py", "encodings/__init__.py", "sitecustomize.py", "usercustomize.py"),
+    ("repeatr/__init__.py", "repeatr/executors/__init__.py"),
 )
 
 
 @attack("helper-imports-cwd")
 def helper_imports_cwd(a: Attacker) -> Verdict:
-    cwd = a.dir / "caller-cwd"
     marker = a.dir / "imported"
-    for rel in PLANTED_MODULES:
-        path = cwd / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(f"open({os.fspath(marker)!r}, 'a').write({rel!r} + '\\n')\n")
-    run = a.run(["/bin/attack", "euid"], cwd=cwd)
-    if marker.exists():
-        return Verdict(False, f"imported from the caller's cwd: {marker.read_text().split()}")
-    if run.result("euid") is None:
-        raise AttackNotTried(f"the run did not get to the job: {run.describe()}")
+    for n, modules in enumerate(PLANTED_MODULES):
+        cwd = a.dir / f"caller-cwd-{n}"
+        for rel in modules:
+            path = cwd / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(f"open({os.fspath(marker)!r}, 'a').write({rel!r} + '\\n')\n")
+        run = a.run(["/bin/attack", "euid"], host_cwd=cwd)
+        if marker.exists():
+            return Verdict(False, f"imported from the caller's cwd: {marker.read_text().split()}")
+        if run.result("euid") is None:
+            raise AttackNotTried(f"the run did not get to the job: {run.describe()}")
     return Verdict(True, "nothing imported from the caller's cwd")
 
 
@@ -323,30 +334,57 @@ def ware_shelf_write(a: Attacker) -> Verdict:
     return tool
 
 
+def symlink_ware(a: Attacker, target: Path) -> str:
+    """A ware holding ``link``, a symlink to the host path ``target``."""
+    tree = a.dir / "symlink-ware"
+    tree.mkdir()
+    (tree / "link").symlink_to(target)
+    return save(a.lab.warehouse, tree)
+
+
+def host_dir_untouched(host: Path, before: os.stat_result, run: Run, sub: str) -> Verdict:
+    entries = sorted(os.listdir(host))
+    after = os.stat(host)
+    if entries:
+        return Verdict(False, f"the run wrote through the symlink onto the host: {entries}")
+    if (after.st_mode, after.st_uid, after.st_gid) != (before.st_mode, before.st_uid, before.st_gid):
+        return Verdict(False, f"the run changed the host dir {host}: {stat.filemode(after.st_mode)} "
+                       f"{after.st_uid}:{after.st_gid}")
+    if run.result(sub) is None and run.code not in REFUSED:
+        raise AttackNotTried(f"the run neither ran nor was refused: {run.describe()}")
+    return Verdict(True, f"the host dir is as it was (exit {run.code})")
+
+
 @attack("symlink-mount-point")
 def symlink_mount_point(a: Attacker) -> Verdict:
     """A ware whose ``link`` is a symlink to a host dir, with an input mounted under it."""
     host = a.dir / "host-target"
     host.mkdir()
-    tree = a.dir / "symlink-ware"
-    tree.mkdir()
-    (tree / "link").symlink_to(host)
-    from .conftest import save
-
-    ware = save(a.lab.warehouse, tree)
+    before = os.stat(host)
     source = a.dir / "mounted"
     source.mkdir()
     (source / "f").write_text("x\n")
     run = a.run(
         ["/bin/attack", "euid"],
-        inputs={"/opt": ware, "/opt/link/inner": f"mount:ro:{source}"},
+        inputs={"/opt": symlink_ware(a, host), "/opt/link/inner": f"mount:ro:{source}"},
     )
-    entries = sorted(os.listdir(host))
-    if entries:
-        return Verdict(False, f"the assembly wrote through the symlink onto the host: {entries}")
-    if run.result("euid") is None and run.code not in REFUSED:
-        raise AttackNotTried(f"the run neither ran nor was refused: {run.describe()}")
-    return Verdict(True, f"the host dir stayed empty (exit {run.code})")
+    return host_dir_untouched(host, before, run, "euid")
+
+
+@attack("cradle-symlink")
+def cradle_symlink(a: Attacker) -> Verdict:
+    """The cradle's cwd and home dir under a ware's symlink to a host dir."""
+    host = a.dir / "host-target"
+    host.mkdir()
+    host.chmod(0o700)
+    before = os.stat(host)
+    run = a.run(
+        ["/bin/attack", "euid"],
+        inputs={"/opt": symlink_ware(a, host)},
+        cwd="/opt/link/work",
+        userinfo={"uid": 1000, "gid": 1000, "homedir": "/opt/link/home"},
+    )
+    return host_dir_untouched(host, before, run, "euid")
 
 
 @attack("symlink-output")
@@ -407,6 +445,9 @@ for _name, _sub, _uid in (
     ("mknod", "mknod", 0),
     ("raw-socket", "raw-socket", 0),
     ("tiocsti", "tiocsti", 1000),
+    ("sethostname", "sethostname", 0),
+    ("reboot", "reboot", 0),
+    ("parent-peek", "parent-peek", 0),
     ("fd-leak", "fd-leak", 1000),
 ):
     attack(_name)(_syscall(_sub, _uid))
@@ -484,6 +525,19 @@ def serve(listener: socket.socket, secret: str) -> Iterator[None]:
         done.set()
         thread.join()
         listener.close()
+
+
+@attack("host-ipc")
+def host_ipc(a: Attacker) -> Verdict:
+    """A SysV message queue made on the host: visible only in the host's ipc namespace."""
+    made = subprocess.run(["ipcmk", "-Q", "-p", "0666"], capture_output=True, text=True, check=True)
+    qid = made.stdout.split(":")[-1].strip()
+    try:
+        listing = subprocess.run(["ipcs", "-q"], capture_output=True, text=True, check=True).stdout
+        key = next(f[0] for f in (line.split() for line in listing.splitlines()) if len(f) > 1 and f[1] == qid)
+        return run_tool(a, "sysv-ipc", qid, key)
+    finally:
+        subprocess.run(["ipcrm", "-q", qid], check=True)
 
 
 @attack("abstract-socket")

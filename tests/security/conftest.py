@@ -214,18 +214,19 @@ class Attacker:
         ]
 
     def run(
-        self, argv: list[str], *, cwd: Path | None = None, timeout: float = RUN_TIMEOUT,
+        self, argv: list[str], *, host_cwd: Path | None = None, timeout: float = RUN_TIMEOUT,
         **formula: Any,
     ) -> Run:
-        return self.run_formula(self.formula(argv, **formula), cwd=cwd, timeout=timeout)
+        """Run a formula; ``host_cwd`` is where ``repeatr run`` itself runs."""
+        return self.run_formula(self.formula(argv, **formula), host_cwd=host_cwd, timeout=timeout)
 
     def run_formula(
-        self, path: Path, *, cwd: Path | None = None, timeout: float = RUN_TIMEOUT
+        self, path: Path, *, host_cwd: Path | None = None, timeout: float = RUN_TIMEOUT
     ) -> Run:
         t0 = time.monotonic()
         proc = subprocess.Popen(
             self.command(path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            cwd=cwd or self.dir, start_new_session=True,
+            cwd=host_cwd or self.dir, start_new_session=True,
         )
         try:
             out, err = proc.communicate(timeout=timeout)
