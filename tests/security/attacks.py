@@ -325,10 +325,14 @@ def ro_mount_write(a: Attacker) -> Verdict:
 
 @attack("ware-shelf-write")
 def ware_shelf_write(a: Attacker) -> Verdict:
-    run = a.run(["/bin/attack", "overlay-lower"], uid=0, inputs={"/devs": a.lab.devices})
-    tool = tool_verdict(run, "overlay-lower")
-    # The job also changed files in its root: that lands in the upper dir only.
+    """Change files of the rootfs ware, then write into the shelves' host paths."""
     shelf = a.lab.shelf(a.lab.rootfs)
+    before = tree_state(shelf) if shelf.exists() else None
+    script = "echo attack >> /etc/passwd && chmod 700 /bin && exec /bin/attack overlay-lower"
+    run = a.run(["/bin/sh", "-c", script], uid=0, inputs={"/devs": a.lab.devices})
+    tool = tool_verdict(run, "overlay-lower")
+    if before is not None and tree_state(shelf) != before:
+        return Verdict(False, f"the shelf {shelf} changed ({tool.evidence})")
     if (shelf / "attack-marker").exists():
         return Verdict(False, f"a file appeared in the shelf {shelf} ({tool.evidence})")
     return tool

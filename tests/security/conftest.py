@@ -38,7 +38,7 @@ from repeatr.linux import libc
 from repeatr.model.filters import Filters
 from repeatr.model.wareid import WareID
 from repeatr.warehouse import warehouse_for
-from tests.rootfs import MKROOTFS, processes_with
+from tests.rootfs import MKROOTFS, ScratchArea, foreign_mount, mountinfo, processes_with
 
 HERE = Path(__file__).resolve().parent
 ATTACK_C = HERE / "attack.c"
@@ -131,6 +131,20 @@ def lab() -> Iterator[Lab]:
     finally:
         libc.umount2(base, libc.MNT_DETACH)
         base.rmdir()
+
+
+@pytest.fixture(autouse=True)
+def no_mounts_left(request: pytest.FixtureRequest) -> Iterator[None]:
+    """No attack leaves a mount in the host's namespace (other sessions' tmpfs aside)."""
+    if "lab" not in request.fixturenames:
+        yield
+        return
+    lab: Lab = request.getfixturevalue("lab")
+    area = ScratchArea(lab.base, lab.base)
+    before = mountinfo()
+    yield
+    new = [line for line in mountinfo() if line not in before]
+    assert [line for line in new if not foreign_mount(line, area)] == [], "mounts left on the host"
 
 
 # --- runs -----------------------------------------------------------------------
