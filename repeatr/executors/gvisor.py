@@ -72,4 +72,6 @@ class GvisorExecutor(OciExecutor):
             self.runtime_path(), "--root", os.fspath(state), "--log", os.fspath(log),
             "--platform=ptrace", f"--network={network}", "--ignore-cgroups",
             "--net-raw",  # else runsc drops CAP_NET_RAW, which the governor policy grants
+            # the Sentry applies config.json's seccomp profile to the job's syscalls
+            *(["--oci-seccomp"] if job.seccomp else []),
         ]

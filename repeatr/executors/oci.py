@@ -19,7 +19,8 @@ differ: namespaces pid, ipc, uts, mount (and network unless ``host``; a
 prepared one by path when ``JobSpec.netns_path`` is set), the runtime's own
 minimal /dev (null, zero, full, random, urandom, tty, devpts, shm, mqueue),
 masked and read-only /proc paths, all devices denied in the device cgroup
-(the runtime adds its defaults back), no seccomp. The job's capabilities go
+(the runtime adds its defaults back), the default seccomp profile
+(``repeatr.executors.seccomp``; none for ``sysad``) as ``linux.seccomp``. The job's capabilities go
 into all five sets (bounding, effective, permitted, inheritable, ambient),
 limited to what this host's bounding set has (no CAP_SYS_RESOURCE here):
 asking runc for more fails the run. ``RLIMIT_NOFILE`` is ours (the runtime
@@ -41,6 +42,7 @@ from typing import Any, ClassVar, Literal
 from repeatr.assemble.ops import Dev, Op, Proc
 from repeatr.assemble.plan import plan
 from repeatr.errors import ExecutorError
+from repeatr.executors import seccomp
 from repeatr.executors._preflight import require_filesystem, require_namespaces, require_root
 from repeatr.executors.base import (
     Capabilities,
@@ -156,6 +158,8 @@ def config(job: JobSpec, cgroups_path: str, *, last_cap: int | None = None) -> d
             "readonlyPaths": list(READONLY_PATHS),
         },
     }
+    if job.seccomp:
+        cfg["linux"]["seccomp"] = seccomp.for_capabilities(caps).oci()
     if job.hostname:
         cfg["hostname"] = job.hostname
     return cfg
@@ -239,6 +243,11 @@ class OciExecutor(HelperExecutor):
             "cgroup": cid,
             "hide_cgroup2": self.hide_cgroup2,
         }
+
+    def seccomp_program(self, job: JobSpec) -> bytes | None:
+        """None: the runtime applies the profile, from ``config.json``."""
+        self.seccomp_profile(job)  # its --debug line
+        return None
 
     def config(self, job: JobSpec, cgroups_path: str) -> dict[str, Any]:
         return config(job, cgroups_path, last_cap=self.capabilities().last_capability)

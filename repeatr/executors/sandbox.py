@@ -288,6 +288,8 @@ def job_child(
         env = dict(spec["env"])
         argv = spec["argv"]
         path = find_exec(argv[0], env)
+        if spec.get("seccomp"):  # last: the filter allows execve, not what came before it
+            libc.seccomp_set_filter(spec["seccomp"])
         try:
             os.execve(path, argv, env)
         except OSError as e:
