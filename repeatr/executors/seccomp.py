@@ -283,7 +283,11 @@ def for_capabilities(caps: Iterable[str], *, machine: str | None = None) -> Prof
 
 def cache_key(profile: Profile) -> str:
     """What the compiled program depends on: the rules, the ABIs, libseccomp's version."""
-    ident = repr((PROFILE, profile, libseccomp.version()))
+    # No sets in it: their repr's order changes with each process's hash seed.
+    ident = repr((
+        PROFILE, profile.arches, profile.rules, sorted(profile.capabilities),
+        libseccomp.version(),
+    ))
     return hashlib.sha256(ident.encode()).hexdigest()[:32]
 
 
