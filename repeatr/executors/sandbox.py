@@ -39,6 +39,10 @@ The timeout is the helper's: when it passes, the job and everything it
 started are SIGKILLed and the exit report says ``timed_out``. A kernel OOM
 kill in the run's memory group is reported as ``oom``.
 
+Seccomp (``spec["seccomp"]``, ``ns`` and ``chroot``): a BPF program the
+parent compiled (``repeatr.executors.seccomp``); the job installs it last,
+after no_new_privs, right before ``execve``. In ``oci`` mode the runtime does.
+
 The helper never writes to its stdout/stderr: they belong to the job.
 """
 
