@@ -36,9 +36,9 @@ def cmd_explain(args: argparse.Namespace, out: Reporter) -> int:
     from repeatr.executors import seccomp
     from repeatr.executors.choose import choose
     from repeatr.memo import MemoStore, memo_key
+    from repeatr.model import policy
     from repeatr.model.defaults import apply_defaults
     from repeatr.model.formula import HostMount, load_formula_file
-    from repeatr.model import policy
     from repeatr.model.formula_id import formula_id
 
     loaded = load_formula_file(args.formula)

@@ -29,7 +29,10 @@ Differences from Docker's profile (the 2023 one): ``io_uring_*`` are denied
 bypasses this filter for the operations it queues); the syscalls added since
 (``fchmodat2``, ``cachestat``, ``map_shadow_stack``, ``futex_wake``/
 ``futex_wait``/``futex_requeue``) are allowed. Syscalls that this host's
-libseccomp does not know are skipped (runc does the same), so they get EPERM.
+libseccomp does not know are skipped (runc does the same). As runc does,
+syscalls numbered above the newest one the profile names (per ABI) fail with
+ENOSYS, not EPERM: they are newer than the profile, and a libc falls back to
+an older call on ENOSYS only.
 
 Architectures: x86_64 with its 32-bit (``x86``) and ``x32`` ABIs, aarch64 with
 ``arm``, as Docker's ``archMap``. Any other architecture gets the default
@@ -61,6 +64,8 @@ from repeatr.linux import capability, libseccomp
 #: Changes whenever the rules change (shown by ``--debug``, part of the cache key).
 PROFILE = "repeatr-default/1"
 
+#: Bump when ``compile_bpf`` makes a different program from the same rules (cache key).
+PROGRAM_FORMAT = 2
 #: Compiled programs (root's tmpfs: emptied at boot).
 CACHE_DIR = Path("/run/repeatr/seccomp")
 
@@ -282,10 +287,10 @@ def for_capabilities(caps: Iterable[str], *, machine: str | None = None) -> Prof
 
 
 def cache_key(profile: Profile) -> str:
-    """What the compiled program depends on: the rules, the ABIs, libseccomp's version."""
+    """What the compiled program depends on: the rules, the ABIs, how we compile, libseccomp."""
     # No sets in it: their repr's order changes with each process's hash seed.
     ident = repr((
-        PROFILE, profile.arches, profile.rules, sorted(profile.capabilities),
+        PROFILE, PROGRAM_FORMAT, profile.arches, profile.rules, sorted(profile.capabilities),
         libseccomp.version(),
     ))
     return hashlib.sha256(ident.encode()).hexdigest()[:32]
@@ -316,6 +321,20 @@ def _cached_bpf(profile: Profile, cache_dir: Path | None) -> bytes:
 def compile_bpf(profile: Profile) -> bytes:
     """Compile ``profile`` with libseccomp (no cache)."""
     rules: list[libseccomp.CompiledRule] = []
+    newest: dict[str, int] = {}
+    for rule in profile.rules:
+        for arch in rule.arches or profile.arches:
+            if arch not in profile.arches:
+                continue
+            for name in rule.names:
+                nr = libseccomp.syscall_number(name, arch)
+                if nr is None or nr < 0:
+                    continue
+                if arch == "x32":
+                    nr &= ~libseccomp.X32_SYSCALL_BIT
+                    if nr >= 512:  # x32's own compat entries
+                        continue
+                newest[arch] = max(newest.get(arch, 0), nr)
     for rule in profile.rules:
         action = (
             libseccomp.ACT_ALLOW if rule.errno is None else libseccomp.act_errno(rule.errno)
@@ -325,4 +344,6 @@ def compile_bpf(profile: Profile) -> bytes:
             if nr is None:
                 continue  # not a syscall libseccomp knows (runc skips them too)
             rules.append(libseccomp.CompiledRule(nr, action, rule.args))
-    return libseccomp.compile_bpf(libseccomp.act_errno(DEFAULT_ERRNO), profile.arches, rules)
+    return libseccomp.compile_bpf(
+        libseccomp.act_errno(DEFAULT_ERRNO), profile.arches, rules, newest=newest
+    )

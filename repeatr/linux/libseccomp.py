@@ -14,9 +14,11 @@ Constants cite ``/usr/include/seccomp.h`` (libseccomp-dev 2.5).
 from __future__ import annotations
 
 import ctypes
+import errno
 import functools
 import os
-from collections.abc import Callable, Sequence
+import struct
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -175,11 +177,75 @@ class CompiledRule:
     conditions: tuple[Condition, ...] = ()
 
 
-def compile_bpf(default_action: int, arches: Sequence[str], rules: Sequence[CompiledRule]) -> bytes:
+# linux/filter.h, linux/bpf_common.h: classic BPF opcodes
+_LD_W_ABS = 0x20
+_JEQ_K = 0x15
+_JGT_K = 0x25
+_JGE_K = 0x35
+_JSET_K = 0x45
+_RET_K = 0x06
+_INSN = struct.Struct("=HBBI")  # struct sock_filter
+# linux/seccomp.h: struct seccomp_data offsets; asm/unistd_x32.h
+_NR_OFFSET = 0
+_ARCH_OFFSET = 4
+X32_SYSCALL_BIT = 0x40000000
+_X32_COMPAT_FIRST = 512  # x32's own compat entries (512..547), above every common number
+
+
+def enosys_stub(newest: Mapping[str, int]) -> bytes:
+    """BPF that fails syscalls newer than ``newest[abi]`` with ENOSYS, else falls through.
+
+    As runc does: a syscall the profile cannot know (added to the kernel
+    after it) fails as if the kernel lacked it, so libcs fall back to an
+    older call instead of failing with EPERM. ``newest`` maps ABI names
+    (``x86_64``, ``x86``, ``x32``...) to the highest syscall number the
+    profile names there (x32: without its bit, below its compat range).
+    Prepended to a libseccomp program, which starts by loading the arch again.
+    """
+    # (label, code, jump-if-true label, jump-if-false label, k); a None
+    # jump goes to the next instruction, "end" to the libseccomp program.
+    prog: list[tuple[str | None, int, str | None, str | None, int]] = [
+        (None, _LD_W_ABS, None, None, _ARCH_OFFSET),
+    ]
+    abis = [abi for abi in newest if abi != "x32"]
+    for i, abi in enumerate(abis):
+        other_arch = f"arch{i + 1}" if i + 1 < len(abis) else "end"
+        prog += [
+            (f"arch{i}", _JEQ_K, None, other_arch, arch_token(abi)),
+            (None, _LD_W_ABS, None, None, _NR_OFFSET),
+        ]
+        if abi == "x86_64" and "x32" in newest:  # x32 shares the arch, with a bit in nr
+            prog += [
+                (None, _JSET_K, "x32", None, X32_SYSCALL_BIT),
+                (None, _JGT_K, "enosys", "end", newest[abi]),
+                ("x32", _JGE_K, "end", None, X32_SYSCALL_BIT | _X32_COMPAT_FIRST),
+                (None, _JGT_K, "enosys", "end", X32_SYSCALL_BIT | newest["x32"]),
+            ]
+        else:
+            prog.append((None, _JGT_K, "enosys", "end", newest[abi]))
+    prog.append(("enosys", _RET_K, None, None, act_errno(errno.ENOSYS)))
+    at = {label: i for i, (label, *_) in enumerate(prog) if label is not None}
+    at["end"] = len(prog)
+    out = bytearray()
+    for i, (_, code, jt, jf, k) in enumerate(prog):
+        out += _INSN.pack(
+            code, 0 if jt is None else at[jt] - i - 1, 0 if jf is None else at[jf] - i - 1, k
+        )
+    return bytes(out)
+
+
+def compile_bpf(
+    default_action: int,
+    arches: Sequence[str],
+    rules: Sequence[CompiledRule],
+    *,
+    newest: Mapping[str, int] | None = None,
+) -> bytes:
     """The classic BPF program (``struct sock_filter`` array) for a filter.
 
     ``arches`` are added next to the native one (which must be among them);
-    other architectures get the default action.
+    other architectures get the default action. With ``newest``, syscalls
+    above those numbers fail with ENOSYS (``enosys_stub``).
     """
     L = lib()
     ctx = L.init(default_action)
@@ -200,8 +266,13 @@ def compile_bpf(default_action: int, arches: Sequence[str], rules: Sequence[Comp
         try:
             L.export_bpf(ctx, fd)
             size = os.fstat(fd).st_size
-            return os.pread(fd, size, 0)
+            program = os.pread(fd, size, 0)
         finally:
             os.close(fd)
+        if not newest:
+            return program
+        if program[: _INSN.size] != _INSN.pack(_LD_W_ABS, 0, 0, _ARCH_OFFSET):
+            raise OSError(errno.EINVAL, "seccomp_export_bpf: program does not start with the arch")
+        return enosys_stub(newest) + program
     finally:
         L.release(ctx)

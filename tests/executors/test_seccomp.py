@@ -11,6 +11,9 @@ from __future__ import annotations
 import base64
 import errno
 import os
+import shutil
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,8 @@ USERNS_MOUNT = "unshare -U -r -m sh -c 'mount -t tmpfs none /tmp && echo MOUNTED
 # kernel refuses user namespaces to a chrooted process; gvisor: the Sentry's
 # /proc has no setgroups file for busybox's unshare -r).
 OPEN_WITHOUT_FILTER = (ExecutorName.NS, ExecutorName.RUNC, ExecutorName.CRUN)
+PROBE_C = Path(__file__).parent / "seccomp_probe" / "probe.c"
+CLONE_NEWUSER = 0x10000000
 
 
 # --- the profile as data ------------------------------------------------------
@@ -186,3 +191,61 @@ async def test_crun_installs_the_compiled_program(area: ScratchArea, workdir: Pa
     out = await jobs.sh(USERNS_MOUNT, capabilities=ROUTINE)
     assert out.stdout == b""
     assert b"Operation not permitted" in out.stderr
+
+
+# --- raw syscalls through every ABI (a static C probe) ---------------------------
+@pytest.fixture(scope="session")
+def probe_layer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A lower layer holding /bin/probe, built from probe.c with ``gcc -static``."""
+    if os.uname().machine != "x86_64":
+        pytest.skip("the probe makes x86 system calls")
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.fail("the seccomp tests need gcc and libc6-dev (scripts/setup installs them)")
+    layer = tmp_path_factory.mktemp("probe")
+    layer.chmod(0o755)  # the root of the job's overlay: it must stay traversable
+    (layer / "bin").mkdir()
+    subprocess.run(
+        [gcc, "-static", "-O1", "-Wall", "-Werror", "-o", os.fspath(layer / "bin" / "probe"),
+         os.fspath(PROBE_C)],
+        check=True,
+    )
+    yield layer
+
+
+async def _probe(jobs: Jobs, layer: Path, *calls: str, **kw: Any) -> list[str]:
+    out = await jobs.run(jobs.job("/bin/probe", *calls, lowers=(layer,), **kw))
+    assert out.result.exit_code == 0, out.stderr
+    return out.stdout.decode().split()
+
+
+@pytest.mark.anyio
+async def test_every_abi_is_filtered(jobs: Jobs, probe_layer: Path) -> None:
+    """unshare(CLONE_NEWUSER) through x86_64, i386 (int 0x80) and x32: all EPERM."""
+    calls = (f"64:272:{CLONE_NEWUSER}", f"32:310:{CLONE_NEWUSER}", f"x32:272:{CLONE_NEWUSER}")
+    expected = ["EPERM"] * 3
+    if jobs.executor.capabilities().user_space_kernel:
+        expected[1] = "ENOSYS"  # gVisor's Sentry has no 32-bit ABI at all
+    assert await _probe(jobs, probe_layer, *calls, capabilities=ROUTINE) == expected
+    if jobs.executor.name in OPEN_WITHOUT_FILTER:
+        # one call: a process in a new, unmapped user namespace cannot make another
+        unfiltered = await _probe(jobs, probe_layer, calls[1], capabilities=ROUTINE,
+                                  seccomp=False)
+        assert unfiltered == ["ok"]
+
+
+@pytest.mark.anyio
+async def test_syscalls_newer_than_the_profile_fail_with_enosys(
+    jobs: Jobs, probe_layer: Path
+) -> None:
+    """As under runc: a libc falls back from ENOSYS, not from EPERM."""
+    if jobs.executor.capabilities().user_space_kernel:
+        pytest.skip("gVisor's Sentry applies the OCI profile with its own syscall table")
+    got = await _probe(
+        jobs, probe_layer,
+        "64:452",  # fchmodat2: allowed, so the kernel reads its (NULL) path
+        "64:250",  # keyctl: known, denied
+        "64:470", "64:1000", "32:470",  # newer than anything the profile names
+        capabilities=ROUTINE,
+    )
+    assert got == ["EFAULT", "EPERM", "ENOSYS", "ENOSYS", "ENOSYS"]
