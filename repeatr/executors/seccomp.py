@@ -222,7 +222,7 @@ class Profile:
     def describe(self) -> str:
         """One line for ``--debug`` and ``repeatr explain``."""
         gated = sorted({r.with_cap for r in self.rules if r.with_cap is not None})
-        extra = f", allowing what {' '.join(gated)} permit" if gated else ""
+        extra = f", plus the rules of {', '.join(gated)}" if gated else ""
         return f"seccomp: {PROFILE} ({'/'.join(self.arches)}; default EPERM{extra})"
 
     def oci(self) -> dict[str, Any]:
@@ -296,13 +296,19 @@ def cache_key(profile: Profile) -> str:
     return hashlib.sha256(ident.encode()).hexdigest()[:32]
 
 
+def _trusted(cache_dir: Path) -> bool:
+    """Only we may have written it: ours, writable by nobody else (a program there is obeyed)."""
+    st = cache_dir.stat()
+    return st.st_uid == os.geteuid() and not st.st_mode & 0o022
+
+
 @functools.cache
 def _cached_bpf(profile: Profile, cache_dir: Path | None) -> bytes:
     if cache_dir is None:
         return compile_bpf(profile)
     path = cache_dir / f"{cache_key(profile)}.bpf"
     try:
-        program = path.read_bytes()
+        program = path.read_bytes() if _trusted(cache_dir) else b""
         if program and len(program) % 8 == 0:
             return program
     except OSError:
@@ -310,6 +316,8 @@ def _cached_bpf(profile: Profile, cache_dir: Path | None) -> bytes:
     program = compile_bpf(profile)
     try:
         cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not _trusted(cache_dir):
+            return program
         tmp = path.with_name(f".{path.name}.{os.getpid()}")
         tmp.write_bytes(program)
         os.replace(tmp, path)

@@ -12,6 +12,7 @@ import base64
 import errno
 import os
 import shutil
+import struct
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -97,6 +98,16 @@ def test_compiled_program_is_cached(tmp_path: Path) -> None:
     cached.write_bytes(b"torn")  # a damaged entry is compiled again, not installed
     seccomp._cached_bpf.cache_clear()
     assert profile.bpf(cache_dir=tmp_path) == program
+
+
+def test_cache_that_others_can_write_is_not_trusted(tmp_path: Path) -> None:
+    profile = seccomp.for_capabilities(ROUTINE)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    allow_all = struct.pack("=HBBI", 0x06, 0, 0, libseccomp.ACT_ALLOW)  # BPF: ret ALLOW
+    (shared / f"{seccomp.cache_key(profile)}.bpf").write_bytes(allow_all)
+    assert profile.bpf(cache_dir=shared) == seccomp.compile_bpf(profile)
 
 
 # --- real jobs ------------------------------------------------------------------
