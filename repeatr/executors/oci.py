@@ -19,9 +19,9 @@ differ: namespaces pid, ipc, uts, mount (and network unless ``host``; a
 prepared one by path when ``JobSpec.netns_path`` is set), the runtime's own
 minimal /dev (null, zero, full, random, urandom, tty, devpts, shm, mqueue),
 masked and read-only /proc paths, all devices denied in the device cgroup
-(the runtime adds its defaults back), the default seccomp profile
-(``repeatr.executors.seccomp``; none for ``sysad``) as ``linux.seccomp``. The job's capabilities go
-into all five sets (bounding, effective, permitted, inheritable, ambient),
+(the runtime adds its defaults back), the default seccomp profile as
+``linux.seccomp`` (``repeatr.executors.seccomp``; none for ``sysad``).
+The job's capabilities go into all five sets (bounding, effective, permitted, inheritable, ambient),
 limited to what this host's bounding set has (no CAP_SYS_RESOURCE here):
 asking runc for more fails the run. ``RLIMIT_NOFILE`` is ours (the runtime
 would otherwise set 1024), never above the host's hard limit. The env keeps

@@ -58,3 +58,5 @@ def test_doctor_reports_state(repeatr: Repeatr) -> None:
     assert {e["name"] for e in report["executors"]} >= {"ns", "chroot", "runc", "crun", "gvisor"}
     assert report["state"]["cache"]["shelves"] == 0
     assert report["state"]["net"]["path"] == "/run/repeatr/net"
+    assert report["kernel"]["seccomp"]["profile"] == "repeatr-default/1"
+    assert report["kernel"]["seccomp"]["libseccomp"].startswith("2.")
