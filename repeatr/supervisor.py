@@ -342,6 +342,7 @@ def _job_spec(frm: Formula, work: Path, lowers: dict[str, str], network: Network
         gid=user.gid,
         hostname=action.hostname or None,
         capabilities=frozenset(policy.capabilities(policy.resolve(action.policy))),
+        seccomp=policy.seccomp(policy.resolve(action.policy)),
         network=network,
         limits=action.limits,
     )

@@ -48,7 +48,20 @@ def kernel_features() -> dict[str, Any]:
             "v1Controllers": sorted(cgroups.controllers()),
         },
         "root": os.geteuid() == 0,
+        "seccomp": seccomp_features(),
     }
+
+
+def seccomp_features() -> dict[str, Any]:
+    """Whether the default seccomp profile can be compiled here (libseccomp's version)."""
+    from repeatr.executors import seccomp
+    from repeatr.linux import libseccomp
+
+    try:
+        version: str | None = ".".join(str(n) for n in libseccomp.version())
+    except OSError:
+        version = None
+    return {"profile": seccomp.PROFILE, "libseccomp": version}
 
 
 def _version(ex: Any) -> str:
@@ -127,6 +140,8 @@ def _text(report: dict[str, Any]) -> str:
         f"  cgroups     {k['cgroups']['layout']}; v1 controllers: "
         f"{', '.join(k['cgroups']['v1Controllers']) or 'none'}",
         f"  root        {'yes' if k['root'] else 'no (every executor needs root)'}",
+        f"  seccomp     {k['seccomp']['profile']}; libseccomp "
+        + (k["seccomp"]["libseccomp"] or "MISSING (apt-get install libseccomp2)"),
     ]
     st = report["state"]
     if "problem" in st:

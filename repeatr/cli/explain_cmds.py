@@ -17,7 +17,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         help="show what run would do: defaults, ID, cache, executor, network",
         description="Explain FORMULA without running it: the formula after the cradle's\n"
         "defaults, its ID, which inputs are already in the cache, which executor\n"
-        "would run it and why, and which network it would get.",
+        "would run it and why, which network it would get, and its seccomp profile.",
     )
     p.add_argument("formula", metavar="FORMULA")
     p.add_argument("--executor", "-e", default="auto", help="as for run (default: auto)")
@@ -33,8 +33,10 @@ def cmd_explain(args: argparse.Namespace, out: Reporter) -> int:
     from repeatr.cli.main import cache_root
     from repeatr.cli.run_cmds import needs
     from repeatr.errors import ExecutorError
+    from repeatr.executors import seccomp
     from repeatr.executors.choose import choose
     from repeatr.memo import MemoStore, memo_key
+    from repeatr.model import policy
     from repeatr.model.defaults import apply_defaults
     from repeatr.model.formula import HostMount, load_formula_file
     from repeatr.model.formula_id import formula_id
@@ -60,6 +62,8 @@ def cmd_explain(args: argparse.Namespace, out: Reporter) -> int:
         executor_problem = str(e)
     net = frm.action.network or "none"
     memoized = MemoStore(state).get(memo_key(fid, args.executor)) is not None
+    job_policy = policy.resolve(frm.action.policy)
+    filtered = seccomp.PROFILE if policy.seccomp(job_policy) else None
     report = {
         "formulaID": fid,
         "formula": msgspec.to_builtins(frm),
@@ -68,6 +72,8 @@ def cmd_explain(args: argparse.Namespace, out: Reporter) -> int:
         "executorProblem": executor_problem,
         "executorReasons": reasons,
         "network": net,
+        "policy": str(job_policy),
+        "seccomp": filtered,
         "memoized": memoized,
     }
     lines = [f"formula ID  {fid}"]
@@ -81,6 +87,10 @@ def cmd_explain(args: argparse.Namespace, out: Reporter) -> int:
     )
     lines += [f"            {reason}" for reason in reasons]
     lines.append(f"network     {net}" + ("" if frm.action.network else " (the default)"))
+    lines.append(
+        f"seccomp     {filtered} (policy {job_policy})" if filtered
+        else f"seccomp     none (policy {job_policy}: every capability, unfiltered)"
+    )
     lines.append(f"memoized    {'yes: run prints the stored record' if memoized else 'no'}")
     lines.append("formula after defaults:")
     lines.append(json.dumps({"formula": report["formula"]}, indent="\t"))

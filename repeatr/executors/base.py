@@ -87,6 +87,9 @@ class JobSpec:
     # A network namespace prepared by repeatr.net (a /run/netns path or
     # /proc/<pid>/ns/net) to run the job in, instead of ``network``'s own.
     netns_path: str | None = None
+    # The default seccomp profile (``repeatr.executors.seccomp``), with the
+    # conditional rules of ``capabilities``; False only for ``sysad``.
+    seccomp: bool = True
     # A terminal (the slave side of a pty the caller relays) for an interactive
     # job (``repeatr twerk``): its stdin, stdout, stderr and controlling tty.
     tty: int | None = None

@@ -19,6 +19,10 @@ with it (the helper is their subreaper), so ``runsc delete`` never waits for
 them. ``--ignore-cgroups``: the Sentry's host threads are not the job's
 processes, so v1 memory/pids/cpu groups would not mean what the formula asks
 for; only the timeout is enforced, and formulas with other limits are refused.
+
+The default seccomp profile: ``--oci-seccomp`` makes the Sentry apply
+config.json's ``linux.seccomp`` to the job's syscalls (without it, runsc
+ignores it); its own filters on its host threads are there either way.
 """
 
 from __future__ import annotations
@@ -72,4 +76,6 @@ class GvisorExecutor(OciExecutor):
             self.runtime_path(), "--root", os.fspath(state), "--log", os.fspath(log),
             "--platform=ptrace", f"--network={network}", "--ignore-cgroups",
             "--net-raw",  # else runsc drops CAP_NET_RAW, which the governor policy grants
+            # the Sentry applies config.json's seccomp profile to the job's syscalls
+            *(["--oci-seccomp"] if job.seccomp else []),
         ]

@@ -41,6 +41,7 @@ from repeatr.errors import (
     JobInvalid,
     RepeatrError,
 )
+from repeatr.executors import seccomp
 from repeatr.executors.base import (
     Executor,
     FinishedCallback,
@@ -242,7 +243,32 @@ class HelperExecutor(Executor):
             "tty_fd": job.tty,
             "limits": job.limits.to_json() if job.limits is not None else {},
             "cgroup": cgroups.new_name(os.getpid()),
+            "seccomp": self.seccomp_program(job),
         }
+
+    def seccomp_profile(self, job: JobSpec) -> seccomp.Profile | None:
+        """The default profile for ``job``'s capabilities; None if the job runs unfiltered."""
+        if not job.seccomp:
+            return None
+        profile = seccomp.for_capabilities(job.capabilities)
+        if self.on_debug is not None:
+            self.on_debug(profile.describe())
+        return profile
+
+    def seccomp_program(self, job: JobSpec) -> bytes | None:
+        """The BPF program the helper installs in the job right before execve."""
+        profile = self.seccomp_profile(job)
+        return None if profile is None else self.compiled(profile)
+
+    def compiled(self, profile: seccomp.Profile) -> bytes:
+        """``profile`` as a BPF program (cached: ~1 ms; compiling costs ~25 ms)."""
+        try:
+            return profile.bpf()
+        except OSError as e:
+            raise ExecutorError(
+                f"cannot compile the seccomp profile: {e}",
+                hint="install libseccomp (Debian: `apt-get install libseccomp2`)",
+            ) from e
 
     def command(self, fd: int) -> list[str]:
         return [self.python, "-I", "-S", "-c", _HELPER_MAIN, str(fd), str(os.getpid())]

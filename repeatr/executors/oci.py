@@ -20,8 +20,9 @@ prepared one by path when ``JobSpec.netns_path`` is set), the runtime's own
 minimal /dev (null, zero, full, random, urandom, tty, devpts, shm, mqueue),
 masked and read-only /proc paths (``repeatr.assemble.ops``: the same ones the
 ns and chroot executors apply), all devices denied in the device cgroup
-(the runtime adds its defaults back), no seccomp. The job's capabilities go
-into all five sets (bounding, effective, permitted, inheritable, ambient),
+(the runtime adds its defaults back), the default seccomp profile as
+``linux.seccomp`` (``repeatr.executors.seccomp``; none for ``sysad``).
+The job's capabilities go into all five sets (bounding, effective, permitted, inheritable, ambient),
 limited to what this host's bounding set has (no CAP_SYS_RESOURCE here):
 asking runc for more fails the run. ``RLIMIT_NOFILE`` is ours (the runtime
 would otherwise set 1024), never above the host's hard limit. The env keeps
@@ -42,6 +43,7 @@ from typing import Any, ClassVar, Literal
 from repeatr.assemble.ops import MASKED_PATHS, READONLY_PATHS, Dev, Op, Proc
 from repeatr.assemble.plan import plan
 from repeatr.errors import ExecutorError
+from repeatr.executors import seccomp
 from repeatr.executors._preflight import require_filesystem, require_namespaces, require_root
 from repeatr.executors.base import (
     Capabilities,
@@ -149,6 +151,8 @@ def config(job: JobSpec, cgroups_path: str, *, last_cap: int | None = None) -> d
             "readonlyPaths": list(READONLY_PATHS),
         },
     }
+    if job.seccomp:
+        cfg["linux"]["seccomp"] = seccomp.for_capabilities(caps).oci()
     if job.hostname:
         cfg["hostname"] = job.hostname
     return cfg
@@ -232,6 +236,11 @@ class OciExecutor(HelperExecutor):
             "cgroup": cid,
             "hide_cgroup2": self.hide_cgroup2,
         }
+
+    def seccomp_program(self, job: JobSpec) -> bytes | None:
+        """None: the runtime applies the profile, from ``config.json``."""
+        self.seccomp_profile(job)  # its --debug line
+        return None
 
     def config(self, job: JobSpec, cgroups_path: str) -> dict[str, Any]:
         return config(job, cgroups_path, last_cap=self.capabilities().last_capability)

@@ -45,6 +45,10 @@ The timeout is the helper's: when it passes, the job and everything it
 started are SIGKILLed and the exit report says ``timed_out``. A kernel OOM
 kill in the run's memory group is reported as ``oom``.
 
+Seccomp (``spec["seccomp"]``, ``ns`` and ``chroot``): a BPF program the
+parent compiled (``repeatr.executors.seccomp``); the job installs it last,
+after no_new_privs, right before ``execve``. In ``oci`` mode the runtime does.
+
 The helper never writes to its stdout/stderr: they belong to the job.
 """
 
@@ -297,6 +301,8 @@ def job_child(
         env = dict(spec["env"])
         argv = spec["argv"]
         path = find_exec(argv[0], env)
+        if spec.get("seccomp"):  # last: the filter allows execve, not what came before it
+            libc.seccomp_set_filter(spec["seccomp"])
         try:
             os.execve(path, argv, env)
         except OSError as e:

@@ -258,6 +258,31 @@ def set_no_new_privs() -> None:
     prctl(PR_SET_NO_NEW_PRIVS, 1)
 
 
+# /usr/include/linux/prctl.h, linux/seccomp.h
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2
+_SOCK_FILTER_SIZE = 8  # struct sock_filter (linux/filter.h): u16 code, u8 jt, u8 jf, u32 k
+
+
+class SockFprog(ctypes.Structure):
+    """struct sock_fprog, /usr/include/linux/filter.h."""
+
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def seccomp_set_filter(program: bytes) -> None:
+    """Install a seccomp filter (classic BPF, ``struct sock_filter`` array) on this thread.
+
+    Needs no_new_privs (or CAP_SYS_ADMIN); the filter is inherited by every
+    child and kept across execve, and can never be removed.
+    """
+    if not program or len(program) % _SOCK_FILTER_SIZE:
+        raise OSError(22, f"seccomp filter of {len(program)} bytes is not a BPF program")
+    buf = ctypes.create_string_buffer(program, len(program))
+    prog = SockFprog(len(program) // _SOCK_FILTER_SIZE, ctypes.addressof(buf))
+    prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(prog))
+
+
 _sethostname = _declare("sethostname", [ctypes.c_char_p, ctypes.c_size_t])
 
 

@@ -1,4 +1,4 @@
-"""Policies: the capability set a contained process keeps.
+"""Policies: the capability set a contained process keeps, and whether it is filtered.
 
 A policy is a user-facing privilege level, independent of the uid the process
 runs as (uid 0 under ``routine`` still cannot chown other users' files).
@@ -9,6 +9,10 @@ an empty or absent policy means ``routine``, as there.
 kernel headers knew (through ``CAP_AUDIT_READ``, 37); we list every one in
 today's header (through ``CAP_CHECKPOINT_RESTORE``, 40). Executors must drop
 numbers above the host's ``/proc/sys/kernel/cap_last_cap``.
+
+``routine`` and ``governor`` jobs also run under the default seccomp profile
+(``repeatr.executors.seccomp``, with their capabilities' conditional rules);
+``sysad`` jobs run unfiltered, like Docker's ``--privileged``.
 """
 
 from __future__ import annotations
@@ -55,6 +59,15 @@ CAPABILITIES: dict[Policy, tuple[str, ...]] = {
 }
 
 
+#: Does the job get the default seccomp profile? ``sysad`` is Docker's
+#: ``--privileged``: every capability and no filter.
+SECCOMP: dict[Policy, bool] = {
+    Policy.ROUTINE: True,
+    Policy.GOVERNOR: True,
+    Policy.SYSAD: False,
+}
+
+
 def resolve(name: str) -> Policy:
     """The policy a formula's ``action.policy`` names; empty means ``routine``."""
     if not name:
@@ -69,6 +82,11 @@ def resolve(name: str) -> Policy:
 def capabilities(policy: Policy) -> tuple[str, ...]:
     """Capability names (``CAP_*``) kept under ``policy``."""
     return CAPABILITIES[policy]
+
+
+def seccomp(policy: Policy) -> bool:
+    """Whether jobs under ``policy`` run under the default seccomp profile."""
+    return SECCOMP[policy]
 
 
 def capability_numbers(policy: Policy, last_cap: int = CAP_LAST_CAP) -> tuple[int, ...]:

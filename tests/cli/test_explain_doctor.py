@@ -34,8 +34,16 @@ def test_explain(repeatr: Repeatr, tmp_path: Path) -> None:
     assert report["executor"] == "ns" and report["network"] == "host"
     assert any(r.startswith("gvisor:") for r in report["executorReasons"])
     assert report["memoized"] is False
+    assert (report["policy"], report["seccomp"]) == ("routine", "repeatr-default/1")
     text = repeatr("explain", str(f)).stdout
     assert "not cached: will be fetched" in text and "executor    ns" in text
+    assert "seccomp     repeatr-default/1 (policy routine)" in text
+
+
+def test_explain_sysad_runs_unfiltered(repeatr: Repeatr, tmp_path: Path) -> None:
+    res = repeatr("explain", str(_formula(tmp_path, policy="sysad")), "--format", "json")
+    (report,) = res.events()
+    assert (report["policy"], report["seccomp"]) == ("sysad", None)
 
 
 def test_explain_says_when_no_executor_fits(repeatr: Repeatr, tmp_path: Path) -> None:
@@ -50,3 +58,5 @@ def test_doctor_reports_state(repeatr: Repeatr) -> None:
     assert {e["name"] for e in report["executors"]} >= {"ns", "chroot", "runc", "crun", "gvisor"}
     assert report["state"]["cache"]["shelves"] == 0
     assert report["state"]["net"]["path"] == "/run/repeatr/net"
+    assert report["kernel"]["seccomp"]["profile"] == "repeatr-default/1"
+    assert report["kernel"]["seccomp"]["libseccomp"].startswith("2.")

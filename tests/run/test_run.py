@@ -310,3 +310,15 @@ def test_memo_hit_needs_its_saved_outputs(runner: Runner, tmp_path: Path) -> Non
     other = runner.run("run", str(g), "--executor", "ns")
     assert other.code == 0 and "out| ran" in other.stderr and saved[1].is_file()
     assert "out|" not in runner.run("run", str(g), "--executor", "ns").stderr  # now a hit
+
+
+@pytest.mark.parametrize(
+    ("policy", "status"), [("routine", "2"), ("governor", "2"), ("sysad", "0")]
+)
+def test_policy_decides_the_seccomp_filter(runner: Runner, policy: str, status: str) -> None:
+    """routine and governor run under the default profile; sysad (every capability) unfiltered."""
+    f = runner.formula("/bin/sh", "-c", "grep '^Seccomp:' /proc/self/status", policy=policy)
+    res = runner.run("run", str(f), "--executor", "ns", "--debug")
+    assert res.code == 0, res.stderr
+    assert f"out| Seccomp:\t{status}\n" in res.stderr
+    assert ("seccomp: repeatr-default/1" in res.stderr) == (policy != "sysad")
