@@ -1,0 +1,50 @@
+"""Issue #13 (and #11 finding 6): runs behave as the original's did, on every executor."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from .conftest import Runner
+
+pytestmark = pytest.mark.root
+
+ALL = [pytest.param(n, marks=pytest.mark.runtime(n)) for n in ("ns", "chroot", "runc", "crun", "gvisor")]
+
+
+def _meta(path: Path) -> tuple[int, int, int, int]:
+    st = os.lstat(path)
+    return (st.st_mode & 0o7777, st.st_uid, st.st_gid, st.st_mtime_ns)
+
+
+@pytest.mark.parametrize("executor", ALL)
+def test_cradle_leaves_a_host_tmp_alone(runner: Runner, executor: str, tmp_path: Path) -> None:
+    """#11 finding 6: ``"/tmp": "mount:rw:DIR"``; the cradle's 01777 never reaches DIR."""
+    host = tmp_path / "hosttmp"
+    host.mkdir(mode=0o700)
+    os.utime(host, ns=(1_500_000_000_000_000_000, 1_500_000_000_000_000_000))
+    before = _meta(host)
+    f = runner.formula(
+        "/bin/sh", "-c", "stat -c %a /tmp", inputs={"/tmp": f"mount:rw:{host}"},
+        userinfo={"uid": 0, "gid": 0},
+    )
+    res = runner.run("run", str(f), "--executor", executor)
+    assert res.code == 0, res.stderr
+    assert "out| 700\n" in res.stderr
+    assert _meta(host) == before
+
+
+@pytest.mark.parametrize("executor", ALL)
+def test_input_under_cwd_then_mkdir(runner: Runner, executor: str) -> None:
+    """#13.1: /task/src an input, so /task exists before the cradle: uid 1000 still owns it."""
+    f = runner.formula(
+        "/bin/sh", "-c", "mkdir out && echo made > out/f && stat -c '%u:%g %a' /task",
+        inputs={"/task/src": runner.busybox.ware},
+        outputs={"/task/out": {"packtype": "tar"}},
+    )
+    res = runner.run("run", str(f), "--executor", executor)
+    assert res.code == 0, res.stderr
+    assert "out| 1000:1000 755\n" in res.stderr
+    assert res.record()["results"]["/task/out"] != "tar:-"
