@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -43,9 +44,13 @@ def file_key(formula_path: str, executor: str) -> str | None:
 
     Only ever filled with the record the formula-ID key gave, so it can
     never say more than the formula ID does. None if the file cannot be read
-    (the slow path then reports the error properly).
+    (the slow path then reports the error properly), and None unless it is a
+    regular file: a pipe (``repeatr run /dev/stdin``, ``<(...)``) can be read
+    only once, and the slow path must be the one that reads it.
     """
     try:
+        if not stat.S_ISREG(os.stat(formula_path).st_mode):
+            return None
         with open(formula_path, "rb") as f:
             digest = hashlib.sha256(f.read()).hexdigest()
     except OSError:

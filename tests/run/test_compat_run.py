@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,3 +52,35 @@ def test_input_under_cwd_then_mkdir(runner: Runner, executor: str) -> None:
     assert res.code == 0, res.stderr
     assert "out| 1000:1000 755\n" in res.stderr
     assert res.record()["results"]["/task/out"] != "tar:-"
+
+
+def _repeatr(runner: Runner, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "REPEATR_CACHE": os.fspath(runner.state)}
+    return subprocess.run(
+        [sys.executable, "-m", "repeatr", *args], input=stdin, env=env,
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+
+
+def test_formula_from_a_pipe_or_after_dashdash(runner: Runner) -> None:
+    """#13.3: `cat f | repeatr run /dev/stdin`, `repeatr run <(...)`, `repeatr run -- f`."""
+    f = runner.formula("/bin/echo", "hello world!")
+    text = f.read_text()
+    dashdash = _repeatr(runner, "run", "-e", "ns", "--no-memo", "--", str(f))
+    assert dashdash.returncode == 0, dashdash.stderr
+    assert "out| hello world!" in dashdash.stderr
+    fid = json.loads(dashdash.stdout)["formulaID"]
+    piped = _repeatr(runner, "run", "-e", "ns", "--no-memo", "/dev/stdin", stdin=text)
+    assert piped.returncode == 0, piped.stderr
+    assert json.loads(piped.stdout)["formulaID"] == fid and "out| hello world!" in piped.stderr
+    # A memo hit from a pipe: the formula is read once, by the slow path.
+    again = _repeatr(runner, "run", "-e", "ns", "/dev/stdin", stdin=text)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["formulaID"] == fid
+    script = f'{shlex.join([sys.executable, "-m", "repeatr", "run", "-e", "ns", "--no-memo"])} <(cat {shlex.quote(str(f))})'
+    substituted = subprocess.run(
+        ["bash", "-c", script], env={**os.environ, "REPEATR_CACHE": os.fspath(runner.state)},
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert substituted.returncode == 0, substituted.stderr
+    assert json.loads(substituted.stdout)["formulaID"] == fid
