@@ -3,7 +3,9 @@
 The key is the formula ID plus every setting that changes what runs (the
 executor asked for); the value is the run record's JSON, exactly as it was
 printed. Only successful runs (exit code 0) are remembered, so a flaky failure
-is retried instead of replayed. ``repeatr run --no-memo`` ignores the store.
+is retried instead of replayed, and neither are runs with a host directory
+(``mount:``) among their inputs (it can change between runs). ``repeatr run
+--no-memo`` ignores the store.
 
 An entry also names the files its saved outputs live in, where those are on
 this host (``ca+file://`` and ``file://`` warehouses). A hit needs every one
@@ -26,10 +28,10 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 #: Bump when the meaning of a stored record changes, to invalidate old entries.
-_VERSION = "2"
+_VERSION = "3"  # 3: runs with host mount inputs are no longer stored
 #: An entry: this line, one ``needs <path>`` line per file the outputs live in,
 #: an empty line, then the record exactly as printed.
-_MAGIC = b"repeatr-memo 2\n"
+_MAGIC = b"repeatr-memo 3\n"
 _NEEDS = b"needs "
 
 

@@ -97,6 +97,12 @@ def cmd_run(args: argparse.Namespace, out: Reporter) -> int:
     loaded = load_formula_file(args.formula)
     fid = formula_id(loaded.formula)
     keys = [memo_key(fid, args.executor), *([fast_key] if fast_key else [])]
+    if mounts := _host_mounts(loaded):
+        # A host directory can change between runs: its record says nothing
+        # about the next one. Never stored, so never replayed either.
+        what = "is a host mount" if len(mounts) == 1 else "are host mounts"
+        out.log(f"not memoized: {', '.join(mounts)} {what} (mount:), which can change")
+        return _run(args, out, loaded, state, memo, [])
     if not args.no_memo and (stored := memo.get(keys[0])):
         # The formula ID leaves the context out: this file may save elsewhere.
         import json
@@ -110,6 +116,14 @@ def cmd_run(args: argparse.Namespace, out: Reporter) -> int:
             return 0
         out.debug(f"memo entry for {fid} skipped: a saved output is gone; running again")
     return _run(args, out, loaded, state, memo, keys)
+
+
+def _host_mounts(loaded: Any) -> list[str]:
+    """The formula's input paths that are host directories (``mount:ro:``/``mount:rw:``)."""
+    from repeatr.model.formula import HostMount
+
+    sources = loaded.formula.input_sources().items()
+    return sorted(path for path, source in sources if isinstance(source, HostMount))
 
 
 def _saved_files(loaded: Any, results: dict[str, str]) -> list[str]:

@@ -84,3 +84,19 @@ def test_formula_from_a_pipe_or_after_dashdash(runner: Runner) -> None:
     )
     assert substituted.returncode == 0, substituted.stderr
     assert json.loads(substituted.stdout)["formulaID"] == fid
+
+
+def test_host_mount_runs_are_never_replayed(runner: Runner, tmp_path: Path) -> None:
+    """#13.4: the host directory changes between runs; the second run must see it."""
+    host = tmp_path / "src"
+    host.mkdir()
+    (host / "v").write_text("one\n")
+    f = runner.formula("/bin/cat", "/src/v", inputs={"/src": f"mount:ro:{host}"})
+    first = runner.run("run", str(f), "--executor", "ns")
+    assert first.code == 0, first.stderr
+    assert "out| one" in first.stderr and "not memoized: /src" in first.stderr
+    (host / "v").write_text("two\n")
+    second = runner.run("run", str(f), "--executor", "ns")
+    assert second.code == 0, second.stderr
+    assert "out| two" in second.stderr
+    assert second.record()["guid"] != first.record()["guid"]
