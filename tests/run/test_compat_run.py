@@ -100,3 +100,18 @@ def test_host_mount_runs_are_never_replayed(runner: Runner, tmp_path: Path) -> N
     assert second.code == 0, second.stderr
     assert "out| two" in second.stderr
     assert second.record()["guid"] != first.record()["guid"]
+
+
+@pytest.mark.parametrize("executor", ALL)
+def test_hostnames_as_the_original(runner: Runner, executor: str) -> None:
+    """#13.8: the record names the host; the job's default hostname is the run's guid."""
+    f = runner.formula("/bin/hostname")
+    res = runner.run("run", str(f), "--executor", executor, "--no-memo")
+    assert res.code == 0, res.stderr
+    record = res.record()
+    assert record["hostname"] == os.uname().nodename
+    assert list(record)[:6] == ["guid", "time", "formulaID", "exitCode", "results", "hostname"]
+    assert res.stdout.startswith('{\n    "guid": ')
+    seen = res.stderr.split("out| ", 1)[1].split("\n", 1)[0]
+    # chroot has no UTS namespace: the job sees the host's name.
+    assert seen == (os.uname().nodename if executor == "chroot" else record["guid"])
