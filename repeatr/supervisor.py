@@ -134,7 +134,7 @@ async def run_formula(
                 if network == "bridge":
                     tg.start_soon(attach)
             job = _job_spec(frm, work, lowers, "host" if network == "host" else "none")
-            job = replace(job, hostname=hostname or None)
+            job = replace(job, hostname=hostname or None, outputs=tuple(sorted(frm.outputs or {})))
             if att is not None:
                 job = replace(
                     job,

@@ -39,6 +39,14 @@ class Root:
 
     def __init__(self, path: str) -> None:
         self.path = os.path.abspath(path)
+        #: Paths created as mount points of repeatr's own mounts (everything
+        #: but the container's layers): ``repeatr.assemble.release`` removes
+        #: them again before outputs are packed.
+        self.mountpoints: list[str] = []
+        #: Set by ``execute_all`` while an op that is not a layer runs.
+        self.recording = False
+        #: Mount IDs of the container's layers (``repeatr.assemble.release``).
+        self.layers: frozenset[int] = frozenset()
 
     def open(self, dest: str, create: Create = None, created: list[str] | None = None) -> int:
         """An O_PATH descriptor of container path ``dest`` (the root itself for ``/``)."""
@@ -58,7 +66,7 @@ class Root:
         if dest == "/":
             libc.mount(source, self.path, fstype, flags, data)
             return
-        fd = self.open(dest, create)
+        fd = self.open(dest, create, self.mountpoints if self.recording else None)
         try:
             libc.mount(source, fd_path(fd), fstype, flags, data)
         finally:
@@ -70,6 +78,10 @@ class Op:
 
     kind: ClassVar[str] = ""
     fields: ClassVar[tuple[str, ...]] = ()
+    #: A layer of the container's own filesystem (what the job writes to is
+    #: packed from these); every other mount is repeatr's and is not part of
+    #: an output.
+    layer: ClassVar[bool] = False
     __slots__ = ()
 
     def __setattr__(self, name: str, value: object) -> None:
@@ -165,6 +177,7 @@ class Overlay(Op):
     """
 
     kind = "overlay"
+    layer = True
     fields = ("lowers", "dest", "upper", "work")
     __slots__ = fields
     lowers: tuple[str, ...]
@@ -205,7 +218,10 @@ class Overlay(Op):
 
 
 class Tmpfs(Op):
+    """An empty writable tmpfs: a layer of the container (the root when no input is)."""
+
     kind = "tmpfs"
+    layer = True
     fields = ("dest", "mode", "size")
     __slots__ = fields
     dest: str
@@ -437,7 +453,10 @@ def op_from_json(d: dict[str, Any]) -> Op:
 def execute_all(ops: Iterable[Op], root: Root) -> None:
     """Execute ``ops`` in order; an OSError becomes an AssemblyError naming the op."""
     for op in ops:
+        root.recording = not op.layer and not isinstance(op, Mkdir)
         try:
             op.execute(root)
         except OSError as e:
             raise AssemblyError(f"{op.describe()}: {e}") from e
+        finally:
+            root.recording = False

@@ -237,6 +237,7 @@ class HelperExecutor(Executor):
             "tty_fd": job.tty,
             "limits": job.limits.to_json() if job.limits is not None else {},
             "cgroup": cgroups.new_name(os.getpid()),
+            "outputs": list(job.outputs),
         }
 
     def command(self, fd: int) -> list[str]:

@@ -115,3 +115,42 @@ def test_hostnames_as_the_original(runner: Runner, executor: str) -> None:
     seen = res.stderr.split("out| ", 1)[1].split("\n", 1)[0]
     # chroot has no UTS namespace: the job sees the host's name.
     assert seen == (os.uname().nodename if executor == "chroot" else record["guid"])
+
+
+KEEP = {"uid": "keep", "gid": "keep", "mtime": "keep", "sticky": "keep"}
+
+
+@pytest.mark.parametrize("executor", ALL)
+def test_packing_root_gives_the_input_back(runner: Runner, executor: str, tmp_path: Path) -> None:
+    """#13.2: what repeatr mounted (/proc, /dev, a runtime's /sys, a host bind and
+    the mount points it made for them) is not part of an output of ``/``."""
+    host = tmp_path / "host"
+    host.mkdir()
+    (host / "secret").write_text("host data\n")
+    f = runner.formula(
+        "/bin/true", cradle="disable", userinfo={"uid": 0, "gid": 0},
+        inputs={"/wow/deep": f"mount:ro:{host}"},
+        outputs={"/": {"packtype": "tar", "filters": KEEP}},
+    )
+    res = runner.run("run", str(f), "--executor", executor)
+    assert res.code == 0, res.stderr
+    assert res.record()["results"]["/"] == runner.busybox.ware
+
+
+@pytest.mark.parametrize("executor", ALL)
+def test_output_at_a_host_mount_packs_it(runner: Runner, executor: str, tmp_path: Path) -> None:
+    """An output that is a ``mount:`` input packs the host directory, what the job wrote included."""
+    from repeatr.fileset.pack import pack_dir
+    from repeatr.model.filters import PACK_FLATTEN
+
+    host = tmp_path / "host"
+    host.mkdir()
+    (host / "given").write_text("host data\n")
+    f = runner.formula(
+        "/bin/sh", "-c", "echo made > /out/made", userinfo={"uid": 0, "gid": 0},
+        inputs={"/out": f"mount:rw:{host}"}, outputs={"/out": {"packtype": "tar"}, "/": {"packtype": "tar"}},
+    )
+    res = runner.run("run", str(f), "--executor", executor)
+    assert res.code == 0, res.stderr
+    assert (host / "made").read_text() == "made\n"
+    assert res.record()["results"]["/out"] == str(pack_dir(host, None, filters=PACK_FLATTEN))
