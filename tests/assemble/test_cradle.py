@@ -84,3 +84,11 @@ def test_symlinked_cwd_is_a_bad_job(root: Path) -> None:
     with pytest.raises(JobInvalid):
         Mkdir("/link/x", 0o755, 1000, 1000).execute(Root(os.fspath(root)))
     assert not os.path.exists("/etc/x")
+
+
+def test_mountinfo_paths_are_unescaped() -> None:
+    from repeatr.assemble.release import _unescape
+
+    assert _unescape(r"/a\040b\011c\134d") == "/a b\tc\\d"
+    assert _unescape("/plain") == "/plain"
+    assert _unescape("/x\\04") == "/x\\04"
