@@ -20,7 +20,7 @@ def cradle_steps(*, cwd: str, home: str, uid: int, gid: int) -> tuple[Mkdir, ...
     """The cradle's mkdir steps, in the original's order (duplicates removed)."""
     steps: list[Mkdir] = []
     for path in (cwd, home):
-        if path != "/" and path not in (s.path for s in steps):
+        if path not in (s.path for s in steps):
             steps.append(Mkdir(path, 0o755, uid, gid, CRADLE_MTIME))
     steps.append(Mkdir("/tmp", 0o1777, 0, 0, CRADLE_MTIME, usable=False))
     return tuple(steps)

@@ -385,6 +385,9 @@ class Mkdir(Op):
         parts = [p for p in self.path.split("/") if p]
         parent_fd = root.open("/")
         try:
+            # The root is the first component, as in rio's RelPath.Split: o+x
+            # as a parent; for a cwd of "/", owned and u+rwx as the leaf.
+            self._existing(parent_fd, os.fstat(parent_fd), "/", not parts)
             walked = ""
             for i, name in enumerate(parts):
                 walked += "/" + name
@@ -412,9 +415,17 @@ class Mkdir(Op):
             os.chmod(fd_path(fd), self.mode if leaf else 0o755)
             os.utime(fd_path(fd), (self.mtime, self.mtime))
             return fd
-        st = os.fstat(fd)
-        if not stat.S_ISDIR(st.st_mode):
+        try:
+            self._existing(fd, os.fstat(fd), walked, leaf)
+        except BaseException:
             os.close(fd)
+            raise
+        return fd
+
+    def _existing(self, fd: int, st: os.stat_result, walked: str, leaf: bool) -> None:
+        """An existing component: a parent gets o+x, the leaf u+rwx and uid:gid
+        (``usable``), or the leaf gets ``mode`` (/tmp)."""
+        if not stat.S_ISDIR(st.st_mode):
             kind = "a symlink" if stat.S_ISLNK(st.st_mode) else "not a directory"
             raise AssemblyError(
                 f"{self.path}: {walked} is {kind} in the container; the cradle "
@@ -429,7 +440,6 @@ class Mkdir(Op):
             os.chown(fd_path(fd), self.uid, self.gid)
         if want != mode:
             os.chmod(fd_path(fd), want)
-        return fd
 
 
 OP_TYPES: dict[str, type[Op]] = {

@@ -41,9 +41,18 @@ def test_existing_cwd_is_owned_and_writable(root: Path) -> None:
     assert os.stat(root).st_mtime == OLD
 
 
+def test_cwd_at_the_root(root: Path) -> None:
+    """rio's Split starts at the root: for a cwd of "/" the root is the leaf."""
+    os.chmod(root, 0o750)
+    Mkdir("/", 0o755, 1000, 1000).execute(Root(os.fspath(root)))
+    assert _meta(root) == (0o750, 1000, 1000, OLD)
+
+
 def test_missing_parents_are_the_jobs(root: Path) -> None:
     """/opt exists (o+x added), /opt/a and /opt/a/b are made uid:gid 0755 2010-01-01."""
+    os.chmod(root, 0o750)
     Mkdir("/opt/a/b", 0o755, 1000, 1001).execute(Root(os.fspath(root)))
+    assert _meta(root) == (0o751, 0, 0, OLD)  # a parent too
     assert _meta(root / "opt") == (0o751, 0, 0, OLD)
     assert _meta(root / "opt" / "a") == (0o755, 1000, 1001, CRADLE_MTIME)
     assert _meta(root / "opt" / "a" / "b") == (0o755, 1000, 1001, CRADLE_MTIME)

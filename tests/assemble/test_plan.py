@@ -86,4 +86,4 @@ def test_cradle_steps() -> None:
         ("/tmp", 0o1777, 0, False),
     ]
     assert len(cradle_steps(cwd="/root", home="/root", uid=0, gid=0)) == 2
-    assert len(cradle_steps(cwd="/", home="/root", uid=0, gid=0)) == 2
+    assert len(cradle_steps(cwd="/", home="/root", uid=0, gid=0)) == 3
