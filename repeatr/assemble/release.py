@@ -26,7 +26,6 @@ import os
 import stat
 
 from repeatr.assemble.resolve import fd_path
-from repeatr.errors import AssemblyError
 from repeatr.linux import libc
 
 TYPE_CHECKING = False
