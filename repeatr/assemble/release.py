@@ -26,6 +26,7 @@ import os
 import stat
 
 from repeatr.assemble.resolve import fd_path
+from repeatr.errors import AssemblyError
 from repeatr.linux import libc
 
 TYPE_CHECKING = False
@@ -82,8 +83,8 @@ def prepare(root: Root, paths: Iterable[str]) -> None:
     for path in paths:
         try:
             fd = root.open(path, "dir", root.mountpoints)
-        except Exception:
-            continue
+        except (AssemblyError, OSError):
+            continue  # a bad path (a symlink, a file) fails later, where it is mounted
         os.close(fd)
 
 
@@ -110,8 +111,8 @@ def _remove_mountpoint(root: Root, path: str) -> None:
     parent, name = os.path.split(path)
     try:
         pfd = root.open(parent or "/")
-    except Exception:
-        return
+    except (AssemblyError, OSError):
+        return  # the job removed or replaced a parent: nothing of ours is left there
     try:
         before = os.fstat(pfd)
         st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
