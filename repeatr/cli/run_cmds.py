@@ -28,9 +28,12 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "record has its code; --ignore-job-exit gives 0 as the original did);\n"
         "otherwise repeatr's own error code (see repeatr --help).\n\n"
         "A formula run before in the same way (same formula ID and executor,\n"
-        "exit code 0) returns its stored record at once; --no-memo runs it anyway.",
+        "exit code 0) returns its stored record at once; --no-memo runs it anyway.\n"
+        "A formula with a mount: input (a host directory) is never memoized.\n\n"
+        "FORMULA may be a pipe (/dev/stdin, <(...)); `repeatr run -- FORMULA`\n"
+        "works as in the original's scripts.",
     )
-    p.add_argument("formula", metavar="FORMULA", help="formula file (JSON)")
+    p.add_argument("formula", metavar="FORMULA", help="formula file (JSON), or a pipe")
     p.add_argument(
         "--executor", "-e", choices=EXECUTORS, default="auto",
         help="what runs the job (default: the best this host offers)",
