@@ -3,7 +3,9 @@
 The key is the formula ID plus every setting that changes what runs (the
 executor asked for); the value is the run record's JSON, exactly as it was
 printed. Only successful runs (exit code 0) are remembered, so a flaky failure
-is retried instead of replayed. ``repeatr run --no-memo`` ignores the store.
+is retried instead of replayed, and neither are runs with a host directory
+(``mount:``) among their inputs (it can change between runs). ``repeatr run
+--no-memo`` ignores the store.
 
 An entry also names the files its saved outputs live in, where those are on
 this host (``ca+file://`` and ``file://`` warehouses). A hit needs every one
@@ -19,16 +21,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
 #: Bump when the meaning of a stored record changes, to invalidate old entries.
-_VERSION = "2"
+_VERSION = "3"  # 3: runs with host mount inputs are no longer stored
 #: An entry: this line, one ``needs <path>`` line per file the outputs live in,
 #: an empty line, then the record exactly as printed.
-_MAGIC = b"repeatr-memo 2\n"
+_MAGIC = b"repeatr-memo 3\n"
 _NEEDS = b"needs "
 
 
@@ -43,9 +46,13 @@ def file_key(formula_path: str, executor: str) -> str | None:
 
     Only ever filled with the record the formula-ID key gave, so it can
     never say more than the formula ID does. None if the file cannot be read
-    (the slow path then reports the error properly).
+    (the slow path then reports the error properly), and None unless it is a
+    regular file: a pipe (``repeatr run /dev/stdin``, ``<(...)``) can be read
+    only once, and the slow path must be the one that reads it.
     """
     try:
+        if not stat.S_ISREG(os.stat(formula_path).st_mode):
+            return None
         with open(formula_path, "rb") as f:
             digest = hashlib.sha256(f.read()).hexdigest()
     except OSError:

@@ -93,8 +93,13 @@ async def run_formula(
     ev = events or RunEvents()
     frm = apply_defaults(loaded.formula)
     context = loaded.context or Context()
-    record = start_record(formula_id(loaded.formula), hostname=frm.action.hostname)
+    # The record names the host that ran it, as the original's (os.Hostname).
+    record = start_record(formula_id(loaded.formula), hostname=os.uname().nodename)
     caps = executor.capabilities()
+    # The job's hostname: the formula's, else the run's guid, as the original's
+    # executors set it (never the host's name, which would leak into the job).
+    # An executor without a UTS namespace (chroot) shows the host's.
+    hostname = frm.action.hostname or (record.guid if caps.hostname else "")
     network = _network_policy(frm.action.network, caps.networks, executor.name, ev)
     reaped = await anyio.to_thread.run_sync(workdirs.reap_stale, cache.root)
     for path in reaped:
@@ -120,13 +125,16 @@ async def run_formula(
 
             async def attach() -> None:
                 nonlocal att
-                att = await _attach_bridge(frm, record.guid, net or NetSettings(), held, ev)
+                att = await _attach_bridge(
+                    frm, record.guid, hostname, net or NetSettings(), held, ev
+                )
 
             async with _first_error(), anyio.create_task_group() as tg:
                 tg.start_soon(inputs)
                 if network == "bridge":
                     tg.start_soon(attach)
             job = _job_spec(frm, work, lowers, "host" if network == "host" else "none")
+            job = replace(job, hostname=hostname or None, outputs=tuple(sorted(frm.outputs or {})))
             if att is not None:
                 job = replace(
                     job,
@@ -230,7 +238,12 @@ async def _collect_dead_networks(net: NetSettings, ev: RunEvents) -> None:
 
 
 async def _attach_bridge(
-    frm: Formula, run_id: str, net: NetSettings, held: contextlib.AsyncExitStack, ev: RunEvents
+    frm: Formula,
+    run_id: str,
+    hostname: str,
+    net: NetSettings,
+    held: contextlib.AsyncExitStack,
+    ev: RunEvents,
 ) -> Any:
     from repeatr.net.setup import prepare, teardown
 
@@ -238,7 +251,7 @@ async def _attach_bridge(
     att = await prepare(
         "bridge",
         run_id,
-        frm.action.hostname,
+        hostname,
         network=network,
         host=host,
         nameservers=frm.action.nameservers,

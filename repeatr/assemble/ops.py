@@ -39,6 +39,14 @@ class Root:
 
     def __init__(self, path: str) -> None:
         self.path = os.path.abspath(path)
+        #: Paths created as mount points of repeatr's own mounts (everything
+        #: but the container's layers): ``repeatr.assemble.release`` removes
+        #: them again before outputs are packed.
+        self.mountpoints: list[str] = []
+        #: Set by ``execute_all`` while an op that is not a layer runs.
+        self.recording = False
+        #: Mount IDs of the container's layers (``repeatr.assemble.release``).
+        self.layers: frozenset[int] = frozenset()
 
     def open(self, dest: str, create: Create = None, created: list[str] | None = None) -> int:
         """An O_PATH descriptor of container path ``dest`` (the root itself for ``/``)."""
@@ -58,7 +66,7 @@ class Root:
         if dest == "/":
             libc.mount(source, self.path, fstype, flags, data)
             return
-        fd = self.open(dest, create)
+        fd = self.open(dest, create, self.mountpoints if self.recording else None)
         try:
             libc.mount(source, fd_path(fd), fstype, flags, data)
         finally:
@@ -70,6 +78,10 @@ class Op:
 
     kind: ClassVar[str] = ""
     fields: ClassVar[tuple[str, ...]] = ()
+    #: A layer of the container's own filesystem (what the job writes to is
+    #: packed from these); every other mount is repeatr's and is not part of
+    #: an output.
+    layer: ClassVar[bool] = False
     __slots__ = ()
 
     def __setattr__(self, name: str, value: object) -> None:
@@ -165,6 +177,7 @@ class Overlay(Op):
     """
 
     kind = "overlay"
+    layer = True
     fields = ("lowers", "dest", "upper", "work")
     __slots__ = fields
     lowers: tuple[str, ...]
@@ -205,7 +218,10 @@ class Overlay(Op):
 
 
 class Tmpfs(Op):
+    """An empty writable tmpfs: a layer of the container (the root when no input is)."""
+
     kind = "tmpfs"
+    layer = True
     fields = ("dest", "mode", "size")
     __slots__ = fields
     dest: str
@@ -446,59 +462,122 @@ class Dev(Op):
 
 
 class Mkdir(Op):
-    """A cradle step: make a directory (and missing parents) if absent.
+    """A cradle step: make a directory usable, as the original's cradle did.
 
-    A directory created here gets ``mode``, ``uid``:``gid`` and ``mtime``
-    (missing parents: 0755 root-owned, same mtime). ``force_mode`` also sets
-    the mode of an existing directory (the cradle's ``/tmp`` 01777).
+    ``usable`` (the cwd and the home dir; rio's ``MkdirUsable``): every
+    missing component is created with ``mode``, ``uid``:``gid`` and
+    ``mtime``; an existing parent gets ``o+x``, an existing leaf ``u+rwx``;
+    the leaf is then owned by ``uid``:``gid`` whether it existed or not.
+    Otherwise (``/tmp``): created if missing (root-owned, ``mode``,
+    ``mtime``) and then given ``mode`` even if it existed.
+    Either way the mtime of every directory the step changed is put back
+    (the original's ``RepairMtime``), so only what the step created is new.
+
+    ``host`` is the container path of a host bind mount (a ``mount:`` input)
+    at or above ``path``, set by the planner: from there on nothing is
+    created, chmodded, chowned or re-timed, since it is the host's.
     """
 
     kind = "mkdir"
-    fields = ("path", "mode", "uid", "gid", "mtime", "force_mode")
+    fields = ("path", "mode", "uid", "gid", "mtime", "usable", "host")
     __slots__ = fields
     path: str
     mode: int
     uid: int
     gid: int
-    mtime: int | None
-    force_mode: bool
+    mtime: int
+    usable: bool
+    host: str | None
 
     def __init__(
         self, path: str, mode: int = 0o755, uid: int = 0, gid: int = 0,
-        mtime: int | None = CRADLE_MTIME, force_mode: bool = False,
+        mtime: int = CRADLE_MTIME, usable: bool = True, host: str | None = None,
     ) -> None:
-        self._set(path=path, mode=mode, uid=uid, gid=gid, mtime=mtime, force_mode=force_mode)
+        self._set(path=path, mode=mode, uid=uid, gid=gid, mtime=mtime, usable=usable, host=host)
 
     @property
     def target(self) -> str:
         return self.path
 
+    def on_host(self, path: str) -> bool:
+        """``path`` is the host bind itself or inside it."""
+        h = self.host
+        return h is not None and (h == "/" or path == h or path.startswith(h + "/"))
+
     def describe(self) -> str:
-        return f"mkdir {self.path} (mode {self.mode:04o}, {self.uid}:{self.gid})"
+        what = "usable" if self.usable else f"mode {self.mode:04o}"
+        host = f"; {self.host} and below are the host's: left alone" if self.host else ""
+        return f"mkdir {self.path} ({what}, {self.uid}:{self.gid}{host})"
 
     def execute(self, root: Root) -> None:
-        created: list[str] = []
         try:
-            fd = root.open(self.path, "dir", created)
+            self._execute(root)
         except AssemblyError as exc:
             # Mkdir steps are the cradle's cwd, home and /tmp: a path the image
             # made unusable (a file, a symlink) is a bad job, not a bad mount.
             raise JobInvalid(f"cradle: {exc.message}") from exc
+
+    def _execute(self, root: Root) -> None:
+        if self.on_host("/"):
+            return
+        parts = [p for p in self.path.split("/") if p]
+        parent_fd = root.open("/")
         try:
-            leaf_new = bool(created) and created[-1] == self.path
-            if leaf_new:
-                os.chown(fd_path(fd), self.uid, self.gid)
-            if leaf_new or self.force_mode:
-                os.chmod(fd_path(fd), self.mode)
+            # The root is the first component, as in rio's RelPath.Split: o+x
+            # as a parent; for a cwd of "/", owned and u+rwx as the leaf.
+            self._existing(parent_fd, os.fstat(parent_fd), "/", not parts)
+            walked = ""
+            for i, name in enumerate(parts):
+                walked += "/" + name
+                if self.on_host(walked):
+                    return
+                leaf = i == len(parts) - 1
+                before = os.stat(parent_fd)
+                fd = self._step(parent_fd, name, walked, leaf)
+                os.utime(fd_path(parent_fd), ns=(before.st_atime_ns, before.st_mtime_ns))
+                os.close(parent_fd)
+                parent_fd = fd
         finally:
+            os.close(parent_fd)
+
+    def _step(self, parent_fd: int, name: str, walked: str, leaf: bool) -> int:
+        """Make one component usable; an O_PATH descriptor of it."""
+        flags = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(name, flags, dir_fd=parent_fd)
+        except FileNotFoundError:
+            os.mkdir(name, 0o700, dir_fd=parent_fd)
+            fd = os.open(name, flags, dir_fd=parent_fd)
+            mine = self.usable or leaf
+            os.chown(fd_path(fd), self.uid if mine else 0, self.gid if mine else 0)
+            os.chmod(fd_path(fd), self.mode if leaf else 0o755)
+            os.utime(fd_path(fd), (self.mtime, self.mtime))
+            return fd
+        try:
+            self._existing(fd, os.fstat(fd), walked, leaf)
+        except BaseException:
             os.close(fd)
-        if self.mtime is not None:
-            for path in reversed(created):
-                pfd = root.open(path)
-                try:
-                    os.utime(fd_path(pfd), (self.mtime, self.mtime))
-                finally:
-                    os.close(pfd)
+            raise
+        return fd
+
+    def _existing(self, fd: int, st: os.stat_result, walked: str, leaf: bool) -> None:
+        """An existing component: a parent gets o+x, the leaf u+rwx and uid:gid
+        (``usable``), or the leaf gets ``mode`` (/tmp)."""
+        if not stat.S_ISDIR(st.st_mode):
+            kind = "a symlink" if stat.S_ISLNK(st.st_mode) else "not a directory"
+            raise AssemblyError(
+                f"{self.path}: {walked} is {kind} in the container; the cradle "
+                "never follows symlinks (they could point at the host)"
+            )
+        mode = stat.S_IMODE(st.st_mode)
+        if not leaf:
+            want = mode | (0o001 if self.usable else 0)
+        else:
+            want = mode | 0o700 if self.usable else self.mode
+        if self.usable and leaf and (st.st_uid, st.st_gid) != (self.uid, self.gid):
+            os.chown(fd_path(fd), self.uid, self.gid)
+        if want != mode:
+            os.chmod(fd_path(fd), want)
 
 
 OP_TYPES: dict[str, type[Op]] = {
@@ -522,7 +601,10 @@ def op_from_json(d: dict[str, Any]) -> Op:
 def execute_all(ops: Iterable[Op], root: Root) -> None:
     """Execute ``ops`` in order; an OSError becomes an AssemblyError naming the op."""
     for op in ops:
+        root.recording = not op.layer and not isinstance(op, Mkdir)
         try:
             op.execute(root)
         except OSError as e:
             raise AssemblyError(f"{op.describe()}: {e}") from e
+        finally:
+            root.recording = False

@@ -6,8 +6,9 @@ the helper (cheap, and the helper trusts no one). Rules:
 - destinations are absolute, normalised container paths, each used once;
 - the root (``/``) comes first; without one, an empty tmpfs root is used;
 - parents before children (sort by path components);
-- nothing is placed under a host bind mount: it would create mount points
-  (or, for cradle steps, directories) in the host's tree;
+- nothing is mounted under a host bind mount: it would create mount points
+  in the host's tree; a cradle step at or under one is marked (``Mkdir.host``)
+  so it leaves the host's directories alone;
 - ``Proc`` is split out: the job itself mounts it, as PID 1 of its new pid
   namespace (ns, chroot), with its masks (``Proc.hardening``).
 """
@@ -43,6 +44,16 @@ def _under(path: tuple[str, ...], parent: tuple[str, ...]) -> bool:
     return len(path) > len(parent) and path[: len(parent)] == parent
 
 
+def _mark_host(step: Mkdir, binds: list[tuple[str, ...]]) -> Mkdir:
+    """``step`` with ``host`` set to the host bind at or above its path, if any."""
+    path = tuple(split(step.path))
+    for b in binds:
+        if path == b or _under(path, b):
+            host = "/" + "/".join(b)
+            return Mkdir(step.path, step.mode, step.uid, step.gid, step.mtime, step.usable, host)
+    return step
+
+
 def plan(mounts: Iterable[Op], cradle: Iterable[Mkdir] = ()) -> Plan:
     """Sort and validate; AssemblyError naming the offending path."""
     ops = list(mounts)
@@ -59,11 +70,9 @@ def plan(mounts: Iterable[Op], cradle: Iterable[Mkdir] = ()) -> Plan:
     if "/" not in seen:
         ops.append(Tmpfs("/", 0o755))
     ops.sort(key=lambda o: tuple(split(o.target)))
-    steps = list(cradle)
-    for step in steps:
-        split(step.path)
     binds = [tuple(split(o.target)) for o in ops if isinstance(o, Bind)]
-    for op in (*ops, *steps):
+    steps = [_mark_host(step, binds) for step in cradle]
+    for op in ops:
         path = tuple(split(op.target))
         for b in binds:
             if _under(path, b):

@@ -60,7 +60,9 @@ def open_in_root(
 
     ``create`` makes missing components: directories (mode 0755, root-owned)
     and, for ``"file"``, an empty last component. Paths created are appended
-    to ``created``. The caller closes the returned descriptor.
+    to ``created``. The directory a component is created in keeps its mtime
+    (the original's ``RepairMtime``): a mount point is not a change to the
+    image. The caller closes the returned descriptor.
     """
     parts = split(path)
     fd = os.dup(root_fd)
@@ -74,6 +76,7 @@ def open_in_root(
             except FileNotFoundError:
                 if create is None:
                     raise AssemblyError(f"{walked} does not exist in the container") from None
+                parent = os.fstat(fd)
                 if last and create == "file":
                     os.close(
                         os.open(
@@ -85,6 +88,7 @@ def open_in_root(
                     )
                 else:
                     os.mkdir(name, mode if last else 0o755, dir_fd=fd)
+                os.utime(fd_path(fd), ns=(parent.st_atime_ns, parent.st_mtime_ns))
                 if created is not None:
                     created.append(walked)
                 nfd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)

@@ -200,6 +200,20 @@ def run_cancellable(fn: Callable[[], Awaitable[T]], out: Reporter, what: str = "
     return result
 
 
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """``argv`` parsed; a twerk command line after "--" is left out (main adds it)."""
+    if "--" not in argv:
+        return parser.parse_args(argv)
+    before = list(argv[: list(argv).index("--")])
+    try:
+        args = parser.parse_args(before)
+    except _ArgumentError:
+        args = None
+    if args is not None and hasattr(args, "command_line"):
+        return args
+    return parser.parse_args(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return (and, as a console script, exit with) its exit code."""
     install_signal_handlers()
@@ -209,12 +223,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in argv
     reporter = Reporter(debug=debug)
     try:
-        # Everything after "--" is a command line for the job (twerk), never ours.
-        after = list(argv[argv.index("--") + 1 :]) if "--" in argv else []
-        args = parser.parse_args(argv[: len(argv) - len(after) - 1] if "--" in argv else argv)
-        if after and not hasattr(args, "command_line"):
-            raise _ArgumentError(f"repeatr {args.command}: unexpected arguments after --")
+        # For twerk, everything after "--" is a command line for the job, never
+        # ours; for any other command "--" means what it always does: what
+        # follows is an operand (the original's `repeatr run -- FORMULA`).
+        args = _parse(parser, argv)
         if hasattr(args, "command_line"):
+            after = list(argv[argv.index("--") + 1 :]) if "--" in argv else []
             args.command_line = after
         reporter = Reporter(
             Format(getattr(args, "format", "text")),

@@ -28,9 +28,12 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "record has its code; --ignore-job-exit gives 0 as the original did);\n"
         "otherwise repeatr's own error code (see repeatr --help).\n\n"
         "A formula run before in the same way (same formula ID and executor,\n"
-        "exit code 0) returns its stored record at once; --no-memo runs it anyway.",
+        "exit code 0) returns its stored record at once; --no-memo runs it anyway.\n"
+        "A formula with a mount: input (a host directory) is never memoized.\n\n"
+        "FORMULA may be a pipe (/dev/stdin, <(...)); `repeatr run -- FORMULA`\n"
+        "works as in the original's scripts.",
     )
-    p.add_argument("formula", metavar="FORMULA", help="formula file (JSON)")
+    p.add_argument("formula", metavar="FORMULA", help="formula file (JSON), or a pipe")
     p.add_argument(
         "--executor", "-e", choices=EXECUTORS, default="auto",
         help="what runs the job (default: the best this host offers)",
@@ -97,6 +100,12 @@ def cmd_run(args: argparse.Namespace, out: Reporter) -> int:
     loaded = load_formula_file(args.formula)
     fid = formula_id(loaded.formula)
     keys = [memo_key(fid, args.executor), *([fast_key] if fast_key else [])]
+    if mounts := _host_mounts(loaded):
+        # A host directory can change between runs: its record says nothing
+        # about the next one. Never stored, so never replayed either.
+        what = "is a host mount" if len(mounts) == 1 else "are host mounts"
+        out.log(f"not memoized: {', '.join(mounts)} {what} (mount:), which can change")
+        return _run(args, out, loaded, state, memo, [])
     if not args.no_memo and (stored := memo.get(keys[0])):
         # The formula ID leaves the context out: this file may save elsewhere.
         import json
@@ -110,6 +119,14 @@ def cmd_run(args: argparse.Namespace, out: Reporter) -> int:
             return 0
         out.debug(f"memo entry for {fid} skipped: a saved output is gone; running again")
     return _run(args, out, loaded, state, memo, keys)
+
+
+def _host_mounts(loaded: Any) -> list[str]:
+    """The formula's input paths that are host directories (``mount:ro:``/``mount:rw:``)."""
+    from repeatr.model.formula import HostMount
+
+    sources = loaded.formula.input_sources().items()
+    return sorted(path for path, source in sources if isinstance(source, HostMount))
 
 
 def _saved_files(loaded: Any, results: dict[str, str]) -> list[str]:

@@ -93,6 +93,10 @@ class JobSpec:
     # A terminal (the slave side of a pty the caller relays) for an interactive
     # job (``repeatr twerk``): its stdin, stdout, stderr and controlling tty.
     tty: int | None = None
+    # The container paths that will be packed: a mount they are at or under
+    # stays for packing; every other mount of repeatr's is taken out first
+    # (``repeatr.assemble.release``).
+    outputs: tuple[str, ...] = ()
 
     @property
     def root(self) -> Path:

@@ -70,6 +70,10 @@ class GvisorExecutor(OciExecutor):
             )
         return cfg
 
+    def runtime_mountpoints(self, job: JobSpec) -> list[str]:
+        # runsc also mounts a sysfs on /sys, creating it in the root if missing.
+        return sorted({*super().runtime_mountpoints(job), "/sys"})
+
     def global_args(self, job: JobSpec, state: Path, log: Path) -> list[str]:
         network = "none" if job.network == "none" and job.netns_path is None else "host"
         return [

@@ -244,6 +244,7 @@ class HelperExecutor(Executor):
             "limits": job.limits.to_json() if job.limits is not None else {},
             "cgroup": cgroups.new_name(os.getpid()),
             "seccomp": self.seccomp_program(job),
+            "outputs": list(job.outputs),
         }
 
     def seccomp_profile(self, job: JobSpec) -> seccomp.Profile | None:

@@ -245,6 +245,12 @@ class OciExecutor(HelperExecutor):
     def config(self, job: JobSpec, cgroups_path: str) -> dict[str, Any]:
         return config(job, cgroups_path, last_cap=self.capabilities().last_capability)
 
+    def runtime_mountpoints(self, job: JobSpec) -> list[str]:
+        """Where the runtime mounts in the root: the helper makes these first, so
+        it can remove them before packing (``repeatr.assemble.release``)."""
+        dests = sorted({m["destination"] for m in oci_mounts(job.mounts)})
+        return [d for d in dests if not any(d.startswith(o.rstrip("/") + "/") for o in dests)]
+
     def bundle_dir(self, job: JobSpec) -> Path:
         return job.workdir / "oci"
 
@@ -253,6 +259,7 @@ class OciExecutor(HelperExecutor):
         ours = tuple(op for op in job.mounts if not isinstance(op, Proc | Dev))
         p = plan(ours, job.cradle)
         spec["mounts"] = [op.to_json() for op in (*p.mounts, *p.late)]
+        spec["mountpoints"] = self.runtime_mountpoints(job)
         cid = spec["cgroup"]
         bundle = self.bundle_dir(job)
         bundle.mkdir(mode=0o700, exist_ok=True)

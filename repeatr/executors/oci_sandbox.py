@@ -36,6 +36,7 @@ import select
 import signal
 import stat
 
+from repeatr.assemble import release
 from repeatr.errors import ExecutorError, JobInvalid
 from repeatr.executors.wire import write_frame
 from repeatr.linux import cgroups, libc
@@ -268,6 +269,7 @@ def run(spec: dict[str, Any], root: Root, sock: int, parent: int, helper: Module
         if code > 128 and not timed_out:  # the runtime's 128+N: the job died of signal N
             status = code - 128
         teardown()
+        release.release(root, root.layers, spec.get("outputs", ()))
         report = sandbox.exit_report(status, timed_out, False)
         write_frame(sock, report)
         return True
@@ -297,5 +299,6 @@ def run(spec: dict[str, Any], root: Root, sock: int, parent: int, helper: Module
     sandbox.kill_descendants()
     oom = cgroups.oom_kills(oci["cgroup"]) > 0
     teardown()
+    release.release(root, root.layers, spec.get("outputs", ()))
     write_frame(sock, sandbox.exit_report(status, timed_out, oom))
     return True

@@ -61,6 +61,7 @@ import signal
 import sys
 import time
 
+from repeatr.assemble import release
 from repeatr.assemble.ops import Mkdir, Op, Root, execute_all, op_from_json
 from repeatr.assemble.plan import plan
 from repeatr.errors import AssemblyError, Category, ExecutorError, JobInvalid, RepeatrError
@@ -360,6 +361,10 @@ def assemble(spec: dict[str, Any]) -> tuple[Root, list[Op]]:
     root = Root(spec["root"])
     os.makedirs(root.path, exist_ok=True)
     execute_all(p.mounts, root)
+    root.layers = release.layer_ids(root, p.mounts)
+    # Mount points of what is mounted later (the job's /proc, a runtime's
+    # mounts): made now, so they are recorded and removed before packing.
+    release.prepare(root, [*(op.target for op in p.late), *spec.get("mountpoints", ())])
     execute_all(p.cradle, root)
     if spec["mode"] == "ns":
         if spec.get("hostname"):
@@ -407,6 +412,7 @@ def run(spec: dict[str, Any], sock: int, parent: int) -> bool:
     kill_descendants()  # the kernel killed the job's pid namespace; reap what is left
     oom = group is not None and group.oom_kills() > 0
     run_cleanups()
+    release.release(root, root.layers, spec.get("outputs", ()))  # outputs are packed next
     write_frame(sock, exit_report(status, timed_out, oom))
     return True
 

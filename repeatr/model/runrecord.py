@@ -8,8 +8,11 @@ isolation, limits) will follow as optional fields after these, omitted when
 unset, so a record from a run that does not use them looks like the
 original's.
 
-Indentation is a tab per level, as the original's ``printRunRecord``
-(``json.Indent(..., "", "\\t")``).
+Printed as the original's printers did (go-timeless-api
+``repeatr/fmt``: refmt's JSON encoder with ``Indent: "    "``, a newline
+after the closing brace): four spaces per level, ``{}`` for an empty map.
+``hostname`` is the host that ran the job (the original's ``os.Hostname()``:
+"not a trusted field, but useful for debugging"), not the container's.
 """
 
 from __future__ import annotations
@@ -76,12 +79,12 @@ def start_record(formula_id: str, hostname: str = "", now: float | None = None) 
 
 
 def encode_pretty(record: RunRecord) -> bytes:
-    """Tab-indented JSON in the fixed key order, with a trailing newline."""
+    """JSON indented by four spaces, in the fixed key order, with a trailing newline."""
     builtins = msgspec.to_builtins(record)  # keeps declaration order, drops unset optionals
     results = builtins.get("results")
     if isinstance(results, dict):
         builtins["results"] = dict(sorted(results.items()))
-    return (json.dumps(builtins, indent="\t", ensure_ascii=False) + "\n").encode()
+    return (json.dumps(builtins, indent=4, ensure_ascii=False) + "\n").encode()
 
 
 def decode(data: bytes) -> RunRecord:

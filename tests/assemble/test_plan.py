@@ -49,9 +49,12 @@ def test_bad_destination(dest: str) -> None:
 def test_nothing_under_a_host_bind() -> None:
     with pytest.raises(AssemblyError):
         plan([Bind("/srv", "/mnt"), Tmpfs("/mnt/sub")])
-    with pytest.raises(AssemblyError):
-        plan([Bind("/srv", "/mnt")], [Mkdir("/mnt/task")])
-    plan([Bind("/srv", "/mnt")], [Mkdir("/mnt")])  # the bind point itself is fine
+    # A cradle step there is marked: it leaves the host's directories alone.
+    inside, at, beside = plan(
+        [Bind("/srv", "/mnt")], [Mkdir("/mnt/task"), Mkdir("/mnt"), Mkdir("/mntx")]
+    ).cradle
+    assert (inside.host, at.host, beside.host) == ("/mnt", "/mnt", None)
+    assert plan([Bind("/srv", "/")], [Mkdir("/tmp")]).cradle[0].host == "/"
 
 
 def test_nothing_inside_proc() -> None:
@@ -77,8 +80,10 @@ def test_unknown_op() -> None:
 
 def test_cradle_steps() -> None:
     steps = cradle_steps(cwd="/task", home="/home/reuser", uid=1000, gid=1000)
-    assert [(s.path, s.mode, s.uid) for s in steps] == [
-        ("/tmp", 0o1777, 0), ("/home/reuser", 0o755, 1000), ("/task", 0o755, 1000),
+    # The original's order: cwd, home, then /tmp.
+    assert [(s.path, s.mode, s.uid, s.usable) for s in steps] == [
+        ("/task", 0o755, 1000, True), ("/home/reuser", 0o755, 1000, True),
+        ("/tmp", 0o1777, 0, False),
     ]
-    assert steps[0].force_mode
     assert len(cradle_steps(cwd="/root", home="/root", uid=0, gid=0)) == 2
+    assert len(cradle_steps(cwd="/", home="/root", uid=0, gid=0)) == 3

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from repeatr.assemble.ops import CRADLE_MTIME, Mkdir, Root
+from repeatr.assemble.ops import Mkdir, Root
 from repeatr.assemble.resolve import open_in_root, open_root
 from repeatr.errors import AssemblyError, JobInvalid
 
@@ -60,21 +60,6 @@ def test_create_dirs_and_file(root: Path) -> None:
 def test_through_a_file(root: Path) -> None:
     with pytest.raises(AssemblyError, match="not a directory"):
         _open(root, "/file/x", create="dir")
-
-
-@pytest.mark.root  # chown
-def test_mkdir_step(root: Path) -> None:
-    Mkdir("/home/u", 0o750, 1234, 5678).execute(Root(os.fspath(root)))
-    st = os.stat(root / "home" / "u")
-    assert (st.st_mode & 0o7777, st.st_uid, st.st_gid, st.st_mtime) == (
-        0o750, 1234, 5678, CRADLE_MTIME,
-    )
-    assert os.stat(root / "home").st_mtime == CRADLE_MTIME
-    # existing: left alone unless force_mode
-    Mkdir("/etc", 0o700).execute(Root(os.fspath(root)))
-    assert os.stat(root / "etc").st_mode & 0o777 == 0o755
-    Mkdir("/etc", 0o1777, force_mode=True).execute(Root(os.fspath(root)))
-    assert os.stat(root / "etc").st_mode & 0o7777 == 0o1777
 
 
 def test_mkdir_through_symlink(root: Path) -> None:

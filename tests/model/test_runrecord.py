@@ -53,7 +53,7 @@ def test_key_order_and_omitted_optionals() -> None:
     text = encode_pretty(_record()).decode()
     assert list(json.loads(text)) == ["guid", "time", "formulaID", "exitCode", "results"]
     assert text.endswith("}\n")
-    assert '\n\t"guid": ' in text
+    assert '\n    "guid": ' in text
     assert list(json.loads(text)["results"]) == ["/a", "/z"]
 
 
@@ -76,3 +76,26 @@ def test_exit_code_minus_one_is_printed() -> None:
 def test_round_trip() -> None:
     record = _record(hostname="h")
     assert decode(encode_pretty(record)) == record
+
+
+def test_printed_as_the_original_printed_it() -> None:
+    """Byte for byte what go-timeless-api's printers (refmt, Indent "    ") wrote."""
+    golden = (
+        '{\n'
+        '    "guid": "0000000a-bcdefghk-mnopqrst",\n'
+        '    "time": 1500000000,\n'
+        '    "formulaID": "AteQ",\n'
+        '    "exitCode": 0,\n'
+        '    "results": {\n'
+        '        "/a": "tar:a",\n'
+        '        "/z": "tar:b"\n'
+        '    },\n'
+        '    "hostname": "h"\n'
+        '}\n'
+    )
+    assert encode_pretty(_record(hostname="h")).decode() == golden
+    empty = RunRecord(guid="g", time=1, formula_id="F", exit_code=-1, results={})
+    assert encode_pretty(empty).decode() == (
+        '{\n    "guid": "g",\n    "time": 1,\n    "formulaID": "F",\n'
+        '    "exitCode": -1,\n    "results": {}\n}\n'
+    )
