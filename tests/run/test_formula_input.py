@@ -159,3 +159,28 @@ def test_formula_without_commas_has_the_original_formula_id(runner: Runner) -> N
     b = runner.run("formula", "id", str(_write(runner, without, "b.json")))
     assert a.code == 0 and b.code == 0, b.stderr
     assert a.stdout == b.stdout
+
+
+# --- outputs repeatr could not read back -------------------------------------------
+
+
+def test_output_over_a_limit_fails_the_run_at_pack(runner: Runner, tmp_path: Path) -> None:
+    """Issue 12.6: a 300-deep output used to pack and save, then fail at unpack."""
+    wh = tmp_path / "out-wh"
+    wh.mkdir()
+    deep = "/".join(["d"] * 300)
+    f = runner.formula(
+        "/bin/sh",
+        "-c",
+        f"mkdir -p /task/out/{deep} && echo hi > /task/out/ok",
+        outputs={"/task/out": {"packtype": "tar"}},
+        save={"/task/out": f"ca+file://{wh}/"},
+    )
+    res = runner.run("run", str(f), "--executor", "ns")
+    assert res.code == Category.PACK_INVALID, res.stderr[-2000:]
+    assert "output /task/out:" in res.stderr
+    assert "depth (path components) limit of 256" in res.stderr
+    assert "Traceback" not in res.stderr
+    saved = [p for p in wh.rglob("*") if p.is_file()]
+    assert saved == []  # nothing saved that could not be read back
+    assert runner.work_dirs() == []
