@@ -177,3 +177,10 @@ def test_deep_nesting_is_an_error_not_a_recursion_error(opener: bytes) -> None:
 def test_nesting_up_to_the_limit_is_fine() -> None:
     data = b"[" * MAX_NESTING + b"]" * MAX_NESTING
     assert decode(data, Any, "doc.json") is not None  # type: ignore[arg-type]
+
+
+def test_well_formed_json_one_level_too_deep_is_refused() -> None:
+    data = b"[" * (MAX_NESTING + 1) + b"]" * (MAX_NESTING + 1)
+    with pytest.raises(FormulaError) as info:
+        decode(data, Any, "doc.json")  # type: ignore[arg-type]
+    assert str(info.value) == f"doc.json:1:{MAX_NESTING + 1}: nested more than {MAX_NESTING} levels deep"
