@@ -394,9 +394,17 @@ async def _pack_outputs(
     async def pack(path: str) -> None:
         assert frm.outputs is not None
         out = frm.outputs[path]
-        results[path] = await anyio.to_thread.run_sync(
-            pack_one, path, out.packtype, out.pack_filters()
-        )
+        try:
+            results[path] = await anyio.to_thread.run_sync(
+                pack_one, path, out.packtype, out.pack_filters()
+            )
+        except FilesetError as exc:
+            if exc.category is not Category.PACK_INVALID or exc.message.startswith("output "):
+                raise
+            # Name the output: the path in the message is inside the run's work dir.
+            raise FilesetError(
+                f"output {path}: {exc.message}", category=exc.category, hint=exc.hint
+            ) from exc
 
     async with _first_error(), anyio.create_task_group() as tg:
         for path in sorted(frm.outputs or {}):

@@ -125,6 +125,23 @@ def _unpack(
         remove_tree(work)
 
 
+def _discard_shelf(layout: Layout, ware: WareID) -> None:
+    """Remove a shelf that is not its ware. Caller holds the per-ware lock.
+
+    Only if no one uses it: a run that holds it in use has it mounted.
+    """
+    in_use = locks.try_lock(layout.inuse(ware))
+    if in_use is None:
+        raise CacheError(
+            f"the shelf of {ware} ({layout.shelf(ware)}) has no valid record and does not"
+            " match its ware ID, and a run is using it",
+            hint="let the runs using it finish, then run again: it is unpacked afresh",
+        )
+    with in_use:
+        layout.record(ware).unlink(missing_ok=True)
+        discard(layout, layout.shelf(ware), ware, Owner.current())
+
+
 class Holding(NamedTuple):
     #: None only for a shelf without a record when no ``fill`` was given.
     record: ShelfRecord | None
@@ -144,8 +161,9 @@ def hold(
     """Hold ``ware``'s shelf in use; with ``fill``, unpack it first if missing.
 
     Without ``fill`` (verify) a missing shelf yields None, holding nothing,
-    and a shelf without a record is not adopted (that would bless whatever
-    is on disk now).
+    and a shelf without a valid record is left as it is. With ``fill``, such
+    a shelf is re-hashed against its ware ID: kept and recorded if it
+    matches, else discarded and unpacked afresh (never adopted as it is).
     """
     layout.ensure_ware_dirs(ware)
     shelf = layout.shelf(ware)
@@ -162,11 +180,15 @@ def hold(
         found: ShelfRecord | None = None
         present = os.path.isdir(shelf) and not os.path.islink(shelf)
         if present:
-            found = record.read(layout.record(ware))
+            found = record.read(layout.record(ware), ware)
             if found is None and fill is not None:
                 found = record.adopt(shelf, ware)
-                record.write(layout.record(ware), found)
-        elif fill is not None:
+                if found is not None:
+                    record.write(layout.record(ware), found)
+                else:  # not the ware: never used as it is; unpacked afresh
+                    _discard_shelf(layout, ware)
+                    present = False
+        if not present and fill is not None:
             found = fill()
             unpacked = present = True
         if present:

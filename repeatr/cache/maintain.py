@@ -33,7 +33,7 @@ def ls(layout: Layout) -> list[ShelfInfo]:
     """Every shelf, least recently used first."""
     infos = []
     for ware, shelf in layout.iter_shelves():
-        found = record.read(layout.record(ware))
+        found = record.read(layout.record(ware), ware)
         size, entries = (found.size, found.entries) if found else record.measure(shelf)
         infos.append(
             ShelfInfo(
@@ -102,7 +102,7 @@ def verify(
     timeout: float | None,
     on_wait: Callable[[str], None] | None = None,
 ) -> list[Problem]:
-    """Re-hash every shelf and compare with its recorded strict ID.
+    """Re-hash every shelf and compare with its recorded strict ID (or, without one, its ware ID).
 
     The re-hash is exact (nanosecond mtimes, xattrs: ``hash_dir_exact``), as
     the unpack recorded it; records from older versions are re-hashed the
@@ -117,14 +117,25 @@ def verify(
             if held is None:
                 continue  # removed since we listed it
             if held.record is None:
-                problems.append(
-                    Problem(
-                        ware,
-                        shelf,
-                        "no strict ID recorded (made by another tool?); "
-                        "remove it, or use it once to record it as it is",
+                # No valid record (made by rio, or the record lost): the ware
+                # ID is all there is to check against. A run would do the
+                # same, then keep or discard it.
+                try:
+                    actual = str(record.ware_id_on_disk(shelf, ware))
+                except (RepeatrError, OSError) as exc:
+                    problems.append(Problem(ware, shelf, f"cannot be hashed: {exc}"))
+                    continue
+                if actual != str(ware):
+                    problems.append(
+                        Problem(
+                            ware,
+                            shelf,
+                            "no valid record, and the contents do not match the ware ID"
+                            " (the next run that needs it unpacks it afresh)",
+                            expected=str(ware),
+                            actual=actual,
+                        )
                     )
-                )
                 continue
             try:
                 actual = str(record.strict_id(shelf, exact=held.record.strict_exact))

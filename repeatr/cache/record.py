@@ -45,8 +45,8 @@ class ShelfRecord(msgspec.Struct, frozen=True, kw_only=True):
     entries: int
     #: Unix time the shelf was made (or adopted).
     created: float
-    #: True when the shelf was found on disk without a record (made by rio
-    #: or by a process killed between rename and record) and measured then.
+    #: True when the shelf was found on disk without a valid record (made by
+    #: rio, or its record lost), matched its ware ID, and was measured then.
     adopted: bool = False
 
 
@@ -54,16 +54,21 @@ _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(ShelfRecord)
 
 
-def read(path: Path) -> ShelfRecord | None:
-    """The record at ``path``; None if missing or unreadable (treated as absent)."""
+def read(path: Path, ware: WareID) -> ShelfRecord | None:
+    """``ware``'s record at ``path``; None if missing, unreadable or another ware's.
+
+    None means the shelf has no valid record: it is not trusted as it is
+    (see :func:`adopt`).
+    """
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         return None
     try:
-        return _decoder.decode(data)
+        found = _decoder.decode(data)
     except msgspec.DecodeError:
         return None
+    return found if found.ware == str(ware) else None
 
 
 def write(path: Path, record: ShelfRecord) -> None:
@@ -106,8 +111,32 @@ def strict_id(shelf: Path, *, exact: bool = True) -> WareID:
     return pack_dir(shelf, None, filters=Filters(), packtype=TAR_STRICT)
 
 
-def adopt(shelf: Path, ware: WareID) -> ShelfRecord:
-    """A record for a shelf found without one, measured from disk as it is now."""
+def ware_id_on_disk(shelf: Path, ware: WareID) -> WareID:
+    """The tree hash of the shelf as it is now, in ``ware``'s packtype.
+
+    What a lossless unpack of ``ware`` leaves on disk hashes to ``ware``
+    exactly (nanosecond mtimes and xattrs, as the ware's own hash has them;
+    directories the archive only implied were made with the inferred
+    metadata): ``UnpackResult.filtered_id``, with no filters. A ``tar-strict``
+    ware with a symlink whose mode is not 0777 never matches (Linux stores
+    0777): such a shelf is unpacked afresh.
+    """
+    from repeatr.fileset.pack import hash_dir_exact  # only a shelf without a record needs it
+
+    return hash_dir_exact(shelf, packtype=ware.packtype)
+
+
+def adopt(shelf: Path, ware: WareID) -> ShelfRecord | None:
+    """A record for a shelf found without a valid one, or None if it is not ``ware``.
+
+    A shelf without a record (made by rio, or the record lost or damaged)
+    is re-hashed against its ware ID first: one whose files were changed,
+    added or removed is not ``ware`` and must not be recorded as it is. (The
+    ``tar`` hash skips symlinks, the compat quirk; the strict ID recorded
+    from here on covers them.)
+    """
+    if ware_id_on_disk(shelf, ware) != ware:
+        return None
     size, entries = measure(shelf)
     return ShelfRecord(
         ware=str(ware),

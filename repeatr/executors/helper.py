@@ -166,11 +166,24 @@ def cgroup_limits() -> frozenset[LimitName]:
     return frozenset({LimitName.TIMEOUT, *names})
 
 
+#: Arguments longer than this are shown cut, with their length: a job refused
+#: for "argument list too long" must not print its megabytes of argv.
+_SHOWN_ARG = 1024
+
+
+def _shown_command(argv: tuple[str, ...]) -> str:
+    """``shlex.join(argv)``, each argument over _SHOWN_ARG characters cut and marked."""
+    shown = [
+        arg if len(arg) <= _SHOWN_ARG else f"{arg[:64]}...[{len(arg)} characters]" for arg in argv
+    ]
+    return shlex.join(shown)
+
+
 def _raise_reported(msg: dict[str, Any], job: JobSpec) -> None:
     cls = _ERRORS.get(msg.get("category", ""), ExecutorError)
     message = msg.get("message", "unknown helper error")
     if cls is JobInvalid:
-        message += f" (command: {shlex.join(job.argv)})"
+        message += f" (command: {_shown_command(job.argv)})"
     if msg.get("traceback"):
         message += "\n" + msg["traceback"]
     raise cls(message, hint=msg.get("hint"))

@@ -71,8 +71,45 @@ def _stat_in_root(rootfd: int, path: str) -> os.stat_result | None:
         os.close(fd)
 
 
+#: fs/exec.c ``bprm_stack_limits``: argv and envp may take a quarter of the
+#: stack rlimit, at most 3/4 of _STK_LIM (8 MiB), at least ARG_MAX (32 pages).
+_STK_LIM = 8 << 20
+_ARG_MAX = 32 * 4096
+_MAX_ARG_STRLEN = 32 * 4096
+
+
+def exec_too_big(argv: list[str], env: list[str]) -> bool:
+    """Would execve(2) refuse ``argv`` and ``env`` with E2BIG under our stack rlimit?
+
+    The runtime inherits our rlimits (config.json sets only NOFILE), so its
+    execve in the container measures what this does: each string with its
+    NUL, one pointer each, the exec's name once more.
+    """
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_STACK)[0]
+    limit = _STK_LIM // 4 * 3
+    if soft != resource.RLIM_INFINITY:
+        limit = min(limit, soft // 4)
+    limit = max(limit, _ARG_MAX)
+    sizes = [len(os.fsencode(s)) + 1 for s in (*argv, *env)]
+    if any(size > _MAX_ARG_STRLEN for size in sizes):
+        return True
+    return sum(sizes) + sizes[0] + (len(argv) + len(env)) * 8 > limit
+
+
 def check_job(spec: dict[str, Any], root: Root) -> None:
-    """JobInvalid when the cwd is not a directory or the exec is not there."""
+    """JobInvalid when the cwd is not a directory, the exec is not there, or too long."""
+    if spec["oci"]["style"] == "create":
+        # runc and crun report E2BIG as the job's own failure (exit 1). runsc
+        # runs the job under its own kernel's limits, which the validation of
+        # the formula (2 MiB) already keeps to.
+        env_strings = [f"{k}={v}" for k, v in spec["env"]]
+        if exec_too_big(spec["argv"], env_strings):
+            raise JobInvalid(
+                f"exec {spec['argv'][0]}: argument list too long: exec and env take more than"
+                " the kernel allows with this stack rlimit (a quarter of `ulimit -s`)"
+            )
     rootfd = os.open(root.path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         cwd = spec["cwd"]

@@ -309,6 +309,11 @@ def job_child(
         except OSError as e:
             if e.errno in (errno.ENOENT, errno.EACCES, errno.ENOEXEC, errno.ENOTDIR, errno.ELOOP):
                 raise JobInvalid(f"exec {path}: {e.strerror}") from e
+            if e.errno == errno.E2BIG:
+                raise JobInvalid(
+                    f"exec {path}: argument list too long: exec and env take more than the"
+                    " kernel allows with this stack rlimit (a quarter of `ulimit -s`)"
+                ) from e
             raise
     except BaseException as e:
         try:

@@ -99,12 +99,21 @@ def _limit(name: str, what: str, value: int) -> FilesetError:
 
 
 class Budget:
-    """Counts entries and bytes against :class:`Limits`; raises naming the limit."""
+    """Counts entries and bytes against :class:`Limits`; raises naming the limit.
 
-    __slots__ = ("_bytes", "_entries", "_max_name_chars", "limits")
+    The one place the limits are checked: unpack and scan (through
+    :mod:`repeatr.fileset.admit`) and pack use it. ``exceeded(name, what,
+    limit)`` makes the error: an archive member's by default; pack names the
+    path it cannot pack.
+    """
 
-    def __init__(self, limits: Limits) -> None:
+    __slots__ = ("_bytes", "_entries", "_limit", "_max_name_chars", "limits")
+
+    def __init__(
+        self, limits: Limits, exceeded: Callable[[str, str, int], FilesetError] | None = None
+    ) -> None:
         self.limits = limits
+        self._limit = exceeded or _limit
         self._entries = 0
         self._bytes = 0
         # A str of n characters encodes to at most 4n bytes: skip encoding
@@ -117,21 +126,21 @@ class Budget:
         name = entry.name
         self._entries += 1
         if self._entries > limits.max_entries:
-            raise _limit(name, "entry count", limits.max_entries)
+            raise self._limit(name, "entry count", limits.max_entries)
         if (
             len(name) > self._max_name_chars
             and len(name.encode("utf-8", "surrogateescape")) > limits.max_name_length
         ):
-            raise _limit(name, "name length (bytes)", limits.max_name_length)
+            raise self._limit(name, "name length (bytes)", limits.max_name_length)
         if name.count("/") + 1 > limits.max_depth:
-            raise _limit(name, "depth (path components)", limits.max_depth)
+            raise self._limit(name, "depth (path components)", limits.max_depth)
         if entry.size:
             self.add_bytes(name, entry.size)
 
     def add_bytes(self, name: str, count: int) -> None:
         self._bytes += count
         if self._bytes > self.limits.max_bytes:
-            raise _limit(name, "total size (bytes)", self.limits.max_bytes)
+            raise self._limit(name, "total size (bytes)", self.limits.max_bytes)
 
 
 def _split(name: str) -> tuple[str, str]:

@@ -45,7 +45,9 @@ from repeatr.errors import Category, FilesetError
 from repeatr.fileset import tarwrite
 from repeatr.fileset.compression import BLOCK, open_gzip_writer
 from repeatr.fileset.entry import Entry, EntryType
+from repeatr.fileset.extract import Budget
 from repeatr.fileset.filtering import apply as apply_filters
+from repeatr.fileset.limits import Limits
 from repeatr.fileset.treehash import TreeHasher
 from repeatr.model.filters import Filters
 from repeatr.model.wareid import TAR, TAR_STRICT, WareID
@@ -55,6 +57,7 @@ __all__ = ["hash_dir_exact", "pack_dir", "scan_stream"]
 _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _O_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 _PROGRESS_STEP = 8 << 20
+_DEFAULT_LIMITS = Limits()
 
 _TYPEFLAG = {
     EntryType.FILE: tarwrite.TYPE_FILE,
@@ -110,8 +113,11 @@ class _Packer:
         progress: Callable[[int], None] | None,
         *,
         exact: bool = False,
+        limits: Limits | None = None,
     ) -> None:
         self.root = root
+        #: What unpack will enforce on the ware (None: hash_dir_exact, no archive).
+        self.budget = Budget(limits, self._over_limit) if limits is not None else None
         self.out = out
         #: Build tar headers only when there is an archive to write.
         self.emit = out is not None
@@ -218,6 +224,14 @@ class _Packer:
             self._next_progress = done + _PROGRESS_STEP
             self.progress(done)
 
+    def _over_limit(self, name: str, what: str, limit: int) -> FilesetError:
+        return FilesetError(
+            f"cannot pack {self.root}: {name!r} exceeds the {what} limit of {limit}:"
+            " repeatr could not unpack the ware",
+            category=Category.PACK_INVALID,
+            hint="pack, scan and unpack share these limits; keep the output within them",
+        )
+
     def _changed(self, entry: Entry) -> FilesetError:
         return FilesetError(
             f"{self.root / entry.name} changed size while it was being packed",
@@ -232,9 +246,12 @@ class _Packer:
         stack: list[tuple[int, str, Iterator[str]]] = []
         emit = self.emit
         sockets = self.exact
+        admit = self.budget.admit if self.budget is not None else None
         try:
             entry = self._entry(".", root_st, EntryType.DIR, root_fd, ".")
             if entry is not None:
+                if admit is not None:
+                    admit(entry)
                 self.hasher.add(entry, None)
                 if emit:
                     yield self._header(entry)
@@ -249,6 +266,8 @@ class _Packer:
                         continue
                     name = prefix + leaf
                     entry = self._entry(name, st, etype, fd, leaf)
+                    if entry is not None and admit is not None:
+                        admit(entry)  # before a dir is opened or a file read
                     if etype is EntryType.DIR:
                         # A dir is never dropped by filters (only devices are).
                         assert entry is not None
@@ -331,21 +350,27 @@ def pack_dir(
     filters: Filters,
     packtype: str = TAR,
     progress: Callable[[int], None] | None = None,
+    limits: Limits = _DEFAULT_LIMITS,
 ) -> WareID:
     """Pack ``path`` as a gzip'd tar into ``out`` (None: hash only); return its ware ID.
 
     A path that does not exist gives ``<packtype>:-`` and writes nothing.
+    ``limits`` are the ones unpack and scan enforce (the same
+    :class:`~repeatr.fileset.extract.Budget`): a tree over them is refused
+    here, naming the entry and the limit, rather than packed into a ware
+    that could never be unpacked.
     ``progress`` gets the bytes packed so far every 8 MiB, also inside a big
     file; whatever it raises stops the pack (how a run cancels one).
     Raises ``FilesetError``: FILTER_REJECTION naming the entry a filter
-    rejects, PACK_INVALID when ``path`` is not a directory or cannot be read.
-    ``out`` is not closed.
+    rejects, PACK_INVALID when ``path`` is not a directory, cannot be read,
+    or is over a limit. ``out`` is not closed.
     """
     path = Path(path)
     root_st = _root_stat(path)
     if root_st is None:
         return WareID.from_digest(packtype, None)
-    return _walk(_Packer(path, out, filters, packtype, progress), root_st, out)
+    packer = _Packer(path, out, filters, packtype, progress, limits=limits)
+    return _walk(packer, root_st, out)
 
 
 def hash_dir_exact(
@@ -376,7 +401,9 @@ def hash_dir_exact(
     return _walk(packer, root_st, None)
 
 
-def scan_stream(stream: BinaryIO, *, packtype: str = TAR) -> WareID:
+def scan_stream(
+    stream: BinaryIO, *, packtype: str = TAR, limits: Limits = _DEFAULT_LIMITS
+) -> WareID:
     """:func:`repeatr.fileset.scan.scan_stream`, imported only when called.
 
     Packing must not pay for the archive reader (libarchive) at import time:
@@ -384,5 +411,5 @@ def scan_stream(stream: BinaryIO, *, packtype: str = TAR) -> WareID:
     """
     from repeatr.fileset.scan import scan_stream as scan
 
-    return scan(stream, packtype=packtype)
+    return scan(stream, packtype=packtype, limits=limits)
 

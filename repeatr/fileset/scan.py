@@ -16,7 +16,9 @@ from __future__ import annotations
 import hashlib
 from typing import BinaryIO
 
+from repeatr.fileset.admit import Admission
 from repeatr.fileset.entry import EntryType
+from repeatr.fileset.limits import Limits
 from repeatr.fileset.reader import read_archive
 from repeatr.fileset.treehash import TreeHasher
 from repeatr.model.wareid import TAR, WareID
@@ -24,20 +26,28 @@ from repeatr.model.wareid import TAR, WareID
 __all__ = ["scan_stream"]
 
 
-def scan_stream(stream: BinaryIO, *, packtype: str = TAR) -> WareID:
+_DEFAULT_LIMITS = Limits()
+
+
+def scan_stream(
+    stream: BinaryIO, *, packtype: str = TAR, limits: Limits = _DEFAULT_LIMITS
+) -> WareID:
     """The ware ID of the archive in ``stream`` (any supported compression).
 
-    Hardlink entries are hashed as the original does (nothing, for ``tar``;
-    their record, for ``tar-strict``). Raises ``FilesetError(WARE_CORRUPT)``
-    for malformed input.
+    Refuses what unpack refuses, the same way (:mod:`repeatr.fileset.admit`:
+    limits, hardlinks, type changes, members under a non-directory): an
+    archive that cannot be unpacked gets no ID. Raises
+    ``FilesetError(WARE_CORRUPT)`` for malformed or hostile input.
     """
     hasher = TreeHasher(packtype)
     add = hasher.add
+    admit = Admission(limits).admit
     file_t = EntryType.FILE
     sha384 = hashlib.sha384
     with read_archive(stream) as members:
         for member in members:
             entry = member.entry
+            admit(entry)
             if entry.type is file_t:
                 h = sha384()
                 for view in member.views():

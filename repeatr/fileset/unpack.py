@@ -42,8 +42,9 @@ from typing import BinaryIO
 
 from repeatr.errors import Category, FilesetError
 from repeatr.fileset import filtering
+from repeatr.fileset.admit import Admission
 from repeatr.fileset.entry import Entry, EntryType
-from repeatr.fileset.extract import Budget, SafeWriter, inferred_dir
+from repeatr.fileset.extract import SafeWriter, inferred_dir
 from repeatr.fileset.limits import Limits
 from repeatr.fileset.reader import read_archive
 from repeatr.fileset.treehash import TreeHasher
@@ -164,10 +165,11 @@ def _unpack_into(
     # into the strict hash once every other ID is taken (the strict hasher
     # may be shared with them; ``add`` replaces an entry of the same name).
     disk_forms: dict[str, Entry] = {}
-    budget = Budget(limits)
+    admission = Admission(limits)
+    budget = admission.budget
+    admit = admission.admit
     file_t = EntryType.FILE
     symlink_t = EntryType.SYMLINK
-    hardlink_t = EntryType.HARDLINK
     sha384 = hashlib.sha384
     entries = 0
     done = 0
@@ -181,10 +183,8 @@ def _unpack_into(
             if checkpoint is not None:
                 checkpoint()
             entry = member.entry
-            budget.admit(entry)
+            admit(entry)  # what scan refuses too: limits, hardlinks, type changes
             entries += 1
-            if entry.type is hardlink_t:
-                write(entry)  # rejects it, naming the member
             out = apply(entry, filters)
             digest: bytes | None = None
             if entry.type is file_t:

@@ -39,6 +39,19 @@ CradleMode = Literal["", "disable"]
 #: Largest uid/gid we accept: 2**32 - 2 (2**32 - 1 is the kernel's "no id").
 MAX_ID = 2**32 - 2
 
+#: Longest single argument or ``NAME=value`` that execve(2) takes, in bytes
+#: with its NUL: MAX_ARG_STRLEN, 32 pages (include/uapi/linux/binfmts.h).
+MAX_ARG_STRLEN = 32 * 4096
+#: Most bytes argv and environment together may take: a quarter of the stack
+#: rlimit (fs/exec.c ``bprm_stack_limits``), 2 MiB with the usual 8 MiB stack.
+#: Each string counts with its NUL, plus a pointer (8 bytes) to it. A host
+#: with a smaller stack rlimit can still refuse less at exec: that is then
+#: JobInvalid "argument list too long" on every executor.
+MAX_ARG_TOTAL = 2 << 20
+_POINTER = 8
+#: Longest hostname the kernel takes: HOST_NAME_MAX (include/uapi/linux/utsname.h).
+MAX_HOSTNAME = 64
+
 
 NetworkName = Literal["", "none", "host", "bridge"]
 
@@ -158,6 +171,56 @@ def _abs_path_problem(path: str) -> str | None:
     return None
 
 
+def _encoded_size(text: str) -> int:
+    return len(text.encode("utf-8", "surrogateescape"))
+
+
+def _check_exec_size(act: Action, action: list[str | int], problems: Problems) -> None:
+    """What execve(2) would refuse with E2BIG (``argument list too long``), refused here."""
+    total = 0
+    for i, arg in enumerate(act.exec):
+        size = _encoded_size(arg) + 1
+        total += size + _POINTER
+        if size > MAX_ARG_STRLEN:
+            problems.append(
+                (
+                    [*action, "exec", i],
+                    f"argument list too long: this argument is {size - 1} bytes; the kernel"
+                    f" takes at most {MAX_ARG_STRLEN - 1} per argument",
+                )
+            )
+    for key, value in (act.env or {}).items():
+        size = _encoded_size(key) + 1 + _encoded_size(value) + 1
+        total += size + _POINTER
+        if size > MAX_ARG_STRLEN:
+            problems.append(
+                (
+                    [*action, "env", Key(key)],
+                    f"too long: NAME=value is {size - 1} bytes; the kernel takes at most"
+                    f" {MAX_ARG_STRLEN - 1} per variable",
+                )
+            )
+    if total > MAX_ARG_TOTAL:
+        problems.append(
+            (
+                [*action, "exec"],
+                f"argument list too long: exec and env take {total} bytes; the kernel takes"
+                f" at most {MAX_ARG_TOTAL} (a quarter of the usual 8 MiB stack)",
+            )
+        )
+
+
+def _hostname_problem(name: str) -> str | None:
+    """Why the kernel (or the /etc/hosts line repeatr writes for it) can't take ``name``."""
+    size = _encoded_size(name)
+    if size > MAX_HOSTNAME:
+        return f"is {size} bytes; a hostname has at most {MAX_HOSTNAME}"
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in name):
+        what = "NUL" if "\0" in name else "whitespace or control characters"
+        return f"must not contain {what}"
+    return None
+
+
 def _check_paths(keys: Mapping[str, object], at: list[str | int], problems: Problems) -> None:
     for path in keys:
         if problem := _abs_path_problem(path):
@@ -185,6 +248,9 @@ def validate(frm: Formula, at: list[str | int] | None = None) -> Problems:
     for i, arg in enumerate(act.exec):
         if "\0" in arg:
             problems.append(([*action, "exec", i], "must not contain NUL"))
+    _check_exec_size(act, action, problems)
+    if act.hostname and (problem := _hostname_problem(act.hostname)):
+        problems.append(([*action, "hostname"], problem))
     if act.cwd and (problem := _abs_path_problem(act.cwd)):
         problems.append(([*action, "cwd"], problem))
     for key, value in (act.env or {}).items():

@@ -1,16 +1,40 @@
-"""Strict JSON loading for hand-written files, with errors that name the field.
+"""JSON loading for hand-written files, in the original's dialect, with errors that name the field.
 
-Two things msgspec does not do on its own:
+**The dialect.** The original Repeatr (and reach) read JSON with refmt
+(polydawn/refmt at 26ba426, vendored by both at their last commits), whose
+decoder makes the comma between two entries optional: after a value, a
+``,`` may follow or not, then the next entry or the closing bracket. So
+``[1 2]``, ``{"a": 1 "b": 2}`` and ``[1, 2,]`` were all read, and reach's
+own ``examples/helloworkspace/example.org/proj-{bar,baz}/module.tl`` rely on
+the missing comma. :func:`normalise` accepts exactly that and nothing
+looser: a comma before the first entry (``[,1]``), two commas in a row
+(``[1,,2]``) and everything else plain JSON refuses stay errors. (refmt was
+laxer still where it had FIXMEs: ``nope`` read as ``null``; and the
+original read one value and ignored whatever followed it. No formula
+relies on either, both hide typos, and we accept neither. Strings are as
+strict in refmt as in JSON: no raw control characters, only JSON's escapes.)
 
-* **Trailing commas.** The original Repeatr accepted ``,}`` and ``,]`` (its
-  own example formulas have them). :func:`strip_trailing_commas` blanks such
-  commas with a scanner that knows where strings are, so a value like
-  ``"a,}"`` survives. The comma becomes a space rather than disappearing, so
-  byte offsets in decode errors still point into the user's file.
-* **Readable paths.** msgspec reports ``$.formula.outputs[...].packtype``;
-  the ``[...]`` hides which map key was wrong. :func:`decode` finds the key by
-  walking the raw document alongside the target type and reports
-  ``formula.outputs["/out"].packtype``.
+Two rules are ours, not refmt's:
+
+* **Duplicate keys are an error.** refmt let the last one win, silently
+  (``SetMapIndex`` / a struct field set twice); a formula whose ``env``
+  names a variable twice almost certainly has a mistake in it, and which
+  value the job got was invisible. The error names the key, its line and
+  column. (A formula with a duplicate key was already ambiguous to read; it
+  is refused rather than given a different meaning.)
+* **Nesting is limited** to :data:`MAX_NESTING` levels (refmt had no limit;
+  the deepest of the original's files is 8), so a hostile document gets an
+  error naming where, not a ``RecursionError``.
+
+:func:`normalise` turns the dialect into plain JSON for msgspec: it inserts
+each missing comma and blanks each trailing one (a space, so offsets stay).
+A scanner that knows where strings are does this, so a value like ``"a,}"``
+survives; offsets in decode errors are mapped back to the user's file.
+
+**Readable paths.** msgspec reports ``$.formula.outputs[...].packtype``; the
+``[...]`` hides which map key was wrong. :func:`decode` finds the key by
+walking the raw document alongside the target type and reports
+``formula.outputs["/out"].packtype``.
 
 Every failure is a :class:`~repeatr.errors.FormulaError` (category USAGE) whose
 message starts with the file name.
@@ -18,11 +42,13 @@ message starts with the file name.
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 import types
 import typing
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import msgspec
@@ -31,39 +57,216 @@ from repeatr.errors import FormulaError
 
 T = TypeVar("T")
 
-_WHITESPACE = b" \t\r\n"
+#: Deepest nesting of arrays and objects accepted. The original's formulas and
+#: reach's modules nest at most 8 deep; msgspec and the path walk recurse.
+MAX_NESTING = 100
+
+# One token, after optional whitespace: a whole string (escapes honoured), a
+# structural byte, or a bare scalar (numbers and literals; msgspec judges
+# their spelling). Anything else stops the scan and is left to msgspec.
+_TOKEN = re.compile(
+    rb'[ \t\r\n]*(?:(?P<str>"[^"\\]*(?:\\.[^"\\]*)*")|(?P<op>[][{}:,])'
+    rb"|(?P<scalar>[-0-9A-Za-z+.]+))",
+    re.DOTALL,
+)
+
+
+class DialectError(Exception):
+    """A duplicate key or too deep a nesting, found by :func:`normalise`."""
+
+    def __init__(self, offset: int, path: list[str | int] | None, message: str) -> None:
+        super().__init__(message)
+        self.offset = offset
+        self.path = path
+        self.message = message
+
+
+@dataclass(slots=True)
+class Normalised:
+    """Plain JSON for msgspec, and where commas were inserted (to map offsets back)."""
+
+    data: bytes
+    #: Offsets in ``data`` of the commas :func:`normalise` inserted, ascending.
+    inserted: list[int] = field(default_factory=list)
+
+    def original_offset(self, offset: int) -> int:
+        """The offset in the user's file of ``offset`` in :attr:`data`."""
+        return offset - bisect.bisect_left(self.inserted, offset)
+
+
+@dataclass(slots=True)
+class _Frame:
+    is_object: bool
+    #: "start" (just opened), "key" (after a comma in an object), "colon",
+    #: "value", "after" (a complete entry), "comma" (after a comma in an array).
+    state: str
+    at: str | int | None = None
+    keys: set[str] = field(default_factory=set)
+    index: int = -1
+    comma: int = -1
+
+
+def _key_text(token: bytes) -> str:
+    if b"\\" not in token:
+        return token[1:-1].decode("utf-8", "surrogateescape")
+    try:
+        value = json.loads(token)
+    except ValueError:  # a bad escape: msgspec will say so
+        return token.decode("utf-8", "surrogateescape")
+    return str(value)
+
+
+class _Duplicate(Exception):
+    pass
+
+
+def _pairs_without_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        raise _Duplicate
+    return found
+
+
+def _is_plain_and_clean(data: bytes) -> bool:
+    """True when ``data`` is plain JSON without duplicate keys or deep nesting.
+
+    The common case, decided at C speed (the json module's scanner) so that
+    only files that need it (the dialect, or a problem to locate) go
+    through the scanner of :func:`normalise`, which costs a few
+    microseconds per token.
+    """
+    try:
+        doc = json.loads(data, object_pairs_hook=_pairs_without_duplicates)
+    except (ValueError, RecursionError, _Duplicate):
+        return False
+    # Breadth first, one level of containers at a time. (A tuple, not
+    # ``dict | list``: isinstance with a union is several times slower.)
+    containers = (dict, list)
+    level: list[dict[str, object] | list[object]] = [doc] if isinstance(doc, containers) else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > MAX_NESTING:
+            return False
+        level = [
+            child
+            for node in level
+            for child in (node.values() if isinstance(node, dict) else node)
+            if isinstance(child, containers)
+        ]
+    return True
+
+
+def normalise(data: bytes) -> Normalised:
+    """The original's JSON dialect (see module docstring) as plain JSON.
+
+    Raises :class:`DialectError` for a duplicate key or nesting deeper than
+    :data:`MAX_NESTING`. At anything else it does not understand it stops
+    and leaves the rest as it is: plain JSON is a subset of the dialect, so
+    msgspec refuses that spot too, and reports it.
+    """
+    if _is_plain_and_clean(data):
+        return Normalised(data)
+    inserts: list[int] = []  # original offsets: a comma goes before the byte there
+    blanks: list[int] = []
+    stack: list[_Frame] = []
+    top_done = False
+    pos = 0
+    n = len(data)
+    match = _TOKEN.match
+    while pos < n:
+        m = match(data, pos)
+        if m is None:
+            break  # whitespace to the end, or a byte no token starts with
+        start = m.start(m.lastgroup or 0)
+        end = m.end()
+        kind = m.lastgroup
+        token = m.group(kind or 0)
+        frame = stack[-1] if stack else None
+        if kind == "op" and token in b"]}":
+            if frame is None or frame.is_object != (token == b"}"):
+                break
+            if frame.state == "comma" or frame.state == "key":
+                blanks.append(frame.comma)  # a trailing comma
+            elif frame.state not in ("start", "after"):
+                break
+            stack.pop()
+            if stack:
+                stack[-1].state = "after"
+            else:
+                top_done = True
+            pos = end
+            continue
+        if kind == "op" and token == b",":
+            if frame is None or frame.state != "after":
+                break
+            frame.state = "key" if frame.is_object else "comma"
+            frame.comma = start
+            pos = end
+            continue
+        if kind == "op" and token == b":":
+            if frame is None or frame.state != "colon":
+                break
+            frame.state = "value"
+            pos = end
+            continue
+        # A value (or, in an object, a key).
+        if frame is None:
+            if top_done:
+                break
+        elif frame.is_object and frame.state in ("start", "key", "after"):
+            if kind != "str":
+                break
+            if frame.state == "after":
+                inserts.append(start)  # the comma refmt let you leave out
+            key = _key_text(token)
+            if key in frame.keys:
+                raise DialectError(start, _path(stack, key), "duplicate key")
+            frame.keys.add(key)
+            frame.at = key
+            frame.state = "colon"
+            pos = end
+            continue
+        elif frame.is_object and frame.state != "value":
+            break
+        elif not frame.is_object:
+            if frame.state == "after":
+                inserts.append(start)
+            frame.index += 1
+            frame.at = frame.index
+        if frame is not None:
+            frame.state = "after"
+        if kind == "op":  # "{" or "["
+            if len(stack) >= MAX_NESTING:
+                # No path: it would be a hundred levels long.
+                raise DialectError(start, None, f"nested more than {MAX_NESTING} levels deep")
+            stack.append(_Frame(is_object=token == b"{", state="start"))
+        elif frame is None:
+            top_done = True
+        pos = end
+    if not inserts and not blanks:
+        return Normalised(data)
+    out = bytearray(data)
+    for offset in blanks:
+        out[offset] = 0x20
+    inserted = []
+    for k, offset in enumerate(inserts):
+        inserted.append(offset + k)
+    for offset in reversed(inserts):
+        out[offset:offset] = b","
+    return Normalised(bytes(out), inserted)
+
+
+def _path(stack: list[_Frame], key: str) -> list[str | int]:
+    """Where the innermost object's ``key`` is."""
+    parts: list[str | int] = [frame.at for frame in stack[:-1] if frame.at is not None]
+    parts.append(key)
+    return parts
 
 
 def strip_trailing_commas(data: bytes) -> bytes:
-    """Replace each comma that is followed (after whitespace) by ``}`` or ``]`` with a space.
-
-    Strings are skipped, honouring backslash escapes, so commas inside string
-    values are never touched. Everything else is left for the JSON decoder to
-    judge.
-    """
-    out = bytearray(data)
-    in_string = False
-    escaped = False
-    n = len(data)
-    for i in range(n):
-        byte = data[i]
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:  # backslash
-                escaped = True
-            elif byte == 0x22:  # closing quote
-                in_string = False
-            continue
-        if byte == 0x22:
-            in_string = True
-        elif byte == 0x2C:  # comma
-            j = i + 1
-            while j < n and data[j] in _WHITESPACE:
-                j += 1
-            if j < n and data[j] in b"}]":
-                out[i] = 0x20
-    return bytes(out)
+    """``data`` in plain JSON (see :func:`normalise`); kept for callers that want bytes."""
+    return normalise(data).data
 
 
 # ---------------------------------------------------------------- error paths
@@ -114,6 +317,26 @@ def _struct_field(tp: Any, encoded: str) -> msgspec.structs.FieldInfo | None:
         if info.encode_name == encoded:
             return info
     return None
+
+
+def _typed_path(tp: Any, raw_parts: list[str | int]) -> list[str | int]:
+    """Raw keys and indexes as :func:`format_path` parts: struct fields plain, map keys quoted."""
+    parts: list[str | int] = []
+    for part in raw_parts:
+        tp = _unwrap_optional(tp)
+        if isinstance(part, int):
+            parts.append(part)
+            args = typing.get_args(tp)
+            tp = args[0] if args else Any
+        elif _is_struct(tp):
+            info = _struct_field(tp, part)
+            parts.append(part)
+            tp = info.type if info is not None else Any
+        else:
+            parts.append(Key(part))
+            args = typing.get_args(tp)
+            tp = args[1] if len(args) == 2 else Any
+    return parts
 
 
 def _fails(value: object, tp: Any) -> bool:
@@ -197,19 +420,24 @@ def decode(
     *,
     check: Callable[[T], list[tuple[list[str | int], str]]] | None = None,
 ) -> T:
-    """Decode ``data`` (JSON, trailing commas allowed) into ``tp`` or raise ``FormulaError``.
+    """Decode ``data`` (the original's JSON dialect) into ``tp`` or raise ``FormulaError``.
 
     ``check`` runs semantic validation on the decoded value and returns
     ``(path parts, message)`` problems; all of them are reported together.
     """
-    cleaned = strip_trailing_commas(data)
     try:
-        raw = msgspec.json.decode(cleaned)
+        plain = normalise(data)
+    except DialectError as exc:
+        line, col = _line_col(data, exc.offset)
+        where = "" if exc.path is None else f" {format_path(_typed_path(tp, exc.path))}:"
+        raise FormulaError(f"{name}:{line}:{col}:{where} {exc.message}") from None
+    try:
+        raw = msgspec.json.decode(plain.data)
     except msgspec.DecodeError as exc:
         message = str(exc)
         where = ""
         if m := re.search(_BYTE_OFFSET, message):
-            line, col = _line_col(cleaned, int(m.group(1)))
+            line, col = _line_col(data, plain.original_offset(int(m.group(1))))
             where = f":{line}:{col}"
             message = message[: m.start()]
         raise FormulaError(f"{name}{where}: {message}") from exc

@@ -133,8 +133,79 @@ def test_records_from_older_versions_still_verify(tmp_path: Path, root: Path) ->
     old["strict"] = str(pack_dir(shelf, None, filters=Filters(), packtype=TAR_STRICT))
     assert old["strict"] != old["unpacked_strict"]  # the ware has sub-second mtimes
     path.write_text(json.dumps(old))
-    found = record.read(path)
+    found = record.read(path, ware.id)
     assert found is not None and not found.strict_exact
     assert cache.verify() == []
     (shelf / "file").write_bytes(b"CONTENT")
     assert len(cache.verify()) == 1
+
+
+# --- a shelf whose record is lost: re-hashed against its ware ID -------------------
+
+
+def _lose_record(cache: Cache, ware: Ware, how: str) -> None:
+    path = cache.layout.record(ware.id)
+    if how == "truncated":
+        path.write_bytes(path.read_bytes()[:10])
+    elif how == "deleted":
+        path.unlink()
+    elif how == "empty":
+        path.write_bytes(b"")
+    else:  # another ware's record, copied over this one
+        doc = json.loads(path.read_text())
+        doc["ware"] = "tar:5y6NvK6GBPQ6CcuNyJyWtSrMAJQ4LVrAcZSoCRAzMSk5o53pkTYiieWyRivfvhZwhZ"
+        path.write_text(json.dumps(doc))
+
+
+@pytest.mark.parametrize("how", ["truncated", "deleted", "empty", "another ware's"])
+def test_a_damaged_shelf_with_a_lost_record_is_not_laundered(
+    tmp_path: Path, root: Path, how: str
+) -> None:
+    """Issue 12.5: delete a file, lose the record; the next use must not bless it."""
+    ware = make_ware(tmp_path / "w.tgz", {"file": b"content", "other": b"x", "link": "file"})
+    cache = Cache(root)
+    with cache.shelf(ware.id, [ware.url]) as handle:
+        shelf = handle.path
+    (shelf / "other").unlink()
+    _lose_record(cache, ware, how)
+
+    problems = cache.verify()
+    assert [p.ware for p in problems] == [ware.id]
+    assert problems[0].expected == str(ware.id) and problems[0].actual != str(ware.id)
+
+    with cache.shelf(ware.id, [ware.url]) as handle:
+        assert handle.unpacked  # discarded and unpacked afresh, not adopted
+        assert not handle.record.adopted
+        assert (handle.path / "other").read_bytes() == b"x"
+    assert cache.verify() == []
+    assert os.listdir(cache.layout.tmp) == []
+
+
+def test_an_intact_shelf_with_a_lost_record_is_kept(tmp_path: Path, root: Path) -> None:
+    """Sub-second mtimes in the archive: the ware ID check still matches the unpacked tree."""
+    ware = make_ware(tmp_path / "w.tgz", {"file": b"content", "link": "file"})
+    cache = Cache(root)
+    with cache.shelf(ware.id, [ware.url]) as handle:
+        strict = handle.record.strict
+    _lose_record(cache, ware, "truncated")
+    assert cache.verify() == []
+    with cache.shelf(ware.id, []) as handle:  # no sources: it must not need a fetch
+        assert not handle.unpacked and handle.record.adopted
+        assert handle.record.strict == strict
+    assert cache.verify() == []
+
+
+def test_a_damaged_shelf_in_use_is_not_pulled_from_under_its_user(
+    tmp_path: Path, root: Path
+) -> None:
+    from repeatr.errors import CacheError
+
+    ware = make_ware(tmp_path / "w.tgz", {"file": b"content", "other": b"x"})
+    cache = Cache(root)
+    with cache.shelf(ware.id, [ware.url]) as handle:
+        (handle.path / "other").unlink()
+        _lose_record(cache, ware, "deleted")
+        with pytest.raises(CacheError) as info, cache.shelf(ware.id, [ware.url]):
+            pass
+        assert str(ware.id) in str(info.value)
+        assert handle.path.is_dir()

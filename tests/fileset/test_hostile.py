@@ -1,5 +1,7 @@
 """Hostile archives: each must fail with the right category, naming the member,
-leaving nothing outside the target and no partial target behind."""
+leaving nothing outside the target and no partial target behind; and ``scan``
+must refuse each one unpack refuses losslessly, the same way (no ID for an
+archive nothing can unpack)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from repeatr.errors import Category, FilesetError
 from repeatr.fileset.entry import Entry, EntryType
 from repeatr.fileset.extract import SafeWriter
 from repeatr.fileset.limits import Limits
+from repeatr.fileset.scan import scan_stream
 from repeatr.fileset.unpack import TMP_PREFIX, unpack_stream
 from repeatr.model.filters import UNPACK_LOSSLESS, UNPACK_LOWPRIV, Filters
 from repeatr.model.wareid import WareID
@@ -68,11 +71,25 @@ def scene(tmp_path: Path) -> Scene:
     return Scene(work, outside)
 
 
+def _scan_refuses(data: bytes, category: Category, member: str | None, **kw: object) -> None:
+    """What unpack refuses losslessly, scan refuses too: same category, same member named."""
+    if kw.get("filters", UNPACK_LOSSLESS) is not UNPACK_LOSSLESS or "expected" in kw:
+        return  # a filter's or a hash's verdict: scan applies neither
+    limits = kw.get("limits") or Limits()
+    assert isinstance(limits, Limits)
+    with pytest.raises(FilesetError) as info:
+        scan_stream(io.BytesIO(data), limits=limits)
+    assert info.value.category is category, info.value
+    if member is not None:
+        assert member in str(info.value)
+
+
 def _fails(scene: Scene, data: bytes, member: str, category: Category, **kw: object) -> str:
     err = scene.unpack(data, **kw)  # type: ignore[arg-type]
     assert err.category is category, err
     assert member in str(err)
     scene.assert_untouched()
+    _scan_refuses(data, category, member, **kw)
     return str(err)
 
 
@@ -238,6 +255,7 @@ def test_truncated_archive(scene: Scene) -> None:
     err = scene.unpack(cut)
     assert err.category is Category.WARE_CORRUPT
     scene.assert_untouched()
+    _scan_refuses(cut, Category.WARE_CORRUPT, None)
 
 
 def test_truncated_gzip(scene: Scene) -> None:
@@ -245,12 +263,15 @@ def test_truncated_gzip(scene: Scene) -> None:
     err = scene.unpack(data[: len(data) // 2])
     assert err.category is Category.WARE_CORRUPT
     scene.assert_untouched()
+    _scan_refuses(data[: len(data) // 2], Category.WARE_CORRUPT, None)
 
 
 def test_not_a_tar(scene: Scene) -> None:
-    err = scene.unpack(b"<html><body>502 Bad Gateway</body></html>\n" * 50)
+    junk = b"<html><body>502 Bad Gateway</body></html>\n" * 50
+    err = scene.unpack(junk)
     assert err.category is Category.WARE_CORRUPT
     scene.assert_untouched()
+    _scan_refuses(junk, Category.WARE_CORRUPT, None)
 
 
 def test_hash_mismatch(scene: Scene) -> None:
