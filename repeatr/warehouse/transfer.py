@@ -26,6 +26,7 @@ is retried, the standard non-blocking pattern. Name resolution
 
 from __future__ import annotations
 
+import functools
 import http.client
 import os
 import select
@@ -234,9 +235,7 @@ class _HTTPSConnection(http.client.HTTPSConnection):
     def connect(self) -> None:
         _HTTPConnection.connect(self)  # type: ignore[arg-type]
         hostname = self._tunnel_host or self.host  # type: ignore[attr-defined]
-        context = self._context
-        context.sslsocket_class = SlicedSSLSocket
-        sock = context.wrap_socket(
+        sock = self._context.wrap_socket(
             self.sock, server_hostname=hostname, do_handshake_on_connect=False
         )
         assert isinstance(sock, SlicedSSLSocket)
@@ -269,9 +268,18 @@ class _HTTPHandler(urllib.request.HTTPHandler):
         return self.do_open(connection, req)
 
 
+@functools.cache
+def _tls_context(_cert_file: str | None, _cert_dir: str | None) -> ssl.SSLContext:
+    # Loading the CA certificates takes ~0.2 s: once per process (per setting
+    # of the variables OpenSSL reads them from), as urllib's own opener does.
+    context = ssl.create_default_context()
+    context.sslsocket_class = SlicedSSLSocket
+    return context
+
+
 class _HTTPSHandler(urllib.request.HTTPSHandler):
     def __init__(self, transfer: Transfer) -> None:
-        super().__init__(context=ssl.create_default_context())
+        super().__init__()
         self.transfer = transfer
 
     def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
@@ -282,7 +290,8 @@ class _HTTPSHandler(urllib.request.HTTPSHandler):
             conn.transfer = transfer
             return conn
 
-        return self.do_open(connection, req, context=self._context)  # type: ignore[attr-defined]
+        context = _tls_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+        return self.do_open(connection, req, context=context)
 
 
 def urlopen(

@@ -7,7 +7,10 @@ whole body had arrived, and a cancelled caller waited as long.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
+from pathlib import Path
 
 import anyio
 import anyio.from_thread
@@ -71,6 +74,49 @@ def test_minimum_rate_from_the_environment() -> None:
 @pytest.mark.anyio
 async def test_cancel_stops_a_trickling_fetch_within_a_second() -> None:
     with trickling(0.3) as server:
+        wh = HTTPWarehouse(
+            f"{server.url}/w", min_rate=MinRate(0), checkpoint=anyio.from_thread.check_cancelled
+        )
+
+        def fetch() -> None:
+            with wh.open_file() as stream:
+                stream.read()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(anyio.to_thread.run_sync, fetch)
+            await anyio.to_thread.run_sync(server.wait_sending, 2)
+            t0 = time.monotonic()
+            tg.cancel_scope.cancel()
+        took = time.monotonic() - t0
+        assert took < 1.0, f"the fetch took {took:.2f}s to notice the cancel"
+        assert server.wait_closed(5), "the connection was left open"
+
+
+@pytest.fixture
+def certificate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1, trusted by this process's clients."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", key, "-out", cert, "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    monkeypatch.setenv("SSL_CERT_FILE", os.fspath(cert))
+    return cert, key
+
+
+def test_https_through_sliced_sockets(certificate: tuple[Path, Path]) -> None:
+    with (
+        trickling(0, length=3_000_000, tls=certificate) as server,
+        HTTPWarehouse(f"{server.url}/w").open_file() as stream,
+    ):
+        assert stream.read() == b"a" * 3_000_000
+
+
+@pytest.mark.anyio
+async def test_cancel_stops_a_trickling_https_fetch(certificate: tuple[Path, Path]) -> None:
+    with trickling(0.3, tls=certificate) as server:
         wh = HTTPWarehouse(
             f"{server.url}/w", min_rate=MinRate(0), checkpoint=anyio.from_thread.check_cancelled
         )

@@ -9,11 +9,13 @@ magic, and a tar header would take 512 of them, so the reader just waits.
 from __future__ import annotations
 
 import http.server
+import ssl
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -43,7 +45,10 @@ class Trickle:
 
 
 @contextmanager
-def trickling(interval: float, length: int = 1 << 20) -> Iterator[Trickle]:
+def trickling(
+    interval: float, length: int = 1 << 20, tls: tuple[Path, Path] | None = None
+) -> Iterator[Trickle]:
+    """The server; ``tls``: (certificate, key) files to serve https with."""
     state = Trickle("")
     stop = threading.Event()
 
@@ -58,6 +63,11 @@ def trickling(interval: float, length: int = 1 << 20) -> Iterator[Trickle]:
                 self.send_response(200)
                 self.send_header("Content-Length", str(length))
                 self.end_headers()
+                if not interval:  # no trickle: the whole body at once
+                    self.wfile.write(b"a" * length)
+                    with state.lock:
+                        state.sent += length
+                    return
                 for _ in range(length):
                     self.wfile.write(b"a")
                     self.wfile.flush()
@@ -73,9 +83,15 @@ def trickling(interval: float, length: int = 1 << 20) -> Iterator[Trickle]:
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
+    scheme = "http"
+    if tls is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*tls)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        scheme = "https"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    state.url = f"{scheme}://127.0.0.1:{server.server_address[1]}"
     try:
         yield state
     finally:
