@@ -72,6 +72,11 @@ def test_config_network_host_and_path(tmp_path: Path) -> None:
     assert all(ns["type"] != "network" for ns in host["linux"]["namespaces"])
     by_path = config(_job(tmp_path, netns_path="/run/netns/x"), "/c")
     assert {"type": "network", "path": "/run/netns/x"} in by_path["linux"]["namespaces"]
+    # Unprivileged ping in the job's own namespace; never a sysctl of the host's.
+    assert "sysctl" not in host["linux"]
+    none = config(_job(tmp_path, network="none"), "/c")
+    for cfg in (by_path, none):
+        assert cfg["linux"]["sysctl"] == {"net.ipv4.ping_group_range": "0 2147483647"}
 
 
 def _hard_nofile() -> int:

@@ -355,3 +355,34 @@ def test_namespaces_make_no_host_mount_but_their_own_files(
         holder.wait()
     assert _mount_points() == before
     assert_gone(host, network, "run-mnt")
+
+
+def test_namespaces_allow_unprivileged_ping_and_the_host_keeps_its_setting(
+    net_host: NetHost, network: Network
+) -> None:
+    """Every namespace repeatr.net makes lets any group open ICMP echo sockets
+    (``net.ipv4.ping_group_range``, as Docker and Podman set it); the host's own
+    value is left alone."""
+    knob = Path("/proc/sys/net/ipv4/ping_group_range")
+    host_value = knob.read_text()
+    bridged = prepare_sync("bridge", "run-ping-b", "box", network=network, host=net_host)
+    try:
+        none = prepare_sync("none", "run-ping-n", "box", host=net_host)
+        try:
+            for att, address in ((bridged, network.gateway_address), (none, "127.0.0.1")):
+                assert att.netns is not None
+                assert in_ns(att.netns, "cat", os.fspath(knob)).stdout.split() == [
+                    "0", "2147483647"
+                ]
+                # As nobody, without privileges (no_new_privs: ping's file capability is
+                # ignored): only an ICMP datagram socket can work.
+                ping = in_ns(
+                    att.netns, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                    "--no-new-privs", "ping", "-c1", "-W2", str(address),
+                )  # fmt: skip
+                assert ping.returncode == 0, ping.stderr
+        finally:
+            teardown_sync(none)
+    finally:
+        teardown_sync(bridged)
+    assert knob.read_text() == host_value
