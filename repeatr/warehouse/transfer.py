@@ -26,6 +26,7 @@ is retried, the standard non-blocking pattern. Name resolution
 
 from __future__ import annotations
 
+import errno
 import functools
 import http.client
 import os
@@ -134,7 +135,9 @@ class Transfer:
                 f" and {WINDOW_ENV} (seconds) set the minimum",
             )
 
-    def wait(self, sock: socket.socket, events: int, deadline: float | None = None) -> None:
+    def wait_ready(
+        self, sock: socket.socket, events: int, deadline: float | None = None
+    ) -> None:
         """Wait (in slices, ticking) until ``sock`` is ready for ``events``."""
         poller = select.poll()
         poller.register(sock, events)
@@ -196,9 +199,9 @@ def connect(
                 sock.bind(source)
             sock.setblocking(False)
             code = sock.connect_ex(addr)
-            if code not in (0, 115):  # 115: EINPROGRESS
+            if code not in (0, errno.EINPROGRESS):
                 raise OSError(code, os.strerror(code))
-            transfer.wait(sock, select.POLLOUT, deadline)
+            transfer.wait_ready(sock, select.POLLOUT, deadline)
             code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             if code:
                 raise OSError(code, os.strerror(code))

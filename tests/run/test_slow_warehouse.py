@@ -129,3 +129,31 @@ def test_a_fetch_below_the_configured_minimum_rate_fails_naming_url_and_rate(
     assert not layout.shelf(ware).exists()
     assert layout.list_temps() == []
     wait_for(lambda: runner.work_dirs() == [])
+
+
+def test_sigterm_ends_repeatr_unpack_from_a_trickling_server(
+    runner: Runner, server: Trickle, tmp_path: Path
+) -> None:
+    """The same for a command without an event loop: the signal interrupts a sliced wait."""
+    ware = _data_ware(tmp_path)
+    dest = tmp_path / "dest"
+    proc = subprocess.Popen(
+        runner.command("unpack", str(ware), str(dest), "--source", f"ca+{server.url}/"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        server.wait_sending(3)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        _out, err = proc.communicate()
+    assert code == Category.CANCELLED, err
+    assert took < 2.0, f"took {took:.1f}s to honour SIGTERM"
+    assert not dest.exists() or os.listdir(dest) == []
+    assert server.wait_closed(5), "the connection was left open"
