@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import anyio.from_thread
 import anyio.to_thread
 import msgspec
 
@@ -209,8 +210,12 @@ def _unpack(ware: str, url: str, dest: Path) -> dict[str, _Seen]:
     parsed = WareID.parse(ware)
     if parsed.is_empty:
         return {}
-    with open_from_sources(parsed, [url]) as (_url, stream):
-        unpack_stream(stream, dest, expected=parsed, filters=UNPACK_LOSSLESS)
+    # In a worker thread: a cancelled check stops the fetch and the unpack.
+    cancelled = anyio.from_thread.check_cancelled
+    with open_from_sources(parsed, [url], checkpoint=cancelled) as (_url, stream):
+        unpack_stream(
+            stream, dest, expected=parsed, filters=UNPACK_LOSSLESS, checkpoint=cancelled
+        )
     return _describe_tree(dest)
 
 

@@ -382,7 +382,9 @@ async def _pack_outputs(
         if target is None:
             ware = pack_dir(where, None, filters=filters, packtype=packtype, progress=progress)
         else:
-            with warehouse_for(target).start_save() as session:
+            # The checkpoint lets a cancel stop an upload to an HTTP warehouse too.
+            warehouse = warehouse_for(target, checkpoint=anyio.from_thread.check_cancelled)
+            with warehouse.start_save() as session:
                 ware = pack_dir(
                     where, session.file, filters=filters, packtype=packtype, progress=progress
                 )

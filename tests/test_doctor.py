@@ -12,6 +12,7 @@ import pytest
 from repeatr.executors.base import ExecutorName
 from tests.executors.conftest import RUNTIME_DEFAULT_DIRS
 from tests.rootfs import REPO
+from tests.unprivileged import run_as_nobody
 
 pytestmark = pytest.mark.root
 
@@ -57,13 +58,10 @@ def test_doctor_text() -> None:
 def test_doctor_without_root_skips_measuring() -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root to drop it")
-    proc = subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-         sys.executable, "-m", "repeatr", "doctor", "--format", "json"],
-        capture_output=True, text=True, cwd=REPO, timeout=120, check=False,
-        env={**os.environ, "PYTHONPATH": os.fspath(REPO)},
-    )
+    proc = run_as_nobody(["doctor", "--format", "json"], timeout=120)
     events = [json.loads(line) for line in proc.stdout.splitlines()]
-    report = next(e for e in events if e["event"] == "result")
+    reports = [e for e in events if e["event"] == "result"]
+    assert reports, proc.stderr
+    report = reports[0]
     assert all(not e["available"] for e in report["executors"])
     assert proc.returncode == 42

@@ -80,7 +80,7 @@ def _unpack(
         from repeatr.warehouse import open_from_sources
 
         try:
-            with open_from_sources(ware, sources) as (_url, stream):
+            with open_from_sources(ware, sources, checkpoint=checkpoint) as (_url, stream):
                 result = unpack_stream(
                     stream,
                     staged,

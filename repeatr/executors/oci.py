@@ -55,6 +55,7 @@ from repeatr.executors.base import (
 )
 from repeatr.executors.helper import HelperExecutor, cgroup_limits
 from repeatr.linux import capability
+from repeatr.linux.sysctl import NETNS_SYSCTLS
 
 OCI_VERSION = "1.0.2"
 CPU_PERIOD_US = 100_000
@@ -153,6 +154,9 @@ def config(job: JobSpec, cgroups_path: str, *, last_cap: int | None = None) -> d
     }
     if job.seccomp:
         cfg["linux"]["seccomp"] = seccomp.for_capabilities(caps).oci()
+    if job.netns_path is not None or job.network == "none":
+        # Its own network namespace: unprivileged ping, as repeatr.net sets it.
+        cfg["linux"]["sysctl"] = dict(NETNS_SYSCTLS)
     if job.hostname:
         cfg["hostname"] = job.hostname
     return cfg

@@ -66,7 +66,7 @@ from repeatr.assemble.ops import Mkdir, Op, Root, execute_all, op_from_json
 from repeatr.assemble.plan import plan
 from repeatr.errors import AssemblyError, Category, ExecutorError, JobInvalid, RepeatrError
 from repeatr.executors.wire import read_frame, write_frame
-from repeatr.linux import capability, cgroups, libc
+from repeatr.linux import capability, cgroups, libc, sysctl
 
 # Start-up time is most of a short job's cost: only cheap modules are imported
 # (no json, socket, typing, dataclasses, contextlib; traceback only on failure).
@@ -358,6 +358,8 @@ def assemble(spec: dict[str, Any]) -> tuple[Root, list[Op]]:
         elif spec["network"] == "none":
             flags |= libc.CLONE_NEWNET
     libc.unshare(flags)
+    if flags & libc.CLONE_NEWNET:
+        sysctl.configure_netns()  # this process is in its new namespace now
     libc.mount(None, "/", None, libc.MS_REC | libc.MS_PRIVATE)
     p = plan(
         [op_from_json(o) for o in spec["mounts"]],

@@ -52,7 +52,7 @@ from ctypes import (
 )
 from typing import Any, BinaryIO
 
-from repeatr.errors import Category, FilesetError
+from repeatr.errors import Category, FilesetError, RepeatrError
 from repeatr.fileset.compression import BLOCK, open_decompressed
 from repeatr.fileset.entry import Entry, EntryType
 
@@ -275,7 +275,9 @@ class _ArchiveReader:
         cause = self._callback_error
         if cause is not None:
             self._callback_error = None
-            if isinstance(cause, KeyboardInterrupt):
+            if isinstance(cause, RepeatrError) or not isinstance(cause, Exception):
+                # The source's own error (a download that broke off or stalled:
+                # the warehouse's category, not a corrupt ware), or a cancel.
                 raise cause
             err = FilesetError(
                 f"corrupt ware: {doing}: {_describe(cause)}", category=Category.WARE_CORRUPT

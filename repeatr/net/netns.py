@@ -14,9 +14,13 @@ that fork a child process to do this (pyroute2's ``netns.create``, for
 one) fall into a known trap: forking a threaded Python process (it hung
 BenchExec; see the project's host notes).
 
-The directory is set up the way iproute2 does it (a bind mount of itself,
-``MS_SHARED``) so that removing a namespace also unmounts the copies other
-mount namespaces got, and the two tools can share ``/run/netns``.
+The directory is a plain directory: repeatr makes no mount on the host
+but the namespace files themselves, and removes those. (``ip netns add``
+also binds ``/run/netns`` onto itself and makes it ``MS_SHARED``, a
+permanent host change, so that unmounting a namespace file would propagate
+to the copies other mount namespaces got. Since Linux 3.18 unlinking the
+file detaches those copies in every mount namespace, which :func:`remove`
+does. If ``ip`` made the directory a mount point, repeatr uses it as is.)
 """
 
 from __future__ import annotations
@@ -34,21 +38,8 @@ _THREAD_NETNS = "/proc/thread-self/ns/net"
 
 
 def ensure_netns_dir(netns_dir: Path) -> None:
-    """Create ``netns_dir`` as a shared mount point (like ``ip netns add``). Idempotent.
-
-    Racing callers: making an existing mount point shared again is a no-op;
-    only the very first use binds the directory onto itself, and two first
-    users stacking two binds is harmless (iproute2 has the same race).
-    """
-    netns_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        libc.mount(None, netns_dir, None, libc.MS_SHARED | libc.MS_REC)
-        return
-    except OSError as e:
-        if e.errno != errno.EINVAL:  # EINVAL: not a mount point yet
-            raise
-    libc.mount(netns_dir, netns_dir, None, libc.MS_BIND | libc.MS_REC)
-    libc.mount(None, netns_dir, None, libc.MS_SHARED | libc.MS_REC)
+    """Create ``netns_dir`` (a plain directory, no mount: see the module doc). Idempotent."""
+    netns_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
 
 
 @contextmanager

@@ -40,7 +40,7 @@ from typing import NamedTuple
 import anyio
 
 from repeatr.errors import NetworkError, RepeatrError
-from repeatr.linux import libc
+from repeatr.linux import libc, sysctl
 from repeatr.net import bridge, dns, netns, records
 from repeatr.net.config import (
     DEFAULT_HOST,
@@ -149,9 +149,15 @@ def _prepare_none(path: Path, host: NetHost) -> None:
     try:
         netns.ensure_netns_dir(host.netns_dir)
         with netns.inside_new_netns(path):
-            libc.link_up("lo")
+            _set_up_inside()
     except OSError as e:
         raise NetworkError(f"cannot create network namespace {path}: {e}") from e
+
+
+def _set_up_inside() -> None:
+    """In a new namespace (this thread is in it): ``lo`` up, unprivileged ping allowed."""
+    libc.link_up("lo")
+    sysctl.configure_netns()
 
 
 def _prepare_bridge(
@@ -168,7 +174,7 @@ def _prepare_bridge(
         try:
             netns.ensure_netns_dir(host.netns_dir)
             with netns.inside_new_netns(path):
-                libc.link_up("lo")
+                _set_up_inside()
                 nsl = bridge.netlink()  # bound to the run's namespace from now on
             nsfd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as e:

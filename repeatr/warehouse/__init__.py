@@ -27,10 +27,13 @@ class Warehouse(ABC):
         leaving the context without commit removes the temp file.
         Raises WarehouseError(WAREHOUSE_UNWRITABLE) for read-only kinds.
 
-def warehouse_for(url: str) -> Warehouse         # UsageError for unknown schemes
+def warehouse_for(url: str, *, checkpoint=None) -> Warehouse   # UsageError for unknown schemes
+    ``checkpoint`` (e.g. ``anyio.from_thread.check_cancelled``) is called
+    whenever a network transfer would wait; what it raises stops it.
 def open_single_ware(source: str) -> ContextManager[BinaryIO]
     A plain path or a single-ware URL (file://, http(s)://), for ``scan``.
-def open_from_sources(ware: WareID, urls: Sequence[str]) -> ContextManager[tuple[str, BinaryIO]]
+def open_from_sources(ware: WareID, urls: Sequence[str], *, checkpoint=None)
+        -> ContextManager[tuple[str, BinaryIO]]
     Tries in order; not-found / unavailable moves on. The final error is
     WARE_NOT_FOUND if every source answered "not there", else
     WAREHOUSE_UNAVAILABLE; its message lists every source and what it said.
@@ -42,7 +45,7 @@ import contextlib
 import os
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import BinaryIO
@@ -146,7 +149,7 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def warehouse_for(url: str) -> Warehouse:
+def warehouse_for(url: str, *, checkpoint: Callable[[], None] | None = None) -> Warehouse:
     """The warehouse a URL names; ``UsageError`` for an unknown scheme or an empty path.
 
     Kinds are imported lazily so that reading a local file never loads the
@@ -167,7 +170,7 @@ def warehouse_for(url: str) -> Warehouse:
     if scheme in ("http", "https", "ca+http", "ca+https"):
         from repeatr.warehouse.http import HTTPWarehouse
 
-        return HTTPWarehouse(url)
+        return HTTPWarehouse(url, checkpoint=checkpoint)
     got = f"scheme {scheme!r}" if scheme else "no scheme"
     raise UsageError(
         f"unsupported warehouse URL {redact(url)!r}: {got}",
@@ -190,7 +193,9 @@ def open_single_ware(source: str) -> AbstractContextManager[BinaryIO]:
 
 
 @contextlib.contextmanager
-def open_from_sources(ware: WareID, urls: Sequence[str]) -> Iterator[tuple[str, BinaryIO]]:
+def open_from_sources(
+    ware: WareID, urls: Sequence[str], *, checkpoint: Callable[[], None] | None = None
+) -> Iterator[tuple[str, BinaryIO]]:
     """Open ``ware`` from the first source that has it; yields ``(url, stream)``.
 
     Sources are tried in order (compat.md "Warehouses"); a source that is
@@ -202,7 +207,7 @@ def open_from_sources(ware: WareID, urls: Sequence[str]) -> Iterator[tuple[str, 
     """
     if not urls:
         raise UsageError(f"no sources to fetch {ware} from", hint="add a fetch URL")
-    warehouses = [warehouse_for(url) for url in urls]
+    warehouses = [warehouse_for(url, checkpoint=checkpoint) for url in urls]
     said: list[tuple[str, WarehouseError]] = []
     for wh in warehouses:
         with contextlib.ExitStack() as stack:

@@ -9,8 +9,11 @@ Status mapping: 200 is the ware; 404 and 410 are WARE_NOT_FOUND; any other
 status, a refused connection, a DNS failure, a TLS error or a timeout is
 WAREHOUSE_UNAVAILABLE, naming the URL and the reason, so fetching moves on to
 the next source. A body that breaks off mid-way (connection reset, short
-read, read timeout) raises WAREHOUSE_UNAVAILABLE from ``read()``. The body is
-streamed, never held in memory. Proxy settings come from the environment
+read, no data for ``timeout`` seconds, a rate below the minimum) raises
+WAREHOUSE_UNAVAILABLE from ``read()``. The body is streamed, never held in
+memory. Every wait on the network can be cancelled within a fraction of a
+second (``checkpoint``), and a transfer slower than ``REPEATR_FETCH_MIN_RATE``
+fails: :mod:`repeatr.warehouse.transfer`. Proxy settings come from the environment
 (``http_proxy``, ``no_proxy``), as for any urllib client.
 
 Credentials in the URL (``https://user:password@host/...``, ``%xx``-escaped)
@@ -30,7 +33,7 @@ import io
 import posixpath
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
@@ -38,14 +41,16 @@ from repeatr import __version__
 from repeatr.errors import Category, UsageError, WarehouseError
 from repeatr.model.wareid import WareID
 from repeatr.warehouse import Warehouse, ca_segments, redact
+from repeatr.warehouse.transfer import MinRate, Transfer, urlopen
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
     from repeatr.warehouse.httpwrite import HTTPSave
 
-#: Seconds to wait for the connection and for each read; a stalled server
-#: must not hang a run forever, a slow but moving download must not fail.
+#: Seconds to wait for the connection, and for any byte at all; a stalled
+#: server must not hang a run forever. A server that trickles fails the
+#: minimum rate instead (:mod:`repeatr.warehouse.transfer`).
 DEFAULT_TIMEOUT = 60.0
 
 _NOT_FOUND = (404, 410)
@@ -92,7 +97,14 @@ class _Body(io.RawIOBase):
 class HTTPWarehouse(Warehouse):
     """A ware file or a content-addressed warehouse behind an HTTP(S) URL."""
 
-    def __init__(self, url: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        min_rate: MinRate | None = None,
+        checkpoint: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__(url)
         parts = urlsplit(url)
         self.content_addressed = parts.scheme.startswith("ca+")
@@ -106,6 +118,10 @@ class HTTPWarehouse(Warehouse):
             fragment="",
         )
         self.timeout = timeout
+        #: Slower transfers fail (see repeatr.warehouse.transfer); default from the environment.
+        self.min_rate = MinRate.from_environ() if min_rate is None else min_rate
+        #: Called whenever a transfer would wait: a cancelled caller's raises.
+        self.checkpoint = checkpoint
 
     def ware_url(self, ware: WareID) -> str:
         """The URL fetched for ``ware`` (without credentials)."""
@@ -135,6 +151,16 @@ class HTTPWarehouse(Warehouse):
             request.add_unredirected_header("Authorization", self.authorization)
         return request
 
+    def urlopen(self, request: urllib.request.Request) -> http.client.HTTPResponse:
+        """Send ``request``; every wait ticks a :class:`Transfer` (cancel, stall, minimum rate)."""
+        transfer = Transfer(
+            f"{request.get_method()} {redact(request.full_url)}",
+            stall=self.timeout,
+            min_rate=self.min_rate,
+            checkpoint=self.checkpoint,
+        )
+        return urlopen(request, transfer, self.timeout)
+
     def _unavailable(self, target: str, reason: object) -> WarehouseError:
         return WarehouseError(
             f"warehouse {redact(self.url)} unavailable: GET {redact(target)}: {reason}",
@@ -153,7 +179,7 @@ class HTTPWarehouse(Warehouse):
     def _open(self, target: str, what: str) -> Iterator[BinaryIO]:
         request = self.request(target)
         try:
-            response = urllib.request.urlopen(request, timeout=self.timeout)
+            response = self.urlopen(request)
         except urllib.error.HTTPError as exc:
             exc.close()  # it holds the connection
             if exc.code in _NOT_FOUND:

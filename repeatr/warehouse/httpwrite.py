@@ -125,10 +125,12 @@ def send(
         request.add_header("Content-Length", str(size))
         request.add_header("Content-Type", "application/octet-stream")
     try:
-        response = urllib.request.urlopen(request, timeout=wh.timeout)
+        response = wh.urlopen(request)
     except urllib.error.HTTPError as exc:
         exc.close()  # it holds the connection
         return Reply(exc.code, str(exc.reason))
+    except WarehouseError as exc:  # stalled, or slower than the minimum rate
+        raise NoReply(exc) from exc
     except urllib.error.URLError as exc:
         raise NoReply(exc.reason) from exc
     except (OSError, http.client.HTTPException) as exc:

@@ -13,6 +13,7 @@ import pytest
 from repeatr.executors.base import JobSpec
 from repeatr.executors.oci import config
 from tests.executors.conftest import Jobs, usable
+from tests.rootfs import named_netns
 
 pytestmark = [pytest.mark.root, pytest.mark.anyio]
 
@@ -28,17 +29,14 @@ def executor(request: pytest.FixtureRequest) -> object:
 def netns() -> Iterator[str]:
     """A named netns (the rpr prefix: the host check treats it as not ours) with a veth pair in it."""
     name = f"rprtest-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
+    with named_netns(name) as path:
         subprocess.run(["ip", "-n", name, "link", "add", "dummy7", "type", "veth",
                         "peer", "name", "dummy7p"], check=True)
         subprocess.run(["ip", "-n", name, "addr", "add", "10.77.0.2/24", "dev", "dummy7"],
                        check=True)
         subprocess.run(["ip", "-n", name, "link", "set", "dummy7", "up"], check=True)
         subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
-        yield f"/run/netns/{name}"
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=True)
+        yield str(path)
 
 
 @pytest.mark.parametrize("executor", OCI, indirect=True)
@@ -74,6 +72,11 @@ def test_config_network_host_and_path(tmp_path: Path) -> None:
     assert all(ns["type"] != "network" for ns in host["linux"]["namespaces"])
     by_path = config(_job(tmp_path, netns_path="/run/netns/x"), "/c")
     assert {"type": "network", "path": "/run/netns/x"} in by_path["linux"]["namespaces"]
+    # Unprivileged ping in the job's own namespace; never a sysctl of the host's.
+    assert "sysctl" not in host["linux"]
+    none = config(_job(tmp_path, network="none"), "/c")
+    for cfg in (by_path, none):
+        assert cfg["linux"]["sysctl"] == {"net.ipv4.ping_group_range": "0 2147483647"}
 
 
 def _hard_nofile() -> int:

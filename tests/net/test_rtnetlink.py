@@ -21,6 +21,7 @@ import pytest
 from repeatr.linux import libc
 from repeatr.linux.libc import IFF_UP
 from repeatr.linux.rtnetlink import RtNetlink
+from tests.rootfs import named_netns
 
 T = TypeVar("T")
 
@@ -53,12 +54,8 @@ def in_netns(path: Path, fn: Callable[[], T]) -> T:
 
 
 def _scratch_netns(tag: str) -> Iterator[Path]:
-    name = f"rprtest-{tag}-{os.getpid()}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        yield Path("/run/netns") / name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=True)
+    with named_netns(f"rprtest-{tag}-{os.getpid()}") as path:
+        yield path
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -311,3 +312,77 @@ def test_thread_returns_to_its_namespace_even_on_error(net_host: NetHost) -> Non
         raise RuntimeError("boom")
     assert os.readlink("/proc/thread-self/ns/net") == mine
     assert not path.exists()
+
+
+def _mount_points() -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        return sorted(line.split()[4] for line in f)
+
+
+def _mount_points_of(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/mountinfo") as f:
+        return [line.split()[4] for line in f]
+
+
+def test_namespaces_make_no_host_mount_but_their_own_files(
+    net_host: NetHost, network: Network, tmp_path: Path
+) -> None:
+    """On a fresh host the namespace dir stays a plain directory (``ip netns add``
+    would make it a shared bind mount for good), and a copy of a run's namespace
+    that another mount namespace took still goes with teardown: what that shared
+    mount was for."""
+    host = dataclasses.replace(net_host, netns_dir=tmp_path / "netns")
+    before = _mount_points()
+    att = prepare_sync("bridge", "run-mnt", "box", network=network, host=host)
+    holder = None
+    try:
+        assert att.netns is not None
+        assert sorted(set(_mount_points()) - set(before)) == [os.fspath(att.netns)]
+        # A process in a private mount namespace made now holds a copy of the nsfs mount.
+        holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sleep", "60"])
+        mine = os.readlink("/proc/self/ns/mnt")
+        deadline = time.monotonic() + 10
+        while os.readlink(f"/proc/{holder.pid}/ns/mnt") == mine:
+            assert time.monotonic() < deadline, "unshare did not start"
+            time.sleep(0.01)
+        assert os.fspath(att.netns) in _mount_points_of(holder.pid)
+    finally:
+        teardown_sync(att)
+    try:
+        assert os.fspath(att.netns) not in _mount_points_of(holder.pid)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert _mount_points() == before
+    assert_gone(host, network, "run-mnt")
+
+
+def test_namespaces_allow_unprivileged_ping_and_the_host_keeps_its_setting(
+    net_host: NetHost, network: Network
+) -> None:
+    """Every namespace repeatr.net makes lets any group open ICMP echo sockets
+    (``net.ipv4.ping_group_range``, as Docker and Podman set it); the host's own
+    value is left alone."""
+    knob = Path("/proc/sys/net/ipv4/ping_group_range")
+    host_value = knob.read_text()
+    bridged = prepare_sync("bridge", "run-ping-b", "box", network=network, host=net_host)
+    try:
+        none = prepare_sync("none", "run-ping-n", "box", host=net_host)
+        try:
+            for att, address in ((bridged, network.gateway_address), (none, "127.0.0.1")):
+                assert att.netns is not None
+                assert in_ns(att.netns, "cat", os.fspath(knob)).stdout.split() == [
+                    "0", "2147483647"
+                ]
+                # As nobody, without privileges (no_new_privs: ping's file capability is
+                # ignored): only an ICMP datagram socket can work.
+                ping = in_ns(
+                    att.netns, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                    "--no-new-privs", "ping", "-c1", "-W2", str(address),
+                )  # fmt: skip
+                assert ping.returncode == 0, ping.stderr
+        finally:
+            teardown_sync(none)
+    finally:
+        teardown_sync(bridged)
+    assert knob.read_text() == host_value

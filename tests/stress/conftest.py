@@ -41,7 +41,7 @@ from repeatr.linux import libc
 from repeatr.model.filters import Filters
 from repeatr.warehouse import warehouse_for
 from tests.clirun import StateRunner
-from tests.rootfs import MKROOTFS, STRICT, mountinfo, processes_with
+from tests.rootfs import MKROOTFS, STRICT, iproute2_netns_dir, mountinfo, processes_with
 
 SCALE = max(1, int(os.environ.get("REPEATR_STRESS_SCALE", "1")))
 SEED = int(os.environ.get("REPEATR_STRESS_SEED", str(int(time.time()))))
@@ -255,8 +255,10 @@ def host_mounts(area: Area) -> list[str]:
     for line in mountinfo():
         fields = line.split()
         point, fstype = fields[4], fields[fields.index("-") + 1]
-        foreign = (fstype == "tmpfs" and not point.startswith(os.fspath(area.base))) or (
-            fstype == "nsfs" and point.startswith("/run/netns/rpr")
+        foreign = (
+            (fstype == "tmpfs" and not point.startswith(os.fspath(area.base)))
+            or (fstype == "nsfs" and point.startswith("/run/netns/rpr"))
+            or iproute2_netns_dir(line)
         )
         if STRICT or not foreign:
             found.append(f"{point} {fstype}")
