@@ -39,7 +39,15 @@ from repeatr import workdir as workdirs
 from repeatr.assemble.cradle import cradle_steps, system_mounts
 from repeatr.assemble.ops import Bind, Mkdir, Op, Overlay
 from repeatr.cache import Cache
-from repeatr.errors import Category, ExecutorError, FilesetError, UsageError, collapse
+from repeatr.errors import (
+    Category,
+    DiskFull,
+    ExecutorError,
+    FilesetError,
+    UsageError,
+    collapse,
+    is_no_space,
+)
 from repeatr.executors.base import Executor, JobResult, JobSpec, Network, OutputCallback
 from repeatr.linux import libc
 from repeatr.model import policy
@@ -126,13 +134,18 @@ async def run_formula(
                 tg.start_soon(inputs)
                 if network == "bridge":
                     tg.start_soon(attach)
-            job = _job_spec(frm, work, lowers, "host" if network == "host" else "none")
-            if att is not None:
-                job = replace(
-                    job,
-                    mounts=(*job.mounts, *_dns_binds(att, work)),
-                    netns_path=os.fspath(att.netns) if att.netns else None,
-                )
+            try:
+                job = _job_spec(frm, work, lowers, "host" if network == "host" else "none")
+                if att is not None:
+                    job = replace(
+                        job,
+                        mounts=(*job.mounts, *_dns_binds(att, work)),
+                        netns_path=os.fspath(att.netns) if att.netns else None,
+                    )
+            except OSError as exc:
+                if is_no_space(exc):
+                    raise DiskFull.of(exc, work, "prepare the work dir") from exc
+                raise
             job = replace(job, tty=tty)
             for op in job.mounts:
                 ev.debug(f"mount: {op.describe()}")

@@ -24,7 +24,6 @@ found 5, hash mismatch 7, ...); cache problems are CacheError (9).
 
 from __future__ import annotations
 
-import errno
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -36,7 +35,7 @@ from repeatr.cache import record
 from repeatr.cache.info import ShelfHandle
 from repeatr.cache.layout import Layout, TempName, discard, remove_tree
 from repeatr.cache.record import ShelfRecord
-from repeatr.errors import CacheError, FilesetError
+from repeatr.errors import CacheError, DiskFull
 from repeatr.model.wareid import WareID
 from repeatr.owner import Owner
 
@@ -90,16 +89,14 @@ def _unpack(
                     progress=progress,
                     checkpoint=checkpoint,
                 )
-        except FilesetError as exc:
-            cause = exc.__cause__
-            if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
-                # The cache's disk is full: a cache problem, not the ware's or the user's path.
-                raise CacheError(
-                    f"no space left in the cache {layout.root} to unpack {ware}: {exc}",
-                    hint="free space with `repeatr cache gc --max-size SIZE`, or give a cache"
-                    " (--cache, REPEATR_CACHE) on a larger filesystem",
-                ) from exc
-            raise
+        except DiskFull as exc:
+            # Name the cache and the ware, and say how to make room there.
+            raise DiskFull(
+                f"disk full: no space left in the cache {layout.root} to unpack {ware}:"
+                f" {exc.message}",
+                hint="free space with `repeatr cache gc --max-size SIZE`, or give a cache"
+                " (--cache, REPEATR_CACHE) on a larger filesystem",
+            ) from exc
         # The unpack hashed the tree as it wrote it: its strict ID is what
         # verify's exact re-hash of the shelf gives, so no second read.
         made = ShelfRecord(

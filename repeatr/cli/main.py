@@ -50,7 +50,7 @@ examples:
 exit codes: 1 usage, 2 internal, 3 warehouse unavailable, 4 warehouse unwritable,
   5 ware not found, 6 ware corrupt, 7 hash mismatch, 8 cancelled, 9 cache,
   10 assembly invalid, 11 pack invalid, 12 inoperable path, 13 filter rejection,
-  40 job invalid, 41 cache problem during a run, 42 executor problem.
+  14 disk full, 40 job invalid, 41 cache problem during a run, 42 executor problem.
 """
 
 

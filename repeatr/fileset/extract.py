@@ -43,7 +43,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 
-from repeatr.errors import Category, FilesetError
+from repeatr.errors import Category, DiskFull, FilesetError, RepeatrError, is_no_space
 from repeatr.fileset.entry import Entry, EntryType
 from repeatr.fileset.limits import Limits
 from repeatr.model.filters import DEFAULT_MTIME
@@ -277,8 +277,10 @@ class SafeWriter:
         except OSError as exc:
             raise self._os_error(name, exc) from exc
 
-    def _os_error(self, name: str, exc: OSError) -> FilesetError:
+    def _os_error(self, name: str, exc: OSError) -> RepeatrError:
         what = os.strerror(exc.errno) if exc.errno else str(exc)
+        if is_no_space(exc):
+            return DiskFull.of(exc, self.root, f"write archive member {name!r} under")
         if exc.errno == errno.ENAMETOOLONG:
             return _corrupt(name, f"cannot be created: {what}")
         hint = None

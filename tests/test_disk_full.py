@@ -1,0 +1,118 @@
+"""Every write path on a real full filesystem: DISK_FULL naming the path, nothing partial left.
+
+Each test mounts a small tmpfs, fills it to the last page with a real file
+(written until the kernel says ENOSPC), then asks one write path to write
+there: a shelf record, a memo entry, an unpack, a save to a ``ca+file``
+and a ``file`` warehouse. The whole-run cases (a run whose job fills the
+state disk and exits 0, the cache, the warehouse) are in
+``tests/stress/test_disk_full.py``.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from repeatr.cache import record
+from repeatr.cache.record import ShelfRecord
+from repeatr.errors import Category, DiskFull, RepeatrError
+from repeatr.fileset.pack import pack_dir
+from repeatr.fileset.unpack import unpack_stream
+from repeatr.linux import libc
+from repeatr.memo import MemoStore
+from repeatr.model.filters import UNPACK_LOSSLESS, Filters
+from repeatr.warehouse import warehouse_for
+
+pytestmark = pytest.mark.root
+
+
+def fill(directory: Path) -> None:
+    """Write one file in ``directory`` until its filesystem has no byte left."""
+    block = b"\xa5" * (1 << 16)
+    with open(directory / "filler", "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(block)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+    for size in (4096, 512, 1):  # the last partial pages
+        with open(directory / "filler", "ab", buffering=0) as f:
+            try:
+                while True:
+                    f.write(b"\xa5" * size)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC
+
+
+@pytest.fixture
+def full() -> Iterator[Path]:
+    """A 1 MiB tmpfs with a ``room`` dir in it, filled to the last byte."""
+    base = Path(tempfile.mkdtemp(prefix="repeatr-full-"))
+    libc.mount("tmpfs", base, "tmpfs", libc.MS_NOSUID | libc.MS_NODEV, "size=1m,mode=700")
+    try:
+        (base / "room").mkdir()
+        fill(base)
+        yield base / "room"
+    finally:
+        libc.umount2(base, libc.MNT_DETACH)
+        base.rmdir()
+
+
+def _everything(path: Path) -> list[str]:
+    return sorted(os.fspath(p.relative_to(path)) for p in path.rglob("*"))
+
+
+def _tree(tmp_path: Path) -> Path:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "data").write_bytes(os.urandom(200_000))
+    (src / "small").write_text("hello\n")
+    return src
+
+
+def test_shelf_record_on_a_full_disk(full: Path) -> None:
+    made = ShelfRecord(ware="tar:x", strict="tar-strict:y", size=1, entries=1, created=0.0)
+    with pytest.raises(DiskFull) as info:
+        record.write(full / "w.json", made)
+    assert info.value.category is Category.DISK_FULL
+    assert str(full / "w.json") in info.value.message
+    assert isinstance(info.value.__cause__, OSError)
+    assert _everything(full) == []  # no record, no temp file
+
+
+def test_memo_entry_on_a_full_disk(full: Path) -> None:
+    """put raises the OSError (a run turns it into a warning) and leaves nothing."""
+    memo = MemoStore(full)
+    os.makedirs(os.path.join(memo.dir, "ab"))
+    with pytest.raises(OSError) as info:
+        memo.put("ab" + "0" * 62, b'{"record": 1}\n' * 1000)
+    assert info.value.errno == errno.ENOSPC
+    assert _everything(full) == ["memo", "memo/ab"]  # no entry, no .tmp- file
+    assert memo.get("ab" + "0" * 62) is None
+
+
+def test_unpack_into_a_full_disk(full: Path, tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    ware = pack_dir(_tree(tmp_path), buf, filters=Filters())
+    buf.seek(0)
+    with pytest.raises(DiskFull) as info:
+        unpack_stream(buf, full / "out", expected=ware, filters=UNPACK_LOSSLESS)
+    assert info.value.category is Category.DISK_FULL
+    assert str(full) in info.value.message
+    assert _everything(full) == []  # no half tree, no .repeatr-tmp- dir
+
+
+@pytest.mark.parametrize("scheme", ["ca+file", "file"])
+def test_save_to_a_full_warehouse(full: Path, tmp_path: Path, scheme: str) -> None:
+    url = f"ca+file://{full}/" if scheme == "ca+file" else f"file://{full}/ware.tgz"
+    with pytest.raises(RepeatrError) as info, warehouse_for(url).start_save() as session:
+        session.commit(pack_dir(_tree(tmp_path), session.file, filters=Filters()))
+    assert info.value.category is Category.DISK_FULL
+    assert str(full) in info.value.message
+    assert _everything(full) == []  # no half ware, no temp file
