@@ -116,3 +116,38 @@ def test_save_to_a_full_warehouse(full: Path, tmp_path: Path, scheme: str) -> No
     assert info.value.category is Category.DISK_FULL
     assert str(full) in info.value.message
     assert _everything(full) == []  # no half ware, no temp file
+
+
+def test_the_default_ware_disk_limit_is_a_share_of_free_space(tmp_path: Path) -> None:
+    """A ware that would write 20 MB into a cache with 32 MB free: more than the default
+    50%, so it stops before the disk is full, naming the ware, the limit and the cache."""
+    from repeatr.cache import Cache
+    from repeatr.fileset.pack import scan_stream
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(4):
+        (src / f"f{i}").write_bytes(os.urandom(5 << 20))
+    archive = tmp_path / "w.tgz"
+    with open(archive, "wb") as f:
+        ware = pack_dir(src, f, filters=Filters())
+    with open(archive, "rb") as f:
+        assert scan_stream(f) == ware
+    base = Path(tempfile.mkdtemp(prefix="repeatr-share-"))
+    libc.mount("tmpfs", base, "tmpfs", libc.MS_NOSUID | libc.MS_NODEV, "size=32m,mode=700")
+    try:
+        cache = Cache(base / "state", lock_timeout=5)
+        with pytest.raises(DiskFull) as info, cache.shelf(ware, [f"file://{archive}"]):
+            pass
+        message = info.value.message
+        assert str(ware) in message and "50% of the" in message and str(base) in message
+        assert info.value.__cause__ is not None and info.value.__cause__.__cause__ is None
+        assert [str(w) for w, _ in cache.layout.iter_shelves()] == []
+        assert cache.layout.list_temps() == []  # no half shelf
+        # Named explicitly, a larger limit lets it in.
+        roomy = Cache(base / "state", lock_timeout=5, ware_disk="none")
+        with roomy.shelf(ware, [f"file://{archive}"]) as held:
+            assert held.unpacked
+    finally:
+        libc.umount2(base, libc.MNT_DETACH)
+        base.rmdir()

@@ -91,6 +91,11 @@ def _unpack(
                 )
         except DiskFull as exc:
             # Name the cache and the ware, and say how to make room there.
+            if exc.__cause__ is None:  # the ware's disk limit, not the disk
+                raise DiskFull(
+                    f"cannot unpack {ware} into the cache {layout.root}: {exc.message}",
+                    hint=exc.hint,
+                ) from exc
             raise DiskFull(
                 f"disk full: no space left in the cache {layout.root} to unpack {ware}:"
                 f" {exc.message}",
@@ -191,6 +196,7 @@ def shelf(
     timeout: float | None,
     on_wait: Callable[[str], None] | None = None,
     limits: Limits | None = None,
+    ware_disk: str | None = None,
     progress: Callable[[int], None] | None = None,
     checkpoint: Callable[[], None] | None = None,
 ) -> Iterator[ShelfHandle]:
@@ -199,9 +205,12 @@ def shelf(
     clean_stale(layout)
 
     def fill() -> ShelfRecord:
-        from repeatr.fileset.limits import Limits  # only an unpack needs it
+        # Only an unpack needs these. The disk limit is measured now, on the
+        # filesystem the unpack writes to.
+        from repeatr.fileset.limits import DEFAULT_WARE_DISK, Limits
 
-        return _unpack(layout, ware, sources, limits or Limits(), progress, checkpoint)
+        bounded = (limits or Limits()).with_disk(ware_disk or DEFAULT_WARE_DISK, layout.tmp)
+        return _unpack(layout, ware, sources, bounded, progress, checkpoint)
 
     with hold(
         layout, ware, timeout=timeout, on_wait=on_wait, fill=fill, checkpoint=checkpoint

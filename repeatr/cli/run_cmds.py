@@ -179,13 +179,13 @@ def _run(
     keys: list[str],
 ) -> int:
     from repeatr.cache import Cache
-    from repeatr.cli.main import run_cancellable
+    from repeatr.cli.main import run_cancellable, ware_disk_limit
     from repeatr.executors.base import load
     from repeatr.model.runrecord import encode_pretty
     from repeatr.supervisor import run_formula
 
     executor = load(_choose(args.executor, loaded, out))(on_debug=out.debug)
-    cache = Cache(state, on_wait=out.log)
+    cache = Cache(state, on_wait=out.log, ware_disk=ware_disk_limit(args))
 
     def finished(record: Any) -> None:
         # Called as soon as the result is known, before teardown: a caller
