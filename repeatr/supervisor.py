@@ -10,7 +10,8 @@ awaits in shielded scopes, so a second Ctrl-C does not cut it short.
   held "in use" until the run ends, so ``cache gc`` never removes it.
 - The filesystem is a list of mount operations (``repeatr.assemble``): an
   overlay per ware input (the shelf is the read-only lower, the writable
-  upper lives in the run's work dir), a bind per ``mount:`` input, /proc,
+  upper lives in the run's work dir, under ``rw/``: ``limits.disk`` is a
+  filesystem of that size there), a bind per ``mount:`` input, /proc,
   /dev, then the cradle's dirs. The executor executes them in a private
   mount namespace, so they vanish with it.
 - Outputs are packed in parallel while the container's mounts still exist
@@ -331,8 +332,11 @@ def _job_spec(frm: Formula, work: Path, lowers: dict[str, str], network: Network
         if isinstance(source, HostMount):
             mounts.append(Bind(source.host_path, path, ro=not source.writable))
             continue
-        layer = work / "layers" / str(index)
-        upper, scratch = (work / "upper", work / "work") if path == "/" else (
+        # Every writable layer under rw/ (JobSpec.rw): limits.disk is a
+        # filesystem of that size mounted there by the sandbox helper.
+        rw = work / "rw"
+        layer = rw / "layers" / str(index)
+        upper, scratch = (rw / "upper", rw / "work") if path == "/" else (
             layer / "upper", layer / "work"
         )
         for d in (upper.parent, scratch):
