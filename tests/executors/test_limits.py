@@ -206,10 +206,16 @@ def test_limits_change_the_formula_id_only_when_present() -> None:
     assert _formula_id('{"cpu": 1}') == _formula_id('{"cpu": 1.0}')
     assert _formula_id('{"cpu": 1}') != _formula_id('{"cpu": 2}')
     assert _formula_id("{}") not in (formula_id(bare), limited)
+    # disk: absent keeps every ID; "16M" and 16777216 are the same limit.
+    assert _formula_id('{"memory": "64M", "timeout": 10, "disk": "16M"}') not in (
+        formula_id(bare), limited)
+    assert _formula_id('{"disk": "16M"}') == _formula_id('{"disk": 16777216}')
+    assert _formula_id('{"disk": "16M"}') != _formula_id('{"disk": "32M"}')
 
 
 @pytest.mark.parametrize("bad", ['{"memory": "lots"}', '{"memory": 10}', '{"pids": 0}',
-                                 '{"timeout": -1}', '{"cpu": 0}', '{"swap": 1}'])
+                                 '{"timeout": -1}', '{"cpu": 0}', '{"swap": 1}',
+                                 '{"disk": "lots"}', '{"disk": "1M"}'])
 def test_bad_limits_are_usage_errors(bad: str) -> None:
     from repeatr.errors import UsageError
 
