@@ -35,7 +35,7 @@ from repeatr.cache import record
 from repeatr.cache.info import ShelfHandle
 from repeatr.cache.layout import Layout, TempName, discard, remove_tree
 from repeatr.cache.record import ShelfRecord
-from repeatr.errors import CacheError, DiskFull
+from repeatr.errors import CacheError, DiskFull, is_no_space
 from repeatr.model.wareid import WareID
 from repeatr.owner import Owner
 
@@ -179,7 +179,8 @@ def hold(
         yield None
         return
     with in_use:
-        record.touch(layout.used(ware))
+        with suppress(OSError):  # only the LRU order's hint: a full disk must not fail a run
+            record.touch(layout.used(ware))
         try:
             yield Holding(found, unpacked)
         finally:
@@ -201,8 +202,6 @@ def shelf(
     checkpoint: Callable[[], None] | None = None,
 ) -> Iterator[ShelfHandle]:
     """See :meth:`repeatr.cache.Cache.shelf`."""
-    layout.ensure_dirs()
-    clean_stale(layout)
 
     def fill() -> ShelfRecord:
         # Only an unpack needs these. The disk limit is measured now, on the
@@ -212,8 +211,18 @@ def shelf(
         bounded = (limits or Limits()).with_disk(ware_disk or DEFAULT_WARE_DISK, layout.tmp)
         return _unpack(layout, ware, sources, bounded, progress, checkpoint)
 
-    with hold(
-        layout, ware, timeout=timeout, on_wait=on_wait, fill=fill, checkpoint=checkpoint
-    ) as held:
-        assert held is not None and held.record is not None
-        yield ShelfHandle(layout.shelf(ware), ware, held.unpacked, held.record)
+    entered = False
+    try:
+        layout.ensure_dirs()
+        clean_stale(layout)
+        with hold(
+            layout, ware, timeout=timeout, on_wait=on_wait, fill=fill, checkpoint=checkpoint
+        ) as held:
+            assert held is not None and held.record is not None
+            entered = True
+            yield ShelfHandle(layout.shelf(ware), ware, held.unpacked, held.record)
+    except OSError as exc:
+        # The bookkeeping (dirs, lock files, records) on a full disk: say so.
+        if entered or not is_no_space(exc):
+            raise
+        raise DiskFull.of(exc, layout.root, "prepare the cache in") from exc
