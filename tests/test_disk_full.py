@@ -151,3 +151,36 @@ def test_the_default_ware_disk_limit_is_a_share_of_free_space(tmp_path: Path) ->
     finally:
         libc.umount2(base, libc.MNT_DETACH)
         base.rmdir()
+
+
+@pytest.fixture
+def full_ext4() -> Iterator[Path]:
+    """An 8 MiB ext4 (loop device) filled to the last block: unlike tmpfs, a new
+    directory or file there needs a block too."""
+    from repeatr.linux import scratch
+
+    base = Path(tempfile.mkdtemp(prefix="repeatr-ext4-"))
+    scratch.make_image(os.fspath(base / "img"), 8 << 20)
+    (base / "mnt").mkdir()
+    scratch.mount_image(os.fspath(base / "img"), os.fspath(base / "mnt"))
+    try:
+        fill(base / "mnt")
+        yield base / "mnt"
+    finally:
+        libc.umount2(base / "mnt", libc.MNT_DETACH)  # the loop device detaches with it
+        (base / "img").unlink()
+        (base / "mnt").rmdir()
+        base.rmdir()
+
+
+def test_cache_bookkeeping_on_a_full_disk(full_ext4: Path, tmp_path: Path) -> None:
+    """Before: a raw ENOSPC from mkdir, an internal error (exit 2)."""
+    from repeatr.cache import Cache
+
+    archive = tmp_path / "w.tgz"
+    with open(archive, "wb") as f:
+        ware = pack_dir(_tree(tmp_path), f, filters=Filters())
+    with pytest.raises(DiskFull) as info, Cache(full_ext4 / "state").shelf(ware, [f"file://{archive}"]):
+        pass
+    assert str(full_ext4 / "state") in info.value.message
+    assert isinstance(info.value.__cause__, OSError)
