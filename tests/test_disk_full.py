@@ -184,3 +184,11 @@ def test_cache_bookkeeping_on_a_full_disk(full_ext4: Path, tmp_path: Path) -> No
         pass
     assert str(full_ext4 / "state") in info.value.message
     assert isinstance(info.value.__cause__, OSError)
+
+
+def test_pack_into_a_file_on_a_full_disk(full: Path, tmp_path: Path) -> None:
+    """An output that is no warehouse's temp file (an HTTP save's spool is one): the pack's
+    own write names it; before, a PACK_INVALID blaming the tree being packed."""
+    with open(full / "out.tgz", "wb", buffering=0) as out, pytest.raises(DiskFull) as info:
+        pack_dir(_tree(tmp_path), out, filters=Filters())
+    assert str(full / "out.tgz") in info.value.message
