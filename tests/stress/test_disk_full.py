@@ -106,3 +106,24 @@ def test_job_fills_the_state_disk_and_exits_0(stress: Stress, small: Path) -> No
     assert left == [], "a partial memo entry or temp file was left"
     assert stress.work_dirs() == []
     assert_host_clean(stress, mounts_before)
+
+
+def test_output_dir_on_a_full_disk(stress: Stress, small: Path) -> None:
+    """--output-dir on a full disk: the record is printed first; then DISK_FULL naming the
+    file, and no temp file is left in the dir."""
+    mounts_before = host_mounts(stress.area)
+    out = small / "out"
+    out.mkdir()
+    with open(small / "filler", "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\xa5" * 4096)
+        except OSError:
+            pass
+    f = stress.formula("true", name="true.json")
+    res = stress.run("run", str(f), "-e", "ns", "--output-dir", str(out))
+    assert res.code == Category.DISK_FULL, res.stderr
+    assert res.record()["exitCode"] == 0  # printed before the files were written
+    assert "disk full" in res.stderr and str(out / "record.json") in res.stderr
+    assert list(out.iterdir()) == []
+    assert_host_clean(stress, mounts_before)
