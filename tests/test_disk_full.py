@@ -192,3 +192,22 @@ def test_pack_into_a_file_on_a_full_disk(full: Path, tmp_path: Path) -> None:
     with open(full / "out.tgz", "wb", buffering=0) as out, pytest.raises(DiskFull) as info:
         pack_dir(_tree(tmp_path), out, filters=Filters())
     assert str(full / "out.tgz") in info.value.message
+
+
+def test_cli_unpack_over_the_ware_disk_limit(tmp_path: Path) -> None:
+    """--ware-disk-limit reaches `repeatr unpack`; the error names the ware's member and the limit."""
+    from tests.clirun import StateRunner
+
+    archive = tmp_path / "w.tgz"
+    with open(archive, "wb") as f:
+        ware = pack_dir(_tree(tmp_path), f, filters=Filters())
+    cli = StateRunner(tmp_path / "state", tmp_path)
+    dest = tmp_path / "dest"
+    res = cli.run("unpack", str(ware), str(dest), "--source", f"file://{archive}",
+                  "--ware-disk-limit", "100K")
+    assert res.code == Category.DISK_FULL, res.stderr
+    assert "'data'" in res.stderr and "100K" in res.stderr
+    assert not dest.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    ok = cli.run("unpack", str(ware), str(dest), "--source", f"file://{archive}",
+                 "--ware-disk-limit", "none")
+    assert ok.code == 0, ok.stderr
