@@ -7,6 +7,8 @@ exceptions are translated at the boundary, keeping the original as
 
 from __future__ import annotations
 
+import errno
+import os
 from enum import IntEnum
 
 
@@ -26,6 +28,9 @@ class Category(IntEnum):
     PACK_INVALID = 11
     INOPERABLE_PATH = 12
     FILTER_REJECTION = 13
+    #: A write failed because its filesystem is full (ENOSPC) or over quota
+    #: (EDQUOT), or a ware would write more than the disk limit for one ware.
+    DISK_FULL = 14
     #: Not an error of repeatr's: the job ran and exited non-zero (``repeatr run``
     #: exits with this so make and shell loops stop; the record has the job's code).
     JOB_FAILED = 20
@@ -103,6 +108,42 @@ class JobInvalid(RepeatrError):
     """The job cannot start: bad exec or cwd."""
 
     category = Category.JOB_INVALID
+
+
+#: The errnos that mean "the filesystem has no room": full, or over a quota.
+NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def is_no_space(exc: BaseException | None) -> bool:
+    """True if ``exc`` (or what it was raised from) is a full disk or an exceeded quota."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, OSError) and exc.errno in NO_SPACE:
+            return True
+        exc = exc.__cause__
+        seen += 1
+    return False
+
+
+class DiskFull(RepeatrError):
+    """A write failed for want of space; the message names the path and what was written.
+
+    Raised from the OSError (ENOSPC, EDQUOT) at the boundary where the path
+    is known (:meth:`of`), keeping it as ``__cause__``, or for a ware that
+    would write more than the per-ware disk limit.
+    """
+
+    category = Category.DISK_FULL
+
+    @classmethod
+    def of(cls, exc: OSError, path: str | os.PathLike[str], doing: str) -> DiskFull:
+        """``disk full: cannot <doing> <path>: <strerror>``, with a hint naming the filesystem."""
+        where = os.fspath(path)
+        reason = exc.strerror or os.strerror(exc.errno or errno.ENOSPC)
+        return cls(
+            f"disk full: cannot {doing} {where}: {reason}",
+            hint=f"free space on the filesystem holding {where}, or use a larger one",
+        )
 
 
 class Cancelled(RepeatrError):

@@ -89,7 +89,11 @@ class MemoStore:
         return body[1:]
 
     def put(self, key: str, record_json: bytes, needs: Sequence[str] = ()) -> None:
-        """Store ``record_json``; a later hit requires every path in ``needs`` to exist."""
+        """Store ``record_json``; a later hit requires every path in ``needs`` to exist.
+
+        Raises OSError (a full disk: ENOSPC) with nothing written: the caller
+        decides whether that matters (a run only warns).
+        """
         encoded = [os.fsencode(p) for p in needs]
         if any(b"\n" in p for p in encoded):
             return  # cannot be written down: better no entry than one that cannot check
@@ -102,9 +106,9 @@ class MemoStore:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(tmp, flags, 0o600)
         try:
-            with os.fdopen(fd, "wb") as f:
+            with os.fdopen(fd, "wb") as f:  # its close (the flush) fails too on a full disk
                 f.write(data)
             os.replace(tmp, path)
         except BaseException:
-            os.unlink(tmp)
+            os.unlink(tmp)  # no partial entry, whatever failed
             raise

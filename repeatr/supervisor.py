@@ -10,7 +10,8 @@ awaits in shielded scopes, so a second Ctrl-C does not cut it short.
   held "in use" until the run ends, so ``cache gc`` never removes it.
 - The filesystem is a list of mount operations (``repeatr.assemble``): an
   overlay per ware input (the shelf is the read-only lower, the writable
-  upper lives in the run's work dir), a bind per ``mount:`` input, /proc,
+  upper lives in the run's work dir, under ``rw/``: ``limits.disk`` is a
+  filesystem of that size there), a bind per ``mount:`` input, /proc,
   /dev, then the cradle's dirs. The executor executes them in a private
   mount namespace, so they vanish with it.
 - Outputs are packed in parallel while the container's mounts still exist
@@ -39,7 +40,15 @@ from repeatr import workdir as workdirs
 from repeatr.assemble.cradle import cradle_steps, system_mounts
 from repeatr.assemble.ops import Bind, Mkdir, Op, Overlay
 from repeatr.cache import Cache
-from repeatr.errors import Category, ExecutorError, FilesetError, UsageError, collapse
+from repeatr.errors import (
+    Category,
+    DiskFull,
+    ExecutorError,
+    FilesetError,
+    UsageError,
+    collapse,
+    is_no_space,
+)
 from repeatr.executors.base import Executor, JobResult, JobSpec, Network, OutputCallback
 from repeatr.linux import libc
 from repeatr.model import policy
@@ -133,14 +142,21 @@ async def run_formula(
                 tg.start_soon(inputs)
                 if network == "bridge":
                     tg.start_soon(attach)
-            job = _job_spec(frm, work, lowers, "host" if network == "host" else "none")
-            job = replace(job, hostname=hostname or None, outputs=tuple(sorted(frm.outputs or {})))
-            if att is not None:
+            try:
+                job = _job_spec(frm, work, lowers, "host" if network == "host" else "none")
                 job = replace(
-                    job,
-                    mounts=(*job.mounts, *_dns_binds(att, work)),
-                    netns_path=os.fspath(att.netns) if att.netns else None,
+                    job, hostname=hostname or None, outputs=tuple(sorted(frm.outputs or {}))
                 )
+                if att is not None:
+                    job = replace(
+                        job,
+                        mounts=(*job.mounts, *_dns_binds(att, work)),
+                        netns_path=os.fspath(att.netns) if att.netns else None,
+                    )
+            except OSError as exc:
+                if is_no_space(exc):
+                    raise DiskFull.of(exc, work, "prepare the work dir") from exc
+                raise
             job = replace(job, tty=tty)
             for op in executor.job_mounts(job):
                 ev.debug(f"mount: {op.describe()}")
@@ -331,8 +347,11 @@ def _job_spec(frm: Formula, work: Path, lowers: dict[str, str], network: Network
         if isinstance(source, HostMount):
             mounts.append(Bind(source.host_path, path, ro=not source.writable))
             continue
-        layer = work / "layers" / str(index)
-        upper, scratch = (work / "upper", work / "work") if path == "/" else (
+        # Every writable layer under rw/ (JobSpec.rw): limits.disk is a
+        # filesystem of that size mounted there by the sandbox helper.
+        rw = work / "rw"
+        layer = rw / "layers" / str(index)
+        upper, scratch = (rw / "upper", rw / "work") if path == "/" else (
             layer / "upper", layer / "work"
         )
         for d in (upper.parent, scratch):

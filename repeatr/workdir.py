@@ -16,7 +16,7 @@ import shutil
 import time
 from pathlib import Path
 
-from repeatr.errors import Category, RepeatrError
+from repeatr.errors import Category, DiskFull, RepeatrError, is_no_space
 from repeatr.owner import Owner
 
 
@@ -32,6 +32,8 @@ def create(state_root: Path, guid: str) -> Path:
         path = parent / f"{guid}.{Owner.current()}"
         path.mkdir(mode=0o700)
     except OSError as exc:
+        if is_no_space(exc):
+            raise DiskFull.of(exc, parent, "create a work dir under") from exc
         raise RepeatrError(
             f"cannot create a work dir under {parent}: {exc.strerror}",
             category=Category.RUN_CACHE,

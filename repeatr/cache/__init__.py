@@ -61,11 +61,15 @@ class Cache:
         lock_timeout: float | None = DEFAULT_LOCK_TIMEOUT,
         on_wait: Callable[[str], None] | None = None,
         limits: Limits | None = None,
+        ware_disk: str | None = None,
     ) -> None:
         self.layout = Layout(Path(root).absolute())
         self.lock_timeout = lock_timeout
         self.on_wait = on_wait
         self.limits = limits
+        #: What one ware may write (``50%`` of the free space, ``20G``, ``none``);
+        #: None: ``repeatr.fileset.limits.DEFAULT_WARE_DISK``. Measured at each unpack.
+        self.ware_disk = ware_disk
 
     @property
     def root(self) -> Path:
@@ -97,6 +101,7 @@ class Cache:
             timeout=self.lock_timeout,
             on_wait=self.on_wait,
             limits=self.limits,
+            ware_disk=self.ware_disk,
             progress=progress,
             checkpoint=checkpoint,
         )

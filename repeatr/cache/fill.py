@@ -24,7 +24,6 @@ found 5, hash mismatch 7, ...); cache problems are CacheError (9).
 
 from __future__ import annotations
 
-import errno
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -36,7 +35,7 @@ from repeatr.cache import record
 from repeatr.cache.info import ShelfHandle
 from repeatr.cache.layout import Layout, TempName, discard, remove_tree
 from repeatr.cache.record import ShelfRecord
-from repeatr.errors import CacheError, FilesetError
+from repeatr.errors import CacheError, DiskFull, is_no_space
 from repeatr.model.wareid import WareID
 from repeatr.owner import Owner
 
@@ -90,16 +89,19 @@ def _unpack(
                     progress=progress,
                     checkpoint=checkpoint,
                 )
-        except FilesetError as exc:
-            cause = exc.__cause__
-            if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
-                # The cache's disk is full: a cache problem, not the ware's or the user's path.
-                raise CacheError(
-                    f"no space left in the cache {layout.root} to unpack {ware}: {exc}",
-                    hint="free space with `repeatr cache gc --max-size SIZE`, or give a cache"
-                    " (--cache, REPEATR_CACHE) on a larger filesystem",
+        except DiskFull as exc:
+            # Name the cache and the ware, and say how to make room there.
+            if exc.__cause__ is None:  # the ware's disk limit, not the disk
+                raise DiskFull(
+                    f"cannot unpack {ware} into the cache {layout.root}: {exc.message}",
+                    hint=exc.hint,
                 ) from exc
-            raise
+            raise DiskFull(
+                f"disk full: no space left in the cache {layout.root} to unpack {ware}:"
+                f" {exc.message}",
+                hint="free space with `repeatr cache gc --max-size SIZE`, or give a cache"
+                " (--cache, REPEATR_CACHE) on a larger filesystem",
+            ) from exc
         # The unpack hashed the tree as it wrote it: its strict ID is what
         # verify's exact re-hash of the shelf gives, so no second read.
         made = ShelfRecord(
@@ -199,7 +201,8 @@ def hold(
         yield None
         return
     with in_use:
-        record.touch(layout.used(ware))
+        with suppress(OSError):  # only the LRU order's hint: a full disk must not fail a run
+            record.touch(layout.used(ware))
         try:
             yield Holding(found, unpacked)
         finally:
@@ -216,20 +219,32 @@ def shelf(
     timeout: float | None,
     on_wait: Callable[[str], None] | None = None,
     limits: Limits | None = None,
+    ware_disk: str | None = None,
     progress: Callable[[int], None] | None = None,
     checkpoint: Callable[[], None] | None = None,
 ) -> Iterator[ShelfHandle]:
     """See :meth:`repeatr.cache.Cache.shelf`."""
-    layout.ensure_dirs()
-    clean_stale(layout)
 
     def fill() -> ShelfRecord:
-        from repeatr.fileset.limits import Limits  # only an unpack needs it
+        # Only an unpack needs these. The disk limit is measured now, on the
+        # filesystem the unpack writes to.
+        from repeatr.fileset.limits import DEFAULT_WARE_DISK, Limits
 
-        return _unpack(layout, ware, sources, limits or Limits(), progress, checkpoint)
+        bounded = (limits or Limits()).with_disk(ware_disk or DEFAULT_WARE_DISK, layout.tmp)
+        return _unpack(layout, ware, sources, bounded, progress, checkpoint)
 
-    with hold(
-        layout, ware, timeout=timeout, on_wait=on_wait, fill=fill, checkpoint=checkpoint
-    ) as held:
-        assert held is not None and held.record is not None
-        yield ShelfHandle(layout.shelf(ware), ware, held.unpacked, held.record)
+    entered = False
+    try:
+        layout.ensure_dirs()
+        clean_stale(layout)
+        with hold(
+            layout, ware, timeout=timeout, on_wait=on_wait, fill=fill, checkpoint=checkpoint
+        ) as held:
+            assert held is not None and held.record is not None
+            entered = True
+            yield ShelfHandle(layout.shelf(ware), ware, held.unpacked, held.record)
+    except OSError as exc:
+        # The bookkeeping (dirs, lock files, records) on a full disk: say so.
+        if entered or not is_no_space(exc):
+            raise
+        raise DiskFull.of(exc, layout.root, "prepare the cache in") from exc

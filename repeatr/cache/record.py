@@ -27,7 +27,7 @@ from pathlib import Path
 
 import msgspec
 
-from repeatr.errors import CacheError
+from repeatr.errors import CacheError, DiskFull, is_no_space
 from repeatr.model.wareid import TAR_STRICT, WareID
 
 
@@ -82,6 +82,8 @@ def write(path: Path, record: ShelfRecord) -> None:
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
+        if is_no_space(exc):
+            raise DiskFull.of(exc, path, "write the cache record") from exc
         raise CacheError(f"cannot write the cache record {path}: {exc.strerror}") from exc
 
 

@@ -43,7 +43,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 def cmd_check(args: argparse.Namespace, out: Reporter) -> int:
     from repeatr.cache import Cache
     from repeatr.check import check_formula
-    from repeatr.cli.main import run_cancellable
+    from repeatr.cli.main import run_cancellable, ware_disk_limit
     from repeatr.cli.run_cmds import _choose, _state_root, run_events
     from repeatr.errors import UsageError
     from repeatr.executors.base import load
@@ -56,7 +56,7 @@ def cmd_check(args: argparse.Namespace, out: Reporter) -> int:
     executor = load(name)()
     executor.preflight()
 
-    cache = Cache(_state_root(args), on_wait=out.log)
+    cache = Cache(_state_root(args), on_wait=out.log, ware_disk=ware_disk_limit(args))
 
     async def check() -> Any:
         return await check_formula(

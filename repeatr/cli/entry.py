@@ -27,7 +27,9 @@ if TYPE_CHECKING:
 #: The state (cache) directory when neither --cache nor REPEATR_CACHE says otherwise.
 DEFAULT_STATE = "/var/lib/repeatr"
 _FLAGS = {"-q", "--quiet", "--ignore-job-exit"}
-_VALUED = {"--cache", "-e", "--executor", "--format", "--bridge", "--subnet"}
+_VALUED = {
+    "--cache", "-e", "--executor", "--format", "--bridge", "--subnet", "--ware-disk-limit",
+}
 
 
 def state_root(cache_option: str | None) -> str:

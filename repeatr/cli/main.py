@@ -50,7 +50,7 @@ examples:
 exit codes: 1 usage, 2 internal, 3 warehouse unavailable, 4 warehouse unwritable,
   5 ware not found, 6 ware corrupt, 7 hash mismatch, 8 cancelled, 9 cache,
   10 assembly invalid, 11 pack invalid, 12 inoperable path, 13 filter rejection,
-  40 job invalid, 41 cache problem during a run, 42 executor problem.
+  14 disk full, 40 job invalid, 41 cache problem during a run, 42 executor problem.
 """
 
 
@@ -128,6 +128,13 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help=f"fileset cache directory (env REPEATR_CACHE, default {DEFAULT_STATE})",
     )
+    common.add_argument(
+        "--ware-disk-limit",
+        metavar="LIMIT",
+        default=argparse.SUPPRESS,
+        help="what one ware may write to disk when unpacked: a share of the free space"
+        " there (50%%), a size (20G) or none (env REPEATR_WARE_DISK_LIMIT, default 50%%)",
+    )
     # The common options work before and after the command name.
     for action in common._actions:
         parser._add_action(action)
@@ -140,6 +147,17 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
 def cache_root(args: argparse.Namespace) -> str:
     return state_root(getattr(args, "cache", None))
+
+
+def ware_disk_limit(args: argparse.Namespace) -> str:
+    """--ware-disk-limit, else REPEATR_WARE_DISK_LIMIT, else the default share of free space."""
+    from repeatr.fileset.limits import DEFAULT_WARE_DISK
+
+    return (
+        getattr(args, "ware_disk_limit", None)
+        or os.environ.get("REPEATR_WARE_DISK_LIMIT")
+        or DEFAULT_WARE_DISK
+    )
 
 
 def run_cancellable(fn: Callable[[], Awaitable[T]], out: Reporter, what: str = "run") -> T:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from repeatr.cli.output import Format, Reporter
-from repeatr.errors import Category, RepeatrError
+from repeatr.errors import Category, DiskFull, RepeatrError, is_no_space
 
 EXECUTORS = ("auto", "ns", "chroot", "runc", "crun", "gvisor")
 
@@ -113,8 +113,7 @@ def cmd_run(args: argparse.Namespace, out: Reporter) -> int:
         needs = _saved_files(loaded, json.loads(stored)["results"])
         if all(os.path.exists(p) for p in needs):
             out.debug(f"memo hit: {fid}")
-            for key in keys[1:]:
-                memo.put(key, stored, needs)
+            _remember(out, memo, keys[1:], stored, needs)
             _print_record(out, stored, args.output_dir)
             return 0
         out.debug(f"memo entry for {fid} skipped: a saved output is gone; running again")
@@ -127,6 +126,27 @@ def _host_mounts(loaded: Any) -> list[str]:
 
     sources = loaded.formula.input_sources().items()
     return sorted(path for path, source in sources if isinstance(source, HostMount))
+
+
+def _remember(
+    out: Reporter, memo: Any, keys: list[str], record_json: bytes, needs: list[str]
+) -> None:
+    """Store the record under every key; a store that fails is a warning, never the run's end.
+
+    The run is done and its record is about to be printed: a full state disk
+    (or any other write failure) only means the next run will not be a hit.
+    ``MemoStore.put`` leaves no partial entry behind.
+    """
+    for key in keys:
+        try:
+            memo.put(key, record_json, needs)
+        except OSError as exc:
+            out.log(
+                f"could not remember this run (the next one runs again): cannot write"
+                f" {exc.filename or memo.dir}: {exc.strerror or exc}",
+                level="warning",
+            )
+            return
 
 
 def _saved_files(loaded: Any, results: dict[str, str]) -> list[str]:
@@ -176,22 +196,20 @@ def _run(
     keys: list[str],
 ) -> int:
     from repeatr.cache import Cache
-    from repeatr.cli.main import run_cancellable
+    from repeatr.cli.main import run_cancellable, ware_disk_limit
     from repeatr.executors.base import load
     from repeatr.model.runrecord import encode_pretty
     from repeatr.supervisor import run_formula
 
     executor = load(_choose(args.executor, loaded, out))(on_debug=out.debug)
-    cache = Cache(state, on_wait=out.log)
+    cache = Cache(state, on_wait=out.log, ware_disk=ware_disk_limit(args))
 
     def finished(record: Any) -> None:
         # Called as soon as the result is known, before teardown: a caller
         # reading stdout has the record while the veth is still being deleted.
         record_json = encode_pretty(record)
         if record.exit_code == 0:
-            needs = _saved_files(loaded, dict(record.results))
-            for key in keys:
-                memo.put(key, record_json, needs)
+            _remember(out, memo, keys, record_json, _saved_files(loaded, dict(record.results)))
         out.close()  # the packs' progress bars: the record goes to the same terminal
         _print_record(out, record_json, args.output_dir if record.exit_code == 0 else None)
 
@@ -251,6 +269,8 @@ def _write_output_dir(directory: Path, record_json: bytes) -> None:
             os.replace(tmp, path)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
+            if is_no_space(exc):
+                raise DiskFull.of(exc, path, "write --output-dir's") from exc
             raise RepeatrError(
                 f"--output-dir: cannot write {path}: {exc.strerror or exc}",
                 category=Category.INOPERABLE_PATH,

@@ -63,7 +63,7 @@ def cmd_twerk(args: argparse.Namespace, out: Reporter) -> int:
     import msgspec
 
     from repeatr.cache import Cache
-    from repeatr.cli.main import run_cancellable
+    from repeatr.cli.main import run_cancellable, ware_disk_limit
     from repeatr.cli.run_cmds import _choose, _net_settings, _state_root
     from repeatr.executors.base import load
     from repeatr.model.formula import load_formula_file
@@ -80,7 +80,7 @@ def cmd_twerk(args: argparse.Namespace, out: Reporter) -> int:
             loaded, formula=msgspec.structs.replace(loaded.formula, action=action)
         )
     executor = load(_choose(args.executor if args.executor != "auto" else "ns", loaded, out))()
-    cache = Cache(_state_root(args), on_wait=out.log)
+    cache = Cache(_state_root(args), on_wait=out.log, ware_disk=ware_disk_limit(args))
     controller, terminal = os.openpty()
     _copy_size(0, controller)
 

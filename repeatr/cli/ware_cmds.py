@@ -114,6 +114,8 @@ def cmd_pack(args: argparse.Namespace, out: Reporter) -> int:
 
 
 def cmd_unpack(args: argparse.Namespace, out: Reporter) -> int:
+    from repeatr.cli.main import ware_disk_limit
+    from repeatr.fileset.limits import Limits
     from repeatr.fileset.unpack import unpack_stream
     from repeatr.warehouse import open_from_sources
 
@@ -125,9 +127,12 @@ def cmd_unpack(args: argparse.Namespace, out: Reporter) -> int:
     def progress(done: int) -> None:
         out.progress("unpack", done)
 
+    limits = Limits().with_disk(ware_disk_limit(args), dest.parent)
     with open_from_sources(ware, args.source) as (url, stream):
         out.debug(f"fetching {ware} from {url}")
-        result = unpack_stream(stream, dest, expected=ware, filters=filters, progress=progress)
+        result = unpack_stream(
+            stream, dest, expected=ware, filters=filters, limits=limits, progress=progress
+        )
     out.result(
         str(result.filtered_id),
         ware=str(result.ware_id),

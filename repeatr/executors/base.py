@@ -66,8 +66,10 @@ class Capabilities:
 class JobSpec:
     """One job, ready to run: everything the executor needs, already defaulted.
 
-    ``mounts`` are the filesystem (the root overlay's upper/work dirs live in
-    ``workdir``); ``cradle`` steps run after them (``repeatr.assemble.cradle``).
+    ``mounts`` are the filesystem (every overlay's upper/work dirs live in
+    ``rw``: with ``limits.disk`` the helper mounts a filesystem of that size
+    there, see ``repeatr.linux.scratch``); ``cradle`` steps run after them
+    (``repeatr.assemble.cradle``).
     The merged root is ``workdir/root``. ``capabilities`` are names
     (``CAP_KILL`` or ``kill``; ``ALL`` for every one).
     """
@@ -102,6 +104,11 @@ class JobSpec:
     def root(self) -> Path:
         return self.workdir / "root"
 
+    @property
+    def rw(self) -> Path:
+        """Where the overlays' upper and work dirs go (the job's writable disk)."""
+        return self.workdir / "rw"
+
 
 @dataclass(frozen=True)
 class JobResult:
@@ -110,14 +117,21 @@ class JobResult:
     duration: float  # seconds from helper start to job exit
     timed_out: bool = False  # killed because limits.timeout passed
     oom_killed: bool = False  # the memory limit was hit and the kernel killed a process
+    #: "limit": limits.disk was used up (the job's writes got ENOSPC);
+    #: "reserve": killed because the host's disk fell to its last reserve.
+    disk: str = ""
 
     @property
     def reason(self) -> str | None:
-        """Why the job was stopped, when repeatr's limits stopped it."""
+        """Why the job was stopped (or failed), when repeatr's limits did it."""
         if self.timed_out:
             return "timeout"
         if self.oom_killed:
             return "out of memory"
+        if self.disk == "reserve":
+            return "disk reserve"
+        if self.disk == "limit" and self.exit_code != 0:
+            return "disk limit"
         return None
 
 

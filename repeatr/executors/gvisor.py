@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from repeatr.executors.base import Capabilities, ExecutorName, Isolation, JobSpec
+from repeatr.executors.helper import disk_limit
 from repeatr.executors.oci import OciExecutor
 from repeatr.model.limits import LimitName
 
@@ -52,7 +53,7 @@ class GvisorExecutor(OciExecutor):
             networks=frozenset({"none", "host"}),
             job_is_pid1=False,  # PID 1, but the Sentry does not give it init's signal rules
             hostname=True,
-            limits=frozenset({LimitName.TIMEOUT}),
+            limits=frozenset({LimitName.TIMEOUT, *disk_limit()}),
             sets_home=True,
             user_space_kernel=True,
             last_capability=CAP_AUDIT_READ,

@@ -163,7 +163,16 @@ def cgroup_limits() -> frozenset[LimitName]:
     """The limits our own cgroups can enforce here (v1 controllers), plus the timeout."""
     have = cgroups.controllers()
     names = {LimitName(k) for k, ctrl in cgroups.CONTROLLER_FOR.items() if ctrl in have}
-    return frozenset({LimitName.TIMEOUT, *names})
+    return frozenset({LimitName.TIMEOUT, *names, *disk_limit()})
+
+
+def disk_limit() -> frozenset[LimitName]:
+    """{DISK} where the helper can make a size-limited filesystem (loop devices, mkfs.ext4)."""
+    from repeatr.linux import scratch
+
+    if os.path.exists("/dev/loop-control") and scratch.mkfs_path() is not None:
+        return frozenset({LimitName.DISK})
+    return frozenset()
 
 
 #: Arguments longer than this are shown cut, with their length: a job refused
@@ -255,6 +264,7 @@ class HelperExecutor(Executor):
             "interactive": job.tty is not None,
             "tty_fd": job.tty,
             "limits": job.limits.to_json() if job.limits is not None else {},
+            "rw": os.fspath(job.rw),
             "cgroup": cgroups.new_name(os.getpid()),
             "seccomp": self.seccomp_program(job),
             "outputs": list(job.outputs),
@@ -359,6 +369,7 @@ class HelperExecutor(Executor):
                     result = JobResult(
                         msg["code"], msg["signal"], time.monotonic() - t0,
                         timed_out=msg.get("timed_out", False), oom_killed=msg.get("oom", False),
+                        disk=msg.get("disk", ""),
                     )
                     if on_finished is not None:
                         view = Path(f"/proc/{handle.pid}/root") / spec["root"].lstrip("/")

@@ -65,8 +65,8 @@ def true_job(rootfs: Path, workdir: Path, executor: Executor) -> JobSpec:
         env=(("PATH", PATH),),
         workdir=workdir,
         mounts=(
-            Overlay((os.fspath(rootfs),), "/", os.fspath(workdir / "upper"),
-                    os.fspath(workdir / "work")),
+            Overlay((os.fspath(rootfs),), "/", os.fspath(workdir / "rw" / "upper"),
+                    os.fspath(workdir / "rw" / "work")),
             *system_mounts(),
         ),
         cradle=cradle_steps(cwd="/task", home="/root", uid=0, gid=0),

@@ -43,7 +43,13 @@ the run's cgroup (``repeatr.linux.cgroups``) and the job joins it before
 anything else; in ``oci`` mode the runtime does that from ``config.json``.
 The timeout is the helper's: when it passes, the job and everything it
 started are SIGKILLed and the exit report says ``timed_out``. A kernel OOM
-kill in the run's memory group is reported as ``oom``.
+kill in the run's memory group is reported as ``oom``. Disk
+(``repeatr.linux.scratch``): with ``limits.disk`` the helper mounts an ext4
+of that size on ``spec["rw"]`` (every overlay's upper and work dirs) before
+assembling, in its own mount namespace, so it dies with the helper; the exit
+report says ``"disk": "limit"`` when the job used it up. Without it, the
+helper watches the work dir's filesystem and kills a job that eats into its
+last reserve (``"disk": "reserve"``).
 
 Seccomp (``spec["seccomp"]``, ``ns`` and ``chroot``): a BPF program the
 parent compiled (``repeatr.executors.seccomp``); the job installs it last,
@@ -62,21 +68,25 @@ import sys
 import time
 
 from repeatr.assemble import release
-from repeatr.assemble.ops import Mkdir, Op, Root, execute_all, op_from_json
+from repeatr.assemble.ops import Mkdir, Op, Overlay, Root, execute_all, op_from_json
 from repeatr.assemble.plan import plan
 from repeatr.errors import AssemblyError, Category, ExecutorError, JobInvalid, RepeatrError
 from repeatr.executors.wire import read_frame, write_frame
-from repeatr.linux import capability, cgroups, libc, sysctl
+from repeatr.linux import capability, cgroups, libc, scratch, sysctl
 
 # Start-up time is most of a short job's cost: only cheap modules are imported
 # (no json, socket, typing, dataclasses, contextlib; traceback only on failure).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
     from typing import Any, NoReturn
 
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"  # when the job's env has no PATH
 _job_pid = 0
+# The job's limited disk (limits.disk), once mounted; else the watch on the host's.
+_scratch: str | None = None
+_watch: scratch.DiskWatch | None = None
+_disk_stopped = False
 # Teardown that must run however the helper ends (SIGTERM, parent death,
 # normal exit): removing cgroups, ``runc delete``. Each is idempotent.
 _cleanups: list[Callable[[], None]] = []
@@ -180,10 +190,13 @@ def wait_job(pid: int, sock: int, parent: int, timeout: float | None) -> tuple[i
     poller.register(pidfd, select.POLLIN)
     poller.register(sock, select.POLLIN)
     poller.register(parent, select.POLLIN)
+    global _disk_stopped
     deadline = None if timeout is None else time.monotonic() + timeout
     timed_out = False
+    watch = _watch
     while True:
-        wait_ms = None if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
+        wake = deadline if watch is None else min(deadline or watch.next, watch.next)
+        wait_ms = None if wake is None else max(0, int((wake - time.monotonic()) * 1000))
         ready = {fd for fd, _ in poller.poll(wait_ms)}
         if pidfd in ready:
             break
@@ -195,6 +208,10 @@ def wait_job(pid: int, sock: int, parent: int, timeout: float | None) -> tuple[i
             timed_out = True
             deadline = None
             kill_tree(pid)
+        if watch is not None and time.monotonic() >= watch.next and watch.tripped():
+            _disk_stopped = True
+            watch = None
+            kill_tree(pid)
     os.close(pidfd)
     _, status = os.waitpid(pid, 0)
     return status, timed_out
@@ -203,9 +220,14 @@ def wait_job(pid: int, sock: int, parent: int, timeout: float | None) -> tuple[i
 def exit_report(status: int, timed_out: bool, oom: bool) -> dict[str, Any]:
     code = os.waitstatus_to_exitcode(status)
     sig = -code if code < 0 else None
+    disk = ""
+    if _disk_stopped:
+        disk = "reserve"
+    elif _scratch is not None and scratch.is_full(_scratch):
+        disk = "limit"
     return {
         "event": "exit", "code": 128 + sig if sig else code, "signal": sig,
-        "timed_out": timed_out, "oom": oom,
+        "timed_out": timed_out, "oom": oom, "disk": disk,
     }
 
 
@@ -357,14 +379,17 @@ def assemble(spec: dict[str, Any]) -> tuple[Root, list[Op]]:
             joined = True
         elif spec["network"] == "none":
             flags |= libc.CLONE_NEWNET
-    libc.unshare(flags)
-    if flags & libc.CLONE_NEWNET:
-        sysctl.configure_netns()  # this process is in its new namespace now
-    libc.mount(None, "/", None, libc.MS_REC | libc.MS_PRIVATE)
     p = plan(
         [op_from_json(o) for o in spec["mounts"]],
         [m for m in (op_from_json(o) for o in spec["cradle"]) if isinstance(m, Mkdir)],
     )
+    image = prepare_disk(spec, p.mounts)  # mkfs: before the new pid namespace
+    libc.unshare(flags)
+    if flags & libc.CLONE_NEWNET:
+        sysctl.configure_netns()  # this process is in its new namespace now
+    libc.mount(None, "/", None, libc.MS_REC | libc.MS_PRIVATE)
+    if image is not None:
+        mount_disk(spec["rw"], image)
     root = Root(spec["root"])
     os.makedirs(root.path, exist_ok=True)
     execute_all(p.mounts, root)
@@ -379,6 +404,55 @@ def assemble(spec: dict[str, Any]) -> tuple[Root, list[Op]]:
         if spec["network"] == "none" and not joined:
             libc.link_up("lo")
     return root, list(p.late)
+
+
+def _disk_error(size: int, rw: str, e: OSError) -> ExecutorError:
+    return ExecutorError(
+        f"cannot make the job's disk of {size} bytes (limits.disk) on {rw}: {e}",
+        hint="it needs loop devices (/dev/loop-control) and mkfs.ext4 (e2fsprogs);"
+        " `repeatr doctor` shows whether this host has them",
+    )
+
+
+def prepare_disk(spec: dict[str, Any], mounts: Sequence[Op]) -> str | None:
+    """limits.disk: the image of the ext4 to mount under every writable layer.
+
+    Without it: None, and the watch on the host's disk is set up instead.
+    """
+    global _watch
+    size = (spec.get("limits") or {}).get("disk")
+    rw: str | None = spec.get("rw")
+    if not size:
+        workdir = os.path.dirname(spec["root"])
+        try:  # noqa: SIM105
+            _watch = scratch.DiskWatch(workdir)
+        except OSError:  # no statvfs: no watch (the job still runs)
+            pass
+        return None
+    if not rw:
+        raise ExecutorError("limits.disk: the spec names no writable-layer dir (rw)")
+    inside = rw.rstrip("/") + "/"
+    for op in mounts:
+        if isinstance(op, Overlay) and op.upper is not None and not (
+            op.upper.startswith(inside) and (op.work or "").startswith(inside)
+        ):
+            raise ExecutorError(f"limits.disk: {op.describe()} writes outside {rw}")
+    image = rw.rstrip("/") + ".img"
+    try:
+        scratch.make_image(image, int(size))
+    except OSError as e:
+        raise _disk_error(int(size), rw, e) from e
+    return image
+
+
+def mount_disk(rw: str, image: str) -> None:
+    """Mount the job's disk on ``rw``, in the helper's (new, private) mount namespace."""
+    global _scratch
+    try:
+        scratch.mount_image(image, rw)
+    except OSError as e:
+        raise _disk_error(os.stat(image).st_size, rw, e) from e
+    _scratch = rw
 
 
 def run(spec: dict[str, Any], sock: int, parent: int) -> bool:

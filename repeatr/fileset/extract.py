@@ -43,10 +43,12 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 
-from repeatr.errors import Category, FilesetError
+from repeatr.errors import Category, DiskFull, FilesetError, RepeatrError, is_no_space
 from repeatr.fileset.entry import Entry, EntryType
 from repeatr.fileset.limits import Limits
+from repeatr.fileset.sparse import SparseWriter
 from repeatr.model.filters import DEFAULT_MTIME
+from repeatr.model.units import format_size
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -107,7 +109,7 @@ class Budget:
     path it cannot pack.
     """
 
-    __slots__ = ("_bytes", "_entries", "_limit", "_max_name_chars", "limits")
+    __slots__ = ("_bytes", "_disk", "_entries", "_limit", "_max_name_chars", "limits")
 
     def __init__(
         self, limits: Limits, exceeded: Callable[[str, str, int], FilesetError] | None = None
@@ -116,6 +118,7 @@ class Budget:
         self._limit = exceeded or _limit
         self._entries = 0
         self._bytes = 0
+        self._disk = 0
         # A str of n characters encodes to at most 4n bytes: skip encoding
         # names that can't be too long.
         self._max_name_chars = limits.max_name_length // 4
@@ -141,6 +144,19 @@ class Budget:
         self._bytes += count
         if self._bytes > self.limits.max_bytes:
             raise self._limit(name, "total size (bytes)", self.limits.max_bytes)
+
+    def add_disk(self, name: str, count: int) -> None:
+        """Count ``count`` bytes about to be allocated on disk (holes are not)."""
+        self._disk += count
+        limits = self.limits
+        if self._disk > limits.max_disk:
+            raise DiskFull(
+                f"archive member {name!r}: the ware would write more than"
+                f" {format_size(limits.max_disk)} to disk, the limit for one ware"
+                + (f" ({limits.max_disk_source})" if limits.max_disk_source else ""),
+                hint="raise it with --ware-disk-limit (env REPEATR_WARE_DISK_LIMIT)"
+                " if the ware is what you expect; it may be a decompression bomb",
+            )
 
 
 def _split(name: str) -> tuple[str, str]:
@@ -286,8 +302,10 @@ class SafeWriter:
         except OSError as exc:
             raise self._os_error(name, exc) from exc
 
-    def _os_error(self, name: str, exc: OSError) -> FilesetError:
+    def _os_error(self, name: str, exc: OSError) -> RepeatrError:
         what = os.strerror(exc.errno) if exc.errno else str(exc)
+        if is_no_space(exc):
+            return DiskFull.of(exc, self.root, f"write archive member {name!r} under")
         if exc.errno == errno.ENAMETOOLONG:
             return _corrupt(name, f"cannot be created: {what}")
         hint = None
@@ -323,15 +341,13 @@ class SafeWriter:
             os.unlink(base, dir_fd=pfd)
             fd = os.open(base, _FILE_FLAGS, create_mode, dir_fd=pfd)
         try:
-            write = os.write
-            budget_bytes = 0
+            # Zeros become holes (see repeatr.fileset.sparse): what the disk
+            # budget counts is what is allocated, not the declared size.
+            out = SparseWriter(fd, lambda n: self._budget.add_disk(entry.name, n))
+            write = out.write
             for block in blocks:
-                n = write(fd, block)
-                if n != len(block):
-                    view = memoryview(block)
-                    while n < len(view):
-                        n += write(fd, view[n:])
-                budget_bytes += n
+                write(block)
+            budget_bytes = out.finish()
             if budget_bytes != entry.size:
                 # Direct callers may leave size at 0: count what was written
                 # instead of what was declared.

@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from repeatr.errors import Category, FilesetError
+from repeatr.errors import Category, DiskFull, FilesetError, is_no_space
 from repeatr.fileset import tarwrite
 from repeatr.fileset.compression import BLOCK, open_gzip_writer
 from repeatr.fileset.entry import Entry, EntryType
@@ -334,6 +334,10 @@ def _walk(packer: _Packer, root_st: os.stat_result, out: BinaryIO | None) -> War
             finally:
                 gz.close()
     except OSError as exc:
+        if is_no_space(exc):  # writing the archive, not reading the tree
+            name = getattr(out, "name", None)
+            where = name if isinstance(name, str) else "its output (a temp file in $TMPDIR)"
+            raise DiskFull.of(exc, where, f"write the packed {packer.root} to") from exc
         raise FilesetError(
             f"cannot pack {packer.root / packer.current}: {exc.strerror or exc}",
             category=Category.PACK_INVALID,

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from repeatr.errors import Category, FilesetError
+from repeatr.errors import Category, DiskFull, FilesetError, is_no_space
 from repeatr.fileset import filtering
 from repeatr.fileset.admit import Admission
 from repeatr.fileset.entry import Entry, EntryType
@@ -105,6 +105,8 @@ def unpack_stream(
     try:
         tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=dest.parent))
     except OSError as exc:
+        if is_no_space(exc):
+            raise DiskFull.of(exc, dest.parent, "create a temp dir to unpack into") from exc
         raise FilesetError(
             f"cannot unpack into {os.fspath(dest)!r}: cannot create a temp dir beside it:"
             f" {exc.strerror or exc}",

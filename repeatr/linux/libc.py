@@ -12,6 +12,7 @@ freshly started, single-threaded process (``repeatr.executors.sandbox``).
 from __future__ import annotations
 
 import ctypes
+import errno
 import fcntl
 import os
 import struct
@@ -399,3 +400,51 @@ def link_up(name: str) -> None:
         raise OSError(e.errno, msg) from e
     finally:
         os.close(fd)
+
+
+# --- loop devices (/usr/include/linux/loop.h) --------------------------------
+LOOP_CTL_GET_FREE = 0x4C82
+LOOP_CONFIGURE = 0x4C0A
+LO_FLAGS_AUTOCLEAR = 4
+# struct loop_config: __u32 fd, __u32 block_size, struct loop_info64 info
+# (5 x __u64; __u32 lo_number, lo_encrypt_type, lo_encrypt_key_size, lo_flags;
+# __u8 lo_file_name[64], lo_crypt_name[64], lo_encrypt_key[32]; __u64 lo_init[2]),
+# __u64 __reserved[8]: 304 bytes.
+_LOOP_CONFIG = struct.Struct("=II5Q4I64s64s32s2Q8Q")
+
+
+def loop_attach(backing_fd: int, *, attempts: int = 16) -> tuple[int, str]:
+    """A free loop device backed by ``backing_fd``: (its fd, its path).
+
+    ``LO_FLAGS_AUTOCLEAR``: the device detaches itself when the last user
+    closes it, i.e. once the filesystem on it is unmounted and this fd is
+    closed, so a mount that dies with its namespace leaves no device behind.
+    Another process may take the free device between asking and configuring
+    it (EBUSY): then ask again.
+    """
+    ctl = os.open("/dev/loop-control", os.O_RDWR | os.O_CLOEXEC)
+    try:
+        for _ in range(attempts):
+            try:
+                number = fcntl.ioctl(ctl, LOOP_CTL_GET_FREE)
+            except OSError as e:
+                msg = f"ioctl(LOOP_CTL_GET_FREE): {os.strerror(e.errno or 0)}"
+                raise OSError(e.errno, msg) from e
+            path = f"/dev/loop{number}"
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            config = _LOOP_CONFIG.pack(
+                backing_fd, 0, 0, 0, 0, 0, 0, 0, 0, 0, LO_FLAGS_AUTOCLEAR, b"", b"", b"", 0, 0,
+                *([0] * 8),
+            )
+            try:
+                fcntl.ioctl(fd, LOOP_CONFIGURE, config)
+            except OSError as e:
+                os.close(fd)
+                if e.errno == errno.EBUSY:
+                    continue
+                msg = f"ioctl(LOOP_CONFIGURE, {path}): {os.strerror(e.errno or 0)}"
+                raise OSError(e.errno, msg) from e
+            return fd, path
+        raise OSError(errno.EBUSY, "ioctl(LOOP_CONFIGURE): every free loop device was taken")
+    finally:
+        os.close(ctl)

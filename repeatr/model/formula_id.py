@@ -39,7 +39,7 @@ formulas without them keep their IDs (see ``repeatr.model.formula``).
   only when set: a definite-length map of unsigned integers with only the
   limits set, in the order ``memory`` (bytes, after parsing ``"64M"``),
   ``pids``, ``cpu`` (millicores: ``round(cores * 1000)``), ``timeout``
-  (milliseconds); ``limits: {}`` is an empty map (``0xa0``). Integers, not
+  (milliseconds), ``disk`` (bytes); ``limits: {}`` is an empty map (``0xa0``). Integers, not
   CBOR floats, so ``1`` and ``1.0`` cores hash the same.
 * **``action.network``** (ours) after ``limits``, only when set, as text;
   **``action.nameservers``** after it, only when set, as an array of text.
@@ -88,6 +88,7 @@ def _limits(limits: Limits) -> bytes:
         ("pids", limits.pids),
         ("cpu", limits.cpu_millis()),
         ("timeout", limits.timeout_millis()),
+        ("disk", limits.disk_bytes()),
     ]
     return cbor.enc_text_map([(k, cbor.enc_int(v)) for k, v in values if v is not None])
 

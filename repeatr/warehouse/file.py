@@ -32,7 +32,14 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
-from repeatr.errors import Category, RepeatrError, UsageError, WarehouseError
+from repeatr.errors import (
+    Category,
+    DiskFull,
+    RepeatrError,
+    UsageError,
+    WarehouseError,
+    is_no_space,
+)
 from repeatr.model.wareid import WareID
 from repeatr.owner import Owner
 from repeatr.warehouse import SaveSession, Warehouse
@@ -86,9 +93,17 @@ def fsync_dir(path: Path) -> None:
 
 def unwritable_error(
     url: str, what: str, exc: OSError | None = None, hint: str | None = None
-) -> WarehouseError:
-    """WAREHOUSE_UNWRITABLE naming the URL, what failed and the OS reason."""
+) -> RepeatrError:
+    """WAREHOUSE_UNWRITABLE naming the URL, what failed and the OS reason.
+
+    DISK_FULL instead when the warehouse's filesystem is full or over quota.
+    """
     reason = f": {exc.strerror or exc}" if exc is not None else ""
+    if is_no_space(exc):
+        return DiskFull(
+            f"disk full: cannot save to warehouse {url}: {what}{reason}",
+            hint="free space in the warehouse's filesystem, or save to another warehouse",
+        )
     return WarehouseError(
         f"cannot save to warehouse {url}: {what}{reason}",
         category=Category.WAREHOUSE_UNWRITABLE,
@@ -108,7 +123,7 @@ class _TempWriter(io.BufferedWriter):
         self.url = url
         self.path = path
 
-    def _failed(self, exc: OSError) -> WarehouseError:
+    def _failed(self, exc: OSError) -> RepeatrError:
         return unwritable_error(self.url, f"writing {self.path}", exc)
 
     def write(self, data: Any) -> int:
@@ -157,7 +172,7 @@ class LocalSave(SaveSession):
     def discard(self) -> None:
         try:
             self.file.close()  # flushes: fails again on a full disk
-        except (OSError, WarehouseError):
+        except (OSError, RepeatrError):
             if self._committed:
                 raise
         finally:

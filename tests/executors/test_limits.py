@@ -6,6 +6,7 @@ held to it; one that does not must refuse a job asking for it.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import time
@@ -13,8 +14,9 @@ import uuid
 
 import pytest
 
+from repeatr.assemble.ops import Overlay
 from repeatr.errors import Category, ExecutorError
-from repeatr.executors.base import Executor, available_names
+from repeatr.executors.base import Executor, JobSpec, available_names
 from repeatr.linux import cgroups
 from repeatr.model.limits import LimitName, Limits
 from tests.executors.conftest import Jobs, usable
@@ -204,12 +206,61 @@ def test_limits_change_the_formula_id_only_when_present() -> None:
     assert _formula_id('{"cpu": 1}') == _formula_id('{"cpu": 1.0}')
     assert _formula_id('{"cpu": 1}') != _formula_id('{"cpu": 2}')
     assert _formula_id("{}") not in (formula_id(bare), limited)
+    # disk: absent keeps every ID; "16M" and 16777216 are the same limit.
+    assert _formula_id('{"memory": "64M", "timeout": 10, "disk": "16M"}') not in (
+        formula_id(bare), limited)
+    assert _formula_id('{"disk": "16M"}') == _formula_id('{"disk": 16777216}')
+    assert _formula_id('{"disk": "16M"}') != _formula_id('{"disk": "32M"}')
 
 
 @pytest.mark.parametrize("bad", ['{"memory": "lots"}', '{"memory": 10}', '{"pids": 0}',
-                                 '{"timeout": -1}', '{"cpu": 0}', '{"swap": 1}'])
+                                 '{"timeout": -1}', '{"cpu": 0}', '{"swap": 1}',
+                                 '{"disk": "lots"}', '{"disk": "1M"}'])
 def test_bad_limits_are_usage_errors(bad: str) -> None:
     from repeatr.errors import UsageError
 
     with pytest.raises(UsageError):
         _formula_id(bad)
+
+
+# --- disk: limits.disk is a filesystem of that size under every writable layer --------
+
+def _loop_backing_files() -> list[str]:
+    """The files every attached loop device reads from (the host's view)."""
+    found = []
+    for dev in os.listdir("/sys/block"):
+        try:
+            with open(f"/sys/block/{dev}/loop/backing_file") as f:
+                found.append(f.read().strip())
+        except OSError:
+            continue
+    return found
+
+
+def _writes_under_rw(jobs: Jobs, job: JobSpec) -> JobSpec:
+    """The job with its root overlay's upper and work dirs under ``rw`` (as the run puts them)."""
+    root = job.mounts[0]
+    assert isinstance(root, Overlay)
+    moved = Overlay(root.lowers, "/", os.fspath(job.rw / "upper"), os.fspath(job.rw / "work"))
+    return dataclasses.replace(job, mounts=(moved, *job.mounts[1:]))
+
+
+@pytest.mark.parametrize("executor", enforcing(LimitName.DISK), indirect=True)
+async def test_disk_limit_gives_the_job_enospc_and_says_why(jobs: Jobs) -> None:
+    job = jobs.job("sh", "-c", "head -c 40000000 /dev/zero > /task/big; echo wrote $?; exit 3",
+                   limits=Limits(disk="16M"))
+    out = await jobs.run(_writes_under_rw(jobs, job))
+    assert out.result.exit_code == 3
+    assert out.result.disk == "limit" and out.result.reason == "disk limit"
+    assert b"wrote 1" in out.stdout  # head's write failed
+    assert b"No space left on device" in out.stderr or b"I/O error" in out.stderr
+    assert not [f for f in _loop_backing_files() if f.startswith(os.fspath(jobs.workdir))]
+
+
+@pytest.mark.parametrize("executor", enforcing(LimitName.DISK), indirect=True)
+async def test_disk_within_the_limit(jobs: Jobs) -> None:
+    job = jobs.job("sh", "-c", "head -c 4000000 /dev/zero > /task/big && wc -c < /task/big",
+                   limits=Limits(disk="16M"))
+    out = await jobs.run(_writes_under_rw(jobs, job))
+    assert (out.result.exit_code, out.result.disk, out.stdout.strip()) == (0, "", b"4000000")
+    assert not (jobs.workdir / "rw" / "upper" / "task" / "big").exists()  # it was on the job's disk
