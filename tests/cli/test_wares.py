@@ -153,3 +153,35 @@ def test_help_teaches(repeatr: Repeatr) -> None:
         assert word in res.stdout
     res = repeatr("unpack", "--help")
     assert "low-priv" in res.stdout and "--source" in res.stdout
+
+
+def test_format_ansi_is_the_originals_name_for_text(repeatr: Repeatr) -> None:
+    fixture = str(FIXTURES / "tar_withBase.tgz")
+    for spelling in (["--format=ansi"], ["--format", "ansi"], ["--format=dumb"]):
+        res = repeatr("scan", fixture, *spelling)
+        assert res.code == 0, res.stderr
+        assert res.stdout == WITH_BASE + "\n"
+    assert repeatr("--format=ansi", "scan", fixture).stdout == WITH_BASE + "\n"
+    assert repeatr("scan", fixture, "--format=fancy").code == Category.USAGE
+
+
+def test_formula_id_normalises_filters_and_warns_on_unknown_keys(
+    repeatr: Repeatr, tmp_path: Path
+) -> None:
+    def formula(filters: str) -> str:
+        return (
+            '{"formula": {"inputs": {"/": "tar:6q7G4hWr283FpTa5Lf8heVqw9t97b5VoMU6AGszuBYAz9EzQdeHVFAou7c4W9vFcQ6"},'
+            ' "action": {"exec": ["/bin/true"]},'
+            f' "outputs": {{"/out": {{"packtype": "tar", "filters": {filters}}}}}}}}}'
+        )
+
+    (tmp_path / "canonical.json").write_text(formula('{"uid": "1000", "mtime": "@1262304000"}'))
+    (tmp_path / "written.json").write_text(
+        formula('{"mtime": "2010-01-01T00:00:00Z", "uid": "01000", "colour": "blue"}')
+    )
+    canonical = repeatr("formula", "id", "canonical.json")
+    written = repeatr("formula", "id", "written.json")
+    assert canonical.code == 0 and written.code == 0, written.stderr
+    assert written.stdout == canonical.stdout
+    assert "'colour'" in written.stderr and "warning" not in canonical.stderr
+    assert canonical.stderr == ""
