@@ -319,6 +319,13 @@ def _job_spec(frm: Formula, work: Path, lowers: dict[str, str], network: Network
             mounts.append(Bind(source.host_path, path, ro=not source.writable))
             continue
         layer = work / "layers" / str(index)
+        if os.path.isfile(lowers[path]):
+            # A single-file ware: overlayfs mounts only directories, so the job
+            # gets a private copy (rio's placers copy files too), writable.
+            layer.mkdir(parents=True, exist_ok=True)
+            copy = _copy_file(lowers[path], layer / "file")
+            mounts.append(Bind(os.fspath(copy), path, ro=False, recursive=False))
+            continue
         upper, scratch = (work / "upper", work / "work") if path == "/" else (
             layer / "upper", layer / "work"
         )
@@ -345,6 +352,18 @@ def _job_spec(frm: Formula, work: Path, lowers: dict[str, str], network: Network
         network=network,
         limits=action.limits,
     )
+
+
+def _copy_file(src: str, dest: Path) -> Path:
+    """Copy a shelf's file with its mode, owner and mtime (what the ware says)."""
+    import shutil
+
+    shutil.copy2(src, dest, follow_symlinks=False)
+    st = os.lstat(src)
+    os.chown(dest, st.st_uid, st.st_gid)
+    os.chmod(dest, st.st_mode & 0o7777)  # chown cleared any setid bits
+    os.utime(dest, ns=(st.st_mtime_ns, st.st_mtime_ns))
+    return dest
 
 
 async def _pack_outputs(

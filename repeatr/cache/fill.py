@@ -160,7 +160,8 @@ def hold(
     ):
         unpacked = False
         found: ShelfRecord | None = None
-        present = os.path.isdir(shelf) and not os.path.islink(shelf)
+        # A directory, or a regular file for a single-file ware.
+        present = (os.path.isdir(shelf) or os.path.isfile(shelf)) and not os.path.islink(shelf)
         if present:
             found = record.read(layout.record(ware))
             if found is None and fill is not None:

@@ -149,7 +149,7 @@ class Layout:
             base = self.shelves / packtype / "fileset"
             for c1 in _sorted_dirs(base):
                 for c2 in _sorted_dirs(c1):
-                    for shelf in _sorted_dirs(c2):
+                    for shelf in _sorted_dirs(c2, files=True):
                         name = shelf.name
                         if (
                             _BASE58.fullmatch(name)
@@ -159,9 +159,15 @@ class Layout:
                             yield WareID(packtype, name), shelf
 
 
-def _sorted_dirs(path: Path) -> list[Path]:
+def _sorted_dirs(path: Path, *, files: bool = False) -> list[Path]:
+    """The directories in ``path`` (and, with ``files``, the regular files: the
+    shelves of single-file wares), never symlinks."""
     try:
-        return sorted(p for p in path.iterdir() if p.is_dir() and not p.is_symlink())
+        return sorted(
+            p
+            for p in path.iterdir()
+            if not p.is_symlink() and (p.is_dir() or (files and p.is_file()))
+        )
     except FileNotFoundError:
         return []
 
@@ -176,7 +182,14 @@ def _mkdir(path: Path, *, parents: bool = False) -> None:
 
 
 def remove_tree(path: Path) -> None:
-    """Delete a tree we own, even one whose directories are read-only (as a ware may make them)."""
+    """Delete a tree we own, even one whose directories are read-only (as a ware may make them).
+
+    A single-file ware's shelf is one file: it is unlinked.
+    """
+    if os.path.isfile(path) and not os.path.islink(path):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        return
     try:
         shutil.rmtree(path)
         return

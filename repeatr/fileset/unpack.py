@@ -63,6 +63,11 @@ _DEFAULT_LIMITS = Limits()
 _SYMLINK_MODE = 0o777
 
 
+#: Where a single-file ware's one file is written inside the temp dir, before
+#: it is renamed to ``dest`` itself.
+_ROOT_FILE = "single-file"
+
+
 @dataclass(frozen=True)
 class UnpackResult:
     ware_id: WareID  # hash before filters (what was verified)
@@ -70,6 +75,8 @@ class UnpackResult:
     strict_id: WareID  # TAR_STRICT hash after filters: covers every entry on disk
     entries: int
     bytes: int  # content bytes written
+    #: The ware's root is one regular file: ``dest`` is that file.
+    single_file: bool = False
 
 
 def unpack_stream(
@@ -83,6 +90,8 @@ def unpack_stream(
     checkpoint: Callable[[], None] | None = None,
 ) -> UnpackResult:
     """Unpack ``stream`` into ``dest`` (which must not exist; its parent must).
+
+    A single-file ware (its root is a regular file) makes ``dest`` that file.
 
     ``checkpoint`` is called before each member and after each block of
     content read: it raises to stop (a cancelled run passes
@@ -119,7 +128,7 @@ def unpack_stream(
                 category=Category.INOPERABLE_PATH,
             )
         try:
-            os.rename(tmp, dest)
+            os.rename(tmp / _ROOT_FILE if result.single_file else tmp, dest)
         except OSError as exc:
             raise FilesetError(
                 f"cannot move the unpacked tree to {os.fspath(dest)!r}: {exc.strerror or exc}",
@@ -128,6 +137,8 @@ def unpack_stream(
     except BaseException:
         remove_tree(tmp)
         raise
+    if result.single_file:
+        remove_tree(tmp)
     return result
 
 
@@ -153,9 +164,12 @@ def _unpack_into(
         if hasher is not pre and all(hasher is not h for h in post_hashers):
             post_hashers.append(hasher)
     apply = filtering.apply
+    single_file = False
 
     def implied(name: str) -> Entry:
         entry = apply(inferred_dir(name), filters) or inferred_dir(name)
+        if name == "." and single_file:
+            return entry  # the temp dir around a single-file ware: not part of it
         for hasher in post_hashers:
             hasher.add(entry, None)
         return entry
@@ -185,12 +199,26 @@ def _unpack_into(
             entries += 1
             if entry.type is hardlink_t:
                 write(entry)  # rejects it, naming the member
+            if single_file:
+                raise FilesetError(
+                    f"corrupt ware: archive member {entry.name!r} follows a root that is a file",
+                    category=Category.WARE_CORRUPT,
+                )
             out = apply(entry, filters)
             digest: bytes | None = None
             if entry.type is file_t:
                 h = sha384()
                 blocks = _tee(member.blocks(), h.update, checkpoint)
-                if out is not None:
+                if entry.name == "." and out is not None:
+                    if entries > 1:
+                        raise FilesetError(
+                            "corrupt ware: the archive's root is a file, after other members",
+                            category=Category.WARE_CORRUPT,
+                        )
+                    # A single-file ware: written inside the temp dir, renamed to dest.
+                    single_file = True
+                    write(dataclasses.replace(out, name=_ROOT_FILE), blocks)
+                elif out is not None:
                     write(out, blocks)
                 else:  # pragma: no cover - no filter drops files today
                     for _ in blocks:
@@ -238,6 +266,7 @@ def _unpack_into(
         strict_id=strict_id,
         entries=entries,
         bytes=done,
+        single_file=single_file,
     )
 
 

@@ -185,3 +185,18 @@ def test_formula_id_normalises_filters_and_warns_on_unknown_keys(
     assert written.stdout == canonical.stdout
     assert "'colour'" in written.stderr and "warning" not in canonical.stderr
     assert canonical.stderr == ""
+
+
+def test_single_file_pack_unpack_scan(repeatr: Repeatr, tmp_path: Path) -> None:
+    src = tmp_path / "hello.txt"
+    src.write_text("hi\n")
+    (tmp_path / "wh").mkdir()
+    packed = repeatr("pack", str(src), "--target", "ca+file://./wh/")
+    assert packed.code == 0, packed.stderr
+    ware = packed.stdout.strip()
+    h = ware.split(":", 1)[1]
+    assert repeatr("scan", str(tmp_path / "wh" / h[:3] / h[3:6] / h)).stdout.strip() == ware
+    res = repeatr("unpack", ware, "got.txt", "--source", "ca+file://./wh/")
+    assert res.code == 0, res.stderr
+    assert (tmp_path / "got.txt").read_text() == "hi\n"
+    assert (tmp_path / "got.txt").is_file()
