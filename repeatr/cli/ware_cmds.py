@@ -139,6 +139,19 @@ def cmd_unpack(args: argparse.Namespace, out: Reporter) -> int:
     return 0
 
 
+def cmd_fetch(args: argparse.Namespace, out: Reporter) -> int:
+    """Fill the cache with WAREID (verified) and place nothing: ``rio unpack --placer=none``."""
+    from repeatr.cache import Cache
+    from repeatr.cli.entry import state_root
+
+    ware = WareID.parse(args.ware)
+    cache = Cache(Path(state_root(getattr(args, "cache", None))))
+    with cache.shelf(ware, args.source, progress=lambda n: out.progress("fetch", n)) as held:
+        out.debug(f"{ware} is on its shelf {held.path}")
+    out.result(str(ware), ware=str(ware))
+    return 0
+
+
 def _make_room(dest: Path) -> None:
     """Unpack needs a fresh destination: an empty dir is removed, anything else refused."""
     if dest.is_symlink() or (dest.exists() and not dest.is_dir()):

@@ -14,6 +14,8 @@ TAR = "tar"
 #: Our packtype with the same tar format, whose hash covers every entry.
 TAR_STRICT = "tar-strict"
 PACKTYPES = (TAR, TAR_STRICT)
+#: What ``scan`` reads (pack writes only ``PACKTYPES``).
+SCAN_PACKTYPES = PACKTYPES
 
 #: The hash part printed for "nothing": packing a path that does not exist.
 EMPTY_HASH = "-"
