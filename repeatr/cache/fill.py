@@ -75,21 +75,19 @@ def _unpack(
         staged = work / "fileset"
         # Imported here: a warm run (the shelf exists) needs neither the archive
         # reader nor the warehouses.
-        from repeatr.fileset.unpack import unpack_stream
         from repeatr.model.filters import UNPACK_LOSSLESS
-        from repeatr.warehouse import open_from_sources
+        from repeatr.warehouse.fetch import unpack_ware
 
         try:
-            with open_from_sources(ware, sources) as (_url, stream):
-                result = unpack_stream(
-                    stream,
-                    staged,
-                    expected=ware,
-                    filters=UNPACK_LOSSLESS,
-                    limits=limits,
-                    progress=progress,
-                    checkpoint=checkpoint,
-                )
+            result = unpack_ware(
+                ware,
+                sources,
+                staged,
+                filters=UNPACK_LOSSLESS,
+                limits=limits,
+                progress=progress,
+                checkpoint=checkpoint,
+            )
         except FilesetError as exc:
             cause = exc.__cause__
             if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):

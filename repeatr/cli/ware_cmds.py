@@ -10,7 +10,7 @@ from typing import Any
 from repeatr.cli.output import Reporter
 from repeatr.errors import Category, UsageError
 from repeatr.model import filters as filt
-from repeatr.model.wareid import PACKTYPES, TAR, WareID
+from repeatr.model.wareid import PACKTYPES, SCAN_PACKTYPES, TAR, WareID
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -25,7 +25,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "(file://, http(s)://) without unpacking it. Any compression is read.",
     )
     p.add_argument("source", metavar="FILE|URL")
-    p.add_argument("--packtype", choices=PACKTYPES, default=TAR, help="default: %(default)s")
+    p.add_argument(
+        "--packtype", choices=SCAN_PACKTYPES, default=TAR, help="default: %(default)s"
+    )
     p.set_defaults(func=cmd_scan)
 
     p = sub.add_parser(
@@ -114,8 +116,7 @@ def cmd_pack(args: argparse.Namespace, out: Reporter) -> int:
 
 
 def cmd_unpack(args: argparse.Namespace, out: Reporter) -> int:
-    from repeatr.fileset.unpack import unpack_stream
-    from repeatr.warehouse import open_from_sources
+    from repeatr.warehouse.fetch import unpack_ware
 
     ware = WareID.parse(args.ware)
     filters = filt.parse("unpack", args.filter, base=filt.UNPACK_LOWPRIV)
@@ -125,9 +126,14 @@ def cmd_unpack(args: argparse.Namespace, out: Reporter) -> int:
     def progress(done: int) -> None:
         out.progress("unpack", done)
 
-    with open_from_sources(ware, args.source) as (url, stream):
-        out.debug(f"fetching {ware} from {url}")
-        result = unpack_stream(stream, dest, expected=ware, filters=filters, progress=progress)
+    result = unpack_ware(
+        ware,
+        args.source,
+        dest,
+        filters=filters,
+        progress=progress,
+        on_source=lambda url: out.debug(f"fetching {ware} from {url}"),
+    )
     out.result(
         str(result.filtered_id),
         ware=str(result.ware_id),

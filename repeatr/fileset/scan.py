@@ -19,7 +19,7 @@ from typing import BinaryIO
 from repeatr.fileset.entry import EntryType
 from repeatr.fileset.reader import read_archive
 from repeatr.fileset.treehash import TreeHasher
-from repeatr.model.wareid import TAR, WareID
+from repeatr.model.wareid import TAR, ZIP, WareID
 
 __all__ = ["scan_stream"]
 
@@ -28,9 +28,22 @@ def scan_stream(stream: BinaryIO, *, packtype: str = TAR) -> WareID:
     """The ware ID of the archive in ``stream`` (any supported compression).
 
     Hardlink entries are hashed as the original does (nothing, for ``tar``;
-    their record, for ``tar-strict``). Raises ``FilesetError(WARE_CORRUPT)``
+    their record, for ``tar-strict``). A ``zip`` ware is a zip archive
+    hashed as ``tar`` hashes the same tree. Raises ``FilesetError(WARE_CORRUPT)``
     for malformed input.
     """
+    if packtype == ZIP:
+        from repeatr.fileset.zipread import read_zip
+
+        zipped = TreeHasher(TAR)
+        with read_zip(stream) as zip_members:
+            for plain in zip_members:
+                digest = hashlib.sha384()
+                for block in plain.blocks():
+                    digest.update(block)
+                is_file = plain.entry.type is EntryType.FILE
+                zipped.add(plain.entry, digest.digest() if is_file else None)
+        return WareID(ZIP, zipped.ware_id().hash)
     hasher = TreeHasher(packtype)
     add = hasher.add
     file_t = EntryType.FILE

@@ -200,3 +200,20 @@ def test_single_file_pack_unpack_scan(repeatr: Repeatr, tmp_path: Path) -> None:
     assert res.code == 0, res.stderr
     assert (tmp_path / "got.txt").read_text() == "hi\n"
     assert (tmp_path / "got.txt").is_file()
+
+
+def test_formula_id_of_a_formula_with_git_and_zip_inputs(repeatr: Repeatr, tmp_path: Path) -> None:
+    # Parsing used to reject git: inputs, so even `formula id` failed.
+    (tmp_path / "f.json").write_text(
+        '{"formula": {"inputs": {"/": "tar:6q7G4hWr283FpTa5Lf8heVqw9t97b5VoMU6AGszuBYAz9EzQdeHVFAou7c4W9vFcQ6",'
+        ' "/src": "git:0123456789abcdef0123456789abcdef01234567"},'
+        ' "action": {"exec": ["/bin/true"]}}}'
+    )
+    res = repeatr("formula", "id", "f.json")
+    assert res.code == 0, res.stderr
+    assert res.stdout.strip() == "3ipNXU2bNPj836UWmzFaA4vdkVyn7z6XYLhYrLYibpR95zmnJEKfeHnn6tJ9DX9AZ2"
+    (tmp_path / "bad.json").write_text(
+        '{"formula": {"inputs": {"/src": "git:abc"}, "action": {"exec": ["/bin/true"]}}}'
+    )
+    bad = repeatr("formula", "id", "bad.json")
+    assert bad.code == Category.USAGE and 'formula.inputs["/src"]' in bad.stderr

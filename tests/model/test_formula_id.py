@@ -52,6 +52,10 @@ SAMPLES: dict[str, Formula] = {
         outputs={"/w": Output(packtype="tar-strict", filters={"setid": "reject"})},
     ),
     "noop-no-inputs": Formula(action=Action(noop=True)),
+    "git-input": Formula(
+        inputs={"/": WARE, "/src": "git:" + "0123456789abcdef" * 2 + "01234567"},
+        action=Action(exec=("/bin/true",)),
+    ),
     # Written the way the original normalised before hashing: the same ID as
     # {"uid": "1000", "mtime": "@1262304000"} (see test_filters_normalised_...).
     "filters-unnormalised": Formula(
@@ -71,6 +75,7 @@ GOLDEN: dict[str, str] = {
     "cradle-disabled": "mhjDqngYh8zBnSNger8eQPufHydyhHNnR119GVL3WGVKg1jtJsqs68SVxsaScgjYJ",
     "everything": "4cUdYfgWFDCaDB4YtEjJPChSC4LbUzSXoxffGSVrKEPGqCU5dhw6vvUSUk4scAUq4b",
     "noop-no-inputs": "7mXbQFDzY43q8sMbUnbLRD4upK3FGgabE5npWzfedHJs9At43yZVDk7ysDV9p69xpS",
+    "git-input": "3ipNXU2bNPj836UWmzFaA4vdkVyn7z6XYLhYrLYibpR95zmnJEKfeHnn6tJ9DX9AZ2",
     "filters-unnormalised": "9ZF4cSE4r8zh5ESMQ7doqZmTd7ZvgnaBBgMyL24eyh2sizb1c7dShYpBvbkv4gxryX",
 }
 
@@ -133,6 +138,21 @@ def test_filters_normalised_before_hashing_as_the_original_did() -> None:
             outputs={"/out": Output(packtype="tar", filters={"uid": "1000", "mtime": "@1262304000"})},
         )
     )
+
+
+def test_git_and_zip_inputs_hash_as_their_text() -> None:
+    # The original hashed a ware ID as its text, whatever the packtype: a
+    # formula with a git input has an ID (it used to fail to parse).
+    commit = "git:" + "0123456789abcdef" * 2 + "01234567"
+    frm = Formula(inputs={"/src": commit}, action=Action(noop=True, cradle="disable"))
+    expected = (
+        b"\xa3"
+        + b"\x66inputs\xa1\x64/src\x78\x2c" + commit.encode()
+        + b"\x66action\xa2\x64noop\xf5\x66cradle\x67disable"
+        + b"\x67outputs\xf6"
+    )
+    assert encode_formula(frm) == expected
+    assert GOLDEN["git-input"] == formula_id(SAMPLES["git-input"])
 
 
 def test_map_keys_sort_bytewise_and_filters_are_sorted() -> None:

@@ -12,6 +12,7 @@ import pytest
 from repeatr.fileset.pack import pack_dir
 from repeatr.model.filters import PACK_FLATTEN, Filters
 from repeatr.warehouse import warehouse_for
+from tests.gitrepos import make_repos
 
 from .conftest import Runner
 
@@ -61,3 +62,24 @@ def test_single_file_input_and_output(runner: Runner, tmp_path: Path) -> None:
         assert res.record()["results"]["/task/out.txt"] == str(
             pack_dir(expect, None, filters=PACK_FLATTEN)
         )
+
+
+def test_git_input(runner: Runner, tmp_path: Path) -> None:
+    repos = make_repos(tmp_path / "repos")
+    f = with_sources(
+        runner,
+        runner.formula(
+            "/bin/sh", "-c", "cat /task/src/a.txt /task/src/sm/s.txt; ls -a /task/src; /task/src/dir/run.sh",
+            inputs={"/task/src": f"git:{repos.commit}"},
+        ),
+        {"/task/src": f"file://{repos.main}"},
+    )
+    res = runner.run("run", str(f), "--executor", "ns")
+    assert res.code == 0, res.stderr
+    for line in ("out| hello", "out| in the submodule", "out| run"):
+        assert line in res.stderr
+    assert "out| .git\n" not in res.stderr
+    # Cached like any ware: the second run fetches nothing (the source is gone).
+    (repos.main / ".git").rename(tmp_path / "moved.git")
+    again = runner.run("run", str(f), "--executor", "ns", "--no-memo")
+    assert again.code == 0, again.stderr
