@@ -97,3 +97,14 @@ def test_published_vector_and_errors_as_rio_reported_them(rio: Rio, tmp_path: Pa
     assert json.loads(bad.stdout)["result"]["error"]["category"] == "rio-usage-error"
     assert rio("frobnicate").code == Category.USAGE
     assert rio("pack", "tar", "tree", "--filters=owner=me").code == Category.USAGE
+
+
+def test_rio_scan_and_unpack_zip(rio: Rio, tmp_path: Path) -> None:
+    from tests.rio import ZIP_WITH_BASE
+
+    fixture = FIXTURES / "zip_withbase.zip"
+    assert rio("scan", "zip", f"--source=file://{fixture}").stdout == ZIP_WITH_BASE + "\n"
+    res = rio("unpack", ZIP_WITH_BASE, "out", f"--source=file://{fixture}", "--filters=uid=follow,gid=follow")
+    assert res.code == 0, res.stderr
+    assert res.stdout == ZIP_WITH_BASE + "\n"
+    assert rio("pack", "zip", "out").code == Category.USAGE  # we do not write zips

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from repeatr.errors import Category
+from tests.rio import ZIP_WITH_BASE
 
 from .conftest import FIXTURES, SANS_BASE, WITH_BASE, Repeatr
 
@@ -217,3 +218,15 @@ def test_formula_id_of_a_formula_with_git_and_zip_inputs(repeatr: Repeatr, tmp_p
     )
     bad = repeatr("formula", "id", "bad.json")
     assert bad.code == Category.USAGE and 'formula.inputs["/src"]' in bad.stderr
+
+
+def test_zip_scan_and_unpack(repeatr: Repeatr, tmp_path: Path) -> None:
+    fixture = FIXTURES / "zip_withbase.zip"
+    res = repeatr("scan", str(fixture), "--packtype", "zip")
+    assert res.code == 0, res.stderr
+    assert res.stdout.strip() == ZIP_WITH_BASE
+    res = repeatr("unpack", ZIP_WITH_BASE, "out", "--source", f"file://{fixture}", "--filter", "lossless")
+    assert res.code == 0, res.stderr
+    assert res.stdout.strip() == ZIP_WITH_BASE
+    assert (tmp_path / "out").is_dir()
+    assert repeatr("pack", str(tmp_path / "out"), "--packtype", "zip").code == Category.USAGE
