@@ -95,7 +95,16 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="rio", description="Repeatable I/O: pack, unpack, scan and mirror wares.")
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = _Parser(
+        prog="rio",
+        formatter_class=raw,
+        description="Repeatable I/O: pack, unpack, scan and mirror wares, with the original\n"
+        "rio's syntax and output, on the same code as `repeatr pack/unpack/scan/mirror`.",
+        epilog="exit codes: rio's (the same as repeatr's): 1 usage, 3 warehouse unavailable,\n"
+        "  4 unwritable, 5 ware not found, 6 corrupt, 7 hash mismatch, 8 cancelled, 9 cache,\n"
+        "  11 pack invalid, 12 inoperable path, 13 filter rejection.",
+    )
     common = _Parser(add_help=False)
     common.add_argument(
         "--format",
@@ -109,25 +118,54 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    p = sub.add_parser("pack", parents=[common], help="pack a fileset into a ware")
+    p = sub.add_parser(
+        "pack",
+        parents=[common],
+        formatter_class=raw,
+        help="pack a fileset into a ware",
+        description="Pack PATH (a directory or one file) and print its ware ID; with --target,\n"
+        "save it in that warehouse. Filters are layered on `conservative`.",
+    )
     p.add_argument("packtype", metavar="PACKTYPE", help="tar (or tar-strict)")
     p.add_argument("path", metavar="PATH")
     p.add_argument("--target", metavar="URL", help="warehouse to save the ware in")
     p.add_argument("--filters", metavar="FILTERS", default="", help="e.g. uid=keep,mtime=@0")
 
-    p = sub.add_parser("unpack", parents=[common], help="unpack a ware into a path")
+    p = sub.add_parser(
+        "unpack",
+        parents=[common],
+        formatter_class=raw,
+        help="unpack a ware into a path",
+        description="Fetch WARE from the first --source that has it and unpack it at PATH\n"
+        "(which must not exist or be an empty directory). Filters are layered on\n"
+        "`low-priv`. --placer copy, direct and mount all place a copy; none only fills\n"
+        "the cache (RIO_BASE, else repeatr's cache) and places nothing.",
+    )
     p.add_argument("ware", metavar="WARE")
     p.add_argument("path", metavar="PATH")
     p.add_argument("--placer", choices=PLACERS, default="copy")
     p.add_argument("--source", metavar="URL", action="append", default=[])
     p.add_argument("--filters", metavar="FILTERS", default="")
 
-    p = sub.add_parser("scan", parents=[common], help="the ware ID of an existing archive")
+    p = sub.add_parser(
+        "scan",
+        parents=[common],
+        formatter_class=raw,
+        help="the ware ID of an existing archive",
+        description="Print the ware ID of the archive at --source (a path, file:// or\n"
+        "http(s):// URL) read as PACKTYPE (tar, tar-strict, zip).",
+    )
     p.add_argument("packtype", metavar="PACKTYPE")
     p.add_argument("--source", metavar="URL", required=True, help="the archive to scan")
     p.add_argument("--filters", metavar="FILTERS", default="")
 
-    p = sub.add_parser("mirror", parents=[common], help="copy a ware between warehouses")
+    p = sub.add_parser(
+        "mirror",
+        parents=[common],
+        formatter_class=raw,
+        help="copy a ware between warehouses",
+        description="Copy WARE from the first --source that has it into --target, verifying it.",
+    )
     p.add_argument("ware", metavar="WARE")
     p.add_argument("--target", metavar="URL", required=True)
     p.add_argument("--source", metavar="URL", action="append", default=[])
