@@ -49,8 +49,17 @@ _BLOCK = 1 << 20
 _UID = _GID = 1000
 
 
+#: Passed through from our environment: proxies, CA certificates, the ssh agent.
+_PASSED = (
+    "http_proxy", "https_proxy", "no_proxy", "all_proxy",
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY",
+    "SSL_CERT_FILE", "SSL_CERT_DIR", "GIT_SSL_CAINFO", "SSH_AUTH_SOCK",
+)
+
+
 def _env(home: Path) -> dict[str, str]:
     return {
+        **{name: os.environ[name] for name in _PASSED if name in os.environ},
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": os.fspath(home),
         "GIT_CONFIG_NOSYSTEM": "1",

@@ -122,3 +122,12 @@ def test_repeatr_unpack_cli(repos: Repos, tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == f"git:{repos.commit}"
     assert _listing(tmp_path / "out") == EXPECTED
+
+
+def test_git_wares_are_not_mirrored(repos: Repos, tmp_path: Path) -> None:
+    from repeatr.warehouse.mirror import mirror
+
+    (tmp_path / "wh").mkdir()
+    with pytest.raises(UsageError):
+        mirror(WareID.parse(f"git:{repos.commit}"), [f"file://{repos.main}"], f"ca+file://{tmp_path}/wh/")
+    assert list((tmp_path / "wh").iterdir()) == []
