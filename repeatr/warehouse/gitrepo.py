@@ -30,7 +30,7 @@ import posixpath
 import shutil
 import subprocess
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO
 from urllib.parse import urlsplit
@@ -108,6 +108,10 @@ class _Repo:
         self._fetched += 1
         ns = f"refs/sources/{self._fetched}"
         self._git("fetch", "--quiet", "--no-tags", "--", url, f"+refs/*:{ns}/*")
+
+    def fetch_commit(self, url: str, commit: str) -> None:
+        """Just ``commit`` (and its history) from ``url``; raises ``_GitFailed``."""
+        self._git("fetch", "--quiet", "--no-tags", "--", url, commit)
 
     def tree(self, commit: str) -> list[tuple[str, str, str, int, str]]:
         """(mode, type, object, size, path) of every entry of the commit's tree, parents first."""
@@ -227,6 +231,10 @@ def _fetch(repo: _Repo, ware: WareID, sources: Sequence[str]) -> str:
             said.append(f"{source}: {exc}")
             continue
         answered = True
+        if not repo.has_commit(ware.hash):
+            # Not reachable from a ref: servers that allow it hand out a commit by hash.
+            with suppress(_GitFailed):
+                repo.fetch_commit(address, ware.hash)
         if repo.has_commit(ware.hash):
             return address
         said.append(f"{source}: no commit {ware.hash}")

@@ -131,3 +131,18 @@ def test_git_wares_are_not_mirrored(repos: Repos, tmp_path: Path) -> None:
     with pytest.raises(UsageError):
         mirror(WareID.parse(f"git:{repos.commit}"), [f"file://{repos.main}"], f"ca+file://{tmp_path}/wh/")
     assert list((tmp_path / "wh").iterdir()) == []
+
+
+def test_a_commit_no_ref_points_to(repos: Repos, tmp_path: Path) -> None:
+    # A commit only reachable by its hash (a branch was reset past it): local
+    # repositories, like servers that allow it, hand it out by hash.
+    from tests.gitrepos import git
+
+    (repos.main / "later.txt").write_text("later\n")
+    git(repos.main, "add", "later.txt")
+    git(repos.main, "commit", "--quiet", "-m", "later")
+    later = git(repos.main, "rev-parse", "HEAD")
+    git(repos.main, "reset", "--quiet", "--hard", repos.commit)
+    dest = tmp_path / "out"
+    unpack_ware(WareID.parse(f"git:{later}"), [f"file://{repos.main}"], dest, filters=UNPACK_LOSSLESS)
+    assert (dest / "later.txt").read_text() == "later\n"
