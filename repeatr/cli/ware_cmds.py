@@ -22,7 +22,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         formatter_class=raw,
         help="print the ware ID of an archive",
         description="Print the ware ID of an archive file or a single-ware URL\n"
-        "(file://, http(s)://) without unpacking it. Any compression is read.",
+        "(file://, http(s)://) without unpacking it. Any compression is read;\n"
+        "--packtype zip reads a zip archive.",
     )
     p.add_argument("source", metavar="FILE|URL")
     p.add_argument(
@@ -37,7 +38,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         help="pack a directory into a ware",
         description="Pack PATH into a gzip'd tar ware and print its ID. With --target,\n"
         "store it in a warehouse (it is renamed into place only when complete).\n"
-        "A PATH that does not exist packs to '<packtype>:-'.",
+        "A PATH that is one file packs to a single-file ware; one that does not\n"
+        "exist packs to '<packtype>:-'.",
         epilog="filters: a preset (flatten, conservative) or fields, e.g.\n"
         "  --filter uid=keep,gid=keep,mtime=@0   fields: uid gid mtime sticky setid dev\n"
         "default: conservative (uid/gid 1000, mtime 2010-01-01, setid and devices rejected)",
@@ -55,7 +57,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         help="fetch a ware and unpack it into a directory",
         description="Fetch WAREID from the first --source that has it and unpack it into\n"
         "PATH (which must not exist, or be an empty directory). The hash is\n"
-        "verified before anything becomes visible; prints the ID after filters.",
+        "verified before anything becomes visible; prints the ID after filters.\n"
+        "tar, tar-strict and zip wares come from warehouses; a git:<commit> ware\n"
+        "from git repositories (file://, http(s)://, a local path). A ware whose\n"
+        "root is one file makes PATH that file.",
         epilog="filters: a preset (lossless, low-priv) or fields, e.g.\n"
         "  --filter uid=mine,gid=mine             fields: uid gid mtime sticky setid dev\n"
         "default: low-priv (files owned by you, setid and devices rejected)",
