@@ -43,7 +43,7 @@ def unpack_ware(
         # The bare repository lives beside dest (same filesystem) until the unpack ends.
         with tempfile.TemporaryDirectory(prefix=".repeatr-git-", dir=dest.parent) as scratch:
             return unpack_members(
-                read_git(ware, sources, Path(scratch) / "git"),
+                read_git(ware, sources, Path(scratch) / "git", checkpoint),
                 dest,
                 expected=ware,
                 filters=filters,

@@ -28,8 +28,10 @@ from __future__ import annotations
 import os
 import posixpath
 import shutil
+import signal
 import subprocess
-from collections.abc import Iterator, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO
@@ -74,7 +76,7 @@ def _env(home: Path) -> dict[str, str]:
 class _Repo:
     """A private bare repository that collects the objects of every source."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, checkpoint: Callable[[], None] | None = None) -> None:
         if shutil.which("git") is None:
             raise FilesetError(
                 "git wares need git: it is not installed",
@@ -83,21 +85,40 @@ class _Repo:
             )
         self.path = path.absolute()
         self.env = _env(self.path)
+        self.checkpoint = checkpoint
         self._fetched = 0
         self._git("init", "--quiet", "--bare", os.fspath(self.path), cwd=self.path.parent)
 
     def _git(self, *args: str, cwd: Path | None = None, check: bool = True) -> bytes:
-        proc = subprocess.run(
-            ["git", *args],
-            cwd=cwd or self.path,
-            env=self.env,
-            capture_output=True,
-            check=False,
-            stdin=subprocess.DEVNULL,
-        )
-        if check and proc.returncode != 0:
-            raise _GitFailed(proc.stderr.decode(errors="replace").strip())
-        return proc.stdout
+        """Run git; ``checkpoint`` is called while it runs, and what it raises kills git."""
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            proc = subprocess.Popen(
+                ["git", *args],
+                cwd=cwd or self.path,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,  # its helpers (git-remote-http) die with it
+            )
+            try:
+                while True:
+                    try:
+                        proc.wait(timeout=0.1)
+                        break
+                    except subprocess.TimeoutExpired:
+                        if self.checkpoint is not None:
+                            self.checkpoint()
+            finally:
+                if proc.returncode is None:
+                    with suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+            out.seek(0)
+            err.seek(0)
+            if check and proc.returncode != 0:
+                raise _GitFailed(err.read().decode(errors="replace").strip())
+            return out.read()
 
     def has_commit(self, commit: str) -> bool:
         out = self._git("cat-file", "-t", commit, check=False)
@@ -292,17 +313,24 @@ def _members(
 
 
 @contextmanager
-def read_git(ware: WareID, sources: Sequence[str], scratch: Path) -> Iterator[Iterator[Plain]]:
+def read_git(
+    ware: WareID,
+    sources: Sequence[str],
+    scratch: Path,
+    checkpoint: Callable[[], None] | None = None,
+) -> Iterator[Iterator[Plain]]:
     """The members of commit ``ware`` (with its submodules), fetched into ``scratch``.
 
     ``scratch`` (an empty or missing directory) holds the bare repository;
-    the caller removes it. Raises WarehouseError (not found / unavailable),
-    FilesetError (WARE_CORRUPT) for a tree rio could not unpack either.
+    the caller removes it. ``checkpoint`` is called while git runs (every
+    0.1 s); whatever it raises stops git and the unpack (cancellation).
+    Raises WarehouseError (not found / unavailable), FilesetError
+    (WARE_CORRUPT) for a tree rio could not unpack either.
     """
     if ware.packtype != GIT:
         raise UsageError(f"{ware} is not a git ware")
     scratch.mkdir(mode=0o700, exist_ok=True)
-    repo = _Repo(scratch / "objects.git")
+    repo = _Repo(scratch / "objects.git", checkpoint)
     base = _fetch(repo, ware, sources)
     subs = repo.submodule_urls(ware.hash)
     for path, commit in _gitlinks(repo, ware.hash).items():

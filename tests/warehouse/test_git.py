@@ -146,3 +146,43 @@ def test_a_commit_no_ref_points_to(repos: Repos, tmp_path: Path) -> None:
     dest = tmp_path / "out"
     unpack_ware(WareID.parse(f"git:{later}"), [f"file://{repos.main}"], dest, filters=UNPACK_LOSSLESS)
     assert (dest / "later.txt").read_text() == "later\n"
+
+
+def test_a_slow_fetch_is_cancelled(silent_url: str, tmp_path: Path) -> None:
+    # A server that never answers: the checkpoint (a cancelled run's) stops git.
+    import time
+
+    started = time.monotonic()
+    calls = 0
+
+    class Stop(Exception):
+        pass
+
+    def checkpoint() -> None:
+        nonlocal calls
+        calls += 1
+        if calls > 3:
+            raise Stop
+
+    with pytest.raises(Stop):
+        unpack_ware(
+            WareID.parse("git:" + "0" * 40),
+            [silent_url.replace("/ware.tgz", "/repo.git")],
+            tmp_path / "out",
+            filters=UNPACK_LOSSLESS,
+            checkpoint=checkpoint,
+        )
+    assert time.monotonic() - started < 10
+    # No git (nor its git-remote-http helper) is left talking to the server.
+    port = silent_url.split(":")[2].split("/")[0]
+    left = []
+    for pid in os.listdir("/proc"):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if f"127.0.0.1:{port}".encode() in cmdline:
+            left.append(cmdline)
+    assert left == []
+    assert not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".repeatr-")]
