@@ -39,7 +39,14 @@ from repeatr import workdir as workdirs
 from repeatr.assemble.cradle import cradle_steps, system_mounts
 from repeatr.assemble.ops import Bind, Mkdir, Op, Overlay
 from repeatr.cache import Cache
-from repeatr.errors import Category, ExecutorError, FilesetError, UsageError, collapse
+from repeatr.errors import (
+    AssemblyError,
+    Category,
+    ExecutorError,
+    FilesetError,
+    UsageError,
+    collapse,
+)
 from repeatr.executors.base import Executor, JobResult, JobSpec, Network, OutputCallback
 from repeatr.linux import libc
 from repeatr.model import policy
@@ -322,6 +329,11 @@ def _job_spec(frm: Formula, work: Path, lowers: dict[str, str], network: Network
         if os.path.isfile(lowers[path]):
             # A single-file ware: overlayfs mounts only directories, so the job
             # gets a private copy (rio's placers copy files too), writable.
+            if path == "/":
+                raise AssemblyError(
+                    f"formula.inputs['/']: {frm.inputs['/'] if frm.inputs else ''} is a"
+                    " single-file ware; the root must be a directory"
+                )
             layer.mkdir(parents=True, exist_ok=True)
             copy = _copy_file(lowers[path], layer / "file")
             mounts.append(Bind(os.fspath(copy), path, ro=False, recursive=False))

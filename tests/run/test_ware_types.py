@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from repeatr.errors import Category
 from repeatr.fileset.pack import pack_dir
 from repeatr.model.filters import PACK_FLATTEN, Filters
 from repeatr.warehouse import warehouse_for
@@ -83,3 +84,20 @@ def test_git_input(runner: Runner, tmp_path: Path) -> None:
     (repos.main / ".git").rename(tmp_path / "moved.git")
     again = runner.run("run", str(f), "--executor", "ns", "--no-memo")
     assert again.code == 0, again.stderr
+
+
+def test_a_single_file_ware_cannot_be_the_root(runner: Runner, tmp_path: Path) -> None:
+    src = tmp_path / "file"
+    src.write_text("x\n")
+    url = f"file://{tmp_path / 'file.tgz'}"
+    with warehouse_for(url).start_save() as session:
+        ware = pack_dir(src, session.file, filters=Filters())
+        session.commit(ware)
+    f = runner.formula("/bin/true")
+    doc = json.loads(f.read_text())
+    doc["formula"]["inputs"]["/"] = str(ware)
+    doc["context"]["fetchUrls"]["/"] = [url]
+    f.write_text(json.dumps(doc))
+    res = runner.run("run", str(f), "--executor", "ns")
+    assert res.code == Category.ASSEMBLY_INVALID, res.stderr
+    assert "single-file" in res.stderr
