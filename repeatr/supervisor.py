@@ -133,7 +133,10 @@ async def run_formula(
                 tg.start_soon(inputs)
                 if network == "bridge":
                     tg.start_soon(attach)
-            job = _job_spec(frm, work, lowers, "host" if network == "host" else "none")
+            # In a thread: it makes dirs and copies single-file wares (blocking).
+            job = await anyio.to_thread.run_sync(
+                _job_spec, frm, work, lowers, "host" if network == "host" else "none"
+            )
             if att is not None:
                 job = replace(
                     job,
