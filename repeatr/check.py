@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -161,39 +161,47 @@ _ASPECTS: tuple[tuple[str, Callable[[_Seen], str]], ...] = (
 )
 
 
-def _describe_tree(root: Path) -> dict[str, _Seen]:
-    """Every entry under ``root`` (lstat, never following links), by relative path."""
-    seen: dict[str, _Seen] = {}
+def _entries(root: Path) -> Iterator[str]:
+    """``root`` and, for a directory, every path under it (a single-file ware is one file)."""
+    if not root.is_dir() or root.is_symlink():
+        yield os.fspath(root)
+        return
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         names = [*dirnames, *filenames]
         for name in names if dirpath != os.fspath(root) else [".", *names]:
-            full = os.path.normpath(os.path.join(dirpath, name))
-            st = os.lstat(full)
-            kind = _TYPES.get(stat.S_IFMT(st.st_mode), "unknown")
-            content = target = ""
-            if kind == "file":
-                h = hashlib.sha256()
-                with open(full, "rb") as f:
-                    while block := f.read(1 << 20):
-                        h.update(block)
-                content = f"sha256:{h.hexdigest()[:16]} ({st.st_size} bytes)"
-            elif kind == "symlink":
-                target = os.readlink(full)
-            try:
-                xattrs = sorted(os.listxattr(full, follow_symlinks=False))
-            except OSError:
-                xattrs = []
-            rel = os.path.relpath(full, root)
-            seen[rel] = _Seen(
-                type=kind,
-                mode=f"{stat.S_IMODE(st.st_mode):04o}",
-                owner=f"{st.st_uid}:{st.st_gid}",
-                mtime=_mtime(st.st_mtime_ns),
-                content=content,
-                target=target,
-                xattrs=",".join(xattrs),
-            )
+            yield os.path.normpath(os.path.join(dirpath, name))
+
+
+def _describe_tree(root: Path) -> dict[str, _Seen]:
+    """Every entry of ``root`` (lstat, never following links), by relative path."""
+    seen: dict[str, _Seen] = {}
+    for full in _entries(root):
+        st = os.lstat(full)
+        kind = _TYPES.get(stat.S_IFMT(st.st_mode), "unknown")
+        content = target = ""
+        if kind == "file":
+            h = hashlib.sha256()
+            with open(full, "rb") as f:
+                while block := f.read(1 << 20):
+                    h.update(block)
+            content = f"sha256:{h.hexdigest()[:16]} ({st.st_size} bytes)"
+        elif kind == "symlink":
+            target = os.readlink(full)
+        try:
+            xattrs = sorted(os.listxattr(full, follow_symlinks=False))
+        except OSError:
+            xattrs = []
+        rel = os.path.relpath(full, root)
+        seen[rel] = _Seen(
+            type=kind,
+            mode=f"{stat.S_IMODE(st.st_mode):04o}",
+            owner=f"{st.st_uid}:{st.st_gid}",
+            mtime=_mtime(st.st_mtime_ns),
+            content=content,
+            target=target,
+            xattrs=",".join(xattrs),
+        )
     return seen
 
 

@@ -41,6 +41,7 @@ from repeatr.assemble.cradle import cradle_steps, system_mounts
 from repeatr.assemble.ops import Bind, Mkdir, Op, Overlay
 from repeatr.cache import Cache
 from repeatr.errors import (
+    AssemblyError,
     Category,
     DiskFull,
     ExecutorError,
@@ -143,7 +144,10 @@ async def run_formula(
                 if network == "bridge":
                     tg.start_soon(attach)
             try:
-                job = _job_spec(frm, work, lowers, "host" if network == "host" else "none")
+                # In a thread: it makes dirs and copies single-file wares (blocking).
+                job = await anyio.to_thread.run_sync(
+                    _job_spec, frm, work, lowers, "host" if network == "host" else "none"
+                )
                 job = replace(
                     job, hostname=hostname or None, outputs=tuple(sorted(frm.outputs or {}))
                 )
@@ -347,6 +351,20 @@ def _job_spec(frm: Formula, work: Path, lowers: dict[str, str], network: Network
         if isinstance(source, HostMount):
             mounts.append(Bind(source.host_path, path, ro=not source.writable))
             continue
+        if os.path.isfile(lowers[path]):
+            # A single-file ware: overlayfs mounts only directories, so the job
+            # gets a private copy (rio's placers copy files too), writable.
+            # (Outside rw/: the helper mounts limits.disk's filesystem there.)
+            if path == "/":
+                raise AssemblyError(
+                    f"formula.inputs['/']: {frm.inputs['/'] if frm.inputs else ''} is a"
+                    " single-file ware; the root must be a directory"
+                )
+            copy_dir = work / "files" / str(index)
+            copy_dir.mkdir(parents=True, exist_ok=True)
+            copy = _copy_file(lowers[path], copy_dir / "file")
+            mounts.append(Bind(os.fspath(copy), path, ro=False, recursive=False))
+            continue
         # Every writable layer under rw/ (JobSpec.rw): limits.disk is a
         # filesystem of that size mounted there by the sandbox helper.
         rw = work / "rw"
@@ -378,6 +396,18 @@ def _job_spec(frm: Formula, work: Path, lowers: dict[str, str], network: Network
         network=network,
         limits=action.limits,
     )
+
+
+def _copy_file(src: str, dest: Path) -> Path:
+    """Copy a shelf's file with its mode, owner and mtime (what the ware says)."""
+    import shutil
+
+    shutil.copy2(src, dest, follow_symlinks=False)
+    st = os.lstat(src)
+    os.chown(dest, st.st_uid, st.st_gid)
+    os.chmod(dest, st.st_mode & 0o7777)  # chown cleared any setid bits
+    os.utime(dest, ns=(st.st_mtime_ns, st.st_mtime_ns))
+    return dest
 
 
 async def _pack_outputs(

@@ -10,3 +10,5 @@ from pathlib import Path
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "rio"
 WITH_BASE = "tar:5y6NvK6GBPQ6CcuNyJyWtSrMAJQ4LVrAcZSoCRAzMSk5o53pkTYiieWyRivfvhZwhZ"
 SANS_BASE = "tar:2RLHdc3am6tMCFy56vfcHm5kWLoAtYBfiaQcq17vDm1tEzQn9CC6tcF2yzpAJvehPC"
+#: rio's transmat/zip/fixtures/withbase.zip, scanned in its zip_scan_test.go.
+ZIP_WITH_BASE = "zip:6c1eVnQ9NutqZSMD5gimy72u3gZMcp4mFAVbQhAkpwTvTH1CCnGgL6yvBJ6MNkWUYZ"

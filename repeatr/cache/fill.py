@@ -74,21 +74,19 @@ def _unpack(
         staged = work / "fileset"
         # Imported here: a warm run (the shelf exists) needs neither the archive
         # reader nor the warehouses.
-        from repeatr.fileset.unpack import unpack_stream
         from repeatr.model.filters import UNPACK_LOSSLESS
-        from repeatr.warehouse import open_from_sources
+        from repeatr.warehouse.fetch import unpack_ware
 
         try:
-            with open_from_sources(ware, sources, checkpoint=checkpoint) as (_url, stream):
-                result = unpack_stream(
-                    stream,
-                    staged,
-                    expected=ware,
-                    filters=UNPACK_LOSSLESS,
-                    limits=limits,
-                    progress=progress,
-                    checkpoint=checkpoint,
-                )
+            result = unpack_ware(
+                ware,
+                sources,
+                staged,
+                filters=UNPACK_LOSSLESS,
+                limits=limits,
+                progress=progress,
+                checkpoint=checkpoint,
+            )
         except DiskFull as exc:
             # Name the cache and the ware, and say how to make room there.
             if exc.__cause__ is None:  # the ware's disk limit, not the disk
@@ -180,7 +178,8 @@ def hold(
     ):
         unpacked = False
         found: ShelfRecord | None = None
-        present = os.path.isdir(shelf) and not os.path.islink(shelf)
+        # A directory, or a regular file for a single-file ware.
+        present = (os.path.isdir(shelf) or os.path.isfile(shelf)) and not os.path.islink(shelf)
         if present:
             found = record.read(layout.record(ware), ware)
             if found is None and fill is not None:

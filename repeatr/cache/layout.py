@@ -36,10 +36,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from repeatr.errors import UsageError
-from repeatr.model.wareid import PACKTYPES, WareID
+from repeatr.model.wareid import ALL_PACKTYPES, GIT, WareID
 from repeatr.owner import Owner
 
 _BASE58 = re.compile(r"[1-9A-HJ-NP-Za-km-z]{7,}")
+#: A git ware's hash: the commit's, 40 hex digits.
+_GIT_HASH = re.compile(r"[0-9a-f]{40}")
+
+
+def _hash_ok(packtype: str, hash_: str) -> bool:
+    """Whether ``hash_`` is a hash of ``packtype`` (so it can name no other path)."""
+    if packtype not in ALL_PACKTYPES:
+        return False
+    return bool((_GIT_HASH if packtype == GIT else _BASE58).fullmatch(hash_))
 
 #: Modes of the directories we create. 0700: only root may enter the cache,
 #: so no unprivileged process can reach (let alone write) a shelf.
@@ -63,7 +72,7 @@ class TempName:
         # base58 has no "-", so the last dash ends the packtype ("tar-strict-<hash>").
         packtype, sep, hash_ = ware_text.rpartition("-")
         owner = Owner.try_parse(owner_text)
-        if not sep or packtype not in PACKTYPES or not _BASE58.fullmatch(hash_) or owner is None:
+        if not sep or not _hash_ok(packtype, hash_) or owner is None:
             return None
         return cls(kind, WareID(packtype, hash_), owner)
 
@@ -72,7 +81,7 @@ def _segments(ware: WareID) -> tuple[str, str, str, str]:
     """``packtype, hash[0:3], hash[3:6], hash``, checked so no ID can name a path outside."""
     if ware.is_empty:
         raise UsageError(f"the empty ware {ware} has no content to cache")
-    if ware.packtype not in PACKTYPES or not _BASE58.fullmatch(ware.hash):
+    if not _hash_ok(ware.packtype, ware.hash):
         raise UsageError(f"invalid ware ID {str(ware)!r}: cannot be cached")
     return ware.packtype, ware.hash[0:3], ware.hash[3:6], ware.hash
 
@@ -145,23 +154,29 @@ class Layout:
 
     def iter_shelves(self) -> Iterator[tuple[WareID, Path]]:
         """Every shelf on disk (ours or rio's), in path order."""
-        for packtype in PACKTYPES:
+        for packtype in ALL_PACKTYPES:
             base = self.shelves / packtype / "fileset"
             for c1 in _sorted_dirs(base):
                 for c2 in _sorted_dirs(c1):
-                    for shelf in _sorted_dirs(c2):
+                    for shelf in _sorted_dirs(c2, files=True):
                         name = shelf.name
                         if (
-                            _BASE58.fullmatch(name)
+                            _hash_ok(packtype, name)
                             and name[0:3] == c1.name
                             and name[3:6] == c2.name
                         ):
                             yield WareID(packtype, name), shelf
 
 
-def _sorted_dirs(path: Path) -> list[Path]:
+def _sorted_dirs(path: Path, *, files: bool = False) -> list[Path]:
+    """The directories in ``path`` (and, with ``files``, the regular files: the
+    shelves of single-file wares), never symlinks."""
     try:
-        return sorted(p for p in path.iterdir() if p.is_dir() and not p.is_symlink())
+        return sorted(
+            p
+            for p in path.iterdir()
+            if not p.is_symlink() and (p.is_dir() or (files and p.is_file()))
+        )
     except FileNotFoundError:
         return []
 
@@ -176,7 +191,14 @@ def _mkdir(path: Path, *, parents: bool = False) -> None:
 
 
 def remove_tree(path: Path) -> None:
-    """Delete a tree we own, even one whose directories are read-only (as a ware may make them)."""
+    """Delete a tree we own, even one whose directories are read-only (as a ware may make them).
+
+    A single-file ware's shelf is one file: it is unlinked.
+    """
+    if os.path.isfile(path) and not os.path.islink(path):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        return
     try:
         shutil.rmtree(path)
         return

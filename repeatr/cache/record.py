@@ -89,6 +89,9 @@ def write(path: Path, record: ShelfRecord) -> None:
 
 def measure(shelf: Path) -> tuple[int, int]:
     """(content bytes, entry count) of a tree on disk, counting the root."""
+    root = os.lstat(shelf)
+    if stat.S_ISREG(root.st_mode):  # a single-file ware
+        return root.st_size, 1
     size, entries = 0, 1
     for dirpath, dirnames, filenames in os.walk(shelf):
         for name in dirnames + filenames:

@@ -43,6 +43,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 def cmd_check(args: argparse.Namespace, out: Reporter) -> int:
     from repeatr.cache import Cache
     from repeatr.check import check_formula
+    from repeatr.cli.formula_cmds import warn_about
     from repeatr.cli.main import run_cancellable, ware_disk_limit
     from repeatr.cli.run_cmds import _choose, _state_root, run_events
     from repeatr.errors import UsageError
@@ -52,6 +53,7 @@ def cmd_check(args: argparse.Namespace, out: Reporter) -> int:
     if args.runs < 2:
         raise UsageError(f"check: -n {args.runs}: at least 2 runs are needed to compare")
     loaded = load_formula_file(args.formula)
+    warn_about(loaded.formula, out)
     name = _choose(args.executor, loaded, out)
     executor = load(name)()
     executor.preflight()

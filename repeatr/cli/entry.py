@@ -59,7 +59,7 @@ def memo_hit(argv: Sequence[str]) -> bool:
             return False  # --no-memo, --debug, --help, anything new: the full CLI decides
         else:
             files.append(arg)
-    if len(files) != 1 or opts.get("--format", "text") not in ("text", "json"):
+    if len(files) != 1 or opts.get("--format", "text") not in ("text", "json", "ansi", "dumb"):
         return False
     from repeatr.memo import MemoStore, file_key
 

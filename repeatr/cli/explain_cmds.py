@@ -30,6 +30,7 @@ def cmd_explain(args: argparse.Namespace, out: Reporter) -> int:
     import msgspec
 
     from repeatr.cache.layout import Layout
+    from repeatr.cli.formula_cmds import warn_about
     from repeatr.cli.main import cache_root
     from repeatr.cli.run_cmds import needs
     from repeatr.errors import ExecutorError
@@ -42,6 +43,7 @@ def cmd_explain(args: argparse.Namespace, out: Reporter) -> int:
     from repeatr.model.formula_id import formula_id
 
     loaded = load_formula_file(args.formula)
+    warn_about(loaded.formula, out)
     frm = apply_defaults(loaded.formula)
     fid = formula_id(loaded.formula)
     state = Path(cache_root(args))

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from repeatr.cli.output import Reporter
+
+if TYPE_CHECKING:
+    from repeatr.model.formula import Formula
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -28,6 +31,16 @@ def cmd_id(args: argparse.Namespace, out: Reporter) -> int:
     from repeatr.model.formula import load_formula_file
     from repeatr.model.formula_id import formula_id
 
-    fid = formula_id(load_formula_file(args.file).formula)
+    frm = load_formula_file(args.file).formula
+    warn_about(frm, out)
+    fid = formula_id(frm)
     out.result(fid, formulaID=fid)
     return 0
+
+
+def warn_about(frm: Formula, out: Reporter) -> None:
+    """Show what the formula has that is accepted but ignored (e.g. unknown filter keys)."""
+    from repeatr.model.formula import warnings
+
+    for message in warnings(frm):
+        out.log(message, level="warning")

@@ -25,6 +25,7 @@ from repeatr.cli.entry import (
     set_in_loop,
     state_root,
 )
+from repeatr.cli.output import ALIASES as FORMAT_ALIASES
 from repeatr.cli.output import Format, Reporter
 from repeatr.errors import Cancelled, Category, RepeatrError, collapse
 
@@ -110,9 +111,10 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     common.add_argument(
         "--format",
-        choices=[f.value for f in Format],
+        choices=[*(f.value for f in Format), *FORMAT_ALIASES],
         default=argparse.SUPPRESS,
-        help="text (default): the result alone on stdout; json: one event per line",
+        help="text (default; also ansi, dumb: the original's names): the result alone"
+        " on stdout; json: one event per line",
     )
     common.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS,

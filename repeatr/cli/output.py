@@ -27,6 +27,16 @@ class Format(StrEnum):
     TEXT = "text"
     JSON = "json"
 
+    @classmethod
+    def _missing_(cls, value: object) -> Format | None:
+        # The original repeatr called its human-readable format "ansi" and rio
+        # called it "dumb"; scripts written for them pass those names.
+        return cls.TEXT if value in ALIASES else None
+
+
+#: Other names for ``text``, accepted wherever ``--format`` is.
+ALIASES = ("ansi", "dumb")
+
 
 class Reporter:
     """One per invocation; passed to every command handler."""

@@ -94,10 +94,12 @@ def cmd_run(args: argparse.Namespace, out: Reporter) -> int:
         _print_record(out, stored, args.output_dir)
         return 0
 
+    from repeatr.cli.formula_cmds import warn_about
     from repeatr.model.formula import load_formula_file
     from repeatr.model.formula_id import formula_id
 
     loaded = load_formula_file(args.formula)
+    warn_about(loaded.formula, out)
     fid = formula_id(loaded.formula)
     keys = [memo_key(fid, args.executor), *([fast_key] if fast_key else [])]
     if mounts := _host_mounts(loaded):

@@ -63,6 +63,7 @@ def cmd_twerk(args: argparse.Namespace, out: Reporter) -> int:
     import msgspec
 
     from repeatr.cache import Cache
+    from repeatr.cli.formula_cmds import warn_about
     from repeatr.cli.main import run_cancellable, ware_disk_limit
     from repeatr.cli.run_cmds import _choose, _net_settings, _state_root
     from repeatr.executors.base import load
@@ -73,6 +74,7 @@ def cmd_twerk(args: argparse.Namespace, out: Reporter) -> int:
     if not os.isatty(0):
         raise UsageError("twerk needs a terminal on stdin; use repeatr run for scripts")
     loaded = load_formula_file(args.formula)
+    warn_about(loaded.formula, out)
     command = list(args.command_line)
     if command:
         action = msgspec.structs.replace(loaded.formula.action, exec=tuple(command))

@@ -10,7 +10,7 @@ from typing import Any
 from repeatr.cli.output import Reporter
 from repeatr.errors import Category, UsageError
 from repeatr.model import filters as filt
-from repeatr.model.wareid import PACKTYPES, TAR, WareID
+from repeatr.model.wareid import PACKTYPES, SCAN_PACKTYPES, TAR, WareID
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -22,10 +22,13 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         formatter_class=raw,
         help="print the ware ID of an archive",
         description="Print the ware ID of an archive file or a single-ware URL\n"
-        "(file://, http(s)://) without unpacking it. Any compression is read.",
+        "(file://, http(s)://) without unpacking it. Any compression is read;\n"
+        "--packtype zip reads a zip archive.",
     )
     p.add_argument("source", metavar="FILE|URL")
-    p.add_argument("--packtype", choices=PACKTYPES, default=TAR, help="default: %(default)s")
+    p.add_argument(
+        "--packtype", choices=SCAN_PACKTYPES, default=TAR, help="default: %(default)s"
+    )
     p.set_defaults(func=cmd_scan)
 
     p = sub.add_parser(
@@ -35,7 +38,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         help="pack a directory into a ware",
         description="Pack PATH into a gzip'd tar ware and print its ID. With --target,\n"
         "store it in a warehouse (it is renamed into place only when complete).\n"
-        "A PATH that does not exist packs to '<packtype>:-'.",
+        "A PATH that is one file packs to a single-file ware; one that does not\n"
+        "exist packs to '<packtype>:-'.",
         epilog="filters: a preset (flatten, conservative) or fields, e.g.\n"
         "  --filter uid=keep,gid=keep,mtime=@0   fields: uid gid mtime sticky setid dev\n"
         "default: conservative (uid/gid 1000, mtime 2010-01-01, setid and devices rejected)",
@@ -53,7 +57,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         help="fetch a ware and unpack it into a directory",
         description="Fetch WAREID from the first --source that has it and unpack it into\n"
         "PATH (which must not exist, or be an empty directory). The hash is\n"
-        "verified before anything becomes visible; prints the ID after filters.",
+        "verified before anything becomes visible; prints the ID after filters.\n"
+        "tar, tar-strict and zip wares come from warehouses; a git:<commit> ware\n"
+        "from git repositories (file://, http(s)://, a local path). A ware whose\n"
+        "root is one file makes PATH that file.",
         epilog="filters: a preset (lossless, low-priv) or fields, e.g.\n"
         "  --filter uid=mine,gid=mine             fields: uid gid mtime sticky setid dev\n"
         "default: low-priv (files owned by you, setid and devices rejected)",
@@ -116,8 +123,7 @@ def cmd_pack(args: argparse.Namespace, out: Reporter) -> int:
 def cmd_unpack(args: argparse.Namespace, out: Reporter) -> int:
     from repeatr.cli.main import ware_disk_limit
     from repeatr.fileset.limits import Limits
-    from repeatr.fileset.unpack import unpack_stream
-    from repeatr.warehouse import open_from_sources
+    from repeatr.warehouse.fetch import unpack_ware
 
     ware = WareID.parse(args.ware)
     filters = filt.parse("unpack", args.filter, base=filt.UNPACK_LOWPRIV)
@@ -128,11 +134,15 @@ def cmd_unpack(args: argparse.Namespace, out: Reporter) -> int:
         out.progress("unpack", done)
 
     limits = Limits().with_disk(ware_disk_limit(args), dest.parent)
-    with open_from_sources(ware, args.source) as (url, stream):
-        out.debug(f"fetching {ware} from {url}")
-        result = unpack_stream(
-            stream, dest, expected=ware, filters=filters, limits=limits, progress=progress
-        )
+    result = unpack_ware(
+        ware,
+        args.source,
+        dest,
+        filters=filters,
+        limits=limits,
+        progress=progress,
+        on_source=lambda url: out.debug(f"fetching {ware} from {url}"),
+    )
     out.result(
         str(result.filtered_id),
         ware=str(result.ware_id),
@@ -141,6 +151,19 @@ def cmd_unpack(args: argparse.Namespace, out: Reporter) -> int:
         entries=result.entries,
         bytes=result.bytes,
     )
+    return 0
+
+
+def cmd_fetch(args: argparse.Namespace, out: Reporter) -> int:
+    """Fill the cache with WAREID (verified) and place nothing: ``rio unpack --placer=none``."""
+    from repeatr.cache import Cache
+    from repeatr.cli.entry import state_root
+
+    ware = WareID.parse(args.ware)
+    cache = Cache(Path(state_root(getattr(args, "cache", None))))
+    with cache.shelf(ware, args.source, progress=lambda n: out.progress("fetch", n)) as held:
+        out.debug(f"{ware} is on its shelf {held.path}")
+    out.result(str(ware), ware=str(ware))
     return 0
 
 

@@ -162,7 +162,8 @@ class _Packer:
 
     def _header(self, entry: Entry) -> bytes:
         if entry.name == ".":
-            tar_name = b"./"
+            # rio names a root dir "./" and a root file "." (a single-file ware).
+            tar_name = b"./" if entry.type is EntryType.DIR else b"."
         else:
             tar_name = b"./" + os.fsencode(entry.name)
             if entry.type is EntryType.DIR:
@@ -241,7 +242,32 @@ class _Packer:
 
     # --- the walk ------------------------------------------------------------
 
+    def run_file(self, root_st: os.stat_result) -> Iterator[bytes]:
+        """A single-file fileset: one entry, the root ``.``, a regular file."""
+        parent_fd = os.open(self.root.parent, _O_DIR)
+        try:
+            # The fd is the parent's: xattrs (exact) are read by name below.
+            leaf = self.root.name
+            st = os.lstat(leaf, dir_fd=parent_fd)
+            if (st.st_dev, st.st_ino) != (root_st.st_dev, root_st.st_ino):
+                raise FilesetError(
+                    f"{self.root} was replaced while it was being packed",
+                    category=Category.PACK_INVALID,
+                )
+            entry = self._entry(".", st, EntryType.FILE, parent_fd, leaf)
+            assert entry is not None  # only devices are dropped by filters
+            if self.exact:  # _entry read the root's by fd, here the parent's
+                entry.xattrs = _read_xattrs(f"/proc/self/fd/{parent_fd}/{leaf}")
+            yield from self._file_blocks(entry, parent_fd, leaf)
+            if self.emit:
+                yield tarwrite.END_OF_ARCHIVE
+        finally:
+            os.close(parent_fd)
+
     def run(self, root_st: os.stat_result) -> Iterator[bytes]:
+        if stat.S_ISREG(root_st.st_mode):
+            yield from self.run_file(root_st)
+            return
         root_fd = os.open(self.root, _O_DIR)
         stack: list[tuple[int, str, Iterator[str]]] = []
         emit = self.emit
@@ -304,7 +330,11 @@ class _Packer:
 
 
 def _root_stat(path: Path) -> os.stat_result | None:
-    """lstat of the tree to pack: None when it does not exist; not a dir is an error."""
+    """lstat of the tree to pack: None when it does not exist.
+
+    A directory, or a regular file (a single-file fileset, as rio packs
+    one); anything else is an error.
+    """
     try:
         root_st = os.lstat(path)
     except FileNotFoundError:
@@ -313,9 +343,10 @@ def _root_stat(path: Path) -> os.stat_result | None:
         raise FilesetError(
             f"cannot pack {path}: {exc.strerror}", category=Category.PACK_INVALID
         ) from exc
-    if not stat.S_ISDIR(root_st.st_mode):
+    if not (stat.S_ISDIR(root_st.st_mode) or stat.S_ISREG(root_st.st_mode)):
         raise FilesetError(
-            f"cannot pack {path}: it is not a directory", category=Category.PACK_INVALID
+            f"cannot pack {path}: it is not a directory or a regular file",
+            category=Category.PACK_INVALID,
         )
     return root_st
 
@@ -358,7 +389,9 @@ def pack_dir(
 ) -> WareID:
     """Pack ``path`` as a gzip'd tar into ``out`` (None: hash only); return its ware ID.
 
-    A path that does not exist gives ``<packtype>:-`` and writes nothing.
+    A path that does not exist gives ``<packtype>:-`` and writes nothing; a
+    regular file packs as a single-file ware (one entry, the root, named
+    ``.`` in the tar, as rio writes it).
     ``limits`` are the ones unpack and scan enforce (the same
     :class:`~repeatr.fileset.extract.Budget`): a tree over them is refused
     here, naming the entry and the limit, rather than packed into a ware
@@ -366,8 +399,8 @@ def pack_dir(
     ``progress`` gets the bytes packed so far every 8 MiB, also inside a big
     file; whatever it raises stops the pack (how a run cancels one).
     Raises ``FilesetError``: FILTER_REJECTION naming the entry a filter
-    rejects, PACK_INVALID when ``path`` is not a directory, cannot be read,
-    or is over a limit. ``out`` is not closed.
+    rejects, PACK_INVALID when ``path`` is neither a directory nor a regular
+    file, cannot be read, or is over a limit. ``out`` is not closed.
     """
     path = Path(path)
     root_st = _root_stat(path)

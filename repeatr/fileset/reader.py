@@ -361,9 +361,10 @@ class _ArchiveReader:
                 entry.devminor = _e_rdevminor(e)
             if _e_xattr_count(e):
                 entry.xattrs = _xattrs(e)
-            if name == "." and etype is not EntryType.DIR:
+            if name == "." and etype is not EntryType.DIR and etype is not file_t:
                 raise FilesetError(
-                    f"archive member {raw_name!r} names the root but is not a directory",
+                    f"archive member {raw_name!r} names the root but is not a directory"
+                    " or a file",
                     category=Category.WARE_CORRUPT,
                 )
             yield Member(self, self._gen, entry)

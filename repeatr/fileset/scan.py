@@ -21,7 +21,7 @@ from repeatr.fileset.entry import EntryType
 from repeatr.fileset.limits import Limits
 from repeatr.fileset.reader import read_archive
 from repeatr.fileset.treehash import TreeHasher
-from repeatr.model.wareid import TAR, WareID
+from repeatr.model.wareid import TAR, ZIP, WareID
 
 __all__ = ["scan_stream"]
 
@@ -36,9 +36,24 @@ def scan_stream(
 
     Refuses what unpack refuses, the same way (:mod:`repeatr.fileset.admit`:
     limits, hardlinks, type changes, members under a non-directory): an
-    archive that cannot be unpacked gets no ID. Raises
-    ``FilesetError(WARE_CORRUPT)`` for malformed or hostile input.
+    archive that cannot be unpacked gets no ID. Hardlink entries are hashed
+    as the original does (nothing, for ``tar``; their record, for
+    ``tar-strict``). A ``zip`` ware is a zip archive hashed as ``tar``
+    hashes the same tree. Raises ``FilesetError(WARE_CORRUPT)`` for
+    malformed or hostile input.
     """
+    if packtype == ZIP:
+        from repeatr.fileset.zipread import read_zip
+
+        zipped = TreeHasher(TAR)
+        with read_zip(stream) as zip_members:
+            for plain in zip_members:
+                digest = hashlib.sha384()
+                for block in plain.blocks():
+                    digest.update(block)
+                is_file = plain.entry.type is EntryType.FILE
+                zipped.add(plain.entry, digest.digest() if is_file else None)
+        return WareID(ZIP, zipped.ware_id().hash)
     hasher = TreeHasher(packtype)
     add = hasher.add
     admit = Admission(limits).admit

@@ -35,6 +35,10 @@ Rules (each reproduces the original's published IDs; the vectors are in
   replaces an earlier one (tar semantics: the last header wins).
 * An entry that has children but is not a directory (file ``a`` and entry
   ``a/b``) is a corrupt fileset: ``FilesetError(WARE_CORRUPT)``.
+* **A single-file fileset**: the root ``"."`` may be a regular file, alone.
+  Its tree hash is its record hash (``n`` is ``"."``), as the original's
+  bucket hash gives for a tar holding one entry named ``.`` (what rio packs
+  for a path that is a file). A root of any other type is corrupt.
 """
 
 from __future__ import annotations
@@ -218,11 +222,21 @@ class TreeHasher:
                 _DIR_PREFIX + meta + _L_INDEF + body + cbor.BREAK
             ).digest()
 
+        root_entry, root_content = entries["."]
+        if root_entry.type is file_t:
+            if len(entries) > 1:
+                raise FilesetError(
+                    "the root of the fileset is a file, yet the fileset has other entries"
+                    f" ({keyed[1][1]!r})",
+                    category=Category.WARE_CORRUPT,
+                )
+            return record_hash(root_entry, root_content)
         for _key, name, (entry, content) in keyed:
             if name == ".":
                 if entry.type is not dir_t:
                     raise FilesetError(
-                        f"the root of the fileset is a {entry.type.name.lower()}, not a directory",
+                        f"the root of the fileset is a {entry.type.name.lower()},"
+                        " not a directory or a file",
                         category=Category.WARE_CORRUPT,
                     )
                 stack.append((name, meta_cbor(entry), []))

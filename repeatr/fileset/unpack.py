@@ -36,6 +36,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -46,12 +47,13 @@ from repeatr.fileset.admit import Admission
 from repeatr.fileset.entry import Entry, EntryType
 from repeatr.fileset.extract import SafeWriter, inferred_dir
 from repeatr.fileset.limits import Limits
+from repeatr.fileset.members import ArchiveMember
 from repeatr.fileset.reader import read_archive
 from repeatr.fileset.treehash import TreeHasher
 from repeatr.model.filters import Filters
-from repeatr.model.wareid import TAR, TAR_STRICT, WareID
+from repeatr.model.wareid import GIT, TAR, TAR_STRICT, ZIP, WareID
 
-__all__ = ["TMP_PREFIX", "UnpackResult", "unpack_stream"]
+__all__ = ["TMP_PREFIX", "UnpackResult", "unpack_members", "unpack_stream"]
 
 #: Temp dirs beside the destination start with this; anything so named is
 #: debris from a crash and safe to delete.
@@ -64,6 +66,11 @@ _DEFAULT_LIMITS = Limits()
 _SYMLINK_MODE = 0o777
 
 
+#: Where a single-file ware's one file is written inside the temp dir, before
+#: it is renamed to ``dest`` itself.
+_ROOT_FILE = "single-file"
+
+
 @dataclass(frozen=True)
 class UnpackResult:
     ware_id: WareID  # hash before filters (what was verified)
@@ -71,6 +78,8 @@ class UnpackResult:
     strict_id: WareID  # TAR_STRICT hash after filters: covers every entry on disk
     entries: int
     bytes: int  # content bytes written
+    #: The ware's root is one regular file: ``dest`` is that file.
+    single_file: bool = False
 
 
 def unpack_stream(
@@ -83,7 +92,45 @@ def unpack_stream(
     progress: Callable[[int], None] | None = None,
     checkpoint: Callable[[], None] | None = None,
 ) -> UnpackResult:
-    """Unpack ``stream`` into ``dest`` (which must not exist; its parent must).
+    """Unpack the archive in ``stream`` (a tar, or a zip for a ``zip:`` ware) into ``dest``.
+
+    See :func:`unpack_members`.
+    """
+    if expected is not None and expected.packtype == ZIP:
+        from repeatr.fileset.zipread import read_zip
+
+        members: AbstractContextManager[Iterable[ArchiveMember]] = read_zip(stream)
+    else:
+        members = read_archive(stream)
+    return unpack_members(
+        members,
+        dest,
+        expected=expected,
+        filters=filters,
+        limits=limits,
+        progress=progress,
+        checkpoint=checkpoint,
+    )
+
+
+def unpack_members(
+    members: AbstractContextManager[Iterable[ArchiveMember]],
+    dest: Path,
+    *,
+    expected: WareID | None,
+    filters: Filters,
+    limits: Limits = _DEFAULT_LIMITS,
+    progress: Callable[[int], None] | None = None,
+    checkpoint: Callable[[], None] | None = None,
+) -> UnpackResult:
+    """Unpack ``members`` into ``dest`` (which must not exist; its parent must).
+
+    ``members`` is entered once (a tar: :func:`~repeatr.fileset.reader.read_archive`,
+    a zip, a git commit's tree). The tree hash is verified against
+    ``expected`` (with its packtype; a ``git:`` ID names a commit that git
+    has verified, so it is not re-hashed).
+
+    A single-file ware (its root is a regular file) makes ``dest`` that file.
 
     ``checkpoint`` is called before each member and after each block of
     content read: it raises to stop (a cancelled run passes
@@ -113,7 +160,7 @@ def unpack_stream(
             category=Category.INOPERABLE_PATH,
         ) from exc
     try:
-        result = _unpack_into(stream, tmp, expected, filters, limits, progress, checkpoint)
+        result = _unpack_into(members, tmp, expected, filters, limits, progress, checkpoint)
         # Not atomic against a racing creator of dest (rename(2) replaces an
         # empty dir); callers serialise on a per-ware lock.
         if os.path.lexists(dest):
@@ -122,7 +169,7 @@ def unpack_stream(
                 category=Category.INOPERABLE_PATH,
             )
         try:
-            os.rename(tmp, dest)
+            os.rename(tmp / _ROOT_FILE if result.single_file else tmp, dest)
         except OSError as exc:
             raise FilesetError(
                 f"cannot move the unpacked tree to {os.fspath(dest)!r}: {exc.strerror or exc}",
@@ -131,11 +178,13 @@ def unpack_stream(
     except BaseException:
         remove_tree(tmp)
         raise
+    if result.single_file:
+        remove_tree(tmp)
     return result
 
 
 def _unpack_into(
-    stream: BinaryIO,
+    source: AbstractContextManager[Iterable[ArchiveMember]],
     root: Path,
     expected: WareID | None,
     filters: Filters,
@@ -144,21 +193,25 @@ def _unpack_into(
     checkpoint: Callable[[], None] | None = None,
 ) -> UnpackResult:
     packtype = expected.packtype if expected is not None else TAR
-    pre = TreeHasher(packtype)
+    # zip and git wares are hashed (filtered, strict IDs) as tar filesets are.
+    pre = TreeHasher(TAR_STRICT if packtype == TAR_STRICT else TAR)
     # Hashing is a third of the cost of an unpack: skip hashers whose result
     # is already known. With no-op filters the post-filter hash is the
     # pre-filter one (implied dirs included: they are the inferred ones).
     noop = filtering.is_noop(filters)
-    post = pre if noop else TreeHasher(packtype)
-    strict = post if packtype == TAR_STRICT else TreeHasher(TAR_STRICT)
+    post = pre if noop else TreeHasher(pre.packtype)
+    strict = post if pre.packtype == TAR_STRICT else TreeHasher(TAR_STRICT)
     post_hashers: list[TreeHasher] = []
     for hasher in (post, strict):
         if hasher is not pre and all(hasher is not h for h in post_hashers):
             post_hashers.append(hasher)
     apply = filtering.apply
+    single_file = False
 
     def implied(name: str) -> Entry:
         entry = apply(inferred_dir(name), filters) or inferred_dir(name)
+        if name == "." and single_file:
+            return entry  # the temp dir around a single-file ware: not part of it
         for hasher in post_hashers:
             hasher.add(entry, None)
         return entry
@@ -178,7 +231,7 @@ def _unpack_into(
     reported = 0
     with (
         SafeWriter(root, limits=limits, implied=implied, budget=budget) as writer,
-        read_archive(stream) as members,
+        source as members,
     ):
         write = writer.write
         for member in members:
@@ -187,12 +240,26 @@ def _unpack_into(
             entry = member.entry
             admit(entry)  # what scan refuses too: limits, hardlinks, type changes
             entries += 1
+            if single_file:
+                raise FilesetError(
+                    f"corrupt ware: archive member {entry.name!r} follows a root that is a file",
+                    category=Category.WARE_CORRUPT,
+                )
             out = apply(entry, filters)
             digest: bytes | None = None
             if entry.type is file_t:
                 h = sha384()
                 blocks = _tee(member.blocks(), h.update, checkpoint)
-                if out is not None:
+                if entry.name == "." and out is not None:
+                    if entries > 1:
+                        raise FilesetError(
+                            "corrupt ware: the archive's root is a file, after other members",
+                            category=Category.WARE_CORRUPT,
+                        )
+                    # A single-file ware: written inside the temp dir, renamed to dest.
+                    single_file = True
+                    write(dataclasses.replace(out, name=_ROOT_FILE), blocks)
+                elif out is not None:
                     write(out, blocks)
                 else:  # pragma: no cover - no filter drops files today
                     for _ in blocks:
@@ -218,19 +285,24 @@ def _unpack_into(
         writer.finish()
     if progress is not None and done != reported:
         progress(done)
-    ware_id = pre.ware_id()
-    if expected is not None and ware_id != expected:
+    ware_id = WareID(packtype, pre.ware_id().hash)
+    if packtype == GIT:
+        assert expected is not None
+        ware_id = expected  # git checked every object against the commit's hash
+    elif expected is not None and ware_id != expected:
         raise FilesetError(
             f"hash mismatch: expected {expected}, the ware contains {ware_id}",
             category=Category.HASH_MISMATCH,
             hint="the warehouse holds different content under this ID",
         )
-    filtered_id = ware_id if post is pre else post.ware_id()
+    filtered_id = ware_id if post is pre else WareID(packtype, post.ware_id().hash)
+    if packtype == GIT:
+        filtered_id = ware_id  # rio reports the commit, whatever the filters
     if disk_forms:
         for disk_form in disk_forms.values():
             strict.add(disk_form, None)
         strict_id = strict.ware_id()
-        if strict is post:  # tar-strict: the filtered ID describes the disk too
+        if strict is post and packtype == TAR_STRICT:  # the filtered ID describes the disk too
             filtered_id = strict_id
     else:
         strict_id = filtered_id if strict is post else strict.ware_id()
@@ -240,6 +312,7 @@ def _unpack_into(
         strict_id=strict_id,
         entries=entries,
         bytes=done,
+        single_file=single_file,
     )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -59,9 +60,12 @@ PRESETS: dict[tuple[Direction, str], Filters] = {
 
 
 # Patterns, compiled (and cached by ``re``) on first use: most runs parse no filter.
-#: Plain ASCII decimal digits. ``int()`` alone also takes "1_000", " 12", "+5"
-#: and non-ASCII digits, which the original (Go ``strconv``) rejects.
-_DIGITS = r"[0-9]+"
+#: ASCII decimal digits with an optional ``+``, as Go's ``strconv.Atoi`` reads
+#: them (``"+5"`` and ``"05"`` are 5). ``int()`` alone also takes "1_000",
+#: " 12" and non-ASCII digits, which the original rejects. A ``-`` sign is
+#: refused here: the original reads ``-1``/``-2`` as its internal "unset" and
+#: "keep" markers and panics on any other negative number when hashing.
+_DIGITS = r"\+?[0-9]+"
 #: RFC 3339 as Go's ``time.RFC3339`` parses it: ``T`` and ``Z`` upper case,
 #: optional fraction, a zone. ``fromisoformat`` alone accepts far more.
 _RFC3339 = (
@@ -133,12 +137,58 @@ def _parse_field(direction: Direction, field: str, value: str) -> object:
 
 
 def from_mapping(
-    direction: Direction, fields: dict[str, str], base: Filters | None = None
+    direction: Direction,
+    fields: Mapping[str, str],
+    base: Filters | None = None,
+    *,
+    ignore_unknown: bool = False,
 ) -> Filters:
-    """Build filters from the object form; fields set here win over ``base``."""
+    """Build filters from the object form; fields set here win over ``base``.
+
+    ``ignore_unknown``: skip keys that are not filter fields, as the
+    original's formula parser did (a formula's output filters); otherwise
+    an unknown key is a ``UsageError``.
+    """
     result = base if base is not None else Filters()
-    changes = {name: _parse_field(direction, name, value) for name, value in fields.items()}
+    changes = {
+        name: _parse_field(direction, name, value)
+        for name, value in fields.items()
+        if not (ignore_unknown and name not in FIELDS)
+    }
     return result.replace(**changes)
+
+
+def unknown_fields(fields: Mapping[str, str]) -> list[str]:
+    """The keys of an object-form filter that are not filter fields."""
+    return [name for name in fields if name not in FIELDS]
+
+
+def _spell(direction: Direction, field: str, value: object) -> str:
+    if value == "keep":
+        return "keep" if direction == "pack" else "follow"
+    if field == "mtime":
+        return f"@{value}"
+    return str(value)
+
+
+def canonical_mapping(direction: Direction, fields: Mapping[str, str]) -> dict[str, str]:
+    """The object form as the original hashed it: each field parsed, then re-spelt.
+
+    The original (go-timeless-api ``FilesetPackFilter_AtlasEntry``) parses a
+    formula's filter object into its filter struct and serialises that struct
+    for the formula ID: ``uid``/``gid`` as a decimal number (``"01000"`` ->
+    ``"1000"``), ``mtime`` as ``@<unix seconds>`` (an RFC 3339 time becomes
+    ``"@1262304000"``), ``keep``/``follow`` and the words as they are. Keys
+    it does not know are dropped. Raises ``UsageError`` for a bad value.
+    """
+    canonical: dict[str, str] = {}
+    for name in FIELDS:
+        if name in fields:
+            value = _parse_field(direction, name, fields[name])
+            if name == "mtime" and value is None:
+                value = "keep"
+            canonical[name] = _spell(direction, name, value)
+    return canonical
 
 
 def parse(direction: Direction, text: str, base: Filters | None = None) -> Filters:

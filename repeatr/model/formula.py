@@ -95,7 +95,9 @@ class Output(_Base, frozen=True):
         """The filters to pack with: pack-flatten, overridden by the fields set here."""
         from repeatr.model import filters  # only formulas with outputs need them
 
-        return filters.from_mapping("pack", dict(self.filters or {}), filters.PACK_FLATTEN)
+        return filters.from_mapping(
+            "pack", self.filters or {}, filters.PACK_FLATTEN, ignore_unknown=True
+        )
 
 
 class Formula(_Base, frozen=True):
@@ -294,10 +296,31 @@ def validate(frm: Formula, at: list[str | int] | None = None) -> Problems:
             from repeatr.model import filters  # only formulas with output filters need them
 
             try:
-                filters.from_mapping("pack", {name: value})
+                filters.from_mapping("pack", {name: value}, ignore_unknown=True)
             except UsageError as exc:
                 problems.append(([*where, "filters", Key(name)], exc.message))
     return problems
+
+
+def warnings(frm: Formula) -> list[str]:
+    """What is accepted but probably not meant: one message per finding.
+
+    Unknown keys in an output's ``filters`` are ignored, as the original
+    ignored them (and left them out of the formula ID); a typo such as
+    ``"mtme"`` would otherwise pass unnoticed. The caller shows these.
+    """
+    found: list[str] = []
+    for path, out in (frm.outputs or {}).items():
+        if not out.filters:
+            continue
+        from repeatr.model import filters
+
+        for name in filters.unknown_fields(out.filters):
+            found.append(
+                f"formula.outputs[{path!r}].filters: unknown field {name!r} ignored"
+                f" (known: {', '.join(filters.FIELDS)})"
+            )
+    return found
 
 
 def _validate_file(ff: FormulaFile) -> Problems:

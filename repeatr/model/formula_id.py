@@ -26,9 +26,11 @@ published hello vector where it applies:
   UTF-8 (Go string order), definite length.
 * **Ware IDs and mounts** are text strings, exactly as written
   (``"tar:..."``, ``"mount:ro:/host"``).
-* **Output filters**: the map of the fields the formula sets, raw strings,
-  keys sorted; absent filters encode as an empty map, never null (per
-  spec/compat.md; see docs/formula.md for how the original's eras differ).
+* **Output filters**: the map of the fields the formula sets, normalised as
+  the original's filter struct re-serialises them (``"01000"`` -> ``"1000"``,
+  an RFC 3339 mtime -> ``"@<unix>"``; unknown keys dropped), keys sorted;
+  absent filters encode as an empty map, never null
+  (:func:`repeatr.model.filters.canonical_mapping`).
 * **Integers** use the shortest CBOR head; negative ints major type 1.
 * **The context is never hashed.**
 
@@ -122,10 +124,12 @@ def _action(action: Action) -> bytes:
 
 
 def _output(output: Output) -> bytes:
+    from repeatr.model.filters import canonical_mapping  # only outputs need it
+
     return cbor.enc_text_map(
         [
             ("packtype", cbor.enc_text(output.packtype)),
-            ("filters", _text_map(dict(output.filters or {}))),
+            ("filters", _text_map(canonical_mapping("pack", output.filters or {}))),
         ]
     )
 

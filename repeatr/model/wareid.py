@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from repeatr.errors import UsageError
@@ -13,10 +14,22 @@ from repeatr.model.base58 import b58decode, b58encode
 TAR = "tar"
 #: Our packtype with the same tar format, whose hash covers every entry.
 TAR_STRICT = "tar-strict"
+#: The original's zip wares: the same tree hash over a zip's members. Read only.
+ZIP = "zip"
+#: The original's git wares: ``git:<40-hex commit>``, fetched from git
+#: repositories, never packed. The hash is the commit's, checked by git.
+GIT = "git"
+#: What pack writes (and a formula output may name).
 PACKTYPES = (TAR, TAR_STRICT)
+#: What scan reads.
+SCAN_PACKTYPES = (TAR, TAR_STRICT, ZIP)
+#: Every packtype a ware ID may have (what unpack and formula inputs take).
+ALL_PACKTYPES = (TAR, TAR_STRICT, ZIP, GIT)
 
 #: The hash part printed for "nothing": packing a path that does not exist.
 EMPTY_HASH = "-"
+
+_GIT_HASH = re.compile(r"[0-9a-f]{40}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,12 +43,18 @@ class WareID:
         packtype, sep, hash_ = text.partition(":")
         if not sep or not packtype or not hash_:
             raise UsageError(f"invalid ware ID {text!r}: expected '<packtype>:<hash>'")
-        if packtype not in PACKTYPES:
+        if packtype not in ALL_PACKTYPES:
             raise UsageError(
                 f"invalid ware ID {text!r}: unknown packtype {packtype!r}"
-                f" (known: {', '.join(PACKTYPES)})"
+                f" (known: {', '.join(ALL_PACKTYPES)})"
             )
-        if hash_ != EMPTY_HASH:
+        if packtype == GIT:
+            if not _GIT_HASH.fullmatch(hash_):
+                raise UsageError(
+                    f"invalid ware ID {text!r}: a git ware names a commit by its full"
+                    " 40-hex-digit hash"
+                )
+        elif hash_ != EMPTY_HASH:
             try:
                 digest = b58decode(hash_)
             except ValueError as exc:

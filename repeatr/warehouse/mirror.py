@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 
-from repeatr.errors import Category, RepeatrError, WarehouseError
+from repeatr.errors import Category, RepeatrError, UsageError, WarehouseError
 from repeatr.fileset.pack import scan_stream
-from repeatr.model.wareid import WareID
+from repeatr.model.wareid import GIT, WareID
 from repeatr.warehouse import Warehouse, open_from_sources, redact, warehouse_for
 
 if TYPE_CHECKING:
@@ -106,6 +106,11 @@ def mirror(ware: WareID, sources: Sequence[str], target_url: str) -> MirrorResul
     left. The first source that has the ware is the only one read: a bad
     copy there is an error to fix, not something to paper over.
     """
+    if ware.packtype == GIT:
+        raise UsageError(
+            f"cannot mirror {ware}: git wares live in git repositories, not warehouses",
+            hint="copy the repository with git (git clone --mirror, git push --mirror)",
+        )
     target = warehouse_for(target_url)
     if _target_has(target, ware):
         return MirrorResult(ware, target_url, None, 0)

@@ -25,9 +25,21 @@ def test_shelf_path_is_rios(root: Path) -> None:
 
 
 def test_ids_that_could_escape_are_refused(root: Path) -> None:
-    for bad in (WareID("tar", "../../etc"), WareID("tar", "-"), WareID("zip", WITH_BASE.hash)):
+    for bad in (
+        WareID("tar", "../../etc"),
+        WareID("tar", "-"),
+        WareID("rar", WITH_BASE.hash),
+        WareID("git", "../" + "0" * 37),
+        WareID("git", WITH_BASE.hash),  # a git hash is 40 hex digits
+    ):
         with pytest.raises(UsageError):
             Layout(root).shelf(bad)
+    # zip and git wares have shelves where rio put them.
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    assert Layout(root).shelf(WareID("git", commit)) == (
+        root / "cache" / "git" / "fileset" / "012" / "345" / commit
+    )
+    assert Layout(root).shelf(WareID("zip", WITH_BASE.hash)).parts[-6:-3] == ("cache", "zip", "fileset")
 
 
 def test_temp_names_round_trip(root: Path) -> None:

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from repeatr.errors import Category
+from tests.rio import ZIP_WITH_BASE
 
 from .conftest import FIXTURES, SANS_BASE, WITH_BASE, Repeatr
 
@@ -153,3 +154,79 @@ def test_help_teaches(repeatr: Repeatr) -> None:
         assert word in res.stdout
     res = repeatr("unpack", "--help")
     assert "low-priv" in res.stdout and "--source" in res.stdout
+
+
+def test_format_ansi_is_the_originals_name_for_text(repeatr: Repeatr) -> None:
+    fixture = str(FIXTURES / "tar_withBase.tgz")
+    for spelling in (["--format=ansi"], ["--format", "ansi"], ["--format=dumb"]):
+        res = repeatr("scan", fixture, *spelling)
+        assert res.code == 0, res.stderr
+        assert res.stdout == WITH_BASE + "\n"
+    assert repeatr("--format=ansi", "scan", fixture).stdout == WITH_BASE + "\n"
+    assert repeatr("scan", fixture, "--format=fancy").code == Category.USAGE
+
+
+def test_formula_id_normalises_filters_and_warns_on_unknown_keys(
+    repeatr: Repeatr, tmp_path: Path
+) -> None:
+    def formula(filters: str) -> str:
+        return (
+            '{"formula": {"inputs": {"/": "tar:6q7G4hWr283FpTa5Lf8heVqw9t97b5VoMU6AGszuBYAz9EzQdeHVFAou7c4W9vFcQ6"},'
+            ' "action": {"exec": ["/bin/true"]},'
+            f' "outputs": {{"/out": {{"packtype": "tar", "filters": {filters}}}}}}}}}'
+        )
+
+    (tmp_path / "canonical.json").write_text(formula('{"uid": "1000", "mtime": "@1262304000"}'))
+    (tmp_path / "written.json").write_text(
+        formula('{"mtime": "2010-01-01T00:00:00Z", "uid": "01000", "colour": "blue"}')
+    )
+    canonical = repeatr("formula", "id", "canonical.json")
+    written = repeatr("formula", "id", "written.json")
+    assert canonical.code == 0 and written.code == 0, written.stderr
+    assert written.stdout == canonical.stdout
+    assert "'colour'" in written.stderr and "warning" not in canonical.stderr
+    assert canonical.stderr == ""
+
+
+def test_single_file_pack_unpack_scan(repeatr: Repeatr, tmp_path: Path) -> None:
+    src = tmp_path / "hello.txt"
+    src.write_text("hi\n")
+    (tmp_path / "wh").mkdir()
+    packed = repeatr("pack", str(src), "--target", "ca+file://./wh/")
+    assert packed.code == 0, packed.stderr
+    ware = packed.stdout.strip()
+    h = ware.split(":", 1)[1]
+    assert repeatr("scan", str(tmp_path / "wh" / h[:3] / h[3:6] / h)).stdout.strip() == ware
+    res = repeatr("unpack", ware, "got.txt", "--source", "ca+file://./wh/")
+    assert res.code == 0, res.stderr
+    assert (tmp_path / "got.txt").read_text() == "hi\n"
+    assert (tmp_path / "got.txt").is_file()
+
+
+def test_formula_id_of_a_formula_with_git_and_zip_inputs(repeatr: Repeatr, tmp_path: Path) -> None:
+    # Parsing used to reject git: inputs, so even `formula id` failed.
+    (tmp_path / "f.json").write_text(
+        '{"formula": {"inputs": {"/": "tar:6q7G4hWr283FpTa5Lf8heVqw9t97b5VoMU6AGszuBYAz9EzQdeHVFAou7c4W9vFcQ6",'
+        ' "/src": "git:0123456789abcdef0123456789abcdef01234567"},'
+        ' "action": {"exec": ["/bin/true"]}}}'
+    )
+    res = repeatr("formula", "id", "f.json")
+    assert res.code == 0, res.stderr
+    assert res.stdout.strip() == "3ipNXU2bNPj836UWmzFaA4vdkVyn7z6XYLhYrLYibpR95zmnJEKfeHnn6tJ9DX9AZ2"
+    (tmp_path / "bad.json").write_text(
+        '{"formula": {"inputs": {"/src": "git:abc"}, "action": {"exec": ["/bin/true"]}}}'
+    )
+    bad = repeatr("formula", "id", "bad.json")
+    assert bad.code == Category.USAGE and 'formula.inputs["/src"]' in bad.stderr
+
+
+def test_zip_scan_and_unpack(repeatr: Repeatr, tmp_path: Path) -> None:
+    fixture = FIXTURES / "zip_withbase.zip"
+    res = repeatr("scan", str(fixture), "--packtype", "zip")
+    assert res.code == 0, res.stderr
+    assert res.stdout.strip() == ZIP_WITH_BASE
+    res = repeatr("unpack", ZIP_WITH_BASE, "out", "--source", f"file://{fixture}", "--filter", "lossless")
+    assert res.code == 0, res.stderr
+    assert res.stdout.strip() == ZIP_WITH_BASE
+    assert (tmp_path / "out").is_dir()
+    assert repeatr("pack", str(tmp_path / "out"), "--packtype", "zip").code == Category.USAGE

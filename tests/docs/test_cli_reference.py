@@ -21,3 +21,5 @@ def test_cli_reference_has_every_command() -> None:
     for command in ("run", "gc", "scan", "pack", "unpack", "mirror", "import", "formula id",
                     "cache ls", "cache gc", "cache verify", "doctor", "completion", "check"):
         assert f"\n## repeatr {command}\n" in text, command
+    for command in ("pack", "unpack", "scan", "mirror"):
+        assert f"\n## rio {command}\n" in text, command

@@ -186,8 +186,9 @@ def test_missing_path_is_the_empty_id_and_writes_nothing(tmp_path: Path) -> None
     assert out.getvalue() == b""
 
 
-def test_a_file_is_not_packable(tmp_path: Path) -> None:
-    (tmp_path / "f").write_bytes(b"")
+def test_a_fifo_is_not_packable(tmp_path: Path) -> None:
+    # A regular file packs as a single-file ware (tests/fileset/test_single_file.py).
+    os.mkfifo(tmp_path / "f")
     with pytest.raises(FilesetError) as caught:
         pack_dir(tmp_path / "f", None, filters=KEEP)
     assert caught.value.category is Category.PACK_INVALID
@@ -282,7 +283,7 @@ def test_exact_hash_covers_sockets_and_missing_paths(tmp_path: Path) -> None:
     assert hash_dir_exact(src) != with_socket
     assert before.packtype == TAR_STRICT
     assert str(hash_dir_exact(tmp_path / "nope")) == "tar-strict:-"
-    (tmp_path / "f").write_bytes(b"")
+    os.mkfifo(tmp_path / "f")
     with pytest.raises(FilesetError) as caught:
         hash_dir_exact(tmp_path / "f")
     assert caught.value.category is Category.PACK_INVALID

@@ -200,12 +200,21 @@ def test_child_of_a_file_is_corrupt() -> None:
     assert info_.value.category is Category.WARE_CORRUPT
 
 
-def test_root_that_is_not_a_dir_is_corrupt() -> None:
-    h = TreeHasher()
-    h.add(Entry(".", EntryType.FILE, 0o644), EMPTY)
-    with pytest.raises(FilesetError) as info_:
-        h.digest()
-    assert info_.value.category is Category.WARE_CORRUPT
+def test_root_that_is_neither_dir_nor_file_is_corrupt() -> None:
+    # A root file alone is a single-file fileset (tests/fileset/test_single_file.py).
+    alone = TreeHasher()
+    alone.add(Entry(".", EntryType.FILE, 0o644), EMPTY)
+    assert alone.digest() == record_hash(Entry(".", EntryType.FILE, 0o644), EMPTY)
+    for bad in (
+        [Entry(".", EntryType.SYMLINK, 0o777, linkname="x")],
+        [Entry(".", EntryType.FILE, 0o644), Entry("b", EntryType.FILE, 0o644)],
+    ):
+        h = TreeHasher()
+        for entry in bad:
+            h.add(entry, EMPTY if entry.type is EntryType.FILE else None)
+        with pytest.raises(FilesetError) as info_:
+            h.digest()
+        assert info_.value.category is Category.WARE_CORRUPT
 
 
 def test_metadata_changes_change_the_hash() -> None:

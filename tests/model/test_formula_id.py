@@ -52,6 +52,22 @@ SAMPLES: dict[str, Formula] = {
         outputs={"/w": Output(packtype="tar-strict", filters={"setid": "reject"})},
     ),
     "noop-no-inputs": Formula(action=Action(noop=True)),
+    "git-input": Formula(
+        inputs={"/": WARE, "/src": "git:" + "0123456789abcdef" * 2 + "01234567"},
+        action=Action(exec=("/bin/true",)),
+    ),
+    # Written the way the original normalised before hashing: the same ID as
+    # {"uid": "1000", "mtime": "@1262304000"} (see test_filters_normalised_...).
+    "filters-unnormalised": Formula(
+        inputs={"/": WARE},
+        action=Action(exec=("/bin/true",)),
+        outputs={
+            "/out": Output(
+                packtype="tar",
+                filters={"mtime": "2010-01-01T00:00:00Z", "uid": "01000", "colour": "blue"},
+            )
+        },
+    ),
 }
 
 GOLDEN: dict[str, str] = {
@@ -59,6 +75,8 @@ GOLDEN: dict[str, str] = {
     "cradle-disabled": "mhjDqngYh8zBnSNger8eQPufHydyhHNnR119GVL3WGVKg1jtJsqs68SVxsaScgjYJ",
     "everything": "4cUdYfgWFDCaDB4YtEjJPChSC4LbUzSXoxffGSVrKEPGqCU5dhw6vvUSUk4scAUq4b",
     "noop-no-inputs": "7mXbQFDzY43q8sMbUnbLRD4upK3FGgabE5npWzfedHJs9At43yZVDk7ysDV9p69xpS",
+    "git-input": "3ipNXU2bNPj836UWmzFaA4vdkVyn7z6XYLhYrLYibpR95zmnJEKfeHnn6tJ9DX9AZ2",
+    "filters-unnormalised": "9ZF4cSE4r8zh5ESMQ7doqZmTd7ZvgnaBBgMyL24eyh2sizb1c7dShYpBvbkv4gxryX",
 }
 
 
@@ -88,6 +106,53 @@ def test_encoding_by_hand() -> None:
         + b"\x62/o\xa2\x68packtype\x63tar\x67filters\xa0"
     )
     assert encode_formula(frm) == expected
+
+
+def test_filters_normalised_before_hashing_as_the_original_did() -> None:
+    # The original's formula ID by its algorithm (spec/compat.md), by hand:
+    # go-timeless-api hashes its parsed filter struct re-serialised, so the
+    # filters map holds "1000" and "@1262304000", and no unknown key.
+    def one_output(filters: dict[str, str]) -> Formula:
+        return Formula(
+            action=Action(noop=True, cradle="disable"),
+            outputs={"/o": Output(packtype="tar", filters=filters)},
+        )
+
+    expected = (
+        b"\xa3"
+        + b"\x66inputs\xf6"
+        + b"\x66action\xa2\x64noop\xf5\x66cradle\x67disable"
+        + b"\x67outputs\xa1"
+        + b"\x62/o\xa2\x68packtype\x63tar\x67filters\xa2"
+        + b"\x65mtime\x6b@1262304000"
+        + b"\x63uid\x641000"
+    )
+    written = one_output({"mtime": "2010-01-01T00:00:00Z", "uid": "01000", "owner": "me"})
+    assert encode_formula(written) == expected
+    canonical = one_output({"uid": "1000", "mtime": "@1262304000"})
+    assert formula_id(written) == formula_id(canonical)
+    assert GOLDEN["filters-unnormalised"] == formula_id(
+        Formula(
+            inputs={"/": WARE},
+            action=Action(exec=("/bin/true",)),
+            outputs={"/out": Output(packtype="tar", filters={"uid": "1000", "mtime": "@1262304000"})},
+        )
+    )
+
+
+def test_git_and_zip_inputs_hash_as_their_text() -> None:
+    # The original hashed a ware ID as its text, whatever the packtype: a
+    # formula with a git input has an ID (it used to fail to parse).
+    commit = "git:" + "0123456789abcdef" * 2 + "01234567"
+    frm = Formula(inputs={"/src": commit}, action=Action(noop=True, cradle="disable"))
+    expected = (
+        b"\xa3"
+        + b"\x66inputs\xa1\x64/src\x78\x2c" + commit.encode()
+        + b"\x66action\xa2\x64noop\xf5\x66cradle\x67disable"
+        + b"\x67outputs\xf6"
+    )
+    assert encode_formula(frm) == expected
+    assert GOLDEN["git-input"] == formula_id(SAMPLES["git-input"])
 
 
 def test_map_keys_sort_bytewise_and_filters_are_sorted() -> None:

@@ -17,6 +17,7 @@ from repeatr.model.formula import (
     load_formula_bytes,
     load_formula_file,
     parse_input,
+    warnings,
 )
 from repeatr.model.wareid import WareID
 
@@ -235,15 +236,6 @@ def test_syntax_error_names_position() -> None:
             {
                 "formula": {
                     "action": {"exec": ["/x"]},
-                    "outputs": {"/o": {"packtype": "tar", "filters": {"owner": "1"}}},
-                }
-            },
-            'formula.outputs["/o"].filters["owner"]',
-        ),
-        (
-            {
-                "formula": {
-                    "action": {"exec": ["/x"]},
                     "outputs": {"/o": {"packtype": "tar", "filters": {"uid": "follow"}}},
                 }
             },
@@ -323,6 +315,24 @@ def test_output_filters_layer_on_pack_flatten() -> None:
     assert (strict.setid, strict.dev, strict.uid) == ("reject", "ignore", 1000)
     # The raw strings are kept for hashing.
     assert frm.outputs["/keep"].filters == {"uid": "keep", "mtime": "2020-01-01T00:00:00Z"}
+
+
+def test_unknown_filter_keys_are_ignored_with_a_warning() -> None:
+    # The original's parser read only the six fields it knew.
+    frm = _load(
+        {
+            "formula": {
+                "action": {"exec": ["/x"]},
+                "outputs": {"/o": {"packtype": "tar", "filters": {"owner": "1", "uid": "5"}}},
+            }
+        }
+    )
+    assert frm.outputs is not None
+    assert frm.outputs["/o"].pack_filters() == filters.PACK_FLATTEN.replace(uid=5)
+    found = warnings(frm)
+    assert len(found) == 1
+    assert "'owner'" in found[0] and "/o" in found[0]
+    assert warnings(_load({"formula": {"action": {"exec": ["/x"]}}})) == []
 
 
 def test_structs_are_frozen() -> None:

@@ -64,6 +64,20 @@ def test_random_content_is_found(stress: Stress) -> None:
     assert stress.work_dirs() == []
 
 
+def test_a_single_file_output_is_compared(stress: Stress) -> None:
+    # The output is one file (a single-file ware): its content is compared too.
+    f = stress.formula(
+        "mkdir -p /task && head -c 32 /dev/urandom > /task/noise.bin",
+        name="file.json",
+        outputs=("/task/noise.bin",),
+    )
+    res = stress.run("check", str(f), "-e", "ns", "--format", "json")
+    assert res.code == EXIT_NOT_DETERMINISTIC, res.stderr
+    rep = report(res.stdout)
+    assert rep["differingOutputs"] == ["/task/noise.bin"]
+    assert [(d["path"], d["aspect"]) for d in rep["differences"]] == [(".", "content")]  # type: ignore[union-attr]
+
+
 def test_a_mode_difference_is_named(stress: Stress) -> None:
     f = stress.formula(
         "mkdir -p /task/out && echo x > /task/out/f && echo y > /task/out/g"
