@@ -157,6 +157,22 @@ def host_proc_peek(a: Attacker) -> Verdict:
     return run_tool(a, "proc-peek", str(victim.pid), secret, os.fspath(hostfile))
 
 
+@attack("host-path")
+def host_path(a: Attacker) -> Verdict:
+    """Host files by their host paths: a file next to the run, the cache's meta
+    dir, the run's own work dir (all readable by anyone on the host)."""
+    secret = f"secret-{uuid.uuid4().hex}"
+    files = [a.dir / "host-secret", a.lab.cache / "host-secret"]
+    for f in files:
+        f.write_text(secret)
+        f.chmod(0o644)
+    try:
+        return run_tool(a, "read-files", secret, *(os.fspath(f) for f in files))
+    finally:
+        for f in files:
+            f.unlink()
+
+
 @attack("kill-host-process")
 def kill_host_process(a: Attacker) -> Verdict:
     mine = a.host_process(uid=1000, secret="same-uid")
