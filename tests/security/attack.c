@@ -780,9 +780,9 @@ static int sysv_ipc(int argc, char **argv) {
         note("msgctl(%d, IPC_STAT): %s", id, strerror(errno));
         return blocked();
     }
-    long key = strtol(argv[1], NULL, 0);
-    if ((long)ds.msg_perm.__key == key) return succeeded("saw the host's queue %d (key %s)", id, argv[1]);
-    note("queue %d has another key", id);
+    unsigned long key = strtoul(argv[1], NULL, 0);
+    if ((unsigned int)ds.msg_perm.__key == (unsigned int)key) return succeeded("saw the host's queue %d (key %s)", id, argv[1]);
+    note("queue %d has another key (%#x)", id, (unsigned int)ds.msg_perm.__key);
     return blocked();
 }
 
