@@ -265,6 +265,17 @@ static int proc_peek(int argc, char **argv) {
     return blocked();
 }
 
+/* read-files SECRET PATH...: read a host file by its host path */
+static int read_files(int argc, char **argv) {
+    if (argc < 1) return blocked();
+    for (int i = 1; i < argc; i++) {
+        int r = contains(argv[i], argv[0]);
+        if (r == 1) return succeeded("read the secret in %s", argv[i]);
+        note("%s: %s", argv[i], r < 0 ? strerror(errno) : "no secret");
+    }
+    return blocked();
+}
+
 /* kill PID...: SIGKILL each (the test checks whether the host processes live) */
 static int kill_pids(int argc, char **argv) {
     int any = 0;
@@ -769,9 +780,9 @@ static int sysv_ipc(int argc, char **argv) {
         note("msgctl(%d, IPC_STAT): %s", id, strerror(errno));
         return blocked();
     }
-    long key = strtol(argv[1], NULL, 0);
-    if ((long)ds.msg_perm.__key == key) return succeeded("saw the host's queue %d (key %s)", id, argv[1]);
-    note("queue %d has another key", id);
+    unsigned long key = strtoul(argv[1], NULL, 0);
+    if ((unsigned int)ds.msg_perm.__key == (unsigned int)key) return succeeded("saw the host's queue %d (key %s)", id, argv[1]);
+    note("queue %d has another key (%#x)", id, (unsigned int)ds.msg_perm.__key);
     return blocked();
 }
 
@@ -825,6 +836,7 @@ static const struct { const char *name; int (*fn)(int, char **); } commands[] = 
     {"overlay-lower", overlay_lower},
     {"proc-peek", proc_peek},
     {"kill", kill_pids},
+    {"read-files", read_files},
     {"ptrace", ptrace_attach},
     {"job-root", job_root},
     {"linger", linger},

@@ -27,11 +27,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from repeatr.errors import Category
 from repeatr.fileset.pack import pack_dir
 from repeatr.model.filters import PACK_FLATTEN
-from tests.rootfs import processes_with
 
 from .conftest import Attacker, Run, kill_marked, save, tree_state
 
@@ -74,13 +74,9 @@ def tool_verdict(run: Run, sub: str, *, refusal_ok: bool = False) -> Verdict:
     return Verdict(word == "BLOCKED", f"{word} {detail}")
 
 
-def run_tool(a: Attacker, sub: str, *args: str, refusal_ok: bool = False, **formula: object) -> Verdict:
-    run = a.run(["/bin/attack", sub, *args], **formula)  # type: ignore[arg-type]
+def run_tool(a: Attacker, sub: str, *args: str, refusal_ok: bool = False, **formula: Any) -> Verdict:
+    run = a.run(["/bin/attack", sub, *args], **formula)
     return tool_verdict(run, sub, refusal_ok=refusal_ok)
-
-
-def both(first: Verdict, second: Verdict) -> Verdict:
-    return Verdict(first.stopped and second.stopped, f"{first.evidence}; {second.evidence}")
 
 
 # --- the issue's seven findings ------------------------------------------------
@@ -161,6 +157,22 @@ def host_proc_peek(a: Attacker) -> Verdict:
     return run_tool(a, "proc-peek", str(victim.pid), secret, os.fspath(hostfile))
 
 
+@attack("host-path")
+def host_path(a: Attacker) -> Verdict:
+    """Host files by their host paths: a file next to the run, the cache's meta
+    dir, the run's own work dir (all readable by anyone on the host)."""
+    secret = f"secret-{uuid.uuid4().hex}"
+    files = [a.dir / "host-secret", a.lab.cache / "host-secret"]
+    for f in files:
+        f.write_text(secret)
+        f.chmod(0o644)
+    try:
+        return run_tool(a, "read-files", secret, *(os.fspath(f) for f in files))
+    finally:
+        for f in files:
+            f.unlink()
+
+
 @attack("kill-host-process")
 def kill_host_process(a: Attacker) -> Verdict:
     mine = a.host_process(uid=1000, secret="same-uid")
@@ -174,7 +186,9 @@ def kill_host_process(a: Attacker) -> Verdict:
 
 
 @contextmanager
-def victim_job(a: Attacker, marker: str, script: str, **formula: object) -> Iterator[subprocess.Popen[str]]:
+def victim_job(
+    a: Attacker, marker: str, script: str, **formula: Any
+) -> Iterator[subprocess.Popen[str]]:
     """Another job on the same executor, running ``script`` then waiting until told to end.
 
     Its command line has ``victim-<marker>`` (how the attacker finds it). It
@@ -193,7 +207,7 @@ def victim_job(a: Attacker, marker: str, script: str, **formula: object) -> Iter
         ["/bin/sh", "-c", body, f"victim-{marker}"],
         inputs={"/ctl": f"mount:ro:{ctl}"},
         name="victim.json",
-        **formula,  # type: ignore[arg-type]
+        **formula,
     )
     proc = a.start(path)
     assert proc.stderr is not None
@@ -562,7 +576,3 @@ def host_loopback(a: Attacker) -> Verdict:
     port = listener.getsockname()[1]
     with serve(listener, secret):
         return run_tool(a, "host-loopback", str(port), secret)
-
-
-def leftover_processes(marker: str) -> list[int]:
-    return processes_with(marker)
