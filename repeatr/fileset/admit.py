@@ -52,7 +52,9 @@ class Admission:
     def __init__(self, limits: Limits) -> None:
         self.budget = Budget(limits)
         #: Every name seen (implied parents too, as directories) -> its type.
-        self._types: dict[str, EntryType] = {".": EntryType.DIR}
+        #: The root (``.``) is implied a directory by the first member below
+        #: it; it may be a file only as the sole member (a single-file ware).
+        self._types: dict[str, EntryType] = {}
 
     def admit(self, entry: Entry) -> None:
         self.budget.admit(entry)
@@ -65,6 +67,12 @@ class Admission:
                 " (the original Repeatr rejects them too)",
             )
         types = self._types
+        if name != ".":
+            root = types.setdefault(".", EntryType.DIR)
+            if root is not EntryType.DIR:
+                raise _corrupt(name, f"follows a root that is a {_WORDS[root]}")
+        elif kind is not EntryType.DIR and types:
+            raise _corrupt(name, f"the root is a {_WORDS[kind]}, after other members")
         before = types.get(name)
         if before is not None and before is not kind:
             raise _corrupt(

@@ -21,10 +21,11 @@ from typing import Any
 import pytest
 
 from repeatr.executors import seccomp
-from repeatr.executors.base import ExecutorName, JobSpec
+from repeatr.executors.base import ExecutorName, Isolation, JobSpec
 from repeatr.executors.crun import BPF_ANNOTATION, CrunExecutor
 from repeatr.executors.oci import config
 from repeatr.linux import libseccomp
+from repeatr.linux.capability import CAPABILITIES
 from repeatr.model import policy
 from tests.executors.conftest import Jobs, usable
 from tests.rootfs import ScratchArea
@@ -33,10 +34,20 @@ ROUTINE = frozenset(policy.capabilities(policy.Policy.ROUTINE))
 GOVERNOR = frozenset(policy.capabilities(policy.Policy.GOVERNOR))
 # A user namespace with root mapped to the job's uid, and a mount in it.
 USERNS_MOUNT = "unshare -U -r -m sh -c 'mount -t tmpfs none /tmp && echo MOUNTED'"
-# Executors on which, without the filter, the job could do it (chroot: the
-# kernel refuses user namespaces to a chrooted process; gvisor: the Sentry's
-# /proc has no setgroups file for busybox's unshare -r).
-OPEN_WITHOUT_FILTER = (ExecutorName.NS, ExecutorName.RUNC, ExecutorName.CRUN)
+# Executors on which, without the filter, the job could do it (gvisor: the
+# Sentry's /proc has no setgroups file for busybox's unshare -r).
+OPEN_WITHOUT_FILTER = (ExecutorName.CHROOT, ExecutorName.NS, ExecutorName.RUNC, ExecutorName.CRUN)
+NETWORK_CAPS = frozenset({"CAP_NET_ADMIN", "CAP_NET_RAW"})
+
+
+def granted(jobs: Jobs, caps: frozenset[str]) -> frozenset[str]:
+    """``caps`` as the executor can grant them: chroot shares the host's network
+    and refuses the network capabilities (tests/executors/test_conformance.py)."""
+    if Isolation.NET in jobs.executor.capabilities().isolates:
+        return caps
+    if "ALL" in caps:
+        caps = frozenset(CAPABILITIES)
+    return caps - NETWORK_CAPS
 PROBE_C = Path(__file__).parent / "seccomp_probe" / "probe.c"
 CLONE_NEWUSER = 0x10000000
 
@@ -126,7 +137,7 @@ pytestmark = pytest.mark.root
 )
 async def test_seccomp_status(jobs: Jobs, caps: frozenset[str], filtered: bool, status: str) -> None:
     out = await jobs.sh("grep '^Seccomp:' /proc/self/status", uid=0, gid=0,
-                        capabilities=caps, seccomp=filtered)
+                        capabilities=granted(jobs, caps), seccomp=filtered)
     assert out.stdout.split() == [b"Seccomp:", status.encode()]
 
 
@@ -153,7 +164,8 @@ async def test_job_cannot_mount_in_a_user_namespace(jobs: Jobs) -> None:
 
 @pytest.mark.anyio
 async def test_governor_can_still_chroot(jobs: Jobs) -> None:
-    out = await jobs.sh("chroot / true && echo OK", uid=0, gid=0, capabilities=GOVERNOR)
+    governor = granted(jobs, GOVERNOR)
+    out = await jobs.sh("chroot / true && echo OK", uid=0, gid=0, capabilities=governor)
     assert out.stdout == b"OK\n", out.stderr
     denied = await jobs.sh("chroot / true && echo OK", uid=0, gid=0, capabilities=ROUTINE)
     assert denied.stdout == b""
@@ -177,12 +189,13 @@ async def test_ordinary_workload_under_the_profile(jobs: Jobs) -> None:
 async def test_debug_says_the_profile_is_applied(jobs: Jobs) -> None:
     said: list[str] = []
     jobs.executor.on_debug = said.append
-    await jobs.run(jobs.job("true", capabilities=GOVERNOR))
+    governor = granted(jobs, GOVERNOR)
+    await jobs.run(jobs.job("true", capabilities=governor))
     assert [m for m in said if m.startswith("seccomp:")] == [
-        seccomp.for_capabilities(GOVERNOR).describe()
+        seccomp.for_capabilities(governor).describe()
     ]
     said.clear()
-    await jobs.run(jobs.job("true", capabilities=frozenset({"ALL"}), seccomp=False))
+    await jobs.run(jobs.job("true", capabilities=granted(jobs, frozenset({"ALL"})), seccomp=False))
     assert not [m for m in said if m.startswith("seccomp:")]
 
 

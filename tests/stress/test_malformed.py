@@ -71,7 +71,6 @@ CASES: list[tuple[str, str | None, tuple[str, ...], tuple[str, ...]]] = [
     ("relative-output-path", doc({"outputs": {"out": {"packtype": "tar"}}}), (), ("out",)),
     ("unknown-output-packtype", doc({"outputs": {"/out": {"packtype": "zip"}}}), (), ("packtype",)),
     ("bad-filter-value", doc({"outputs": {"/out": {"packtype": "tar", "filters": {"uid": "me"}}}}), (), ("uid",)),
-    ("unknown-filter", doc({"outputs": {"/out": {"packtype": "tar", "filters": {"color": "red"}}}}), (), ("color",)),
     ("relative-fetch-path", doc(context={"fetchUrls": {"rel": ["ca+file:///x/"]}}), (), ("context.fetchUrls",)),
     ("bad-executor", doc(), ("--executor", "docker"), ("docker",)),
     ("missing-file", None, ("MISSING",), ()),
