@@ -227,3 +227,30 @@ async def test_library_batch_cancelled_tears_down(runner: Runner) -> None:
             await run_batch(files, options, BatchOptions(jobs=2))
     assert not processes_with(marker)
     assert runner.work_dirs() == []
+
+
+@pytest.mark.anyio
+async def test_library_run_then_memo_hit(runner: Runner) -> None:
+    """``runner.run``: a run, then the same file answered by the key the CLI's fast path uses."""
+    from repeatr.memo import MemoStore
+    from repeatr.runner.run import run
+
+    f = str(runner.formula("/bin/sh", "-c", "echo library"))
+    options = RunOptions(state=runner.state, executor="ns")
+    lines: list[bytes] = []
+    first = await run(f, options, RunnerEvents(output=lambda _s, line: lines.append(line)))
+    assert not first.memo_hit and first.exit_code == 0 and lines == [b"library\n"]
+    _key, stored = MemoStore(runner.state).get_by_file(f, "ns")
+    assert stored == first.record_json
+    second = await run(f, options)
+    assert second.memo_hit and second.record_json == first.record_json
+
+
+def test_library_run_sync(runner: Runner, monkeypatch: pytest.MonkeyPatch) -> None:
+    from repeatr.runner.run import run_sync
+
+    f = str(runner.formula("/bin/sh", "-c", "exit 5"))
+    for backend in ("asyncio", "trio"):
+        monkeypatch.setenv("REPEATR_ASYNC_BACKEND", backend)
+        result = run_sync(f, RunOptions(state=runner.state, executor="ns"))
+        assert result.exit_code == 5 and result.record["exitCode"] == 5
