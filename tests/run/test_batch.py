@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -17,7 +18,7 @@ from repeatr.runner.batch import BatchItem, BatchOptions, most_severe, run_batch
 from repeatr.runner.run import RunnerEvents, RunOptions
 from tests.rootfs import mountinfo, processes_with
 
-from .conftest import Runner, wait_for
+from .conftest import Busybox, Runner, wait_for
 
 pytestmark = pytest.mark.root
 
@@ -32,6 +33,12 @@ def _sleeping(marker: str) -> int:
         except OSError:
             pass
     return count
+
+
+def _mounts_of(runner: Runner) -> list[str]:
+    """Mounts on the host under the runner's state or files (other sessions' mounts vary)."""
+    mine = (os.fspath(runner.state), os.fspath(runner.dir))
+    return [line for line in mountinfo() if any(p in line for p in mine)]
 
 
 def _mixed(runner: Runner, n: int) -> dict[str, str]:
@@ -140,7 +147,6 @@ def test_default_goes_on_after_a_failure(runner: Runner) -> None:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_mid_batch_tears_everything_down(runner: Runner, sig: signal.Signals) -> None:
-    before = len(mountinfo())
     marker = f"sleep 46{sig.value:02d}"
     files = [
         runner.formula("/bin/sh", "-c", f"trap '' TERM INT HUP; {marker}; echo {i}", name=f"g{i}.json")
@@ -153,11 +159,10 @@ def test_signal_mid_batch_tears_everything_down(runner: Runner, sig: signal.Sign
         assert proc.returncode == Category.CANCELLED, err
     assert not processes_with(marker)
     assert runner.work_dirs() == []
-    assert len(mountinfo()) == before
+    assert _mounts_of(runner) == []
 
 
 def test_sigkill_mid_batch_is_cleaned_by_the_next_invocation(runner: Runner) -> None:
-    before = len(mountinfo())
     marker = "sleep 4747"
     files = [runner.formula("/bin/sh", "-c", f"{marker}; echo {i}", name=f"k{i}.json") for i in range(4)]
     with runner.start("run", "-e", "ns", "-j", "4", *map(str, files)) as proc:
@@ -165,7 +170,7 @@ def test_sigkill_mid_batch_is_cleaned_by_the_next_invocation(runner: Runner) -> 
         proc.kill()
         proc.wait(timeout=10)
     wait_for(lambda: not processes_with(marker), timeout=10)
-    assert len(mountinfo()) == before
+    assert _mounts_of(runner) == []
     res = runner.run("run", "-e", "ns", str(runner.formula("/bin/true", name="t.json")))
     assert res.code == 0, res.stderr
     assert runner.work_dirs() == []
@@ -254,3 +259,30 @@ def test_library_run_sync(runner: Runner, monkeypatch: pytest.MonkeyPatch) -> No
         monkeypatch.setenv("REPEATR_ASYNC_BACKEND", backend)
         result = run_sync(f, RunOptions(state=runner.state, executor="ns"))
         assert result.exit_code == 5 and result.record["exitCode"] == 5
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.15, 0.4, 0.8, 1.5])
+def test_sigterm_at_any_moment_leaves_the_host_as_found(
+    busybox: Busybox, tmp_path: Path, delay: float
+) -> None:
+    """A fresh cache each time, so the signal may land in start-up, an unpack, a job or teardown."""
+    from repeatr.cache import Cache
+
+    fresh = Runner(busybox, tmp_path)
+    marker = "sleep 0.3"
+    files = [
+        str(fresh.formula("/bin/sh", "-c", f"echo {i}; {marker}", name=f"m{i}.json"))
+        for i in range(8)
+    ]
+    with fresh.start("run", "-e", "ns", "-j", "4", *files) as proc:
+        time.sleep(delay)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        # Finished first (0), cancelled (8), or killed before its handlers were up.
+        assert proc.returncode in (0, Category.CANCELLED, -signal.SIGTERM), err
+    following = fresh.run("run", "-e", "ns", str(fresh.formula("/bin/true", name="next.json")))
+    assert following.code == 0, following.stderr
+    assert fresh.work_dirs() == []
+    assert Cache(fresh.state).layout.list_temps() == []
+    assert not processes_with(marker)
+    assert _mounts_of(fresh) == []
