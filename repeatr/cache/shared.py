@@ -18,15 +18,20 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.from_thread
 import anyio.to_thread
 
-from repeatr.cache import Cache
+from repeatr.cache import DEFAULT_LOCK_TIMEOUT, DEFAULT_ROOT, Cache
 from repeatr.cache.info import ShelfHandle
 from repeatr.model.wareid import WareID
+
+if TYPE_CHECKING:
+    from repeatr.fileset.limits import Limits
 
 #: How long releasing every shelf at the end may take (locks only: it is quick).
 RELEASE_TIMEOUT = 30.0
@@ -48,8 +53,18 @@ class SharedCache(Cache):
     ``holds`` counts the shelves actually taken (a ware needed by ten runs: 1).
     """
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        root: Path = DEFAULT_ROOT,
+        *,
+        lock_timeout: float | None = DEFAULT_LOCK_TIMEOUT,
+        on_wait: Callable[[str], None] | None = None,
+        limits: Limits | None = None,
+        ware_disk: str | None = None,
+    ) -> None:
+        super().__init__(
+            root, lock_timeout=lock_timeout, on_wait=on_wait, limits=limits, ware_disk=ware_disk
+        )
         self._shelves: dict[WareID, _Taking] = {}
         self._open = False
         self.holds = 0
