@@ -43,12 +43,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 def cmd_check(args: argparse.Namespace, out: Reporter) -> int:
     from pathlib import Path
 
-    from repeatr.check import check_formula
     from repeatr.cli.events import runner_events
     from repeatr.cli.main import cache_root, run_cancellable, ware_disk_limit
     from repeatr.errors import UsageError
     from repeatr.runner import run as runner
-    from repeatr.supervisor import RunEvents
 
     if args.runs < 2:
         raise UsageError(f"check: -n {args.runs}: at least 2 runs are needed to compare")
@@ -56,18 +54,9 @@ def cmd_check(args: argparse.Namespace, out: Reporter) -> int:
         state=Path(cache_root(args)), executor=args.executor, ware_disk=ware_disk_limit(args)
     )
     events = runner_events(out)
-    loaded = runner.load(args.formula, events)
-    executor = runner.make_executor(runner.choose_executor(args.executor, loaded, events), events)
-    executor.preflight()
-    cache = runner.open_cache(options, events)
-    run_events = RunEvents(
-        log=events.log, debug=events.debug, output=events.output, progress=events.progress
-    )
 
     async def check() -> Any:
-        return await check_formula(
-            loaded, executor=executor, cache=cache, runs=args.runs, events=run_events
-        )
+        return await runner.check(args.formula, options, events, runs=args.runs)
 
     report = run_cancellable(check, out, "check")
     out.result(_text(report), **report.to_json())

@@ -32,10 +32,12 @@ from repeatr.memo import MemoStore, file_key, formula_key
 
 if TYPE_CHECKING:
     from repeatr.cache import Cache
+    from repeatr.check import CheckReport
     from repeatr.executors.base import Executor
     from repeatr.executors.choose import Needs
     from repeatr.model.formula import FormulaFile
-    from repeatr.supervisor import NetSettings, RunOutcome
+    from repeatr.model.runrecord import RunRecord
+    from repeatr.supervisor import NetSettings, RunEvents, RunOutcome
 
 
 def _ignore(_message: str) -> None:
@@ -81,6 +83,17 @@ class RunnerEvents:
     #: The run record's JSON as soon as it is known: a memo hit's at once, a
     #: run's before its teardown (a caller reading it need not wait for that).
     record: Callable[[bytes], None] = lambda _record: None
+
+    def for_supervisor(self, finished: Callable[[RunRecord], None] | None = None) -> RunEvents:
+        """The supervisor's events: these callbacks, and ``finished`` for the record."""
+        from repeatr.supervisor import RunEvents
+
+        events = RunEvents(
+            log=self.log, debug=self.debug, output=self.output, progress=self.progress
+        )
+        if finished is not None:
+            events.finished = finished
+        return events
 
 
 @dataclass(frozen=True)
@@ -231,8 +244,8 @@ async def execute(
     cache: Cache | None = None,
 ) -> RunResult:
     """Run a prepared formula that the memo store did not answer."""
-    from repeatr.model.runrecord import RunRecord, encode_pretty
-    from repeatr.supervisor import RunEvents, run_formula
+    from repeatr.model.runrecord import encode_pretty
+    from repeatr.supervisor import run_formula
 
     loaded = prepared.loaded
     assert loaded is not None
@@ -255,19 +268,36 @@ async def execute(
         loaded,
         executor=executor,
         cache=cache or open_cache(options, events),
-        events=RunEvents(
-            log=events.log,
-            debug=events.debug,
-            output=events.output,
-            progress=events.progress,
-            finished=finished,
-        ),
+        events=events.for_supervisor(finished),
         net=net_settings(options.bridge, options.subnet),
         tty=options.tty,
     )
     code = outcome.record.exit_code
     record_json = printed[0] if printed else encode_pretty(outcome.record)
     return RunResult(prepared.formula_file, record_json, code, memo_hit=False, outcome=outcome)
+
+
+async def check(
+    formula_file: str, options: RunOptions, events: RunnerEvents, *, runs: int
+) -> CheckReport:
+    """Run the formula ``runs`` times, never memoized, and compare its outputs.
+
+    See :mod:`repeatr.check`: outputs go to a private scratch warehouse.
+    """
+    import anyio.to_thread
+
+    from repeatr.check import check_formula
+
+    loaded = await anyio.to_thread.run_sync(load, formula_file, events)
+    executor = make_executor(choose_executor(options.executor, loaded, events), events)
+    executor.preflight()
+    return await check_formula(
+        loaded,
+        executor=executor,
+        cache=open_cache(options, events),
+        runs=runs,
+        events=events.for_supervisor(),
+    )
 
 
 def open_cache(options: RunOptions, events: RunnerEvents) -> Cache:
