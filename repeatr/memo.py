@@ -60,6 +60,11 @@ def file_key(formula_path: str, executor: str) -> str | None:
     return memo_key(f"file:{digest}", executor)
 
 
+def formula_key(formula_id: str, executor: str) -> str:
+    """The key of a run by what it runs: the formula ID and the executor asked for."""
+    return memo_key(formula_id, executor)
+
+
 class MemoStore:
     """Records under ``<state root>/memo/<key[:2]>/<key>.json``, written atomically.
 
@@ -87,6 +92,16 @@ class MemoStore:
             if not nl or not line.startswith(_NEEDS) or not os.path.exists(line[len(_NEEDS) :]):
                 return None
         return body[1:]
+
+    def get_by_file(self, formula_path: str, executor: str) -> tuple[str | None, bytes | None]:
+        """The formula file's key (``file_key``) and the record stored under it, if any.
+
+        The one definition of a memo hit by file: ``repeatr run``'s fast path
+        (``repeatr.cli.entry``, before anything else is imported) and the
+        library runner (``repeatr.runner``) both ask this.
+        """
+        key = file_key(formula_path, executor)
+        return key, (self.get(key) if key is not None else None)
 
     def put(self, key: str, record_json: bytes, needs: Sequence[str] = ()) -> None:
         """Store ``record_json``; a later hit requires every path in ``needs`` to exist.

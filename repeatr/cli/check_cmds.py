@@ -6,8 +6,8 @@ import argparse
 from typing import Any
 
 from repeatr.cli.output import Reporter
-from repeatr.cli.run_cmds import EXECUTORS
 from repeatr.errors import Category
+from repeatr.runner import EXECUTORS
 
 #: Kept here too (repeatr.check is heavy to import for --help); a test checks they agree.
 EXIT_NOT_DETERMINISTIC = 21
@@ -41,29 +41,22 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_check(args: argparse.Namespace, out: Reporter) -> int:
-    from repeatr.cache import Cache
-    from repeatr.check import check_formula
-    from repeatr.cli.formula_cmds import warn_about
-    from repeatr.cli.main import run_cancellable, ware_disk_limit
-    from repeatr.cli.run_cmds import _choose, _state_root, run_events
+    from pathlib import Path
+
+    from repeatr.cli.events import runner_events
+    from repeatr.cli.main import cache_root, run_cancellable, ware_disk_limit
     from repeatr.errors import UsageError
-    from repeatr.executors.base import load
-    from repeatr.model.formula import load_formula_file
+    from repeatr.runner import run as runner
 
     if args.runs < 2:
         raise UsageError(f"check: -n {args.runs}: at least 2 runs are needed to compare")
-    loaded = load_formula_file(args.formula)
-    warn_about(loaded.formula, out)
-    name = _choose(args.executor, loaded, out)
-    executor = load(name)()
-    executor.preflight()
-
-    cache = Cache(_state_root(args), on_wait=out.log, ware_disk=ware_disk_limit(args))
+    options = runner.RunOptions(
+        state=Path(cache_root(args)), executor=args.executor, ware_disk=ware_disk_limit(args)
+    )
+    events = runner_events(out)
 
     async def check() -> Any:
-        return await check_formula(
-            loaded, executor=executor, cache=cache, runs=args.runs, events=run_events(out)
-        )
+        return await runner.check(args.formula, options, events, runs=args.runs)
 
     report = run_cancellable(check, out, "check")
     out.result(_text(report), **report.to_json())

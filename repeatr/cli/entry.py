@@ -26,9 +26,10 @@ if TYPE_CHECKING:
 
 #: The state (cache) directory when neither --cache nor REPEATR_CACHE says otherwise.
 DEFAULT_STATE = "/var/lib/repeatr"
-_FLAGS = {"-q", "--quiet", "--ignore-job-exit"}
+_FLAGS = {"-q", "--quiet", "--ignore-job-exit", "--fail-fast"}
 _VALUED = {
     "--cache", "-e", "--executor", "--format", "--bridge", "--subnet", "--ware-disk-limit",
+    "-j", "--jobs",
 }
 
 
@@ -61,13 +62,10 @@ def memo_hit(argv: Sequence[str]) -> bool:
             files.append(arg)
     if len(files) != 1 or opts.get("--format", "text") not in ("text", "json", "ansi", "dumb"):
         return False
-    from repeatr.memo import MemoStore, file_key
+    from repeatr.memo import MemoStore
 
-    key = file_key(files[0], opts.get("--executor", "auto"))
-    if key is None:
-        return False
     state = state_root(opts.get("--cache"))
-    stored = MemoStore(state).get(key)
+    _key, stored = MemoStore(state).get_by_file(files[0], opts.get("--executor", "auto"))
     if stored is None:
         return False
     if opts.get("--format") == "json":

@@ -30,20 +30,19 @@ def cmd_explain(args: argparse.Namespace, out: Reporter) -> int:
     import msgspec
 
     from repeatr.cache.layout import Layout
-    from repeatr.cli.formula_cmds import warn_about
     from repeatr.cli.main import cache_root
-    from repeatr.cli.run_cmds import needs
     from repeatr.errors import ExecutorError
     from repeatr.executors import seccomp
     from repeatr.executors.choose import choose
-    from repeatr.memo import MemoStore, memo_key
+    from repeatr.memo import MemoStore, formula_key
     from repeatr.model import policy
     from repeatr.model.defaults import apply_defaults
-    from repeatr.model.formula import HostMount, load_formula_file
+    from repeatr.model.formula import HostMount
     from repeatr.model.formula_id import formula_id
+    from repeatr.runner import run as runner
 
-    loaded = load_formula_file(args.formula)
-    warn_about(loaded.formula, out)
+    warn = runner.RunnerEvents(warn=lambda message: out.log(message, level="warning"))
+    loaded = runner.load(args.formula, warn)
     frm = apply_defaults(loaded.formula)
     fid = formula_id(loaded.formula)
     state = Path(cache_root(args))
@@ -58,12 +57,12 @@ def cmd_explain(args: argparse.Namespace, out: Reporter) -> int:
     executor: str | None = None
     executor_problem: str | None = None
     try:
-        name, reasons = choose(args.executor, needs(loaded, args.executor))
+        name, reasons = choose(args.executor, runner.needs(loaded, args.executor))
         executor = str(name)
     except ExecutorError as e:
         executor_problem = str(e)
     net = frm.action.network or "none"
-    memoized = MemoStore(state).get(memo_key(fid, args.executor)) is not None
+    memoized = MemoStore(state).get(formula_key(fid, args.executor)) is not None
     job_policy = policy.resolve(frm.action.policy)
     filtered = seccomp.PROFILE if policy.seccomp(job_policy) else None
     report = {

@@ -39,9 +39,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _network(args: argparse.Namespace) -> Any:
-    from repeatr.cli.run_cmds import _net_settings
+    from repeatr.runner.run import net_settings
 
-    network, _host = _net_settings(args).resolved()
+    network, _host = net_settings(args.bridge, args.subnet).resolved()
     return network
 
 

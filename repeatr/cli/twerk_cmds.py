@@ -59,30 +59,28 @@ def _copy_size(src: int, dst: int) -> None:
 
 
 def cmd_twerk(args: argparse.Namespace, out: Reporter) -> int:
-    import anyio
-    import msgspec
+    from dataclasses import replace
+    from pathlib import Path
 
-    from repeatr.cache import Cache
-    from repeatr.cli.formula_cmds import warn_about
-    from repeatr.cli.main import run_cancellable, ware_disk_limit
-    from repeatr.cli.run_cmds import _choose, _net_settings, _state_root
-    from repeatr.executors.base import load
-    from repeatr.model.formula import load_formula_file
+    import anyio
+
+    from repeatr.cli.main import cache_root, run_cancellable, ware_disk_limit
     from repeatr.model.runrecord import encode_pretty
-    from repeatr.supervisor import RunEvents, run_formula
+    from repeatr.runner import run as runner
 
     if not os.isatty(0):
         raise UsageError("twerk needs a terminal on stdin; use repeatr run for scripts")
-    loaded = load_formula_file(args.formula)
-    warn_about(loaded.formula, out)
-    command = list(args.command_line)
-    if command:
-        action = msgspec.structs.replace(loaded.formula.action, exec=tuple(command))
-        loaded = msgspec.structs.replace(
-            loaded, formula=msgspec.structs.replace(loaded.formula, action=action)
-        )
-    executor = load(_choose(args.executor if args.executor != "auto" else "ns", loaded, out))()
-    cache = Cache(_state_root(args), on_wait=out.log, ware_disk=ware_disk_limit(args))
+    # Only logs: the job's output goes to the terminal, the record is printed after.
+    events = runner.RunnerEvents(log=out.log, warn=lambda m: out.log(m, level="warning"))
+    base = runner.RunOptions(
+        state=Path(cache_root(args)),
+        executor=args.executor if args.executor != "auto" else "ns",
+        use_memo=False,
+        store_memo=False,
+        ware_disk=ware_disk_limit(args),
+        command=tuple(args.command_line),
+    )
+    prepared = runner.prepare(args.formula, base, events)
     controller, terminal = os.openpty()
     _copy_size(0, controller)
 
@@ -109,13 +107,10 @@ def cmd_twerk(args: argparse.Namespace, out: Reporter) -> int:
         async with anyio.create_task_group() as tg:
             tg.start_soon(relay_in)
             tg.start_soon(relay_out)
-            outcome = await run_formula(
-                loaded, executor=executor, cache=cache, events=RunEvents(log=out.log),
-                net=_net_settings(args) if hasattr(args, "bridge") else None, tty=terminal,
-            )
+            result = await runner.execute(prepared, replace(base, tty=terminal), events)
             await anyio.sleep(0.05)  # let the last output through
             tg.cancel_scope.cancel()
-            return outcome
+            return result.outcome
 
     try:
         with _raw(0):

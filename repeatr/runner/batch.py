@@ -1,0 +1,162 @@
+"""Many formulas, one event loop: a batch under a capacity limiter.
+
+Every formula runs as its own task in one task group; at most ``jobs`` run at
+once. Each is memoized on its own (``repeatr.runner.run``), and they share
+one :class:`repeatr.cache.shared.SharedCache`, so an input used by several
+is fetched and unpacked once and held until the batch ends. A formula that
+fails (its file unreadable or invalid, a ware not found, its job exiting
+non-zero) is reported with its file name; the others go on, unless
+``fail_fast``: then the first failure cancels the rest (they are reported
+as skipped). Cancelling the batch (Ctrl-C, SIGTERM) cancels every run, and
+each tears down what it took.
+
+The batch's exit status is the most severe of its formulas' (``most_severe``):
+
+1. cancelled (8): the batch did not finish;
+2. internal (2): a bug;
+3. the host could not do the work: executor (42), cache during a run (41),
+   cache (9), disk full (14), inoperable path (12), warehouse unwritable (4),
+   warehouse unavailable (3);
+4. a formula or its wares are wrong: job invalid (40), hash mismatch (7),
+   ware corrupt (6), ware not found (5), assembly invalid (10), pack
+   invalid (11), filter rejection (13), usage (1);
+5. a job exited non-zero (20);
+6. success (0).
+
+Within a group, the order listed. A code outside these ranks just above success.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import anyio
+
+from repeatr.errors import Category, RepeatrError, collapse
+from repeatr.runner.run import RunnerEvents, RunOptions, RunResult, run
+
+if TYPE_CHECKING:
+    import anyio.abc
+
+    from repeatr.cache.shared import SharedCache
+
+#: Most severe first (see the module docstring).
+SEVERITY: tuple[Category, ...] = (
+    Category.CANCELLED,
+    Category.INTERNAL,
+    Category.EXECUTOR,
+    Category.RUN_CACHE,
+    Category.CACHE,
+    Category.DISK_FULL,
+    Category.INOPERABLE_PATH,
+    Category.WAREHOUSE_UNWRITABLE,
+    Category.WAREHOUSE_UNAVAILABLE,
+    Category.JOB_INVALID,
+    Category.HASH_MISMATCH,
+    Category.WARE_CORRUPT,
+    Category.WARE_NOT_FOUND,
+    Category.ASSEMBLY_INVALID,
+    Category.PACK_INVALID,
+    Category.FILTER_REJECTION,
+    Category.USAGE,
+    Category.JOB_FAILED,
+)
+
+
+def most_severe(codes: Iterable[int]) -> int:
+    """The exit status of a batch whose formulas gave ``codes``: 0 only if all are 0."""
+
+    def rank(code: int) -> int:
+        for n, category in enumerate(SEVERITY):
+            if code == category:
+                return n
+        return len(SEVERITY) if code else len(SEVERITY) + 1
+
+    return min(codes, key=rank, default=0)
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """What one formula of a batch gave: a result, an error, or nothing (skipped)."""
+
+    formula_file: str
+    result: RunResult | None = None
+    error: RepeatrError | None = None
+
+    @property
+    def skipped(self) -> bool:
+        """Cancelled by ``fail_fast`` before it finished."""
+        return self.result is None and self.error is None
+
+    def exit_status(self, ignore_job_exit: bool = False) -> int:
+        """As ``repeatr run`` of this formula alone would exit (skipped: 0)."""
+        if self.error is not None:
+            return self.error.exit_code
+        if self.result is None or self.result.exit_code == 0 or ignore_job_exit:
+            return 0
+        return int(Category.JOB_FAILED)
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    #: How many formulas run at once (at least 1).
+    jobs: int
+    #: The first failure cancels the formulas still running or waiting.
+    fail_fast: bool = False
+    #: A job that exits non-zero is not a failure (``--ignore-job-exit``).
+    ignore_job_exit: bool = False
+
+
+async def run_batch(
+    formula_files: Iterable[str],
+    options: RunOptions,
+    batch: BatchOptions,
+    *,
+    events_for: Callable[[str], RunnerEvents] = lambda _file: RunnerEvents(),
+    on_done: Callable[[BatchItem], None] = lambda _item: None,
+    cache: SharedCache | None = None,
+    on_wait: Callable[[str], None] | None = None,
+) -> list[BatchItem]:
+    """Run every formula file; one item per file, in the order given.
+
+    ``events_for(file)``: where that formula's run reports (its ``record``
+    callback sees the record as soon as it is known); ``on_done(item)``:
+    called as each formula finishes, failed or not (never for skipped ones).
+    ``cache``: the shared cache to use (it must be open); None: one on
+    ``options.state`` for this batch, ``on_wait`` told when a lock is not free.
+    """
+    from repeatr.cache.shared import SharedCache
+
+    files = list(formula_files)
+    done: dict[int, BatchItem] = {}
+    limiter = anyio.CapacityLimiter(max(1, batch.jobs))
+
+    async def one(index: int, file: str, shared: SharedCache, tg: anyio.abc.TaskGroup) -> None:
+        async with limiter:
+            ev = events_for(file)
+            try:
+                try:
+                    item = BatchItem(file, result=await run(file, options, ev, cache=shared))
+                except BaseExceptionGroup as group:
+                    raise collapse(group) from None
+            except RepeatrError as err:
+                item = BatchItem(file, error=err)
+            done[index] = item
+            on_done(item)
+            if batch.fail_fast and item.exit_status(batch.ignore_job_exit):
+                tg.cancel_scope.cancel()
+
+    async def all_of(shared: SharedCache) -> None:
+        async with anyio.create_task_group() as tg:
+            for index, file in enumerate(files):
+                tg.start_soon(one, index, file, shared, tg)
+
+    if cache is not None:
+        await all_of(cache)
+    else:
+        shared_cache = SharedCache(options.state, on_wait=on_wait, ware_disk=options.ware_disk)
+        async with shared_cache as shared:
+            await all_of(shared)
+    return [done.get(n, BatchItem(file)) for n, file in enumerate(files)]

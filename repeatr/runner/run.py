@@ -1,0 +1,452 @@
+"""One formula, from its file to its run record: the memo decision, then the run.
+
+``prepare`` (sync, no event loop) reads the formula and decides whether the
+memo store answers it; ``execute`` (async) runs what ``prepare`` could not
+answer: executor, cache, network settings, ``run_formula``, then stores the
+record and writes ``--output-dir``. ``run`` does both; ``run_sync`` is
+``run`` in an event loop of its own.
+
+What a memo hit is, is decided here and in :meth:`repeatr.memo.MemoStore.get_by_file`
+(which ``repeatr.cli.entry``'s fast path calls too): first the formula
+file's bytes, then the formula ID with the executor asked for; a hit needs
+the files its saved outputs live in. Only a job that exited 0 is stored,
+and never one with a host directory (``mount:``) among its inputs.
+
+Import-light on purpose: a memo hit by formula ID (``repeatr run`` of a
+formula seen before under another file name) needs the model and the memo
+store only; the supervisor, executors and cache (and anyio) are imported by
+``execute``. Their types are imported under ``TYPE_CHECKING``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from repeatr.errors import Category, DiskFull, RepeatrError, is_no_space
+from repeatr.memo import MemoStore, file_key, formula_key
+
+if TYPE_CHECKING:
+    from repeatr.cache import Cache
+    from repeatr.check import CheckReport
+    from repeatr.executors.base import Executor
+    from repeatr.executors.choose import Needs
+    from repeatr.model.formula import FormulaFile
+    from repeatr.model.runrecord import RunRecord
+    from repeatr.supervisor import NetSettings, RunEvents, RunOutcome
+
+
+def _ignore(_message: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run: host settings and choices, never part of the formula."""
+
+    #: The state directory: cache, memo store, work dirs.
+    state: Path
+    #: ``auto`` or an executor's name (``repeatr.runner.EXECUTORS``).
+    executor: str = "auto"
+    #: Answer from the memo store when it can (``--no-memo``: False).
+    use_memo: bool = True
+    #: Store the record of a successful run (``twerk``: False).
+    store_memo: bool = True
+    #: The host bridge and its subnet for ``"network": "bridge"`` (None: the defaults).
+    bridge: str | None = None
+    subnet: str | None = None
+    #: What one ware may write when unpacked (``50%``, ``20G``, ``none``); None: the default.
+    ware_disk: str | None = None
+    #: When the job exits 0, also write each output's ware ID and the record here.
+    output_dir: Path | None = None
+    #: Run this instead of the formula's exec (``twerk -- COMMAND``); never memoized.
+    command: tuple[str, ...] = ()
+    #: A terminal for an interactive job (``twerk``).
+    tty: int | None = None
+
+
+@dataclass
+class RunnerEvents:
+    """Where a run reports what happens; every callback may be left out."""
+
+    log: Callable[[str], None] = _ignore
+    debug: Callable[[str], None] = _ignore
+    warn: Callable[[str], None] = _ignore
+    #: A line of the job's ``stdout`` or ``stderr``.
+    output: Callable[[str, bytes], None] = lambda _stream, _line: None
+    #: Bytes done in a phase (``fetch``, ``unpack``, ``pack``).
+    progress: Callable[[str, int], None] = lambda _phase, _done: None
+    #: The run record's JSON as soon as it is known: a memo hit's at once, a
+    #: run's before its teardown (a caller reading it need not wait for that).
+    record: Callable[[bytes], None] = lambda _record: None
+
+    def for_supervisor(self, finished: Callable[[RunRecord], None] | None = None) -> RunEvents:
+        """The supervisor's events: these callbacks, and ``finished`` for the record."""
+        from repeatr.supervisor import RunEvents
+
+        events = RunEvents(
+            log=self.log, debug=self.debug, output=self.output, progress=self.progress
+        )
+        if finished is not None:
+            events.finished = finished
+        return events
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What one formula gave: its record, as printed."""
+
+    formula_file: str
+    record_json: bytes
+    #: The job's exit code (a memo hit's is 0: only successes are stored).
+    exit_code: int
+    memo_hit: bool
+    #: The supervisor's outcome; None for a memo hit.
+    outcome: RunOutcome | None = None
+
+    @property
+    def record(self) -> dict[str, object]:
+        parsed: dict[str, object] = json.loads(self.record_json)
+        return parsed
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A formula read and looked up in the memo store: a hit, or what to run."""
+
+    formula_file: str
+    #: The stored record, if the memo store answers.
+    hit: bytes | None = None
+    #: None only for a hit by file (the formula was not even parsed).
+    loaded: FormulaFile | None = None
+    formula_id: str = ""
+    #: The keys a successful run is stored under (empty: never stored).
+    keys: tuple[str, ...] = field(default=())
+
+
+def prepare(formula_file: str, options: RunOptions, events: RunnerEvents) -> Prepared:
+    """Read ``formula_file`` and decide whether the memo store answers it (blocking).
+
+    Raises ``FormulaError`` (usage, exit 1) for a file that cannot be read or
+    is not a valid formula, naming the file.
+    """
+    memo = MemoStore(options.state)
+    remember = options.store_memo and not options.command
+    lookup = options.use_memo and not options.command
+    if lookup:
+        fast_key, stored = memo.get_by_file(formula_file, options.executor)
+        if stored is not None:
+            events.debug("memo hit (formula file seen before)")
+            return Prepared(formula_file, hit=stored)
+    else:
+        fast_key = file_key(formula_file, options.executor) if remember else None
+
+    loaded = load(formula_file, events, options.command)
+    from repeatr.model.formula_id import formula_id
+
+    fid = formula_id(loaded.formula)
+    if not remember:
+        return Prepared(formula_file, loaded=loaded, formula_id=fid)
+    keys = (formula_key(fid, options.executor), *((fast_key,) if fast_key else ()))
+    if mounts := host_mounts(loaded):
+        # A host directory can change between runs: its record says nothing
+        # about the next one. Never stored, so never replayed either.
+        what = "is a host mount" if len(mounts) == 1 else "are host mounts"
+        events.log(f"not memoized: {', '.join(mounts)} {what} (mount:), which can change")
+        return Prepared(formula_file, loaded=loaded, formula_id=fid)
+    if lookup and (stored := memo.get(keys[0])):
+        # The formula ID leaves the context out: this file may save elsewhere.
+        needs = saved_files(loaded, json.loads(stored)["results"])
+        if all(os.path.exists(p) for p in needs):
+            events.debug(f"memo hit: {fid}")
+            _remember(events, memo, keys[1:], stored, needs)
+            return Prepared(formula_file, hit=stored, loaded=loaded, formula_id=fid)
+        events.debug(f"memo entry for {fid} skipped: a saved output is gone; running again")
+    return Prepared(formula_file, loaded=loaded, formula_id=fid, keys=keys)
+
+
+def load(
+    formula_file: str, events: RunnerEvents, command: tuple[str, ...] = ()
+) -> FormulaFile:
+    """The formula file, parsed and validated; what it has that is ignored, as warnings.
+
+    ``command``: run this instead of the formula's exec.
+    """
+    from repeatr.model.formula import load_formula_file, warnings
+
+    loaded = load_formula_file(formula_file)
+    for message in warnings(loaded.formula):
+        events.warn(message)
+    if command:
+        import msgspec
+
+        action = msgspec.structs.replace(loaded.formula.action, exec=command)
+        loaded = msgspec.structs.replace(
+            loaded, formula=msgspec.structs.replace(loaded.formula, action=action)
+        )
+    return loaded
+
+
+def answered(prepared: Prepared, options: RunOptions, events: RunnerEvents) -> RunResult:
+    """The result of a memo hit: its record reported, ``--output-dir`` written."""
+    assert prepared.hit is not None
+    events.record(prepared.hit)
+    if options.output_dir is not None:
+        write_output_dir(options.output_dir, prepared.hit)
+    return RunResult(prepared.formula_file, prepared.hit, 0, memo_hit=True)
+
+
+async def run(
+    formula_file: str,
+    options: RunOptions,
+    events: RunnerEvents | None = None,
+    *,
+    cache: Cache | None = None,
+) -> RunResult:
+    """Run the formula in ``formula_file`` (or answer it from the memo store).
+
+    ``cache``: the cache to take shelves from (a batch shares one,
+    :class:`repeatr.cache.shared.SharedCache`); None: one on ``options.state``.
+    Raises ``RepeatrError`` for what stopped the run; a job that exits
+    non-zero is not an error (the result has its code).
+    """
+    import anyio.to_thread
+
+    ev = events or RunnerEvents()
+    # In a thread: reading the file (it may be a pipe) and the memo store block.
+    prepared = await anyio.to_thread.run_sync(prepare, formula_file, options, ev)
+    if prepared.hit is not None:
+        return answered(prepared, options, ev)
+    return await execute(prepared, options, ev, cache=cache)
+
+
+def run_sync(
+    formula_file: str, options: RunOptions, events: RunnerEvents | None = None
+) -> RunResult:
+    """``run`` in an event loop of its own (``REPEATR_ASYNC_BACKEND``, default asyncio)."""
+    import anyio
+
+    async def main() -> RunResult:
+        return await run(formula_file, options, events)
+
+    return anyio.run(main, backend=os.environ.get("REPEATR_ASYNC_BACKEND", "asyncio"))
+
+
+async def execute(
+    prepared: Prepared,
+    options: RunOptions,
+    events: RunnerEvents,
+    *,
+    cache: Cache | None = None,
+) -> RunResult:
+    """Run a prepared formula that the memo store did not answer."""
+    from repeatr.model.runrecord import encode_pretty
+    from repeatr.supervisor import run_formula
+
+    loaded = prepared.loaded
+    assert loaded is not None
+    executor = make_executor(choose_executor(options.executor, loaded, events), events)
+    memo = MemoStore(options.state)
+    printed: list[bytes] = []
+
+    def finished(record: RunRecord) -> None:
+        # Called as soon as the result is known, before teardown.
+        record_json = encode_pretty(record)
+        printed.append(record_json)
+        if record.exit_code == 0:
+            needs = saved_files(loaded, dict(record.results))
+            _remember(events, memo, prepared.keys, record_json, needs)
+        events.record(record_json)
+        if record.exit_code == 0 and options.output_dir is not None:
+            write_output_dir(options.output_dir, record_json)
+
+    outcome = await run_formula(
+        loaded,
+        executor=executor,
+        cache=cache or open_cache(options, events),
+        events=events.for_supervisor(finished),
+        net=net_settings(options.bridge, options.subnet),
+        tty=options.tty,
+    )
+    code = outcome.record.exit_code
+    record_json = printed[0] if printed else encode_pretty(outcome.record)
+    return RunResult(prepared.formula_file, record_json, code, memo_hit=False, outcome=outcome)
+
+
+async def check(
+    formula_file: str, options: RunOptions, events: RunnerEvents, *, runs: int
+) -> CheckReport:
+    """Run the formula ``runs`` times, never memoized, and compare its outputs.
+
+    See :mod:`repeatr.check`: outputs go to a private scratch warehouse.
+    """
+    import anyio.to_thread
+
+    from repeatr.check import check_formula
+
+    loaded = await anyio.to_thread.run_sync(load, formula_file, events)
+    executor = make_executor(choose_executor(options.executor, loaded, events), events)
+    executor.preflight()
+    return await check_formula(
+        loaded,
+        executor=executor,
+        cache=open_cache(options, events),
+        runs=runs,
+        events=events.for_supervisor(),
+    )
+
+
+def open_cache(options: RunOptions, events: RunnerEvents) -> Cache:
+    """The cache on ``options.state``; a wait for another process's lock is logged."""
+    from repeatr.cache import Cache
+
+    return Cache(options.state, on_wait=events.log, ware_disk=options.ware_disk)
+
+
+def needs(loaded: FormulaFile, requested: str) -> Needs:
+    """What the formula asks of its executor (for choosing one)."""
+    from repeatr.executors.choose import Needs
+
+    action = loaded.formula.action
+    return Needs(
+        # Absent: isolated where auto can choose; an executor asked for by name
+        # gives its best (chroot: the host's network, and says so).
+        network=action.network or ("none" if requested == "auto" else ""),
+        limits=action.limits.names() if action.limits is not None else frozenset(),
+        hostname=bool(action.hostname),
+    )
+
+
+def choose_executor(requested: str, loaded: FormulaFile, events: RunnerEvents) -> str:
+    """The executor to use: the one asked for, or the best one that can run this job."""
+    from repeatr.executors.choose import choose
+
+    name, reasons = choose(requested, needs(loaded, requested))
+    for reason in reasons:
+        events.debug(f"executor {reason}")
+    events.debug(f"executor: {name}" + (" (auto)" if requested == "auto" else ""))
+    return str(name)
+
+
+def make_executor(name: str, events: RunnerEvents) -> Executor:
+    """An executor by name, reporting its debug lines to ``events``."""
+    from repeatr.executors.base import load as load_executor
+
+    return load_executor(name)(on_debug=events.debug)
+
+
+def net_settings(bridge: str | None, subnet: str | None) -> NetSettings:
+    """The bridge and subnet for ``"network": "bridge"``: host settings, not the formula's."""
+    from repeatr.supervisor import NetSettings
+
+    if not (bridge or subnet):
+        return NetSettings()
+    from repeatr.net.config import DEFAULT_NETWORK, Network, parse_subnet
+
+    bridge = bridge or DEFAULT_NETWORK.bridge
+    name = "".join(c if c.isalnum() else "_" for c in bridge.lower())
+    parsed = parse_subnet(subnet) if subnet else DEFAULT_NETWORK.subnet
+    return NetSettings(network=Network(name=name, bridge=bridge, subnet=parsed))
+
+
+def host_mounts(loaded: FormulaFile) -> list[str]:
+    """The formula's input paths that are host directories (``mount:ro:``/``mount:rw:``)."""
+    from repeatr.model.formula import HostMount
+
+    sources = loaded.formula.input_sources().items()
+    return sorted(path for path, source in sources if isinstance(source, HostMount))
+
+
+def _remember(
+    events: RunnerEvents,
+    memo: MemoStore,
+    keys: tuple[str, ...],
+    record_json: bytes,
+    needs: list[str],
+) -> None:
+    """Store the record under every key; a store that fails is a warning, never the run's end.
+
+    The run is done and its record is about to be reported: a full state disk
+    (or any other write failure) only means the next run will not be a hit.
+    ``MemoStore.put`` leaves no partial entry behind.
+    """
+    for key in keys:
+        try:
+            memo.put(key, record_json, needs)
+        except OSError as exc:
+            events.warn(
+                f"could not remember this run (the next one runs again): cannot write"
+                f" {exc.filename or memo.dir}: {exc.strerror or exc}"
+            )
+            return
+
+
+def saved_files(loaded: FormulaFile, results: dict[str, str]) -> list[str]:
+    """The files on this host that a run's saved outputs live in (a memo hit needs them).
+
+    Outputs saved to ``ca+file://`` and ``file://`` warehouses; others
+    (HTTP) are not checked.
+    """
+    save_urls = loaded.context.save_urls if loaded.context is not None else {}
+    # An empty output ("tar:-") is never saved: nothing to need.
+    saved = {p: u for p, u in save_urls.items() if not results.get(p, ":-").endswith(":-")}
+    if not saved:
+        return []
+    from repeatr.model.wareid import WareID
+    from repeatr.warehouse import warehouse_for
+    from repeatr.warehouse.cafile import CAFileWarehouse
+    from repeatr.warehouse.file import FileWarehouse
+
+    files = []
+    for path, url in sorted(saved.items()):
+        wh = warehouse_for(url)
+        if isinstance(wh, CAFileWarehouse):
+            files.append(os.fspath(wh.ware_path(WareID.parse(results[path]))))
+        elif isinstance(wh, FileWarehouse):
+            files.append(os.fspath(wh.path))
+    return files
+
+
+def write_output_dir(directory: Path, record_json: bytes) -> None:
+    """``--output-dir``: each output's ware ID, then the record, each file written atomically.
+
+    A ``.ware_id`` file is rewritten only when its ID changed, so make rules
+    depending on it rerun only when the output did; ``record.json`` (written
+    last: it marks the set complete) is always rewritten.
+    """
+
+    def put(path: Path, data: bytes, *, if_changed: bool) -> None:
+        try:
+            if if_changed and path.read_bytes() == data:
+                return
+        except OSError:
+            pass
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            if is_no_space(exc):
+                raise DiskFull.of(exc, path, "write --output-dir's") from exc
+            raise RepeatrError(
+                f"--output-dir: cannot write {path}: {exc.strerror or exc}",
+                category=Category.INOPERABLE_PATH,
+            ) from exc
+
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RepeatrError(
+            f"--output-dir: cannot create {directory}: {exc.strerror or exc}",
+            category=Category.INOPERABLE_PATH,
+        ) from exc
+    results: dict[str, str] = json.loads(record_json).get("results") or {}
+    for path, ware in sorted(results.items()):
+        name = path.replace("/", "_") + ".ware_id"
+        put(directory / name, f"{ware}\n".encode(), if_changed=True)
+    put(directory / "record.json", record_json, if_changed=False)

@@ -1,0 +1,288 @@
+"""Batches: many formulas in one invocation (``repeatr run F1 F2 ...``, ``repeatr run -``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+from repeatr.cache.shared import SharedCache
+from repeatr.errors import Category
+from repeatr.runner.batch import BatchItem, BatchOptions, most_severe, run_batch
+from repeatr.runner.run import RunnerEvents, RunOptions
+from tests.rootfs import mountinfo, processes_with
+
+from .conftest import Busybox, Runner, wait_for
+
+pytestmark = pytest.mark.root
+
+
+def _sleeping(marker: str) -> int:
+    """How many jobs run ``marker`` (a ``sleep N``) now: the sleeps, not their shells."""
+    count = 0
+    for pid in processes_with(marker):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                count += f.read().startswith(b"sleep\0")
+        except OSError:
+            pass
+    return count
+
+
+def _mounts_of(runner: Runner) -> list[str]:
+    """Mounts on the host under the runner's state or files (other sessions' mounts vary)."""
+    mine = (os.fspath(runner.state), os.fspath(runner.dir))
+    return [line for line in mountinfo() if any(p in line for p in mine)]
+
+
+def _mixed(runner: Runner, n: int) -> dict[str, str]:
+    """``n`` formula files: successes, job failures, bad JSON, missing files; file -> kind."""
+    kinds: dict[str, str] = {}
+    for i in range(n):
+        kind = ("ok", "ok", "fail", "ok", "bad", "ok", "missing", "fail")[i % 8]
+        name = f"f{i:03d}.json"
+        if kind == "ok":
+            path = runner.formula("/bin/sh", "-c", f"echo {i}", name=name)
+        elif kind == "fail":
+            path = runner.formula("/bin/sh", "-c", f"exit {3 + i % 5}", name=name)
+        elif kind == "bad":
+            path = runner.dir / name
+            path.write_text('{"formula": {"action": {"exec": ["/bin/true"], "bogus": 1}}}')
+        else:
+            path = runner.dir / name  # never written
+        kinds[str(path)] = kind
+    return kinds
+
+
+def test_batch_of_64_mixed(runner: Runner) -> None:
+    kinds = _mixed(runner, 64)
+    res = runner.run("run", "-e", "ns", "-j", "4", "--format", "json", *kinds, timeout=600)
+    # Usage (a bad or missing file) is more severe than a job that failed.
+    assert res.code == Category.USAGE, res.stderr
+    events = res.events()
+    results = {e["file"]: e["record"] for e in events if e["event"] == "result"}
+    errors = {e["file"]: e for e in events if e["event"] == "error"}
+    assert set(results) | set(errors) == set(kinds)
+    assert not set(results) & set(errors)
+    for file, kind in kinds.items():
+        if kind == "ok":
+            assert results[file]["exitCode"] == 0
+        elif kind == "fail":
+            index = int(Path(file).stem[1:])
+            assert results[file]["exitCode"] == 3 + index % 5
+        else:
+            assert errors[file]["exitCode"] == Category.USAGE
+            assert file in errors[file]["message"]
+    outputs = {(e["file"], e["line"]) for e in events if e["event"] == "output"}
+    assert (str(runner.dir / "f000.json"), "0\n") in outputs
+    assert runner.work_dirs() == []
+    # Each success was memoized on its own: the batch again answers from the store.
+    again = runner.run("run", "-e", "ns", "--format", "json", *(f for f, k in kinds.items() if k == "ok"))
+    assert again.code == 0, again.stderr
+    assert not [e for e in again.events() if e["event"] == "output"]
+
+
+def test_text_output_names_each_file_and_exit_is_job_failed(runner: Runner) -> None:
+    ok = runner.formula("/bin/true", name="ok.json")
+    bad = runner.formula("/bin/sh", "-c", "exit 7", name="bad.json")
+    res = runner.run("run", "-e", "ns", str(ok), str(bad))
+    assert res.code == Category.JOB_FAILED, res.stderr
+    # Each record after a line with its file name, in the order they finished.
+    seen: dict[str, dict[str, object]] = {}
+    decoder = json.JSONDecoder()
+    rest = res.stdout
+    while rest.strip():
+        name, _, rest = rest.partition("\n")
+        record, end = decoder.raw_decode(rest)
+        seen[name] = record
+        rest = rest[end:].lstrip("\n")
+    assert seen[str(ok)]["exitCode"] == 0 and seen[str(bad)]["exitCode"] == 7
+    assert f"{bad}: the job exited 7" in res.stderr
+    assert runner.run("run", "-e", "ns", "--ignore-job-exit", str(ok), str(bad)).code == 0
+
+
+def test_paths_from_stdin(runner: Runner) -> None:
+    files = [runner.formula("/bin/sh", "-c", f"echo {i}", name=f"s{i}.json") for i in range(5)]
+    proc = subprocess.run(
+        runner.command("run", "-e", "ns", "--format", "json", "-"),
+        input="".join(f"{f}\n" for f in files) + "\n",
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    done = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert sorted(e["file"] for e in done if e["event"] == "result") == sorted(map(str, files))
+
+
+def test_fail_fast_cancels_the_rest(runner: Runner) -> None:
+    marker = "sleep 4545"
+    failing = runner.formula("/bin/sh", "-c", "sleep 1; exit 9", name="x.json")
+    slow = [
+        runner.formula("/bin/sh", "-c", f"{marker}; echo {i}", name=f"w{i}.json")
+        for i in range(3)
+    ]
+    t0 = time.monotonic()
+    res = runner.run("run", "-e", "ns", "-j", "2", "--fail-fast", *map(str, [failing, *slow]))
+    assert time.monotonic() - t0 < 60
+    assert res.code == Category.JOB_FAILED, res.stderr
+    for file in slow:
+        assert f"{file}: skipped (--fail-fast)" in res.stderr
+    assert not processes_with(marker)
+    assert runner.work_dirs() == []
+
+
+def test_default_goes_on_after_a_failure(runner: Runner) -> None:
+    failing = runner.formula("/bin/sh", "-c", "exit 4", name="x.json")
+    later = runner.formula("/bin/sh", "-c", "sleep 0.5; echo later", name="later.json")
+    res = runner.run("run", "-e", "ns", "-j", "1", "--format", "json", str(failing), str(later))
+    assert res.code == Category.JOB_FAILED
+    records = {e["file"]: e["record"] for e in res.events() if e["event"] == "result"}
+    assert records[str(later)]["exitCode"] == 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_mid_batch_tears_everything_down(runner: Runner, sig: signal.Signals) -> None:
+    marker = f"sleep 46{sig.value:02d}"
+    files = [
+        runner.formula("/bin/sh", "-c", f"trap '' TERM INT HUP; {marker}; echo {i}", name=f"g{i}.json")
+        for i in range(6)
+    ]
+    with runner.start("run", "-e", "ns", "-j", "3", *map(str, files)) as proc:
+        wait_for(lambda: _sleeping(marker) == 3)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == Category.CANCELLED, err
+    assert not processes_with(marker)
+    assert runner.work_dirs() == []
+    assert _mounts_of(runner) == []
+
+
+def test_sigkill_mid_batch_is_cleaned_by_the_next_invocation(runner: Runner) -> None:
+    marker = "sleep 4747"
+    files = [runner.formula("/bin/sh", "-c", f"{marker}; echo {i}", name=f"k{i}.json") for i in range(4)]
+    with runner.start("run", "-e", "ns", "-j", "4", *map(str, files)) as proc:
+        wait_for(lambda: _sleeping(marker) == 4)
+        proc.kill()
+        proc.wait(timeout=10)
+    wait_for(lambda: not processes_with(marker), timeout=10)
+    assert _mounts_of(runner) == []
+    res = runner.run("run", "-e", "ns", str(runner.formula("/bin/true", name="t.json")))
+    assert res.code == 0, res.stderr
+    assert runner.work_dirs() == []
+
+
+def test_most_severe() -> None:
+    assert most_severe([]) == 0
+    assert most_severe([0, 0]) == 0
+    assert most_severe([0, Category.JOB_FAILED, 0]) == Category.JOB_FAILED
+    assert most_severe([Category.JOB_FAILED, Category.USAGE]) == Category.USAGE
+    assert most_severe([Category.USAGE, Category.EXECUTOR, 21]) == Category.EXECUTOR
+    assert most_severe([Category.EXECUTOR, Category.CANCELLED]) == Category.CANCELLED
+    assert most_severe([0, 21]) == 21
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.mark.anyio
+async def test_library_batch_unpacks_a_shared_input_once(runner: Runner) -> None:
+    """Eight formulas, one rootfs: one unpack, one hold of its shelf, on either backend."""
+    files = [str(runner.formula("/bin/sh", "-c", f"echo {i}", name=f"u{i}.json")) for i in range(8)]
+    files.append(str(runner.dir / "absent.json"))
+    options = RunOptions(state=runner.state, executor="ns")
+    records: list[bytes] = []
+    done: list[BatchItem] = []
+    async with SharedCache(runner.state) as shared:
+        items = await run_batch(
+            files, options, BatchOptions(jobs=4),
+            events_for=lambda _f: RunnerEvents(record=records.append),
+            on_done=done.append, cache=shared,
+        )
+        assert shared.holds == 1
+    assert [item.formula_file for item in items] == files
+    assert len(done) == len(files) and len(records) == 8
+    outcomes = [item.result.outcome for item in items[:8] if item.result is not None]
+    assert len(outcomes) == 8 and all(o is not None for o in outcomes)
+    assert sum(o.fetched["/"] for o in outcomes if o is not None) == 1
+    assert items[8].error is not None and items[8].error.category is Category.USAGE
+    assert runner.work_dirs() == []
+
+
+@pytest.mark.anyio
+async def test_library_batch_cancelled_tears_down(runner: Runner) -> None:
+    marker = "sleep 4848"
+    files = [str(runner.formula("/bin/sh", "-c", f"{marker}; echo {i}", name=f"c{i}.json")) for i in range(4)]
+    options = RunOptions(state=runner.state, executor="ns")
+    with anyio.move_on_after(60):
+        async with anyio.create_task_group() as tg:
+
+            async def cancel_when_running() -> None:
+                while _sleeping(marker) < 2:  # noqa: ASYNC110 (polling /proc)
+                    await anyio.sleep(0.02)
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(cancel_when_running)
+            await run_batch(files, options, BatchOptions(jobs=2))
+    assert not processes_with(marker)
+    assert runner.work_dirs() == []
+
+
+@pytest.mark.anyio
+async def test_library_run_then_memo_hit(runner: Runner) -> None:
+    """``runner.run``: a run, then the same file answered by the key the CLI's fast path uses."""
+    from repeatr.memo import MemoStore
+    from repeatr.runner.run import run
+
+    f = str(runner.formula("/bin/sh", "-c", "echo library"))
+    options = RunOptions(state=runner.state, executor="ns")
+    lines: list[bytes] = []
+    first = await run(f, options, RunnerEvents(output=lambda _s, line: lines.append(line)))
+    assert not first.memo_hit and first.exit_code == 0 and lines == [b"library\n"]
+    _key, stored = MemoStore(runner.state).get_by_file(f, "ns")
+    assert stored == first.record_json
+    second = await run(f, options)
+    assert second.memo_hit and second.record_json == first.record_json
+
+
+def test_library_run_sync(runner: Runner, monkeypatch: pytest.MonkeyPatch) -> None:
+    from repeatr.runner.run import run_sync
+
+    f = str(runner.formula("/bin/sh", "-c", "exit 5"))
+    for backend in ("asyncio", "trio"):
+        monkeypatch.setenv("REPEATR_ASYNC_BACKEND", backend)
+        result = run_sync(f, RunOptions(state=runner.state, executor="ns"))
+        assert result.exit_code == 5 and result.record["exitCode"] == 5
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.15, 0.4, 0.8, 1.5])
+def test_sigterm_at_any_moment_leaves_the_host_as_found(
+    busybox: Busybox, tmp_path: Path, delay: float
+) -> None:
+    """A fresh cache each time, so the signal may land in start-up, an unpack, a job or teardown."""
+    from repeatr.cache import Cache
+
+    fresh = Runner(busybox, tmp_path)
+    marker = "sleep 0.3"
+    files = [
+        str(fresh.formula("/bin/sh", "-c", f"echo {i}; {marker}", name=f"m{i}.json"))
+        for i in range(8)
+    ]
+    with fresh.start("run", "-e", "ns", "-j", "4", *files) as proc:
+        time.sleep(delay)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        # Finished first (0), cancelled (8), or killed before its handlers were up.
+        assert proc.returncode in (0, Category.CANCELLED, -signal.SIGTERM), err
+    following = fresh.run("run", "-e", "ns", str(fresh.formula("/bin/true", name="next.json")))
+    assert following.code == 0, following.stderr
+    assert fresh.work_dirs() == []
+    assert Cache(fresh.state).layout.list_temps() == []
+    assert not processes_with(marker)
+    assert _mounts_of(fresh) == []
