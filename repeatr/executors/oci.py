@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from repeatr.assemble.ops import MASKED_PATHS, READONLY_PATHS, Dev, Op, Proc
-from repeatr.assemble.plan import plan
 from repeatr.errors import ExecutorError
 from repeatr.executors import seccomp
 from repeatr.executors._preflight import require_filesystem, require_namespaces, require_root
@@ -54,6 +53,7 @@ from repeatr.executors.base import (
     OutputCallback,
 )
 from repeatr.executors.helper import HelperExecutor, cgroup_limits
+from repeatr.executors.protocol import OciCommands
 from repeatr.linux import capability
 from repeatr.linux.sysctl import NETNS_SYSCTLS
 
@@ -165,7 +165,6 @@ def config(job: JobSpec, cgroups_path: str, *, last_cap: int | None = None) -> d
 class OciExecutor(HelperExecutor):
     """An executor whose container is made by an OCI runtime binary."""
 
-    mode = "oci"
     binary: ClassVar[str]  # the runtime's command name
     style: ClassVar[Literal["create", "run"]] = "create"
     hide_cgroup2: ClassVar[bool] = False  # crun 1.8.1 and hybrid cgroups (host-notes)
@@ -223,23 +222,24 @@ class OciExecutor(HelperExecutor):
     def global_args(self, job: JobSpec, state: Path, log: Path) -> list[str]:
         return [self.runtime_path(), "--root", os.fspath(state), "--log", os.fspath(log)]
 
-    def commands(self, job: JobSpec, bundle: Path, cid: str) -> dict[str, Any]:
+    def commands(self, job: JobSpec, bundle: Path, cid: str) -> OciCommands:
         state, log, pid_file = bundle / "state", bundle / "log", bundle / "pid"
         g = self.global_args(job, state, log)
-        return {
-            "name": self.binary,
-            "style": self.style,
-            "create": [*g, "create", "--bundle", os.fspath(bundle),
-                       "--pid-file", os.fspath(pid_file), cid],
-            "start": [*g, "start", cid],
-            "run": [*g, "run", "--bundle", os.fspath(bundle), cid],
-            "delete": [*g, "delete", "--force", cid],
-            "state": os.fspath(state),
-            "log": os.fspath(log),
-            "pid_file": os.fspath(pid_file),
-            "cgroup": cid,
-            "hide_cgroup2": self.hide_cgroup2,
-        }
+        return OciCommands(
+            name=self.binary,
+            bundle=os.fspath(bundle),
+            style=self.style,
+            create=[*g, "create", "--bundle", os.fspath(bundle),
+                    "--pid-file", os.fspath(pid_file), cid],
+            start=[*g, "start", cid],
+            run=[*g, "run", "--bundle", os.fspath(bundle), cid],
+            delete=[*g, "delete", "--force", cid],
+            state=os.fspath(state),
+            log=os.fspath(log),
+            pid_file=os.fspath(pid_file),
+            cgroup=cid,
+            hide_cgroup2=self.hide_cgroup2,
+        )
 
     def seccomp_program(self, job: JobSpec) -> bytes | None:
         """None: the runtime applies the profile, from ``config.json``."""
@@ -258,19 +258,17 @@ class OciExecutor(HelperExecutor):
     def bundle_dir(self, job: JobSpec) -> Path:
         return job.workdir / "oci"
 
-    def spec(self, job: JobSpec) -> dict[str, Any]:
-        spec = super().spec(job)
-        ours = tuple(op for op in job.mounts if not isinstance(op, Proc | Dev))
-        p = plan(ours, job.cradle)
-        spec["mounts"] = [op.to_json() for op in (*p.mounts, *p.late)]
-        spec["mountpoints"] = self.runtime_mountpoints(job)
-        cid = spec["cgroup"]
+    def helper_mounts(self, job: JobSpec) -> tuple[Op, ...]:
+        """``/proc`` and ``/dev`` are the runtime's (``config.json``), the rest the helper's."""
+        return tuple(op for op in job.mounts if not isinstance(op, Proc | Dev))
+
+    def oci_commands(self, job: JobSpec, cgroup: str) -> OciCommands:
+        """Write the bundle's ``config.json``; the runtime's command lines over it."""
         bundle = self.bundle_dir(job)
         bundle.mkdir(mode=0o700, exist_ok=True)
-        cfg = self.config(job, "/" + cid)
+        cfg = self.config(job, "/" + cgroup)
         (bundle / "config.json").write_text(json.dumps(cfg, indent=1))
-        spec["oci"] = self.commands(job, bundle, cid)
-        return spec
+        return self.commands(job, bundle, cgroup)
 
     async def run(
         self,
