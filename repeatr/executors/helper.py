@@ -60,8 +60,8 @@ from repeatr.executors.protocol import (
     Error,
     Exit,
     JobLimits,
-    JobNetwork,
     Message,
+    NetworkPolicy,
     OciCommands,
     Spec,
     Started,
@@ -239,11 +239,7 @@ def job_limits(job: JobSpec) -> JobLimits:
     )
 
 
-def job_network(job: JobSpec) -> JobNetwork:
-    """The job's network for the helper: a prepared namespace is joined."""
-    if job.netns_path is not None:
-        return JobNetwork(policy="bridge", netns=job.netns_path)
-    return JobNetwork(policy=job.network)
+
 
 
 class HelperExecutor(Executor):
@@ -288,14 +284,18 @@ class HelperExecutor(Executor):
 
     def check_job(self, job: JobSpec) -> None:
         caps = self.capabilities()
-        if job.netns_path is not None and Isolation.NET not in caps.isolates:
+        policy = job.network.policy
+        if job.network.netns is not None and Isolation.NET not in caps.isolates:
             raise ExecutorError(
                 f"executor {self.name} cannot join a prepared network namespace",
                 hint="bridge networking needs ns, runc, crun or gvisor",
             )
-        if job.network not in caps.networks:
+        if policy is NetworkPolicy.BRIDGE and job.network.netns is None:
+            raise ExecutorError("a bridge network needs the namespace repeatr.net prepared")
+        # bridge: a namespace of the job's own, joined (the isolation of "none").
+        if (NetworkPolicy.NONE if policy is NetworkPolicy.BRIDGE else policy) not in caps.networks:
             raise ExecutorError(
-                f"executor {self.name} cannot give a job network {job.network!r}",
+                f"executor {self.name} cannot give a job network {policy.value!r}",
                 hint=f"it supports {', '.join(sorted(caps.networks))}; or use the ns executor",
             )
         if job.hostname and not caps.hostname:
@@ -334,7 +334,7 @@ class HelperExecutor(Executor):
             gid=job.gid,
             hostname=job.hostname,
             capabilities=sorted(job.capabilities),
-            network=job_network(job),
+            network=job.network,
             interactive=job.tty is not None,
             limits=job_limits(job),
             rw=os.fspath(job.rw),

@@ -16,7 +16,7 @@ run's gc finds what a killed one left.
 
 ``config.json`` follows ``runc spec``'s defaults where we have no reason to
 differ: namespaces pid, ipc, uts, mount (and network unless ``host``; a
-prepared one by path when ``JobSpec.netns_path`` is set), the runtime's own
+prepared one by path for ``bridge``: ``JobSpec.network.netns``), the runtime's own
 minimal /dev (null, zero, full, random, urandom, tty, devpts, shm, mqueue),
 masked and read-only /proc paths (``repeatr.assemble.ops``: the same ones the
 ns and chroot executors apply), all devices denied in the device cgroup
@@ -53,7 +53,7 @@ from repeatr.executors.base import (
     OutputCallback,
 )
 from repeatr.executors.helper import HelperExecutor, cgroup_limits
-from repeatr.executors.protocol import OciCommands
+from repeatr.executors.protocol import NetworkPolicy, OciCommands
 from repeatr.linux import capability
 from repeatr.linux.sysctl import NETNS_SYSCTLS
 
@@ -124,9 +124,9 @@ def config(job: JobSpec, cgroups_path: str, *, last_cap: int | None = None) -> d
     namespaces: list[dict[str, str]] = [
         {"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"},
     ]
-    if job.netns_path is not None:
-        namespaces.append({"type": "network", "path": job.netns_path})
-    elif job.network == "none":
+    if job.network.netns is not None:
+        namespaces.append({"type": "network", "path": job.network.netns})
+    elif job.network.own_namespace:
         namespaces.append({"type": "network"})
     cfg: dict[str, Any] = {
         "ociVersion": OCI_VERSION,
@@ -154,7 +154,7 @@ def config(job: JobSpec, cgroups_path: str, *, last_cap: int | None = None) -> d
     }
     if job.seccomp:
         cfg["linux"]["seccomp"] = seccomp.for_capabilities(caps).oci()
-    if job.netns_path is not None or job.network == "none":
+    if job.network.own_namespace:
         # Its own network namespace: unprivileged ping, as repeatr.net sets it.
         cfg["linux"]["sysctl"] = dict(NETNS_SYSCTLS)
     if job.hostname:
@@ -211,7 +211,7 @@ class OciExecutor(HelperExecutor):
     def capabilities(self) -> Capabilities:
         return Capabilities(
             isolates=frozenset(Isolation),
-            networks=frozenset({"none", "host"}),
+            networks=frozenset({NetworkPolicy.NONE, NetworkPolicy.HOST}),
             job_is_pid1=True,
             hostname=True,
             limits=cgroup_limits(),

@@ -29,6 +29,8 @@ fields, immutability, and a tagged dict form for ``marshal`` and JSON.
 
 from __future__ import annotations
 
+from enum import StrEnum  # no cost: ``signal`` imports enum anyway
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -54,6 +56,8 @@ class Message:
     tag: ClassVar[str] = ""
     _fields: ClassVar[tuple[str, ...]] = ()
     _defaults: ClassVar[dict[str, object]] = {}
+    #: Fields whose wire form (a plain value) is converted back by a callable.
+    _decoders: ClassVar[dict[str, Callable[[Any], object]]] = {}
 
     def __init_subclass__(cls) -> None:
         names: list[str] = []
@@ -102,6 +106,8 @@ class Message:
 def _to_wire(value: object) -> object:
     if isinstance(value, Message):
         return value.to_wire()
+    if isinstance(value, StrEnum):  # marshal takes exact types only
+        return value.value
     if isinstance(value, list | tuple):
         return [_to_wire(v) for v in value]
     return value
@@ -120,9 +126,13 @@ def from_wire(data: dict[str, Any]) -> Message:
     cls = MESSAGES.get(data.get(TAG, ""))
     if cls is None:
         raise ValueError(f"not a message of the sandbox protocol: tag {data.get(TAG)!r}")
+    values = {k: _from_wire(v) for k, v in data.items() if k != TAG}
     try:
-        return cls(**{k: _from_wire(v) for k, v in data.items() if k != TAG})
-    except TypeError as e:
+        for name, decoder in cls._decoders.items():
+            if name in values:
+                values[name] = decoder(values[name])
+        return cls(**values)
+    except (TypeError, ValueError) as e:
         raise ValueError(f"malformed {cls.tag} message: {e}") from None
 
 
@@ -137,23 +147,42 @@ def expect(cls: type[M], data: dict[str, Any]) -> M:
 # --- the job spec (parent -> helper) -------------------------------------------
 if TYPE_CHECKING:
     Mode = Literal["ns", "chroot", "oci"]
-    NetworkPolicy = Literal["none", "host", "bridge"]
+
+
+class NetworkPolicy(StrEnum):
+    """``action.network`` in a formula: the one name of a job's network, from
+    the formula through ``repeatr.net`` and the executors to the helper."""
+
+    NONE = "none"  # a network namespace of its own, loopback only
+    HOST = "host"  # the host's network namespace
+    BRIDGE = "bridge"  # a namespace repeatr.net prepared, on its bridge
+
+    @classmethod
+    def parse(cls, text: str) -> NetworkPolicy:
+        try:
+            return cls(text)
+        except ValueError:
+            from repeatr.errors import UsageError
+
+            choices = ", ".join(p.value for p in cls)
+            raise UsageError(
+                f"unknown network policy {text!r}: expected one of {choices}"
+            ) from None
 
 
 class JobNetwork(Message):
-    """The job's network: ``none`` (a namespace of its own with loopback),
-    ``host`` (the host's), or ``bridge`` (join ``netns``, prepared by
-    ``repeatr.net``; ``netns`` may also be set for ``none``, a namespace made
-    ahead)."""
+    """The job's network: its policy and, for ``bridge``, the namespace to join
+    (an nsfs path ``repeatr.net`` prepared)."""
 
     tag = "network"
-    policy: NetworkPolicy = "none"
+    _decoders: ClassVar[dict[str, Callable[[Any], object]]] = {"policy": NetworkPolicy}
+    policy: NetworkPolicy = NetworkPolicy.NONE
     netns: str | None = None
 
     @property
     def own_namespace(self) -> bool:
         """The job runs in a network namespace that is not the host's."""
-        return self.policy != "host" or self.netns is not None
+        return self.policy is not NetworkPolicy.HOST
 
 
 class JobLimits(Message):

@@ -18,6 +18,7 @@ from repeatr.executors.protocol import (
     Exit,
     JobLimits,
     JobNetwork,
+    NetworkPolicy,
     OciCommands,
     Spec,
     expect,
@@ -136,3 +137,30 @@ def test_replay_of_a_bad_spec_file_says_so(tmp_path: Path) -> None:
     res = subprocess.run(argv.replay_command(os.fspath(bad)), capture_output=True, env={})
     assert res.returncode == 2
     assert b"expected a spec" in res.stderr
+
+
+def test_one_network_type_from_the_formula_to_the_helper() -> None:
+    from repeatr.net.config import NetworkPolicy as NetPolicy
+    from repeatr.supervisor import _network_policy
+
+    class Events:
+        def log(self, text: str) -> None:
+            pass
+
+    assert NetPolicy is NetworkPolicy
+    got = _network_policy("bridge", frozenset(NetworkPolicy), "ns", Events())  # type: ignore[arg-type]
+    assert got is NetworkPolicy.BRIDGE
+    net = JobNetwork(policy=got, netns="/run/netns/x")
+    back = decode(encode(net)[4:])
+    assert isinstance(back, JobNetwork)
+    assert back.policy is NetworkPolicy.BRIDGE
+    assert back == net
+
+
+async def test_bridge_without_its_namespace_is_refused(jobs: Jobs) -> None:
+    from repeatr.errors import ExecutorError
+
+    if NetworkPolicy.NONE not in jobs.executor.capabilities().networks:
+        pytest.skip("no network namespace of its own")
+    with pytest.raises(ExecutorError, match="namespace"):
+        await jobs.run(jobs.job("true", network=JobNetwork(policy=NetworkPolicy.BRIDGE)))
