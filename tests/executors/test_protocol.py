@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -103,7 +104,8 @@ async def test_exec_found_in_the_default_path(jobs: Jobs, tmp_path: Path) -> Non
 def test_debug_replay_command_runs_the_job(
     name: str, area: object, workdir: Path, tmp_path: Path
 ) -> None:
-    """``--debug`` prints the spec and a command; run by hand, it runs the job again."""
+    """``--debug`` prints the spec and a command; run by hand, it runs the job again
+    (after the run removed its work dir: the writable layers are made afresh)."""
     import anyio
 
     from tests.rootfs import ScratchArea
@@ -122,6 +124,8 @@ def test_debug_replay_command_runs_the_job(
     spec_file.write_text(spec_line.removeprefix("sandbox spec: "))
     argv = shlex.split(replay.removeprefix("sandbox replay: ").split("  (")[0])
     argv = [os.fspath(spec_file) if a == "SPEC.json" else a for a in argv]
+    for entry in workdir.iterdir():  # as a finished run leaves it: gone
+        shutil.rmtree(entry)
     res = subprocess.run(argv, cwd=tmp_path, env={}, capture_output=True, timeout=60)
     assert res.returncode == 3, res.stderr
     assert res.stdout == b"replayed in /task\n"
