@@ -274,7 +274,7 @@ class HelperExecutor(Executor):
         self.on_debug(f"sandbox spec: {spec_to_json(spec)}")
         self.on_debug(
             f"sandbox replay: {shlex.join(self.replay_command('SPEC.json'))}"
-            "  (SPEC.json: the sandbox spec above)"
+            "  (SPEC.json: the sandbox spec line above, saved)"
         )
         oci = spec.oci
         if oci is not None:

@@ -304,9 +304,10 @@ def _json_hook(d: dict[str, Any]) -> object:
 
 
 def spec_to_json(spec: Spec) -> str:
+    """One line (``--debug`` prints it as one: easy to cut out, ``jq`` formats it)."""
     import json
 
-    return json.dumps(spec.to_wire(), default=_json_default, indent=1)
+    return json.dumps(spec.to_wire(), default=_json_default)
 
 
 def spec_from_json(text: str) -> Spec:

@@ -122,7 +122,7 @@ def test_debug_replay_command_runs_the_job(
     [replay] = [line for line in lines if line.startswith("sandbox replay: ")]
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(spec_line.removeprefix("sandbox spec: "))
-    argv = shlex.split(replay.removeprefix("sandbox replay: ").split("  (")[0])
+    argv = shlex.split(replay.removeprefix("sandbox replay: ").split("  (SPEC.json")[0])
     argv = [os.fspath(spec_file) if a == "SPEC.json" else a for a in argv]
     for entry in workdir.iterdir():  # as a finished run leaves it: gone
         shutil.rmtree(entry)
