@@ -82,7 +82,7 @@ from repeatr.assemble.ops import Mkdir, Op, Overlay, Root, execute_all, op_from_
 from repeatr.assemble.plan import plan
 from repeatr.errors import AssemblyError, Category, ExecutorError, JobInvalid, RepeatrError
 from repeatr.executors.lookup import find_exec
-from repeatr.executors.protocol import Assembled, Done, Error, Exit, Spec, Started
+from repeatr.executors.protocol import Assembled, Done, Error, Exit, NetworkPolicy, Spec, Started
 from repeatr.executors.wire import read_frame, write_frame
 from repeatr.linux import capability, cgroups, libc, scratch, sysctl
 
@@ -309,7 +309,7 @@ class Sandbox:
                     libc.setns(fd, libc.CLONE_NEWNET)
                 finally:
                     os.close(fd)
-            elif spec.network.policy != "host":
+            elif spec.network.policy is not NetworkPolicy.HOST:
                 flags |= libc.CLONE_NEWNET
         p = plan(
             [op_from_json(o) for o in spec.mounts],
