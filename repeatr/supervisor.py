@@ -50,7 +50,8 @@ from repeatr.errors import (
     collapse,
     is_no_space,
 )
-from repeatr.executors.base import Executor, JobResult, JobSpec, Network, OutputCallback
+from repeatr.executors.base import Executor, JobResult, JobSpec, OutputCallback
+from repeatr.executors.protocol import JobNetwork, NetworkPolicy
 from repeatr.linux import libc
 from repeatr.model import policy
 from repeatr.model.defaults import apply_defaults
@@ -141,13 +142,11 @@ async def run_formula(
 
             async with _first_error(), anyio.create_task_group() as tg:
                 tg.start_soon(inputs)
-                if network == "bridge":
+                if network is NetworkPolicy.BRIDGE:
                     tg.start_soon(attach)
             try:
                 # In a thread: it makes dirs and copies single-file wares (blocking).
-                job = await anyio.to_thread.run_sync(
-                    _job_spec, frm, work, lowers, "host" if network == "host" else "none"
-                )
+                job = await anyio.to_thread.run_sync(_job_spec, frm, work, lowers, network)
                 job = replace(
                     job, hostname=hostname or None, outputs=tuple(sorted(frm.outputs or {}))
                 )
@@ -155,7 +154,9 @@ async def run_formula(
                     job = replace(
                         job,
                         mounts=(*job.mounts, *_dns_binds(att, work)),
-                        netns_path=os.fspath(att.netns) if att.netns else None,
+                        network=JobNetwork(
+                            policy=network, netns=os.fspath(att.netns) if att.netns else None
+                        ),
                     )
             except OSError as exc:
                 if is_no_space(exc):
@@ -223,23 +224,24 @@ class NetSettings:
 
 
 def _network_policy(
-    asked: str, supported: frozenset[str], executor: str, ev: RunEvents
-) -> str:
+    asked: str, supported: frozenset[NetworkPolicy], executor: str, ev: RunEvents
+) -> NetworkPolicy:
     """The network the job gets. Absent means ``none`` where the executor can give it."""
     if asked:
-        if asked == "bridge" and "none" in supported:
-            return asked  # a prepared namespace, joined by the executor
-        if asked not in supported:
+        policy = NetworkPolicy.parse(asked)
+        if policy is NetworkPolicy.BRIDGE and NetworkPolicy.NONE in supported:
+            return policy  # a prepared namespace, joined by the executor
+        if policy not in supported:
             raise ExecutorError(
                 f"executor {executor} cannot give the job network {asked!r}",
                 hint=f"it supports {', '.join(sorted(supported))}; ns, runc, crun and gvisor "
                 "support none, host and bridge",
             )
-        return asked
-    if "none" in supported:
-        return "none"
+        return policy
+    if NetworkPolicy.NONE in supported:
+        return NetworkPolicy.NONE
     ev.log(f"executor {executor} has no network isolation: the job uses the host's network")
-    return "host"
+    return NetworkPolicy.HOST
 
 
 async def _collect_dead_networks(net: NetSettings, ev: RunEvents) -> None:
@@ -341,7 +343,9 @@ async def _fetch_inputs(
     return shelves, fetched
 
 
-def _job_spec(frm: Formula, work: Path, lowers: dict[str, str], network: Network) -> JobSpec:
+def _job_spec(
+    frm: Formula, work: Path, lowers: dict[str, str], network: NetworkPolicy
+) -> JobSpec:
     """The job: mounts in formula order (the planner sorts parents first), cradle, user."""
     action = frm.action
     user = action.userinfo
@@ -393,7 +397,7 @@ def _job_spec(frm: Formula, work: Path, lowers: dict[str, str], network: Network
         hostname=action.hostname or None,
         capabilities=frozenset(policy.capabilities(policy.resolve(action.policy))),
         seccomp=policy.seccomp(policy.resolve(action.policy)),
-        network=network,
+        network=JobNetwork(policy=network),
         limits=action.limits,
     )
 

@@ -16,10 +16,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal
 
 from repeatr.assemble.ops import Mkdir, Op
 from repeatr.errors import ExecutorError
+from repeatr.executors.protocol import JobNetwork, NetworkPolicy
 from repeatr.model.limits import LimitName, Limits
 
 
@@ -41,15 +41,13 @@ class Isolation(StrEnum):
     UTS = "uts"
 
 
-Network = Literal["none", "host"]
-
-
 @dataclass(frozen=True)
 class Capabilities:
     """What an executor isolates and enforces."""
 
     isolates: frozenset[Isolation]
-    networks: frozenset[str]  # the JobSpec.network values it supports
+    #: The policies it can give a job (``bridge`` needs ``none``: a namespace of its own).
+    networks: frozenset[NetworkPolicy]
     job_is_pid1: bool  # the job is PID 1 of its own pid namespace (init signal semantics)
     hostname: bool  # can give the job its own hostname
     limits: frozenset[LimitName] = frozenset()  # resource limits it enforces
@@ -84,11 +82,10 @@ class JobSpec:
     gid: int = 1000
     hostname: str | None = None
     capabilities: frozenset[str] = field(default_factory=frozenset)
-    network: Network = "none"
+    # The policy, and for ``bridge`` the namespace repeatr.net prepared (a
+    # /run/netns path or /proc/<pid>/ns/net) to run the job in.
+    network: JobNetwork = field(default_factory=JobNetwork)
     limits: Limits | None = None
-    # A network namespace prepared by repeatr.net (a /run/netns path or
-    # /proc/<pid>/ns/net) to run the job in, instead of ``network``'s own.
-    netns_path: str | None = None
     # The default seccomp profile (``repeatr.executors.seccomp``), with the
     # conditional rules of ``capabilities``; False only for ``sysad``.
     seccomp: bool = True

@@ -25,6 +25,7 @@ from repeatr.errors import ExecutorError
 from repeatr.executors._preflight import require_filesystem, require_namespaces, require_root
 from repeatr.executors.base import Capabilities, ExecutorName, Isolation, JobSpec
 from repeatr.executors.helper import HelperExecutor, cgroup_limits
+from repeatr.executors.protocol import NetworkPolicy
 from repeatr.linux import capability
 
 #: Capabilities over the network namespace the job would share with the host.
@@ -33,12 +34,11 @@ HOST_NETWORK_CAPABILITIES = frozenset({"CAP_NET_ADMIN", "CAP_NET_RAW"})
 
 class ChrootExecutor(HelperExecutor):
     name = ExecutorName.CHROOT
-    mode = "chroot"
 
     def capabilities(self) -> Capabilities:
         return Capabilities(
             isolates=frozenset({Isolation.MOUNT, Isolation.PID, Isolation.IPC}),
-            networks=frozenset({"host"}),
+            networks=frozenset({NetworkPolicy.HOST}),
             job_is_pid1=True,
             hostname=False,
             limits=cgroup_limits(),

@@ -9,7 +9,7 @@ gVisor's). Use it for untrusted jobs; ``auto`` never picks it unasked.
 Networking (host-notes.md): runsc's own netstack refuses to start in a
 namespace whose /proc/sys/net it cannot configure, so ``network="none"`` is
 ``--network=none`` (loopback only, gVisor's); a netns prepared by
-``repeatr.net`` (``JobSpec.netns_path``) is ``--network=host`` with the
+``repeatr.net`` (``bridge``: ``JobSpec.network.netns``) is ``--network=host`` with the
 spec's network namespace path pointing at it; ``network="host"`` is
 ``--network=host`` without a network namespace.
 
@@ -34,6 +34,7 @@ from typing import Any
 from repeatr.executors.base import Capabilities, ExecutorName, Isolation, JobSpec
 from repeatr.executors.helper import disk_limit
 from repeatr.executors.oci import OciExecutor
+from repeatr.executors.protocol import NetworkPolicy
 from repeatr.model.limits import LimitName
 
 CAP_AUDIT_READ = 37  # the last capability this runsc (2022-12) knows; it refuses newer ones
@@ -50,7 +51,7 @@ class GvisorExecutor(OciExecutor):
     def capabilities(self) -> Capabilities:
         return Capabilities(
             isolates=frozenset(Isolation),
-            networks=frozenset({"none", "host"}),
+            networks=frozenset({NetworkPolicy.NONE, NetworkPolicy.HOST}),
             job_is_pid1=False,  # PID 1, but the Sentry does not give it init's signal rules
             hostname=True,
             limits=frozenset({LimitName.TIMEOUT, *disk_limit()}),
@@ -76,7 +77,8 @@ class GvisorExecutor(OciExecutor):
         return sorted({*super().runtime_mountpoints(job), "/sys"})
 
     def global_args(self, job: JobSpec, state: Path, log: Path) -> list[str]:
-        network = "none" if job.network == "none" and job.netns_path is None else "host"
+        # A prepared namespace (bridge) is the host's network as runsc sees it.
+        network = "none" if job.network.policy is NetworkPolicy.NONE else "host"
         return [
             self.runtime_path(), "--root", os.fspath(state), "--log", os.fspath(log),
             "--platform=ptrace", f"--network={network}", "--ignore-cgroups",

@@ -2,7 +2,8 @@
 
 ``run`` starts ``python -I -S -c "...repeatr.executors.sandbox..."`` (a fresh, single-
 threaded interpreter: never a fork of this possibly threaded process), sends
-it the job (``repeatr.executors.wire`` frames) on a socketpair, streams the job's stdout/stderr (the
+it the job (a ``repeatr.executors.protocol.Spec`` in ``repeatr.executors.wire``
+frames) on a socketpair, streams the job's stdout/stderr (the
 helper's own pipes, inherited by the job) line by line to ``on_output``, and
 maps the helper's reports to ``JobResult`` or to our errors.
 
@@ -27,12 +28,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
 
 import repeatr
+from repeatr.assemble.ops import Op
 from repeatr.assemble.plan import plan
 from repeatr.errors import (
     AssemblyError,
@@ -44,6 +46,7 @@ from repeatr.errors import (
 from repeatr.executors import seccomp
 from repeatr.executors.base import (
     Executor,
+    ExecutorName,
     FinishedCallback,
     Isolation,
     JobResult,
@@ -51,9 +54,25 @@ from repeatr.executors.base import (
     OutputCallback,
     check_limits,
 )
+from repeatr.executors.protocol import (
+    Assembled,
+    Done,
+    Error,
+    Exit,
+    JobLimits,
+    Message,
+    NetworkPolicy,
+    OciCommands,
+    Spec,
+    Started,
+    spec_to_json,
+)
 from repeatr.executors.wire import decode, encode, frame_length
 from repeatr.linux import cgroups
 from repeatr.model.limits import LimitName
+
+if TYPE_CHECKING:
+    from repeatr.executors.protocol import Mode
 
 MAX_LINE = 64 * 1024  # longer lines are delivered in pieces
 _PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(repeatr.__file__)))
@@ -68,6 +87,14 @@ _HELPER_MAIN = (
     f"import sys; sys.path.append({_PKG_PARENT!r}); "
     "from repeatr.executors.sandbox import leave, main; leave(main(sys.argv))"
 )
+#: The helper's mode for each executor (``repeatr.executors.sandbox``).
+MODES: dict[ExecutorName, Mode] = {
+    ExecutorName.NS: "ns",
+    ExecutorName.CHROOT: "chroot",
+    ExecutorName.RUNC: "oci",
+    ExecutorName.CRUN: "oci",
+    ExecutorName.GVISOR: "oci",
+}
 _ERRORS: dict[str, type[RepeatrError]] = {
     Category.ASSEMBLY_INVALID.name: AssemblyError,
     Category.JOB_INVALID.name: JobInvalid,
@@ -129,7 +156,7 @@ class HelperHandle:
     def pid(self) -> int:
         return self.process.pid
 
-    async def receive(self) -> dict[str, Any]:
+    async def receive(self) -> Message:
         try:
             header = await self.control.receive_exactly(4)
             data = await self.control.receive_exactly(frame_length(header))
@@ -139,9 +166,12 @@ class HelperHandle:
                 f"the sandbox helper exited ({code}) without a report",
                 hint="rerun with --debug; the helper's stderr is in the job's stderr",
             ) from None
-        return decode(data)
+        try:
+            return decode(data)
+        except ValueError as e:
+            raise ExecutorError(f"sandbox helper protocol: {e}") from None
 
-    async def send(self, msg: dict[str, Any]) -> None:
+    async def send(self, msg: Message) -> None:
         await self.control.send(encode(msg))
 
 
@@ -188,20 +218,32 @@ def _shown_command(argv: tuple[str, ...]) -> str:
     return shlex.join(shown)
 
 
-def _raise_reported(msg: dict[str, Any], job: JobSpec) -> None:
-    cls = _ERRORS.get(msg.get("category", ""), ExecutorError)
-    message = msg.get("message", "unknown helper error")
+def _raise_reported(msg: Error, job: JobSpec) -> None:
+    cls = _ERRORS.get(msg.category, ExecutorError)
+    message = msg.message
     if cls is JobInvalid:
         message += f" (command: {_shown_command(job.argv)})"
-    if msg.get("traceback"):
-        message += "\n" + msg["traceback"]
-    raise cls(message, hint=msg.get("hint"))
+    if msg.traceback:
+        message += "\n" + msg.traceback
+    raise cls(message, hint=msg.hint)
+
+
+def job_limits(job: JobSpec) -> JobLimits:
+    """``job.limits`` normalised for the helper."""
+    lim = job.limits
+    if lim is None:
+        return JobLimits()
+    return JobLimits(
+        memory=lim.memory_bytes(), pids=lim.pids, cpu=lim.cpu, timeout=lim.timeout,
+        disk=lim.disk_bytes(),
+    )
+
+
+
 
 
 class HelperExecutor(Executor):
     """An executor whose work is done by ``repeatr.executors.sandbox``."""
-
-    mode: str
 
     def __init__(
         self,
@@ -214,27 +256,46 @@ class HelperExecutor(Executor):
         self.python = python
         self.kill_timeout = kill_timeout
 
-    def debug_commands(self, spec: dict[str, Any]) -> None:
-        """Tell ``on_debug`` the command lines that will run, so they can be replayed by hand."""
+    @property
+    def mode(self) -> Mode:
+        """The helper's mode, from the executor's name."""
+        return MODES[self.name]
+
+    def debug_commands(self, spec: Spec) -> None:
+        """Tell ``on_debug`` the spec and the command lines that run, to replay by hand.
+
+        The spec is JSON; saved in a file, ``replay_command(FILE)`` runs the job
+        again with stdio on the terminal (while the run's workdir exists:
+        ``--keep``).
+        """
         if self.on_debug is None:
             return
         self.on_debug(f"sandbox helper: {shlex.join(self.command(3))}  (spec on fd 3)")
-        oci = spec.get("oci")
+        self.on_debug(f"sandbox spec: {spec_to_json(spec)}")
+        self.on_debug(
+            f"sandbox replay: {shlex.join(self.replay_command('SPEC.json'))}"
+            "  (SPEC.json: the sandbox spec line above, saved)"
+        )
+        oci = spec.oci
         if oci is not None:
-            steps = ("run",) if oci["style"] == "run" else ("create", "start", "delete")
+            steps = (oci.run,) if oci.style == "run" else (oci.create, oci.start, oci.delete)
             for step in steps:
-                self.on_debug(f"runtime: {shlex.join(oci[step])}")
+                self.on_debug(f"runtime: {shlex.join(step)}")
 
     def check_job(self, job: JobSpec) -> None:
         caps = self.capabilities()
-        if job.netns_path is not None and Isolation.NET not in caps.isolates:
+        policy = job.network.policy
+        if job.network.netns is not None and Isolation.NET not in caps.isolates:
             raise ExecutorError(
                 f"executor {self.name} cannot join a prepared network namespace",
                 hint="bridge networking needs ns, runc, crun or gvisor",
             )
-        if job.network not in caps.networks:
+        if policy is NetworkPolicy.BRIDGE and job.network.netns is None:
+            raise ExecutorError("a bridge network needs the namespace repeatr.net prepared")
+        # bridge: a namespace of the job's own, joined (the isolation of "none").
+        if (NetworkPolicy.NONE if policy is NetworkPolicy.BRIDGE else policy) not in caps.networks:
             raise ExecutorError(
-                f"executor {self.name} cannot give a job network {job.network!r}",
+                f"executor {self.name} cannot give a job network {policy.value!r}",
                 hint=f"it supports {', '.join(sorted(caps.networks))}; or use the ns executor",
             )
         if job.hostname and not caps.hostname:
@@ -245,30 +306,44 @@ class HelperExecutor(Executor):
             raise JobInvalid("the job has no exec")
         check_limits(self, job.limits)
 
-    def spec(self, job: JobSpec) -> dict[str, Any]:
-        p = plan(self.job_mounts(job), job.cradle)  # fail before starting anything
-        return {
-            "mode": self.mode,
-            "root": os.fspath(job.root),
-            "mounts": [op.to_json() for op in (*p.mounts, *p.late)],
-            "cradle": [op.to_json() for op in p.cradle],
-            "argv": list(job.argv),
-            "env": [list(kv) for kv in job.env],
-            "cwd": job.cwd,
-            "uid": job.uid,
-            "gid": job.gid,
-            "hostname": job.hostname,
-            "capabilities": sorted(job.capabilities),
-            "network": job.network,
-            "netns_path": job.netns_path,
-            "interactive": job.tty is not None,
-            "tty_fd": job.tty,
-            "limits": job.limits.to_json() if job.limits is not None else {},
-            "rw": os.fspath(job.rw),
-            "cgroup": cgroups.new_name(os.getpid()),
-            "seccomp": self.seccomp_program(job),
-            "outputs": list(job.outputs),
-        }
+    def helper_mounts(self, job: JobSpec) -> tuple[Op, ...]:
+        """The mount operations the helper makes (``job_mounts``, but for an OCI runtime's)."""
+        return self.job_mounts(job)
+
+    def runtime_mountpoints(self, job: JobSpec) -> list[str]:
+        """Where an OCI runtime mounts in the root (none without one)."""
+        return []
+
+    def oci_commands(self, job: JobSpec, cgroup: str) -> OciCommands | None:
+        """An OCI runtime's command lines (None: the helper runs the job itself)."""
+        return None
+
+    def spec(self, job: JobSpec) -> Spec:
+        """The helper's ``Spec`` for ``job``; planned here, so bad mounts fail before it starts."""
+        p = plan(self.helper_mounts(job), job.cradle)
+        cgroup = cgroups.new_name(os.getpid())
+        return Spec(
+            mode=self.mode,
+            root=os.fspath(job.root),
+            mounts=[op.to_json() for op in (*p.mounts, *p.late)],
+            cradle=[op.to_json() for op in p.cradle],
+            argv=list(job.argv),
+            env=[list(kv) for kv in job.env],
+            cwd=job.cwd,
+            uid=job.uid,
+            gid=job.gid,
+            hostname=job.hostname,
+            capabilities=sorted(job.capabilities),
+            network=job.network,
+            interactive=job.tty is not None,
+            limits=job_limits(job),
+            rw=os.fspath(job.rw),
+            cgroup=cgroup,
+            seccomp=self.seccomp_program(job),
+            outputs=list(job.outputs),
+            mountpoints=self.runtime_mountpoints(job),
+            oci=self.oci_commands(job, cgroup),
+        )
 
     def seccomp_profile(self, job: JobSpec) -> seccomp.Profile | None:
         """The default profile for ``job``'s capabilities; None if the job runs unfiltered."""
@@ -297,13 +372,16 @@ class HelperExecutor(Executor):
     def command(self, fd: int) -> list[str]:
         return [self.python, "-I", "-S", "-c", _HELPER_MAIN, str(fd), str(os.getpid())]
 
+    def replay_command(self, spec_file: str) -> list[str]:
+        """The helper's command line that runs the job of the spec saved in ``spec_file``."""
+        return [self.python, "-I", "-S", "-c", _HELPER_MAIN, "--spec", spec_file]
+
     async def start_helper(
-        self, spec: dict[str, Any], *, task_status: anyio.abc.TaskStatus[HelperHandle]
+        self, spec: Spec, tty: int | None, *, task_status: anyio.abc.TaskStatus[HelperHandle]
     ) -> None:
         """Start the helper and report it once it is running (for task_group.start)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            tty = spec.get("tty_fd")
             process = await anyio.open_process(
                 self.command(theirs.fileno()),
                 stdin=subprocess.DEVNULL if tty is None else tty,
@@ -348,33 +426,36 @@ class HelperExecutor(Executor):
         self.debug_commands(spec)
         cgroups.gc()  # groups of runs whose repeatr died (cheap: a few sysfs listings)
         t0 = time.monotonic()
-        reported: dict[str, Any] | None = None
+        reported: Error | None = None
         result: JobResult | None = None
         failure: Exception | None = None
         async with anyio.create_task_group() as tg:
-            handle: HelperHandle = await tg.start(self.start_helper, spec)
+            handle: HelperHandle = await tg.start(self.start_helper, spec, job.tty)
             if job.tty is None:  # interactive jobs talk to their terminal directly
                 assert handle.process.stdout is not None and handle.process.stderr is not None
                 tg.start_soon(_pump, handle.process.stdout, "stdout", on_output)
                 tg.start_soon(_pump, handle.process.stderr, "stderr", on_output)
             try:
-                for expected in ("assembled", "started", "exit"):
+                expected: type[Message]
+                for expected in (Assembled, Started, Exit):
                     msg = await handle.receive()
-                    if msg["event"] == "error":
+                    if isinstance(msg, Error):
                         reported = msg
                         break
-                    if msg["event"] != expected:
-                        raise ExecutorError(f"sandbox helper protocol: got {msg}, not {expected}")
+                    if not isinstance(msg, expected):
+                        raise ExecutorError(
+                            f"sandbox helper protocol: got {msg}, not {expected.tag}"
+                        )
                 else:
+                    assert isinstance(msg, Exit)
                     result = JobResult(
-                        msg["code"], msg["signal"], time.monotonic() - t0,
-                        timed_out=msg.get("timed_out", False), oom_killed=msg.get("oom", False),
-                        disk=msg.get("disk", ""),
+                        msg.code, msg.signal, time.monotonic() - t0,
+                        timed_out=msg.timed_out, oom_killed=msg.oom, disk=msg.disk,
                     )
                     if on_finished is not None:
-                        view = Path(f"/proc/{handle.pid}/root") / spec["root"].lstrip("/")
+                        view = Path(f"/proc/{handle.pid}/root") / spec.root.lstrip("/")
                         await on_finished(result, view)
-                    await handle.send({"cmd": "done"})
+                    await handle.send(Done())
                 with anyio.move_on_after(self.kill_timeout):
                     await handle.process.wait()
                 if handle.process.returncode is None:

@@ -17,16 +17,16 @@ from __future__ import annotations
 from repeatr.executors._preflight import require_filesystem, require_namespaces, require_root
 from repeatr.executors.base import Capabilities, ExecutorName, Isolation
 from repeatr.executors.helper import HelperExecutor, cgroup_limits
+from repeatr.executors.protocol import NetworkPolicy
 
 
 class NsExecutor(HelperExecutor):
     name = ExecutorName.NS
-    mode = "ns"
 
     def capabilities(self) -> Capabilities:
         return Capabilities(
             isolates=frozenset(Isolation),
-            networks=frozenset({"none", "host"}),
+            networks=frozenset({NetworkPolicy.NONE, NetworkPolicy.HOST}),
             job_is_pid1=True,
             hostname=True,
             limits=cgroup_limits(),

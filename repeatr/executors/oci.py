@@ -16,7 +16,7 @@ run's gc finds what a killed one left.
 
 ``config.json`` follows ``runc spec``'s defaults where we have no reason to
 differ: namespaces pid, ipc, uts, mount (and network unless ``host``; a
-prepared one by path when ``JobSpec.netns_path`` is set), the runtime's own
+prepared one by path for ``bridge``: ``JobSpec.network.netns``), the runtime's own
 minimal /dev (null, zero, full, random, urandom, tty, devpts, shm, mqueue),
 masked and read-only /proc paths (``repeatr.assemble.ops``: the same ones the
 ns and chroot executors apply), all devices denied in the device cgroup
@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from repeatr.assemble.ops import MASKED_PATHS, READONLY_PATHS, Dev, Op, Proc
-from repeatr.assemble.plan import plan
 from repeatr.errors import ExecutorError
 from repeatr.executors import seccomp
 from repeatr.executors._preflight import require_filesystem, require_namespaces, require_root
@@ -54,6 +53,7 @@ from repeatr.executors.base import (
     OutputCallback,
 )
 from repeatr.executors.helper import HelperExecutor, cgroup_limits
+from repeatr.executors.protocol import NetworkPolicy, OciCommands
 from repeatr.linux import capability
 from repeatr.linux.sysctl import NETNS_SYSCTLS
 
@@ -124,9 +124,9 @@ def config(job: JobSpec, cgroups_path: str, *, last_cap: int | None = None) -> d
     namespaces: list[dict[str, str]] = [
         {"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"},
     ]
-    if job.netns_path is not None:
-        namespaces.append({"type": "network", "path": job.netns_path})
-    elif job.network == "none":
+    if job.network.netns is not None:
+        namespaces.append({"type": "network", "path": job.network.netns})
+    elif job.network.own_namespace:
         namespaces.append({"type": "network"})
     cfg: dict[str, Any] = {
         "ociVersion": OCI_VERSION,
@@ -154,7 +154,7 @@ def config(job: JobSpec, cgroups_path: str, *, last_cap: int | None = None) -> d
     }
     if job.seccomp:
         cfg["linux"]["seccomp"] = seccomp.for_capabilities(caps).oci()
-    if job.netns_path is not None or job.network == "none":
+    if job.network.own_namespace:
         # Its own network namespace: unprivileged ping, as repeatr.net sets it.
         cfg["linux"]["sysctl"] = dict(NETNS_SYSCTLS)
     if job.hostname:
@@ -165,7 +165,6 @@ def config(job: JobSpec, cgroups_path: str, *, last_cap: int | None = None) -> d
 class OciExecutor(HelperExecutor):
     """An executor whose container is made by an OCI runtime binary."""
 
-    mode = "oci"
     binary: ClassVar[str]  # the runtime's command name
     style: ClassVar[Literal["create", "run"]] = "create"
     hide_cgroup2: ClassVar[bool] = False  # crun 1.8.1 and hybrid cgroups (host-notes)
@@ -212,7 +211,7 @@ class OciExecutor(HelperExecutor):
     def capabilities(self) -> Capabilities:
         return Capabilities(
             isolates=frozenset(Isolation),
-            networks=frozenset({"none", "host"}),
+            networks=frozenset({NetworkPolicy.NONE, NetworkPolicy.HOST}),
             job_is_pid1=True,
             hostname=True,
             limits=cgroup_limits(),
@@ -223,23 +222,24 @@ class OciExecutor(HelperExecutor):
     def global_args(self, job: JobSpec, state: Path, log: Path) -> list[str]:
         return [self.runtime_path(), "--root", os.fspath(state), "--log", os.fspath(log)]
 
-    def commands(self, job: JobSpec, bundle: Path, cid: str) -> dict[str, Any]:
+    def commands(self, job: JobSpec, bundle: Path, cid: str) -> OciCommands:
         state, log, pid_file = bundle / "state", bundle / "log", bundle / "pid"
         g = self.global_args(job, state, log)
-        return {
-            "name": self.binary,
-            "style": self.style,
-            "create": [*g, "create", "--bundle", os.fspath(bundle),
-                       "--pid-file", os.fspath(pid_file), cid],
-            "start": [*g, "start", cid],
-            "run": [*g, "run", "--bundle", os.fspath(bundle), cid],
-            "delete": [*g, "delete", "--force", cid],
-            "state": os.fspath(state),
-            "log": os.fspath(log),
-            "pid_file": os.fspath(pid_file),
-            "cgroup": cid,
-            "hide_cgroup2": self.hide_cgroup2,
-        }
+        return OciCommands(
+            name=self.binary,
+            bundle=os.fspath(bundle),
+            style=self.style,
+            create=[*g, "create", "--bundle", os.fspath(bundle),
+                    "--pid-file", os.fspath(pid_file), cid],
+            start=[*g, "start", cid],
+            run=[*g, "run", "--bundle", os.fspath(bundle), cid],
+            delete=[*g, "delete", "--force", cid],
+            state=os.fspath(state),
+            log=os.fspath(log),
+            pid_file=os.fspath(pid_file),
+            cgroup=cid,
+            hide_cgroup2=self.hide_cgroup2,
+        )
 
     def seccomp_program(self, job: JobSpec) -> bytes | None:
         """None: the runtime applies the profile, from ``config.json``."""
@@ -258,19 +258,17 @@ class OciExecutor(HelperExecutor):
     def bundle_dir(self, job: JobSpec) -> Path:
         return job.workdir / "oci"
 
-    def spec(self, job: JobSpec) -> dict[str, Any]:
-        spec = super().spec(job)
-        ours = tuple(op for op in job.mounts if not isinstance(op, Proc | Dev))
-        p = plan(ours, job.cradle)
-        spec["mounts"] = [op.to_json() for op in (*p.mounts, *p.late)]
-        spec["mountpoints"] = self.runtime_mountpoints(job)
-        cid = spec["cgroup"]
+    def helper_mounts(self, job: JobSpec) -> tuple[Op, ...]:
+        """``/proc`` and ``/dev`` are the runtime's (``config.json``), the rest the helper's."""
+        return tuple(op for op in job.mounts if not isinstance(op, Proc | Dev))
+
+    def oci_commands(self, job: JobSpec, cgroup: str) -> OciCommands:
+        """Write the bundle's ``config.json``; the runtime's command lines over it."""
         bundle = self.bundle_dir(job)
         bundle.mkdir(mode=0o700, exist_ok=True)
-        cfg = self.config(job, "/" + cid)
+        cfg = self.config(job, "/" + cgroup)
         (bundle / "config.json").write_text(json.dumps(cfg, indent=1))
-        spec["oci"] = self.commands(job, bundle, cid)
-        return spec
+        return self.commands(job, bundle, cgroup)
 
     async def run(
         self,

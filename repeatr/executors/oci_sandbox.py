@@ -3,7 +3,7 @@
 Runs inside the helper (``repeatr.executors.sandbox``), after the root is
 assembled in the helper's private mount namespace; import-light like it.
 The parent (``repeatr.executors.oci``) has written the bundle's
-``config.json`` and sends the runtime command lines in ``spec["oci"]``.
+``config.json`` and sends the runtime command lines in ``Spec.oci``.
 
 Before the runtime starts, the job's cwd and exec are checked inside the root
 (resolved with RESOLVE_IN_ROOT): runc and crun would create a missing cwd,
@@ -25,7 +25,7 @@ made nodev,nosuid again (``restore_root_flags``: crun clears both).
 reaped with it; ``delete -f`` runs only if the run was cut short.
 
 Teardown (``delete -f``, the state dir, leftover cgroup dirs) is registered
-in ``sandbox._cleanups`` before the runtime starts, so SIGTERM (cancellation)
+in the helper's ``Sandbox.cleanups`` before the runtime starts, so SIGTERM (cancellation)
 and the parent's death run it too.
 """
 
@@ -34,42 +34,24 @@ from __future__ import annotations
 import os
 import select
 import signal
-import stat
 
 from repeatr.assemble import release
 from repeatr.errors import ExecutorError, JobInvalid
-from repeatr.executors.wire import write_frame
+from repeatr.executors.lookup import check_cwd, find_exec
+from repeatr.executors.protocol import Started
 from repeatr.linux import cgroups, libc
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from types import ModuleType
-    from typing import Any
-
     from repeatr.assemble.ops import Root
-
-# The running helper module. It may run as ``__main__`` (python -m, by hand), so
-# importing repeatr.executors.sandbox here would make a second copy with its own
-# globals (_job_pid, _cleanups) that its signal handler never sees.
-sandbox: ModuleType
+    from repeatr.executors.protocol import OciCommands, Spec
+    from repeatr.executors.sandbox import Sandbox
 
 CGROUP2_CONTROLLERS = "/sys/fs/cgroup/unified/cgroup.controllers"
 TEARDOWN_TIMEOUT = 10.0  # seconds for `delete -f`
 RUNTIME_FAILED = 128  # runsc's exit code for its own failures
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # runc's
-
 
 # --- checks inside the root ----------------------------------------------------
-def _stat_in_root(rootfd: int, path: str) -> os.stat_result | None:
-    try:
-        fd = libc.openat2(rootfd, path.lstrip("/") or ".", os.O_PATH, libc.RESOLVE_IN_ROOT)
-    except OSError:
-        return None
-    try:
-        return os.fstat(fd)
-    finally:
-        os.close(fd)
-
 
 #: fs/exec.c ``bprm_stack_limits``: argv and envp may take a quarter of the
 #: stack rlimit, at most 3/4 of _STK_LIM (8 MiB), at least ARG_MAX (32 pages).
@@ -98,45 +80,44 @@ def exec_too_big(argv: list[str], env: list[str]) -> bool:
     return sum(sizes) + sizes[0] + (len(argv) + len(env)) * 8 > limit
 
 
-def check_job(spec: dict[str, Any], root: Root) -> None:
+def check_job(spec: Spec, oci: OciCommands, root: Root) -> None:
     """JobInvalid when the cwd is not a directory, the exec is not there, or too long."""
-    if spec["oci"]["style"] == "create":
+    if oci.style == "create":
         # runc and crun report E2BIG as the job's own failure (exit 1). runsc
         # runs the job under its own kernel's limits, which the validation of
         # the formula (2 MiB) already keeps to.
-        env_strings = [f"{k}={v}" for k, v in spec["env"]]
-        if exec_too_big(spec["argv"], env_strings):
+        env_strings = [f"{k}={v}" for k, v in spec.env]
+        if exec_too_big(spec.argv, env_strings):
             raise JobInvalid(
-                f"exec {spec['argv'][0]}: argument list too long: exec and env take more than"
+                f"exec {spec.argv[0]}: argument list too long: exec and env take more than"
                 " the kernel allows with this stack rlimit (a quarter of `ulimit -s`)"
             )
     rootfd = os.open(root.path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        cwd = spec["cwd"]
-        st = _stat_in_root(rootfd, cwd)
-        if st is None:
-            raise JobInvalid(f"cwd {cwd}: No such file or directory")
-        if not stat.S_ISDIR(st.st_mode):
-            raise JobInvalid(f"cwd {cwd}: Not a directory")
-        name = spec["argv"][0]
-        env = dict(spec["env"])
-        if "/" in name:
-            candidates = [name if name.startswith("/") else os.path.join(cwd, name)]
-        else:
-            path = env.get("PATH", DEFAULT_PATH)
-            candidates = [os.path.join(d or cwd, name) for d in path.split(":")]
-        for candidate in candidates:
-            st = _stat_in_root(rootfd, candidate)
-            if st is not None and stat.S_ISREG(st.st_mode):
-                if st.st_mode & 0o111:
-                    return
-                if "/" in name:
-                    raise JobInvalid(f"exec {name}: not executable")
-        if "/" in name:
-            raise JobInvalid(f"exec {name}: no such file in the container")
-        raise JobInvalid(f"exec {name}: not found in PATH={env.get('PATH', DEFAULT_PATH)}")
+        check_cwd(rootfd, spec.cwd)
+        path = next((v for k, v in spec.env if k == "PATH"), None)
+        found = find_exec(rootfd, spec.argv[0], path, spec.cwd)
     finally:
         os.close(rootfd)
+    if path is None and "/" not in spec.argv[0]:
+        set_exec_path(oci, found)
+
+
+def set_exec_path(oci: OciCommands, path: str) -> None:
+    """Put the exec's path in ``config.json`` (``process.args[0]``).
+
+    Only when the env has no PATH: runc, crun and runsc then search nothing,
+    where execvp (and the ns and chroot modes) search ``DEFAULT_PATH``. The
+    job sees the path as its ``argv[0]``. (json only here: start-up time.)
+    """
+    import json
+
+    config = os.path.join(oci.bundle, "config.json")
+    with open(config) as f:
+        cfg = json.load(f)
+    cfg["process"]["args"][0] = path
+    with open(config, "w") as f:
+        json.dump(cfg, f, indent=1)
 
 
 def hide_cgroup2() -> None:
@@ -259,7 +240,8 @@ def remove_tree(path: str) -> None:
 class Teardown:
     """``delete -f``, the state dir and leftover cgroup dirs; runs once."""
 
-    def __init__(self, oci: dict[str, Any], devnull: int) -> None:
+    def __init__(self, box: Sandbox, oci: OciCommands, devnull: int) -> None:
+        self.box = box
         self.oci = oci
         self.devnull = devnull
         self.need_delete = True
@@ -270,72 +252,72 @@ class Teardown:
             return
         self.done = True
         if self.need_delete:
-            call(self.oci["delete"], self.devnull)
-        sandbox.kill_descendants()  # runsc delete can leave its gofer to us
+            call(self.oci.delete, self.devnull)
+        self.box.reap()  # runsc delete can leave its gofer to us
         for path in cgroups.ours():
-            if os.path.basename(path) == self.oci["cgroup"]:
+            if os.path.basename(path) == self.oci.cgroup:
                 cgroups.remove_dir(path)
-        remove_tree(self.oci["state"])
+        remove_tree(self.oci.state)
 
 
 # --- the run -----------------------------------------------------------------
-def run(spec: dict[str, Any], root: Root, sock: int, parent: int, helper: ModuleType) -> bool:
-    global sandbox
-    sandbox = helper
-    oci = spec["oci"]
-    if oci.get("hide_cgroup2"):
+def run(box: Sandbox, spec: Spec, root: Root) -> bool:
+    """Start the job with the runtime over the assembled ``root``, wait, report."""
+    oci = spec.oci
+    if oci is None:
+        raise ExecutorError("sandbox protocol: an oci spec without runtime commands")
+    if oci.hide_cgroup2:
         hide_cgroup2()
-    check_job(spec, root)
+    check_job(spec, oci, root)
     devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
-    teardown = Teardown(oci, devnull)
-    sandbox._cleanups.append(teardown)
-    timeout = (spec.get("limits") or {}).get("timeout")
-    if oci["style"] == "run":
-        pid = spawn(oci["run"], devnull, quiet=False)
-        sandbox.set_job_pid(pid)
-        write_frame(sock, {"event": "started", "pid": pid})
-        status, timed_out = sandbox.wait_job(pid, sock, parent, timeout)
-        sandbox.set_job_pid(0)
+    teardown = Teardown(box, oci, devnull)
+    box.cleanups.append(teardown)
+    timeout = spec.limits.timeout
+    if oci.style == "run":
+        pid = spawn(oci.run, devnull, quiet=False)
+        box.job_pid = pid
+        box.control.report(Started(pid=pid))
+        status, timed_out = box.wait_job(pid, timeout)
+        box.job_pid = 0
         code = os.waitstatus_to_exitcode(status)
         teardown.need_delete = timed_out or code < 0
-        sandbox.kill_descendants()
-        if code == RUNTIME_FAILED and not timed_out and (err := logged_error(oci["log"])):
+        box.reap()
+        if code == RUNTIME_FAILED and not timed_out and (err := logged_error(oci.log)):
             teardown()
-            raise ExecutorError(f"{oci['name']} run failed: {err}",
-                                hint=f"replay it by hand: {' '.join(oci['run'])}")
+            raise ExecutorError(f"{oci.name} run failed: {err}",
+                                hint=f"replay it by hand: {' '.join(oci.run)}")
         if code > 128 and not timed_out:  # the runtime's 128+N: the job died of signal N
             status = code - 128
         teardown()
-        release.release(root, root.layers, spec.get("outputs", ()))
-        report = sandbox.exit_report(status, timed_out, False)
-        write_frame(sock, report)
+        release.release(root, root.layers, spec.outputs)
+        box.finish(box.exit_report(status, timed_out, False))
         return True
 
-    pid = spawn(oci["create"], devnull, quiet=False)  # stdout/stderr: the job's pipes
-    sandbox.set_job_pid(pid)
-    status, _ = sandbox.wait_job(pid, sock, parent, None)  # exits if the parent goes
-    sandbox.set_job_pid(0)
+    pid = spawn(oci.create, devnull, quiet=False)  # stdout/stderr: the job's pipes
+    box.job_pid = pid
+    status, _ = box.wait_job(pid, None)  # exits if the parent goes
+    box.job_pid = 0
     if status != 0:
         raise ExecutorError(
-            f"{oci['name']} create failed ({os.waitstatus_to_exitcode(status)}): "
-            f"{last_error(oci['log'])}",
-            hint=f"replay it by hand: {' '.join(oci['create'])}",
+            f"{oci.name} create failed ({os.waitstatus_to_exitcode(status)}): "
+            f"{last_error(oci.log)}",
+            hint=f"replay it by hand: {' '.join(oci.create)}",
         )
-    with open(oci["pid_file"]) as f:
+    with open(oci.pid_file) as f:
         init = int(f.read().strip())
-    sandbox.set_job_pid(init)
+    box.job_pid = init
     restore_root_flags(init)
-    start = spawn(oci["start"], devnull, quiet=True)
-    status, _ = sandbox.wait_job(start, sock, parent, None)
+    start = spawn(oci.start, devnull, quiet=True)
+    status, _ = box.wait_job(start, None)
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
-        raise ExecutorError(f"{oci['name']} start failed ({code}): {last_error(oci['log'])}")
-    write_frame(sock, {"event": "started", "pid": init})
-    status, timed_out = sandbox.wait_job(init, sock, parent, timeout)
-    sandbox.set_job_pid(0)
-    sandbox.kill_descendants()
-    oom = cgroups.oom_kills(oci["cgroup"]) > 0
+        raise ExecutorError(f"{oci.name} start failed ({code}): {last_error(oci.log)}")
+    box.control.report(Started(pid=init))
+    status, timed_out = box.wait_job(init, timeout)
+    box.job_pid = 0
+    box.reap()
+    oom = cgroups.oom_kills(oci.cgroup) > 0
     teardown()
-    release.release(root, root.layers, spec.get("outputs", ()))
-    write_frame(sock, sandbox.exit_report(status, timed_out, oom))
+    release.release(root, root.layers, spec.outputs)
+    box.finish(box.exit_report(status, timed_out, oom))
     return True

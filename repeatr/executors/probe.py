@@ -19,6 +19,7 @@ from repeatr.assemble.cradle import cradle_steps, system_mounts
 from repeatr.assemble.ops import Overlay
 from repeatr.errors import ExecutorError
 from repeatr.executors.base import Executor, JobSpec
+from repeatr.executors.protocol import JobNetwork, NetworkPolicy
 
 BUSYBOX_CANDIDATES = ("/usr/bin/busybox", "/bin/busybox")
 APPLETS = ("true", "sh", "echo", "cat", "sleep")
@@ -73,7 +74,10 @@ def true_job(rootfs: Path, workdir: Path, executor: Executor) -> JobSpec:
         cwd="/task",
         uid=0,
         gid=0,
-        network="none" if "none" in caps.networks else "host",
+        network=JobNetwork(
+            policy=NetworkPolicy.NONE if NetworkPolicy.NONE in caps.networks
+            else NetworkPolicy.HOST
+        ),
     )
 
 

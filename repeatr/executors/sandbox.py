@@ -8,12 +8,22 @@ forked from the threaded parent, so ``unshare`` applies to a single-threaded
 process.
 Import-light: stdlib, ``repeatr.errors``, ``repeatr.linux``, ``repeatr.assemble``.
 
-Protocol: frames (``repeatr.executors.wire``) on the unix socket ``FD``.
-The parent sends the spec; the helper answers ``assembled``, ``started``
-(job pid), then ``exit`` (code, or 128+N for signal N), or ``error``
-(category, message) at any point; after ``exit`` it waits for
-``{"cmd": "done"}`` so the parent can pack outputs through
-``/proc/<helper pid>/root/<root>`` while the mounts still exist.
+Protocol: the typed messages of ``repeatr.executors.protocol``, in frames
+(``repeatr.executors.wire``) on the unix socket ``FD``. The parent sends the
+``Spec``; the helper answers ``Assembled``, ``Started`` (job pid), then
+``Exit`` (code, or 128+N for signal N), or ``Error`` (category, message) at
+any point; after ``Exit`` it waits for ``Done`` so the parent can pack
+outputs through ``/proc/<helper pid>/root/<root>`` while the mounts still
+exist.
+
+Replay by hand: ``... -c "..." --spec FILE`` (``--debug`` prints the spec as
+JSON and this command) reads the spec from FILE and runs the job with stdio
+on the terminal, with no parent: the reports go to stderr, one line each,
+and the helper exits with the job's exit code.
+
+State: one :class:`Sandbox` per helper process holds the job's pid, the
+cleanups, the disk watch and the job's disk; the SIGTERM handler is its
+method, and ``oci_sandbox`` is handed the object.
 
 Lifetime: the helper dies with its parent, and its private mount namespace,
 with every mount in it, dies with it: nothing is ever mounted in the host's
@@ -38,20 +48,20 @@ only the mount namespace, assembles the root there, and hands it to an OCI
 runtime (runc, crun, runsc) that runs as the helper's child
 (``repeatr.executors.oci_sandbox``): the runtime sees the assembled root.
 
-Limits (``spec["limits"]``): in ``ns`` and ``chroot`` modes the helper makes
+Limits (``Spec.limits``): in ``ns`` and ``chroot`` modes the helper makes
 the run's cgroup (``repeatr.linux.cgroups``) and the job joins it before
 anything else; in ``oci`` mode the runtime does that from ``config.json``.
 The timeout is the helper's: when it passes, the job and everything it
 started are SIGKILLed and the exit report says ``timed_out``. A kernel OOM
 kill in the run's memory group is reported as ``oom``. Disk
 (``repeatr.linux.scratch``): with ``limits.disk`` the helper mounts an ext4
-of that size on ``spec["rw"]`` (every overlay's upper and work dirs) before
+of that size on ``Spec.rw`` (every overlay's upper and work dirs) before
 assembling, in its own mount namespace, so it dies with the helper; the exit
 report says ``"disk": "limit"`` when the job used it up. Without it, the
 helper watches the work dir's filesystem and kills a job that eats into its
 last reserve (``"disk": "reserve"``).
 
-Seccomp (``spec["seccomp"]``, ``ns`` and ``chroot``): a BPF program the
+Seccomp (``Spec.seccomp``, ``ns`` and ``chroot``): a BPF program the
 parent compiled (``repeatr.executors.seccomp``); the job installs it last,
 after no_new_privs, right before ``execve``. In ``oci`` mode the runtime does.
 
@@ -71,6 +81,8 @@ from repeatr.assemble import release
 from repeatr.assemble.ops import Mkdir, Op, Overlay, Root, execute_all, op_from_json
 from repeatr.assemble.plan import plan
 from repeatr.errors import AssemblyError, Category, ExecutorError, JobInvalid, RepeatrError
+from repeatr.executors.lookup import find_exec
+from repeatr.executors.protocol import Assembled, Done, Error, Exit, NetworkPolicy, Spec, Started
 from repeatr.executors.wire import read_frame, write_frame
 from repeatr.linux import capability, cgroups, libc, scratch, sysctl
 
@@ -79,33 +91,59 @@ from repeatr.linux import capability, cgroups, libc, scratch, sysctl
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
-    from typing import Any, NoReturn
+    from typing import NoReturn
 
-DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"  # when the job's env has no PATH
-_job_pid = 0
-# The job's limited disk (limits.disk), once mounted; else the watch on the host's.
-_scratch: str | None = None
-_watch: scratch.DiskWatch | None = None
-_disk_stopped = False
-# Teardown that must run however the helper ends (SIGTERM, parent death,
-# normal exit): removing cgroups, ``runc delete``. Each is idempotent.
-_cleanups: list[Callable[[], None]] = []
+    from repeatr.executors.protocol import Message
 
 
 # --- messages ---------------------------------------------------------------
-def error_msg(exc: BaseException) -> dict[str, Any]:
+def error_msg(exc: BaseException) -> Error:
     if isinstance(exc, RepeatrError):
-        return {
-            "event": "error", "category": exc.category.name,
-            "message": exc.message, "hint": exc.hint,
-        }
+        return Error(category=exc.category.name, message=exc.message, hint=exc.hint)
     import traceback
 
-    return {
-        "event": "error", "category": Category.EXECUTOR.name,
-        "message": f"helper failed: {exc!r}", "hint": None,
-        "traceback": "".join(traceback.format_exception(exc)),
-    }
+    return Error(
+        category=Category.EXECUTOR.name, message=f"helper failed: {exc!r}",
+        traceback="".join(traceback.format_exception(exc)),
+    )
+
+
+class Control:
+    """The helper's line to its parent: the control socket and a pidfd of the parent.
+
+    Replayed by hand (``--spec FILE``) there is neither: reports go to
+    stderr, one line each, and nothing but the job ends the run.
+    """
+
+    def __init__(self, sock: int | None, parent: int | None) -> None:
+        self.sock = sock
+        self.parent = parent
+
+    def report(self, msg: Message) -> None:
+        if self.sock is not None:
+            write_frame(self.sock, msg)
+            return
+        fields = " ".join(f"{k}={v!r}" for k, v in msg.to_wire().items() if k != "$")
+        os.write(2, f"repeatr-sandbox: {msg.tag} {fields}\n".encode())
+
+    def watch(self, poller: select.poll) -> None:
+        for fd in (self.sock, self.parent):
+            if fd is not None:
+                poller.register(fd, select.POLLIN)
+
+    def parent_gone(self, ready: set[int]) -> bool:
+        """Whether the parent died (or closed the socket), given the fds poll found ready."""
+        if self.parent is not None and self.parent in ready:
+            return True
+        return self.sock is not None and self.sock in ready and read_frame(self.sock) is None
+
+    def wait_done(self) -> None:
+        """Until the parent says Done (or goes away)."""
+        if self.sock is None:
+            return
+        while (msg := read_frame(self.sock)) is not None:
+            if isinstance(msg, Done):
+                break
 
 
 # --- killing ---------------------------------------------------------------
@@ -144,36 +182,6 @@ def kill_descendants() -> None:
             break
 
 
-def kill_job() -> None:
-    if _job_pid:
-        for target in (_job_pid, -_job_pid):  # the job, and its process group
-            try:  # noqa: SIM105
-                os.kill(target, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    kill_descendants()
-
-
-def run_cleanups() -> None:
-    while _cleanups:
-        try:  # noqa: SIM105
-            _cleanups.pop()()
-        except Exception:  # best effort: the next run's gc catches leftovers
-            pass
-
-
-def set_job_pid(pid: int) -> None:
-    """What SIGTERM and the parent's death kill (oci_sandbox sets it too)."""
-    global _job_pid
-    _job_pid = pid
-
-
-def _on_term(signum: int, frame: object) -> None:
-    kill_job()
-    run_cleanups()
-    os._exit(128 + signum)
-
-
 def kill_tree(pid: int) -> None:
     """SIGKILL ``pid``, its process group and every other child; reap none of them."""
     for target in (pid, -pid, *(c for c in _children() if c != pid)):
@@ -183,52 +191,241 @@ def kill_tree(pid: int) -> None:
             pass
 
 
-def wait_job(pid: int, sock: int, parent: int, timeout: float | None) -> tuple[int, bool]:
-    """Wait for our child ``pid``: (wait status, timed out). Exits if the parent goes."""
-    pidfd = os.pidfd_open(pid)
-    poller = select.poll()
-    poller.register(pidfd, select.POLLIN)
-    poller.register(sock, select.POLLIN)
-    poller.register(parent, select.POLLIN)
-    global _disk_stopped
-    deadline = None if timeout is None else time.monotonic() + timeout
-    timed_out = False
-    watch = _watch
-    while True:
-        wake = deadline if watch is None else min(deadline or watch.next, watch.next)
-        wait_ms = None if wake is None else max(0, int((wake - time.monotonic()) * 1000))
-        ready = {fd for fd, _ in poller.poll(wait_ms)}
-        if pidfd in ready:
-            break
-        if parent in ready or (sock in ready and read_frame(sock) is None):
-            kill_job()  # the parent is gone
-            run_cleanups()
-            os._exit(1)
-        if deadline is not None and time.monotonic() >= deadline:
-            timed_out = True
-            deadline = None
-            kill_tree(pid)
-        if watch is not None and time.monotonic() >= watch.next and watch.tripped():
-            _disk_stopped = True
-            watch = None
-            kill_tree(pid)
-    os.close(pidfd)
-    _, status = os.waitpid(pid, 0)
-    return status, timed_out
+class Sandbox:
+    """The helper's state: the job's pid, the cleanups, the disk watch and disk.
+
+    One per helper process; ``on_term`` (SIGTERM) and the parent's death
+    reach the job and the cleanups through it.
+    """
+
+    def __init__(self, control: Control) -> None:
+        self.control = control
+        #: What SIGTERM and the parent's death kill (0: nothing runs).
+        self.job_pid = 0
+        #: Teardown that must run however the helper ends (SIGTERM, parent
+        #: death, normal exit): removing cgroups, ``runc delete``. Each is idempotent.
+        self.cleanups: list[Callable[[], None]] = []
+        #: The job's limited disk (limits.disk), once mounted; else the watch on the host's.
+        self.scratch: str | None = None
+        self.watch: scratch.DiskWatch | None = None
+        self.disk_stopped = False
+        #: The job's exit, once reported (a replay exits with its code).
+        self.last_exit: Exit | None = None
+
+    # --- ending ------------------------------------------------------------------
+    def kill_job(self) -> None:
+        if self.job_pid:
+            for target in (self.job_pid, -self.job_pid):  # the job, and its process group
+                try:  # noqa: SIM105
+                    os.kill(target, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        kill_descendants()
+
+    def reap(self) -> None:
+        """SIGKILL and reap every descendant (``kill_descendants``; for ``oci_sandbox``)."""
+        kill_descendants()
+
+    def run_cleanups(self) -> None:
+        while self.cleanups:
+            try:  # noqa: SIM105
+                self.cleanups.pop()()
+            except Exception:  # best effort: the next run's gc catches leftovers
+                pass
+
+    def on_term(self, signum: int, frame: object) -> None:
+        self.kill_job()
+        self.run_cleanups()
+        os._exit(128 + signum)
+
+    def wait_job(self, pid: int, timeout: float | None) -> tuple[int, bool]:
+        """Wait for our child ``pid``: (wait status, timed out). Exits if the parent goes."""
+        pidfd = os.pidfd_open(pid)
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        self.control.watch(poller)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        timed_out = False
+        watch = self.watch
+        while True:
+            wake = deadline if watch is None else min(deadline or watch.next, watch.next)
+            wait_ms = None if wake is None else max(0, int((wake - time.monotonic()) * 1000))
+            ready = {fd for fd, _ in poller.poll(wait_ms)}
+            if pidfd in ready:
+                break
+            if self.control.parent_gone(ready):
+                self.kill_job()
+                self.run_cleanups()
+                os._exit(1)
+            if deadline is not None and time.monotonic() >= deadline:
+                timed_out = True
+                deadline = None
+                kill_tree(pid)
+            if watch is not None and time.monotonic() >= watch.next and watch.tripped():
+                self.disk_stopped = True
+                watch = None
+                kill_tree(pid)
+        os.close(pidfd)
+        _, status = os.waitpid(pid, 0)
+        return status, timed_out
+
+    def exit_report(self, status: int, timed_out: bool, oom: bool) -> Exit:
+        code = os.waitstatus_to_exitcode(status)
+        sig = -code if code < 0 else None
+        disk = ""
+        if self.disk_stopped:
+            disk = "reserve"
+        elif self.scratch is not None and scratch.is_full(self.scratch):
+            disk = "limit"
+        return Exit(
+            code=128 + sig if sig else code, signal=sig, timed_out=timed_out, oom=oom, disk=disk
+        )
+
+    # --- assembling --------------------------------------------------------------
+    def make_group(self, spec: Spec) -> cgroups.Group | None:
+        wanted = spec.limits.cgroup()
+        if not wanted:
+            return None
+        try:
+            group = cgroups.Group.create(spec.cgroup, wanted)
+        except OSError as e:
+            raise ExecutorError(
+                f"cannot create the run's cgroup for {', '.join(sorted(wanted))}: {e}",
+                hint="repeatr doctor shows the cgroup layout; limits need v1 controllers",
+            ) from e
+        self.cleanups.append(group.remove)
+        return group
+
+    def assemble(self, spec: Spec) -> tuple[Root, list[Op]]:
+        flags = libc.CLONE_NEWNS
+        if spec.mode == "chroot":
+            flags |= libc.CLONE_NEWPID | libc.CLONE_NEWIPC  # the host's network and hostname
+        if spec.mode == "ns":
+            flags |= libc.CLONE_NEWPID | libc.CLONE_NEWUTS | libc.CLONE_NEWIPC
+            if spec.network.netns is not None:
+                # A namespace repeatr.net prepared (bridge): join it instead of a new one.
+                fd = os.open(spec.network.netns, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    libc.setns(fd, libc.CLONE_NEWNET)
+                finally:
+                    os.close(fd)
+            elif spec.network.policy is not NetworkPolicy.HOST:
+                flags |= libc.CLONE_NEWNET
+        p = plan(
+            [op_from_json(o) for o in spec.mounts],
+            [m for m in (op_from_json(o) for o in spec.cradle) if isinstance(m, Mkdir)],
+        )
+        image = self.prepare_disk(spec, p.mounts)  # mkfs: before the new pid namespace
+        libc.unshare(flags)
+        if flags & libc.CLONE_NEWNET:
+            sysctl.configure_netns()  # this process is in its new namespace now
+            libc.link_up("lo")
+        libc.mount(None, "/", None, libc.MS_REC | libc.MS_PRIVATE)
+        if image is not None:
+            self.mount_disk(spec.rw, image)
+        root = Root(spec.root)
+        os.makedirs(root.path, exist_ok=True)
+        execute_all(p.mounts, root)
+        root.layers = release.layer_ids(root, p.mounts)
+        # Mount points of what is mounted later (the job's /proc, a runtime's
+        # mounts): made now, so they are recorded and removed before packing.
+        release.prepare(root, [*(op.target for op in p.late), *spec.mountpoints])
+        execute_all(p.cradle, root)
+        if spec.mode == "ns" and spec.hostname:
+            libc.sethostname(spec.hostname)
+        return root, list(p.late)
+
+    def prepare_disk(self, spec: Spec, mounts: Sequence[Op]) -> str | None:
+        """limits.disk: the image of the ext4 to mount under every writable layer.
+
+        Without it: None, and the watch on the host's disk is set up instead.
+        """
+        size = spec.limits.disk
+        rw = spec.rw
+        if not size:
+            workdir = os.path.dirname(spec.root)
+            try:  # noqa: SIM105
+                self.watch = scratch.DiskWatch(workdir)
+            except OSError:  # no statvfs: no watch (the job still runs)
+                pass
+            return None
+        if not rw:
+            raise ExecutorError("limits.disk: the spec names no writable-layer dir (rw)")
+        inside = rw.rstrip("/") + "/"
+        for op in mounts:
+            if isinstance(op, Overlay) and op.upper is not None and not (
+                op.upper.startswith(inside) and (op.work or "").startswith(inside)
+            ):
+                raise ExecutorError(f"limits.disk: {op.describe()} writes outside {rw}")
+        image = rw.rstrip("/") + ".img"
+        try:
+            scratch.make_image(image, size)
+        except OSError as e:
+            raise _disk_error(size, rw, e) from e
+        return image
+
+    def mount_disk(self, rw: str, image: str) -> None:
+        """Mount the job's disk on ``rw``, in the helper's (new, private) mount namespace."""
+        try:
+            scratch.mount_image(image, rw)
+        except OSError as e:
+            raise _disk_error(os.stat(image).st_size, rw, e) from e
+        self.scratch = rw
+
+    # --- the run -------------------------------------------------------------------
+    def run(self, spec: Spec) -> bool:
+        """Assemble, start the job, report; False if the job could not start."""
+        try:
+            root, late = self.assemble(spec)
+        except OSError as e:
+            raise AssemblyError(f"assembling the container failed: {e}") from e
+        last_cap = capability.running_last_cap()
+        if spec.mode == "oci":
+            from repeatr.executors import oci_sandbox
+
+            self.control.report(Assembled(pid=os.getpid()))
+            return oci_sandbox.run(self, spec, root)
+        group = self.make_group(spec)
+        self.control.report(Assembled(pid=os.getpid()))
+        errr, errw = os.pipe2(os.O_CLOEXEC)
+        devnull = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+        pid = os.fork()
+        if pid == 0:
+            if self.control.sock is not None:
+                os.close(self.control.sock)
+            os.close(errr)
+            job_child(spec, last_cap, root, late, errw, devnull, group)
+        self.job_pid = pid
+        os.close(errw)
+        os.close(devnull)
+        report = read_frame(errr)  # end of stream: the exec succeeded
+        os.close(errr)
+        if report is not None:
+            os.waitpid(pid, 0)
+            self.job_pid = 0
+            self.control.report(report)
+            return False
+        self.control.report(Started(pid=pid))
+        status, timed_out = self.wait_job(pid, spec.limits.timeout)
+        self.job_pid = 0
+        kill_descendants()  # the kernel killed the job's pid namespace; reap what is left
+        oom = group is not None and group.oom_kills() > 0
+        self.run_cleanups()
+        release.release(root, root.layers, spec.outputs)  # outputs are packed next
+        self.finish(self.exit_report(status, timed_out, oom))
+        return True
+
+    def finish(self, report: Exit) -> None:
+        self.last_exit = report
+        self.control.report(report)
 
 
-def exit_report(status: int, timed_out: bool, oom: bool) -> dict[str, Any]:
-    code = os.waitstatus_to_exitcode(status)
-    sig = -code if code < 0 else None
-    disk = ""
-    if _disk_stopped:
-        disk = "reserve"
-    elif _scratch is not None and scratch.is_full(_scratch):
-        disk = "limit"
-    return {
-        "event": "exit", "code": 128 + sig if sig else code, "signal": sig,
-        "timed_out": timed_out, "oom": oom, "disk": disk,
-    }
+def _disk_error(size: int, rw: str, e: OSError) -> ExecutorError:
+    return ExecutorError(
+        f"cannot make the job's disk of {size} bytes (limits.disk) on {rw}: {e}",
+        hint="it needs loop devices (/dev/loop-control) and mkfs.ext4 (e2fsprogs);"
+        " `repeatr doctor` shows whether this host has them",
+    )
 
 
 # --- the job's side of the fork ----------------------------------------------
@@ -250,23 +447,6 @@ def drop_privileges(uid: int, gid: int, caps: frozenset[int], last_cap: int) -> 
     libc.set_keepcaps(False)
 
 
-def find_exec(name: str, env: dict[str, str]) -> str:
-    """Look ``name`` up like execvp, inside the (already entered) root."""
-    if "/" in name:
-        candidates = [name]
-    else:
-        dirs = env.get("PATH", DEFAULT_PATH).split(":")
-        candidates = [os.path.join(d or ".", name) for d in dirs]
-    for path in candidates:
-        if os.path.isfile(path) and os.access(path, os.X_OK):
-            return path
-    if "/" in name:
-        if os.path.isfile(name):
-            raise JobInvalid(f"exec {name}: not executable")
-        raise JobInvalid(f"exec {name}: no such file in the container")
-    raise JobInvalid(f"exec {name}: not found in PATH={env.get('PATH', DEFAULT_PATH)}")
-
-
 def parent_alive(errw: int) -> bool:
     """The helper holds the read end of ``errw``: POLLERR means it is gone."""
     p = select.poll()
@@ -275,16 +455,16 @@ def parent_alive(errw: int) -> bool:
 
 
 def job_child(
-    spec: dict[str, Any], root: Root, late: list[Op], errw: int, devnull: int,
+    spec: Spec, last_cap: int, root: Root, late: list[Op], errw: int, devnull: int,
     group: cgroups.Group | None,
 ) -> NoReturn:
     try:
         if group is not None:
             group.join()  # first: everything the job does is limited
-        if not spec.get("interactive"):
+        if not spec.interactive:
             os.dup2(devnull, 0)
         os.setsid()
-        if spec.get("interactive"):
+        if spec.interactive:
             # stdin is the pty the caller relays: make it this session's terminal,
             # so the shell gets job control and Ctrl-C reaches the job.
             import fcntl
@@ -310,24 +490,23 @@ def job_child(
         libc.pivot_root(".", ".")
         libc.umount2(".", libc.MNT_DETACH)
         os.chdir("/")
-        caps = capability.cap_numbers(spec["capabilities"], last_cap=spec["last_cap"])
-        drop_privileges(spec["uid"], spec["gid"], caps, spec["last_cap"])
+        caps = capability.cap_numbers(frozenset(spec.capabilities), last_cap=last_cap)
+        drop_privileges(spec.uid, spec.gid, caps, last_cap)
         libc.set_no_new_privs()
         libc.set_pdeathsig(signal.SIGKILL)  # the uid change cleared it
         if not parent_alive(errw):
             os._exit(1)
-        cwd = spec["cwd"]
         try:
-            os.chdir(cwd)
+            os.chdir(spec.cwd)
         except OSError as e:
-            raise JobInvalid(f"cwd {cwd}: {e.strerror}") from e
-        env = dict(spec["env"])
-        argv = spec["argv"]
-        path = find_exec(argv[0], env)
-        if spec.get("seccomp"):  # last: the filter allows execve, not what came before it
-            libc.seccomp_set_filter(spec["seccomp"])
+            raise JobInvalid(f"cwd {spec.cwd}: {e.strerror}") from e
+        env = {k: v for k, v in spec.env}
+        rootfd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        path = find_exec(rootfd, spec.argv[0], env.get("PATH"), spec.cwd)
+        if spec.seccomp:  # last: the filter allows execve, not what came before it
+            libc.seccomp_set_filter(spec.seccomp)
         try:
-            os.execve(path, argv, env)
+            os.execve(path, spec.argv, env)
         except OSError as e:
             if e.errno in (errno.ENOENT, errno.EACCES, errno.ENOEXEC, errno.ENOTDIR, errno.ELOOP):
                 raise JobInvalid(f"exec {path}: {e.strerror}") from e
@@ -346,187 +525,62 @@ def job_child(
 
 
 # --- the helper ----------------------------------------------------------------
-def make_group(spec: dict[str, Any]) -> cgroups.Group | None:
-    limits = spec.get("limits") or {}
-    wanted = {k: v for k, v in limits.items() if k in cgroups.CONTROLLER_FOR}
-    if not wanted:
-        return None
-    try:
-        group = cgroups.Group.create(spec["cgroup"], wanted)
-    except OSError as e:
-        raise ExecutorError(
-            f"cannot create the run's cgroup for {', '.join(sorted(wanted))}: {e}",
-            hint="repeatr doctor shows the cgroup layout; limits need v1 controllers",
-        ) from e
-    _cleanups.append(group.remove)
-    return group
+def read_spec_file(path: str) -> Spec:
+    """The spec ``--debug`` printed, saved in ``path`` (replay by hand)."""
+    from repeatr.executors.protocol import spec_from_json
 
-
-def assemble(spec: dict[str, Any]) -> tuple[Root, list[Op]]:
-    flags = libc.CLONE_NEWNS
-    joined = False
-    if spec["mode"] == "chroot":
-        flags |= libc.CLONE_NEWPID | libc.CLONE_NEWIPC  # the host's network and hostname
-    if spec["mode"] == "ns":
-        flags |= libc.CLONE_NEWPID | libc.CLONE_NEWUTS | libc.CLONE_NEWIPC
-        if spec.get("netns_path"):
-            # A namespace repeatr.net prepared (bridge): join it instead of a new one.
-            fd = os.open(spec["netns_path"], os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                libc.setns(fd, libc.CLONE_NEWNET)
-            finally:
-                os.close(fd)
-            joined = True
-        elif spec["network"] == "none":
-            flags |= libc.CLONE_NEWNET
-    p = plan(
-        [op_from_json(o) for o in spec["mounts"]],
-        [m for m in (op_from_json(o) for o in spec["cradle"]) if isinstance(m, Mkdir)],
-    )
-    image = prepare_disk(spec, p.mounts)  # mkfs: before the new pid namespace
-    libc.unshare(flags)
-    if flags & libc.CLONE_NEWNET:
-        sysctl.configure_netns()  # this process is in its new namespace now
-    libc.mount(None, "/", None, libc.MS_REC | libc.MS_PRIVATE)
-    if image is not None:
-        mount_disk(spec["rw"], image)
-    root = Root(spec["root"])
-    os.makedirs(root.path, exist_ok=True)
-    execute_all(p.mounts, root)
-    root.layers = release.layer_ids(root, p.mounts)
-    # Mount points of what is mounted later (the job's /proc, a runtime's
-    # mounts): made now, so they are recorded and removed before packing.
-    release.prepare(root, [*(op.target for op in p.late), *spec.get("mountpoints", ())])
-    execute_all(p.cradle, root)
-    if spec["mode"] == "ns":
-        if spec.get("hostname"):
-            libc.sethostname(spec["hostname"])
-        if spec["network"] == "none" and not joined:
-            libc.link_up("lo")
-    return root, list(p.late)
-
-
-def _disk_error(size: int, rw: str, e: OSError) -> ExecutorError:
-    return ExecutorError(
-        f"cannot make the job's disk of {size} bytes (limits.disk) on {rw}: {e}",
-        hint="it needs loop devices (/dev/loop-control) and mkfs.ext4 (e2fsprogs);"
-        " `repeatr doctor` shows whether this host has them",
-    )
-
-
-def prepare_disk(spec: dict[str, Any], mounts: Sequence[Op]) -> str | None:
-    """limits.disk: the image of the ext4 to mount under every writable layer.
-
-    Without it: None, and the watch on the host's disk is set up instead.
-    """
-    global _watch
-    size = (spec.get("limits") or {}).get("disk")
-    rw: str | None = spec.get("rw")
-    if not size:
-        workdir = os.path.dirname(spec["root"])
-        try:  # noqa: SIM105
-            _watch = scratch.DiskWatch(workdir)
-        except OSError:  # no statvfs: no watch (the job still runs)
-            pass
-        return None
-    if not rw:
-        raise ExecutorError("limits.disk: the spec names no writable-layer dir (rw)")
-    inside = rw.rstrip("/") + "/"
-    for op in mounts:
-        if isinstance(op, Overlay) and op.upper is not None and not (
-            op.upper.startswith(inside) and (op.work or "").startswith(inside)
-        ):
-            raise ExecutorError(f"limits.disk: {op.describe()} writes outside {rw}")
-    image = rw.rstrip("/") + ".img"
-    try:
-        scratch.make_image(image, int(size))
-    except OSError as e:
-        raise _disk_error(int(size), rw, e) from e
-    return image
-
-
-def mount_disk(rw: str, image: str) -> None:
-    """Mount the job's disk on ``rw``, in the helper's (new, private) mount namespace."""
-    global _scratch
-    try:
-        scratch.mount_image(image, rw)
-    except OSError as e:
-        raise _disk_error(os.stat(image).st_size, rw, e) from e
-    _scratch = rw
-
-
-def run(spec: dict[str, Any], sock: int, parent: int) -> bool:
-    """Assemble, start the job, report; False if the job could not start."""
-    global _job_pid
-    try:
-        root, late = assemble(spec)
-    except OSError as e:
-        raise AssemblyError(f"assembling the container failed: {e}") from e
-    spec["last_cap"] = capability.running_last_cap()
-    if spec["mode"] == "oci":
-        from repeatr.executors import oci_sandbox
-
-        write_frame(sock, {"event": "assembled", "pid": os.getpid()})
-        return oci_sandbox.run(spec, root, sock, parent, sys.modules[__name__])
-    group = make_group(spec)
-    write_frame(sock, {"event": "assembled", "pid": os.getpid()})
-    errr, errw = os.pipe2(os.O_CLOEXEC)
-    devnull = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
-    pid = os.fork()
-    if pid == 0:
-        os.close(sock)
-        os.close(errr)
-        job_child(spec, root, late, errw, devnull, group)
-    _job_pid = pid
-    os.close(errw)
-    os.close(devnull)
-    report = read_frame(errr)  # end of stream: the exec succeeded
-    os.close(errr)
-    if report is not None:
-        os.waitpid(pid, 0)
-        _job_pid = 0
-        write_frame(sock, report)
-        return False
-    write_frame(sock, {"event": "started", "pid": pid})
-    status, timed_out = wait_job(pid, sock, parent, (spec.get("limits") or {}).get("timeout"))
-    _job_pid = 0
-    kill_descendants()  # the kernel killed the job's pid namespace; reap what is left
-    oom = group is not None and group.oom_kills() > 0
-    run_cleanups()
-    release.release(root, root.layers, spec.get("outputs", ()))  # outputs are packed next
-    write_frame(sock, exit_report(status, timed_out, oom))
-    return True
+    with open(path) as f:
+        return spec_from_json(f.read())
 
 
 def main(argv: list[str]) -> int:
+    """``FD PARENT_PID`` (from the parent), or ``--spec FILE`` (replayed by hand)."""
+    if len(argv) == 3 and argv[1] == "--spec":
+        box = Sandbox(Control(None, None))
+        signal.signal(signal.SIGTERM, box.on_term)
+        try:
+            spec = read_spec_file(argv[2])
+        except (OSError, ValueError) as e:
+            os.write(2, f"repeatr-sandbox: cannot read the spec {argv[2]}: {e}\n".encode())
+            return 2
+        libc.set_child_subreaper()
+        return _serve(box, spec, replay=True)
     sock = int(argv[1])
     os.set_inheritable(sock, False)  # never the job's, nor an OCI runtime's
-    signal.signal(signal.SIGTERM, _on_term)
+    box = Sandbox(Control(sock, None))
+    signal.signal(signal.SIGTERM, box.on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     try:
-        parent = os.pidfd_open(int(argv[2]))
+        box.control.parent = os.pidfd_open(int(argv[2]))
     except ProcessLookupError:
         return 1
     if os.getppid() != int(argv[2]):
         return 1  # the parent died (and its pid was reused) before we held the pidfd
     libc.set_child_subreaper()
-    spec = read_frame(sock)
-    if spec is None:
+    msg = read_frame(sock)
+    if msg is None:
         return 1
+    if not isinstance(msg, Spec):
+        box.control.report(error_msg(ExecutorError(f"sandbox protocol: {msg.tag}, not a spec")))
+        return 1
+    return _serve(box, msg, replay=False)
+
+
+def _serve(box: Sandbox, spec: Spec, *, replay: bool) -> int:
     try:
-        if not run(spec, sock, parent):
-            return 1
+        if not box.run(spec):
+            return 1 if not replay else 127
     except BaseException as e:  # reported, never printed: stderr is the job's
-        kill_job()
-        run_cleanups()
+        box.kill_job()
+        box.run_cleanups()
         try:  # noqa: SIM105
-            write_frame(sock, error_msg(e))
+            box.control.report(error_msg(e))
         except OSError:  # the parent is gone
             pass
         return 1
-    while (msg := read_frame(sock)) is not None:
-        if msg.get("cmd") == "done":
-            break
+    box.control.wait_done()
+    if replay:
+        return box.last_exit.code if box.last_exit is not None else 1
     return 0
 
 

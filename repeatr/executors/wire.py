@@ -1,7 +1,8 @@
 """Frames between the parent and the sandbox helper: 4-byte length + marshal.
 
-Messages are JSON-compatible dicts (the mount operations' ``to_json``), but
-travel as ``marshal`` data: it is built in (importing ``json`` costs the
+Messages are ``repeatr.executors.protocol`` types, sent in their tagged dict
+form (``Message.to_wire``: plain values, JSON-compatible but for bytes), as
+``marshal`` data: it is built in (importing ``json`` costs the
 helper ~5 ms, a third of its start-up) and both ends are the same
 interpreter (``sys.executable``), so the format always matches.
 """
@@ -11,23 +12,26 @@ from __future__ import annotations
 import marshal
 import os
 
+from repeatr.executors.protocol import from_wire
+
 MAX_FRAME = 16 << 20
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from repeatr.executors.protocol import Message
 
 
-def encode(msg: dict[str, Any]) -> bytes:
-    data = marshal.dumps(msg)
+def encode(msg: Message) -> bytes:
+    data = marshal.dumps(msg.to_wire())
     return len(data).to_bytes(4, "big") + data
 
 
-def decode(data: bytes) -> dict[str, Any]:
+def decode(data: bytes) -> Message:
+    """The message in one frame's data; ValueError if it is not one of ours."""
     msg = marshal.loads(data)
     if not isinstance(msg, dict):
         raise ValueError(f"not a message: {msg!r}")
-    return msg
+    return from_wire(msg)
 
 
 def frame_length(header: bytes) -> int:
@@ -47,7 +51,7 @@ def _read_exactly(fd: int, n: int) -> bytes | None:
     return buf
 
 
-def read_frame(fd: int) -> dict[str, Any] | None:
+def read_frame(fd: int) -> Message | None:
     """One message from a blocking fd; None at end of stream."""
     header = _read_exactly(fd, 4)
     if header is None:
@@ -56,7 +60,7 @@ def read_frame(fd: int) -> dict[str, Any] | None:
     return None if data is None else decode(data)
 
 
-def write_frame(fd: int, msg: dict[str, Any]) -> None:
+def write_frame(fd: int, msg: Message) -> None:
     data = encode(msg)
     while data:
         data = data[os.write(fd, data) :]

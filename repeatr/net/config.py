@@ -26,11 +26,13 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
-from enum import StrEnum
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 
 from repeatr.errors import UsageError
+from repeatr.executors.protocol import NetworkPolicy  # one definition, the helper's too
+
+__all__ = ["NetworkPolicy"]  # re-exported
 
 #: Longest interface name the kernel accepts (IFNAMSIZ - 1, /usr/include/linux/if.h).
 IFNAME_MAX = 15
@@ -38,24 +40,6 @@ IFNAME_MAX = 15
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _NETWORK_NAME = re.compile(r"[a-z0-9][a-z0-9_]{0,31}")
 _IFNAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}")
-
-
-class NetworkPolicy(StrEnum):
-    """``action.network`` in a formula."""
-
-    NONE = "none"
-    HOST = "host"
-    BRIDGE = "bridge"
-
-    @classmethod
-    def parse(cls, text: str) -> NetworkPolicy:
-        try:
-            return cls(text)
-        except ValueError:
-            choices = ", ".join(p.value for p in cls)
-            raise UsageError(
-                f"unknown network policy {text!r}: expected one of {choices}"
-            ) from None
 
 
 def check_run_id(run_id: str) -> str:

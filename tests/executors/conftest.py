@@ -14,6 +14,7 @@ from repeatr.assemble.cradle import cradle_steps, system_mounts
 from repeatr.assemble.ops import Op, Overlay
 from repeatr.errors import ExecutorError
 from repeatr.executors.base import Executor, JobResult, JobSpec, available_names, load
+from repeatr.executors.protocol import JobNetwork, NetworkPolicy
 from repeatr.linux import cgroups
 from tests.rootfs import (
     ScratchArea,
@@ -135,7 +136,10 @@ class Jobs:
         home = "/root" if uid == 0 else "/home/reuser"
         kw.setdefault("cwd", "/task" if cradle else "/")
         caps = self.executor.capabilities()
-        kw.setdefault("network", "none" if "none" in caps.networks else "host")
+        none = NetworkPolicy.NONE
+        kw.setdefault("network", JobNetwork(
+            policy=none if none in caps.networks else NetworkPolicy.HOST
+        ))
         layers = tuple(os.fspath(p) for p in (*lowers, self.area.rootfs))
         return JobSpec(
             argv=argv,

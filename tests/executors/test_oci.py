@@ -12,6 +12,7 @@ import pytest
 
 from repeatr.executors.base import JobSpec
 from repeatr.executors.oci import config
+from repeatr.executors.protocol import JobNetwork, NetworkPolicy
 from tests.executors.conftest import Jobs, usable
 from tests.rootfs import named_netns
 
@@ -41,7 +42,7 @@ def netns() -> Iterator[str]:
 
 @pytest.mark.parametrize("executor", OCI, indirect=True)
 async def test_prepared_netns_by_path(jobs: Jobs, netns: str) -> None:
-    out = await jobs.sh("cat /proc/net/dev", netns_path=netns)
+    out = await jobs.sh("cat /proc/net/dev", network=JobNetwork(policy=NetworkPolicy.BRIDGE, netns=netns))
     assert out.result.exit_code == 0, out.stderr
     assert b"dummy7" in out.stdout
 
@@ -68,13 +69,13 @@ def test_config_is_deterministic_and_keeps_env_order(tmp_path: Path) -> None:
 
 
 def test_config_network_host_and_path(tmp_path: Path) -> None:
-    host = config(_job(tmp_path, network="host"), "/c")
+    host = config(_job(tmp_path, network=JobNetwork(policy=NetworkPolicy.HOST)), "/c")
     assert all(ns["type"] != "network" for ns in host["linux"]["namespaces"])
-    by_path = config(_job(tmp_path, netns_path="/run/netns/x"), "/c")
+    by_path = config(_job(tmp_path, network=JobNetwork(policy=NetworkPolicy.BRIDGE, netns="/run/netns/x")), "/c")
     assert {"type": "network", "path": "/run/netns/x"} in by_path["linux"]["namespaces"]
     # Unprivileged ping in the job's own namespace; never a sysctl of the host's.
     assert "sysctl" not in host["linux"]
-    none = config(_job(tmp_path, network="none"), "/c")
+    none = config(_job(tmp_path, network=JobNetwork(policy=NetworkPolicy.NONE)), "/c")
     for cfg in (by_path, none):
         assert cfg["linux"]["sysctl"] == {"net.ipv4.ping_group_range": "0 2147483647"}
 

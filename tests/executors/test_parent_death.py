@@ -23,6 +23,7 @@ from pathlib import Path
 from repeatr.assemble.cradle import cradle_steps, system_mounts
 from repeatr.assemble.ops import Overlay
 from repeatr.executors.base import JobSpec, load
+from repeatr.executors.protocol import JobNetwork, NetworkPolicy
 
 name, rootfs, workdir, marker = sys.argv[1:]
 ex = load(name)()
@@ -33,7 +34,7 @@ job = JobSpec(
     mounts=(Overlay((rootfs,), "/", workdir + "/upper", workdir + "/work"), *system_mounts()),
     cradle=cradle_steps(cwd="/task", home="/home/reuser", uid=1000, gid=1000),
     cwd="/task",
-    network="none" if "none" in ex.capabilities().networks else "host",
+    network=JobNetwork(policy=NetworkPolicy.NONE if NetworkPolicy.NONE in ex.capabilities().networks else NetworkPolicy.HOST),
 )
 
 async def on_output(stream, line):

@@ -258,6 +258,30 @@ def test_debug_shows_mounts_and_command_lines(runner: Runner, executor: str) -> 
         assert any(" create --bundle " in line for line in runtime)
 
 
+@pytest.mark.parametrize("executor", ["ns", "chroot"])
+def test_debug_replay_command_reruns_the_job(
+    runner: Runner, executor: str, tmp_path: Path
+) -> None:
+    """The spec line and the command ``--debug`` prints rerun the job by hand,
+    after the run is over (its work dir gone), with stdio on the terminal."""
+    f = runner.formula("/bin/sh", "-c", "echo replayed as $(id -u) in $PWD; exit 5")
+    res = runner.run("run", str(f), "-e", executor, "--debug", "--no-memo")
+    assert res.code == Category.JOB_FAILED, res.stderr
+    lines = res.stderr.splitlines()
+    spec = next(line for line in lines if line.startswith("repeatr: sandbox spec: "))
+    replay = next(line for line in lines if line.startswith("repeatr: sandbox replay: "))
+    spec_file = tmp_path / "SPEC.json"
+    spec_file.write_text(spec.removeprefix("repeatr: sandbox spec: "))
+    command = replay.removeprefix("repeatr: sandbox replay: ").split("  (SPEC.json")[0]
+    assert runner.work_dirs() == []
+    done = subprocess.run(
+        command, shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 5, done.stderr
+    assert done.stdout == "replayed as 1000 in /task\n"
+    assert "repeatr-sandbox: exit code=5" in done.stderr
+
+
 def test_work_dir_removal_reports_what_it_could_not_remove(tmp_path: Path) -> None:
     """A mount still held under a work dir (EBUSY) is named, not silently ignored."""
     from repeatr import workdir
