@@ -25,19 +25,8 @@ from __future__ import annotations
 
 from repeatr.errors import Category, FilesetError
 from repeatr.fileset.entry import Entry, EntryType
-from repeatr.fileset.extract import Budget
+from repeatr.fileset.extract import TYPE_WORDS, Budget
 from repeatr.fileset.limits import Limits
-
-_WORDS = {
-    EntryType.FILE: "file",
-    EntryType.DIR: "directory",
-    EntryType.SYMLINK: "symlink",
-    EntryType.HARDLINK: "hardlink",
-    EntryType.FIFO: "fifo",
-    EntryType.SOCKET: "socket",
-    EntryType.CHAR: "char device",
-    EntryType.BLOCK: "block device",
-}
 
 
 def _corrupt(name: str, why: str) -> FilesetError:
@@ -70,13 +59,14 @@ class Admission:
         if name != ".":
             root = types.setdefault(".", EntryType.DIR)
             if root is not EntryType.DIR:
-                raise _corrupt(name, f"follows a root that is a {_WORDS[root]}")
+                raise _corrupt(name, f"follows a root that is a {TYPE_WORDS[root]}")
         elif kind is not EntryType.DIR and types:
-            raise _corrupt(name, f"the root is a {_WORDS[kind]}, after other members")
+            raise _corrupt(name, f"the root is a {TYPE_WORDS[kind]}, after other members")
         before = types.get(name)
         if before is not None and before is not kind:
             raise _corrupt(
-                name, f"duplicate entry changes type from {_WORDS[before]} to {_WORDS[kind]}"
+                name,
+                f"duplicate entry changes type from {TYPE_WORDS[before]} to {TYPE_WORDS[kind]}",
             )
         # Parents: each must be a directory; the first one known ends the walk
         # (its own parents were checked when it was).
@@ -87,7 +77,7 @@ class Admission:
                 break
             if seen is not None:
                 raise _corrupt(
-                    name, f"its parent {parent!r} is a {_WORDS[seen]}, not a directory"
+                    name, f"its parent {parent!r} is a {TYPE_WORDS[seen]}, not a directory"
                 )
             types[parent] = EntryType.DIR  # implied
             parent = parent.rpartition("/")[0]

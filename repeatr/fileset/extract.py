@@ -71,7 +71,7 @@ _ENTRY_TYPE_OF_MODE = {
     stat.S_IFCHR: EntryType.CHAR,
     stat.S_IFBLK: EntryType.BLOCK,
 }
-_TYPE_WORDS = {
+TYPE_WORDS = {
     EntryType.FILE: "file",
     EntryType.DIR: "directory",
     EntryType.SYMLINK: "symlink",
@@ -323,9 +323,9 @@ class SafeWriter:
         have = _ENTRY_TYPE_OF_MODE.get(stat.S_IFMT(st.st_mode))
         if have is entry.type:
             return True
-        was = _TYPE_WORDS[have] if have is not None else "unknown"
+        was = TYPE_WORDS[have] if have is not None else "unknown"
         raise _corrupt(
-            entry.name, f"duplicate entry changes type from {was} to {_TYPE_WORDS[entry.type]}"
+            entry.name, f"duplicate entry changes type from {was} to {TYPE_WORDS[entry.type]}"
         )
 
     def _write_file(self, entry: Entry, pfd: int, base: str, blocks: Iterable[bytes]) -> None:
@@ -401,7 +401,7 @@ class SafeWriter:
                 os.mknod(base, kind | 0o600, device, dir_fd=pfd)
         except PermissionError as exc:
             raise FilesetError(
-                f"archive member {entry.name!r}: cannot create a {_TYPE_WORDS[entry.type]}"
+                f"archive member {entry.name!r}: cannot create a {TYPE_WORDS[entry.type]}"
                 f" here: {exc.strerror}",
                 category=Category.FILTER_REJECTION,
                 hint="unpack as root, or with the filter dev=ignore or dev=reject",
@@ -417,7 +417,7 @@ class SafeWriter:
     def _write_root(self, entry: Entry) -> None:
         if entry.type is not EntryType.DIR:
             raise _corrupt(
-                entry.name, f"the root must be a directory, not a {_TYPE_WORDS[entry.type]}"
+                entry.name, f"the root must be a directory, not a {TYPE_WORDS[entry.type]}"
             )
         if entry.xattrs:
             try:
