@@ -1,11 +1,12 @@
 """The helper process that assembles a container and runs one job in it.
 
-Started by ``repeatr.executors.helper`` as a *fresh*, isolated interpreter
-(``python -I -S -c "import sys; sys.path.append(PKG); ...main(sys.argv)" FD
-PARENT_PID``: nothing from the caller's cwd or PYTHON* environment is ever
-imported; ``--debug`` prints the exact command to replay by hand): never
-forked from the threaded parent, so ``unshare`` applies to a single-threaded
-process.
+Forked, one per job, by the sandbox server (``repeatr.executors.forkserver``),
+a *fresh*, isolated, single-threaded interpreter started once per invocation
+(``python -I -S -c "import sys; sys.path.append(PKG); ...main(sys.argv)"
+--server FD PARENT_PID``: nothing from the caller's cwd or PYTHON*
+environment is ever imported; ``--debug`` prints the exact command to replay
+by hand): never forked from the threaded parent, so ``unshare`` applies to a
+single-threaded process.
 Import-light: stdlib, ``repeatr.errors``, ``repeatr.linux``, ``repeatr.assemble``.
 
 Protocol: the typed messages of ``repeatr.executors.protocol``, in frames
@@ -534,32 +535,36 @@ def read_spec_file(path: str) -> Spec:
 
 
 def main(argv: list[str]) -> int:
-    """``FD PARENT_PID`` (from the parent), or ``--spec FILE`` (replayed by hand)."""
-    if len(argv) == 3 and argv[1] == "--spec":
-        box = Sandbox(Control(None, None))
-        signal.signal(signal.SIGTERM, box.on_term)
-        try:
-            spec = read_spec_file(argv[2])
-        except (OSError, ValueError) as e:
-            os.write(2, f"repeatr-sandbox: cannot read the spec {argv[2]}: {e}\n".encode())
-            return 2
-        libc.set_child_subreaper()
-        return _serve(box, spec, replay=True)
-    sock = int(argv[1])
-    os.set_inheritable(sock, False)  # never the job's, nor an OCI runtime's
-    box = Sandbox(Control(sock, None))
+    """``--spec FILE``: the job of a saved spec, replayed by hand (no parent).
+
+    Started by repeatr, the helper is a child of the sandbox server
+    (``repeatr.executors.forkserver``), which calls :func:`serve_parent`.
+    """
+    if len(argv) != 3 or argv[1] != "--spec":
+        os.write(2, b"usage: ... --spec FILE (a sandbox spec saved from --debug)\n")
+        return 2
+    box = Sandbox(Control(None, None))
     signal.signal(signal.SIGTERM, box.on_term)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     try:
-        box.control.parent = os.pidfd_open(int(argv[2]))
-    except ProcessLookupError:
-        return 1
-    if os.getppid() != int(argv[2]):
-        return 1  # the parent died (and its pid was reused) before we held the pidfd
+        spec = read_spec_file(argv[2])
+    except (OSError, ValueError) as e:
+        os.write(2, f"repeatr-sandbox: cannot read the spec {argv[2]}: {e}\n".encode())
+        return 2
     libc.set_child_subreaper()
+    return _serve(box, spec, replay=True)
+
+
+def serve_parent(box: Sandbox) -> int:
+    """Read the ``Spec`` from the parent on ``box.control.sock``, run it, report; the exit code.
+
+    The caller has set up what the helper's life depends on: the SIGTERM
+    handler, the pidfd of the parent, the subreaper flag.
+    """
+    sock = box.control.sock
+    assert sock is not None
     msg = read_frame(sock)
     if msg is None:
-        return 1
+        return 1  # the parent went away before sending the job
     if not isinstance(msg, Spec):
         box.control.report(error_msg(ExecutorError(f"sandbox protocol: {msg.tag}, not a spec")))
         return 1
