@@ -26,15 +26,16 @@ State: one :class:`Sandbox` per helper process holds the job's pid, the
 cleanups, the disk watch and the job's disk; the SIGTERM handler is its
 method, and ``oci_sandbox`` is handed the object.
 
-Lifetime: the helper dies with its parent, and its private mount namespace,
+Lifetime: the helper dies with repeatr, and its private mount namespace,
 with every mount in it, dies with it: nothing is ever mounted in the host's
-namespace. It watches a pidfd of the parent *process* (opened first thing,
-then getppid is checked to close the race) and the control socket; either
-one firing means the parent is gone: it SIGKILLs the job and every
-descendant (it is their subreaper) and exits. SIGTERM (cancellation) does
-the same. Not PR_SET_PDEATHSIG: that follows the parent *thread*, and trio
-spawns processes from worker threads that exit after 10 s idle, which would
-kill a healthy run. The job has PR_SET_PDEATHSIG(SIGKILL) toward the helper
+namespace. It watches a pidfd of the repeatr *process* (the server opened it
+first thing, then checked getppid to close the race) and the control socket;
+either one firing means repeatr is gone: it SIGKILLs the job and every
+descendant (it is their subreaper) and exits. SIGTERM (cancellation, or its
+server's death: PR_SET_PDEATHSIG toward the single-threaded server) does the
+same. Not PR_SET_PDEATHSIG toward repeatr: that follows the parent *thread*,
+and trio spawns processes from worker threads that exit after 10 s idle,
+which would kill a healthy run. The job has PR_SET_PDEATHSIG(SIGKILL) toward the helper
 (single-threaded, so there it is exact).
 
 Modes: ``ns`` unshares mount, pid, uts, ipc (and net unless the network is
