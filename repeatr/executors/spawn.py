@@ -62,22 +62,23 @@ class ServerProcess:
         os.close(self.pidfd)
         self.closed = True
 
-    def close(self, timeout: float = 5.0) -> None:
-        """End it (blocking): close the socket, wait ``timeout`` s, then SIGKILL; reap it.
+    def close(self) -> None:
+        """End a server nobody used (a memo hit, an error before the first job): at once.
 
-        For a server nobody used (``repeatr run`` answered by the memo store);
-        ``SandboxServer.aclose`` does the same without blocking an event loop.
+        SIGKILL, not a wait for it to see its socket close: it may still be
+        starting, and a memo hit must not wait for that. Had it helpers,
+        each would still clean up (PR_SET_PDEATHSIG toward the server).
+        ``SandboxServer.aclose`` ends a server that served, gently.
         """
         if self.closed:
             return
         if self.sock >= 0:
             os.close(self.sock)
             self.sock = -1
-        if not select.select([self.pidfd], [], [], timeout)[0]:
-            try:  # noqa: SIM105
-                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        try:  # noqa: SIM105 (contextlib: start-up time)
+            signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         self.reap()
 
 
