@@ -68,9 +68,14 @@ def receive(sock: _socket.socket) -> tuple[Message | None, list[int]]:
             fds += [int.from_bytes(payload[i : i + 4], sys.byteorder) for i in range(0, usable, 4)]
     if not data:
         return None, fds
-    if len(data) < 4 or frame_length(data[:4]) != len(data) - 4:
-        raise ValueError("sandbox server: a truncated request")
-    return decode(data[4:]), fds
+    try:
+        if len(data) < 4 or frame_length(data[:4]) != len(data) - 4:
+            raise ValueError("a truncated request")
+        return decode(data[4:]), fds
+    except (ValueError, EOFError, TypeError) as e:
+        for fd in fds:
+            os.close(fd)
+        raise ValueError(f"sandbox server protocol: {e}") from None
 
 
 def reply(sock: _socket.socket, msg: Message, fds: list[int]) -> None:
@@ -104,12 +109,25 @@ class Server:
                 if fd in self.helpers:
                     self.reap(fd)
                 elif fd == self.sock.fileno():
-                    msg, fds = receive(self.sock)
-                    if msg is None:
-                        for extra in fds:
-                            os.close(extra)
+                    try:
+                        if not self.request():
+                            return self.stop()
+                    except OSError:  # the parent is gone (or going): as its death
                         return self.stop()
-                    self.answer(msg, fds)
+
+    def request(self) -> bool:
+        """Receive and answer one request; False at end of stream."""
+        try:
+            msg, fds = receive(self.sock)
+        except ValueError as e:
+            reply(self.sock, error_msg(ExecutorError(str(e))), [])
+            return True
+        if msg is None:
+            for extra in fds:
+                os.close(extra)
+            return False
+        self.answer(msg, fds)
+        return True
 
     def answer(self, msg: Message, fds: list[int]) -> None:
         try:
