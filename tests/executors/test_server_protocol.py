@@ -89,6 +89,13 @@ def test_a_bad_request_is_answered_with_an_error() -> None:
         os.close(r)
         os.close(w)
         assert isinstance(decode(socket.recv_fds(sock, 1 << 16, 4)[0][4:]), Error)
+        # Bytes that are no message at all (their fd is closed, not kept).
+        r, w = os.pipe()
+        socket.send_fds(sock, [b"\x00\x00\x00\x03abc"], [w])
+        os.close(w)
+        assert isinstance(decode(socket.recv_fds(sock, 1 << 16, 4)[0][4:]), Error)
+        assert os.read(r, 1) == b""  # the server holds no copy of the write end
+        os.close(r)
     finally:
         sock.close()
         process.close()
