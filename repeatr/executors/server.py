@@ -31,7 +31,7 @@ import anyio
 
 from repeatr.errors import ExecutorError
 from repeatr.executors.protocol import Error, Fork, Forked
-from repeatr.executors.spawn import ServerProcess, spawn_server
+from repeatr.executors.spawn import ServerProcess, exited, spawn_server
 from repeatr.executors.wire import decode, encode, frame_length
 
 #: Seconds one exchange with the server may take (it answers in ~1 ms).
@@ -49,9 +49,7 @@ class Helper:
         self.control = control
 
     def exited(self) -> bool:
-        import select
-
-        return bool(select.select([self.pidfd], [], [], 0)[0])
+        return exited(self.pidfd)
 
     async def wait(self) -> None:
         """Until it has exited (the server reaps it)."""

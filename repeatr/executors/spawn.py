@@ -40,6 +40,13 @@ def helper_command(python: str, *args: str) -> list[str]:
     return [python, "-I", "-S", "-c", HELPER_MAIN, *args]
 
 
+def exited(pidfd: int) -> bool:
+    """Whether the process of ``pidfd`` has exited (poll, not select: any fd number)."""
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
 class ServerProcess:
     """A started sandbox server: its pid, a pidfd of it, our end of its socket."""
 
@@ -51,7 +58,7 @@ class ServerProcess:
         self.closed = False
 
     def exited(self) -> bool:
-        return bool(select.select([self.pidfd], [], [], 0)[0])
+        return exited(self.pidfd)
 
     def reap(self) -> None:
         """Collect its exit status (it has exited) and close the pidfd."""
