@@ -71,7 +71,7 @@ async def test_cancelling_one_job_leaves_the_others(area: ScratchArea, name: str
             for i in (1, 2):
                 assert outcomes[i].result.exit_code == 0
                 assert outcomes[i].stdout == f"done {i}\n".encode()
-            assert _children(server.pid or 0) == []
+            await _until(lambda: _children(server.pid or 0) == [])  # reaped by the server
     finally:
         for wd in workdirs:
             remove_tree(wd)
