@@ -167,6 +167,10 @@ class Server:
 
     def stop(self) -> int:
         """SIGTERM every helper, wait for them (SIGKILL after ``HELPER_GRACE``), reap them."""
+        # Only the helpers' pidfds now: the parent's stays readable, and would
+        # end every wait at once (taken for the grace running out).
+        self.poller.unregister(self.parent)
+        self.poller.unregister(self.sock.fileno())
         for pidfd in self.helpers:
             try:  # noqa: SIM105
                 signal.pidfd_send_signal(pidfd, signal.SIGTERM)

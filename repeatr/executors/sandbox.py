@@ -229,15 +229,31 @@ class Sandbox:
         kill_descendants()
 
     def run_cleanups(self) -> None:
-        while self.cleanups:
-            try:  # noqa: SIM105
-                self.cleanups.pop()()
-            except Exception:  # best effort: the next run's gc catches leftovers
-                pass
+        """Each cleanup runs to its end: a SIGTERM meanwhile waits until they are done."""
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        try:
+            while self.cleanups:
+                try:  # noqa: SIM105
+                    self.cleanups.pop()()
+                except Exception:  # best effort: the next run's gc catches leftovers
+                    pass
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
-    def on_term(self, signum: int, frame: object) -> None:
+    def tear_down(self) -> None:
+        """Kill the job's tree and run the cleanups, once: SIGTERM is blocked from here on.
+
+        The parent's death reaches a helper twice (its own pidfd watch, and
+        the server's SIGTERM): a SIGTERM handler entered in the middle of a
+        cleanup would find the list already popped and exit, leaving that
+        cleanup (a cgroup's removal, ``runc delete``) half done.
+        """
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
         self.kill_job()
         self.run_cleanups()
+
+    def on_term(self, signum: int, frame: object) -> None:
+        self.tear_down()
         os._exit(128 + signum)
 
     def wait_job(self, pid: int, timeout: float | None) -> tuple[int, bool]:
@@ -256,8 +272,7 @@ class Sandbox:
             if pidfd in ready:
                 break
             if self.control.parent_gone(ready):
-                self.kill_job()
-                self.run_cleanups()
+                self.tear_down()
                 os._exit(1)
             if deadline is not None and time.monotonic() >= deadline:
                 timed_out = True
@@ -577,8 +592,7 @@ def _serve(box: Sandbox, spec: Spec, *, replay: bool) -> int:
         if not box.run(spec):
             return 1 if not replay else 127
     except BaseException as e:  # reported, never printed: stderr is the job's
-        box.kill_job()
-        box.run_cleanups()
+        box.tear_down()
         try:  # noqa: SIM105
             box.control.report(error_msg(e))
         except OSError:  # the parent is gone

@@ -22,11 +22,12 @@ pytestmark = pytest.mark.root
 
 
 class CountingPython:
-    """``repeatr`` run by an interpreter whose every exec is logged.
+    """``repeatr`` whose ``sys.executable`` is a wrapper that logs each exec.
 
-    ``sys.executable`` is the first argument when it has a slash: this
-    wrapper script. The sandbox server is started as ``sys.executable``, so
-    each line of ``log`` is one start of it (its helpers are forks: no exec).
+    repeatr itself is exec'd as the real interpreter with the wrapper's path
+    as argv[0], which CPython takes for ``sys.executable``. The sandbox
+    server is started as ``sys.executable``, so each line of ``log`` is one
+    start of it (its helpers are forks: no exec).
     """
 
     def __init__(self, tmp: Path) -> None:
@@ -59,8 +60,9 @@ def test_a_batch_execs_one_server(runner: Runner, tmp_path: Path) -> None:
     res = python.run(runner, "run", "-e", "ns", "-j", "4", *files)
     assert res.returncode == 0, res.stderr
     assert sum(f"out| {i}" in res.stderr for i in range(8)) == 8, res.stderr
-    # The wrapper ran once for repeatr itself, once for the one sandbox server.
-    assert python.execs() == 2
+    # repeatr itself is exec'd as the real interpreter (argv[0] the wrapper's
+    # path): the wrapper ran once, for the one sandbox server.
+    assert python.execs() == 1
 
 
 def test_a_single_run_execs_one_server(runner: Runner, tmp_path: Path) -> None:
@@ -68,10 +70,10 @@ def test_a_single_run_execs_one_server(runner: Runner, tmp_path: Path) -> None:
     f = runner.formula("/bin/true")
     res = python.run(runner, "run", "-e", "runc", str(f))
     assert res.returncode == 0, res.stderr
-    assert python.execs() == 2
+    assert python.execs() == 1
     # A memo hit by file never starts one: the fast path answers first.
     assert python.run(runner, "run", "-e", "runc", str(f)).returncode == 0
-    assert python.execs() == 3
+    assert python.execs() == 1
 
 
 def _servers(parent: int) -> list[int]:
@@ -87,6 +89,18 @@ def _servers(parent: int) -> list[int]:
     return found
 
 
+def _sleeping(seconds: str) -> int:
+    """How many ``sleep SECONDS`` processes run (not the shells that started them)."""
+    count = 0
+    for pid in processes_with(f"sleep {seconds}"):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                count += f.read() == f"sleep\0{seconds}\0".encode()
+        except OSError:
+            pass
+    return count
+
+
 def test_sigkill_mid_batch_leaves_nothing(runner: Runner) -> None:
     """No server, helper or job outlives a SIGKILLed batch; its cgroups go too."""
     seconds = f"{uuid.uuid4().int % 9000 + 1000}"
@@ -100,13 +114,14 @@ def test_sigkill_mid_batch_leaves_nothing(runner: Runner) -> None:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO,
     )
     try:
-        wait_for(lambda: len(processes_with(f"sleep {seconds}")) == 4, timeout=60)
+        wait_for(lambda: _sleeping(seconds) == 4, timeout=60)
         servers = _servers(proc.pid)
         assert len(servers) == 5  # the server and its four helpers
         assert [c for c in cgroups.ours() if f"-{proc.pid}-" in os.path.basename(c)]
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         wait_for(lambda: not processes_with(f"sleep {seconds}") and not _servers(proc.pid))
+        assert _sleeping(seconds) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
