@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -118,3 +120,22 @@ async def test_a_closed_server_refuses_jobs(area: ScratchArea, workdir: Path) ->
     ex = _on(server, "ns")
     with pytest.raises(ExecutorError, match="closed"):
         await Jobs(area, workdir, ex).sh("true")
+
+
+async def test_a_job_dies_with_its_server(area: ScratchArea, workdir: Path) -> None:
+    """SIGKILL of the server alone: its helper still kills the job, cleans up, and the
+    run fails as the executor's error."""
+    long_sleep = f"sleep {random.randint(3000, 9999)}"
+    async with SandboxServer() as server:
+        ex = _on(server, "ns")
+
+        async def kill_server() -> None:
+            await _until(lambda: bool(processes_with(long_sleep)))
+            assert server.pid is not None
+            os.kill(server.pid, signal.SIGKILL)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(kill_server)
+            with pytest.raises(ExecutorError):
+                await Jobs(area, workdir, ex).sh(long_sleep)
+        assert not processes_with(long_sleep)
