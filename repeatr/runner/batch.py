@@ -130,8 +130,12 @@ async def run_batch(
     called as each formula finishes, failed or not (never for skipped ones).
     ``cache``: the shared cache to use (it must be open); None: one on
     ``options.state`` for this batch, ``on_wait`` told when a lock is not free.
+    ``server``: the sandbox server every job's helper is forked from (None:
+    one for this batch, started by its first job that the memo store does
+    not answer, stopped at its end).
     """
     from repeatr.cache.shared import SharedCache
+    from repeatr.executors.server import SandboxServer
 
     files = list(formula_files)
     done: dict[int, BatchItem] = {}
