@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 
 from repeatr.assemble.ops import Op
 from repeatr.assemble.plan import plan
@@ -183,6 +184,7 @@ async def _pump(fd: int, name: str, cb: OutputCallback) -> None:
             continue
         if not chunk:
             break
+        await anyio.lowlevel.checkpoint()  # a job that floods its output starves nobody
         buf += chunk
         while (i := buf.find(b"\n")) >= 0:
             line, buf = buf[: i + 1], buf[i + 1 :]
