@@ -24,6 +24,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import NoReturn
 
+    from repeatr.executors.spawn import ServerProcess
+
 #: The state (cache) directory when neither --cache nor REPEATR_CACHE says otherwise.
 DEFAULT_STATE = "/var/lib/repeatr"
 _FLAGS = {"-q", "--quiet", "--ignore-job-exit", "--fail-fast"}
@@ -168,21 +170,43 @@ def resume_gc() -> None:
         gc.enable()
 
 
+def prestart_server(argv: Sequence[str]) -> ServerProcess | None:
+    """For ``repeatr run`` (not a memo hit), start the sandbox server now.
+
+    Its start-up (an interpreter and the helper's modules) then runs on
+    another core while this process imports the CLI, anyio and the rest
+    (``repeatr.executors.spawn``). None when it is not worth it or cannot
+    start: the runner starts one itself when a job needs it, and reports why
+    it cannot. A server nobody uses ends with ``ServerProcess.close``.
+    """
+    if not argv or argv[0] != "run" or "-h" in argv or "--help" in argv or os.geteuid() != 0:
+        return None
+    from repeatr.executors.spawn import spawn_server
+
+    try:
+        return spawn_server()
+    except OSError:
+        return None
+
+
 def entry() -> None:
     pause_gc()
     install_signal_handlers()
     argv = sys.argv[1:]
     if memo_hit(argv):
         leave(0)
+    server = prestart_server(argv)
     try:
         from repeatr.cli.main import main
 
-        code = main(argv)
+        code = main(argv, prestarted=server)
     except KeyboardInterrupt as interrupt:
         # A Ctrl-C or SIGTERM before main() was ready (or a second one after it
         # reported the first): still "cancelled", never death by SIGINT.
         sys.stderr.write(f"repeatr: cancelled by {interrupt or 'SIGINT'} [cancelled, exit 8]\n")
         code = 8
+    if server is not None:
+        server.close()  # unused (a memo hit, an error): else the runner closed it already
     # Everything is torn down: a signal now must not turn into a death by
     # signal during interpreter shutdown (joining worker threads, atexit).
     signal.setitimer(signal.ITIMER_REAL, 0)

@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from repeatr import __version__
 from repeatr.cli.entry import (
@@ -28,6 +28,9 @@ from repeatr.cli.entry import (
 from repeatr.cli.output import ALIASES as FORMAT_ALIASES
 from repeatr.cli.output import Format, Reporter
 from repeatr.errors import Cancelled, Category, RepeatrError, collapse
+
+if TYPE_CHECKING:
+    from repeatr.executors.spawn import ServerProcess
 
 T = TypeVar("T")
 
@@ -234,8 +237,12 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Nam
     return parser.parse_args(argv)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; return (and, as a console script, exit with) its exit code."""
+def main(argv: Sequence[str] | None = None, *, prestarted: ServerProcess | None = None) -> int:
+    """Run one command; return (and, as a console script, exit with) its exit code.
+
+    ``prestarted``: a sandbox server ``repeatr.cli.entry`` started for ``run``
+    (``args.prestarted_server``; the caller closes it if the command did not).
+    """
     install_signal_handlers()
     if argv is None:
         argv = sys.argv[1:]
@@ -250,6 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if hasattr(args, "command_line"):
             after = list(argv[argv.index("--") + 1 :]) if "--" in argv else []
             args.command_line = after
+        args.prestarted_server = prestarted
         reporter = Reporter(
             Format(getattr(args, "format", "text")),
             debug=getattr(args, "debug", False),

@@ -13,7 +13,7 @@ from repeatr.runner import EXECUTORS
 
 if TYPE_CHECKING:
     from repeatr.runner.batch import BatchItem
-    from repeatr.runner.run import RunOptions
+    from repeatr.runner.run import RunOptions, RunResult
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -147,8 +147,13 @@ def cmd_run(args: argparse.Namespace, out: Reporter) -> int:
         answered(prepared, options, events)
         return 0
     from repeatr.cli.main import run_cancellable
+    from repeatr.executors.server import SandboxServer
 
-    result = run_cancellable(lambda: execute(prepared, options, events), out)
+    async def run() -> RunResult:
+        async with SandboxServer(prestarted=args.prestarted_server) as server:
+            return await execute(prepared, options, events, server=server)
+
+    result = run_cancellable(run, out)
     if result.exit_code != 0:
         out.log(f"the job exited {result.exit_code}", level="warning")
     return _exit_status(result.exit_code, args.ignore_job_exit)
@@ -172,6 +177,7 @@ def _run_batch(args: argparse.Namespace, out: Reporter, files: list[str]) -> int
 
     from repeatr.cli.events import runner_events
     from repeatr.cli.main import run_cancellable
+    from repeatr.executors.server import SandboxServer
     from repeatr.runner.batch import BatchOptions, most_severe, run_batch
 
     if "-" in files:
@@ -205,9 +211,11 @@ def _run_batch(args: argparse.Namespace, out: Reporter, files: list[str]) -> int
     )
 
     async def run() -> list[BatchItem]:
-        return await run_batch(
-            files, options, batch, events_for=events_for, on_done=on_done, on_wait=out.log
-        )
+        async with SandboxServer(prestarted=args.prestarted_server) as server:
+            return await run_batch(
+                files, options, batch, events_for=events_for, on_done=on_done,
+                on_wait=out.log, server=server,
+            )
 
     items = run_cancellable(run, out, "batch")
     statuses = [item.exit_status(args.ignore_job_exit) for item in items]

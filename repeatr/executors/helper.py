@@ -1,28 +1,30 @@
 """The parent's side of the sandbox helper, shared by every executor.
 
-``run`` starts ``python -I -S -c "...repeatr.executors.sandbox..."`` (a fresh, single-
-threaded interpreter: never a fork of this possibly threaded process), sends
-it the job (a ``repeatr.executors.protocol.Spec`` in ``repeatr.executors.wire``
-frames) on a socketpair, streams the job's stdout/stderr (the
-helper's own pipes, inherited by the job) line by line to ``on_output``, and
-maps the helper's reports to ``JobResult`` or to our errors.
+``run`` asks the sandbox server (``repeatr.executors.server``: one per
+invocation, a fresh single-threaded interpreter, never a fork of this
+possibly threaded process) for a helper, handing it the helper's control
+socket and the job's stdio; sends the helper the job (a
+``repeatr.executors.protocol.Spec`` in ``repeatr.executors.wire`` frames),
+streams the job's stdout/stderr (pipes the helper and the job inherit) line
+by line to ``on_output``, and maps the helper's reports to ``JobResult`` or
+to our errors. An executor given no server (``server=None``) starts one for
+each job.
 
 Cancellation (or any error) while the helper runs: in a shielded scope with a
-timeout, SIGTERM the helper (its handler SIGKILLs the job and every
-descendant, then exits), then SIGKILL it if it is still there (the job has
-PR_SET_PDEATHSIG(SIGKILL) toward the helper). If *this* process dies, even by
-SIGKILL, the helper sees it through a pidfd of this process and the control
-socket, and does the same; its mount namespace goes with it.
+timeout, SIGTERM the helper through its pidfd (its handler SIGKILLs the job
+and every descendant, runs its cleanups, then exits), then SIGKILL it if it
+is still there (the job has PR_SET_PDEATHSIG(SIGKILL) toward the helper).
+Only that job's helper: the server and the other jobs go on. If *this*
+process dies, even by SIGKILL, the server and every helper see it through a
+pidfd of this process and do the same; their mount namespaces go with them.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shlex
 import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -32,8 +34,8 @@ from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 
-import repeatr
 from repeatr.assemble.ops import Op
 from repeatr.assemble.plan import plan
 from repeatr.errors import (
@@ -67,6 +69,8 @@ from repeatr.executors.protocol import (
     Started,
     spec_to_json,
 )
+from repeatr.executors.server import Helper, SandboxServer
+from repeatr.executors.spawn import helper_command
 from repeatr.executors.wire import decode, encode, frame_length
 from repeatr.linux import cgroups
 from repeatr.model.limits import LimitName
@@ -75,18 +79,6 @@ if TYPE_CHECKING:
     from repeatr.executors.protocol import Mode
 
 MAX_LINE = 64 * 1024  # longer lines are delivered in pieces
-_PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(repeatr.__file__)))
-#: The helper's entry point. It runs as root before any isolation, so it imports
-#: nothing it was not meant to: ``-I`` (no cwd or script dir on sys.path, every
-#: PYTHON* variable ignored, no user site) and ``-S`` (no site: start-up time);
-#: repeatr is found by the absolute path appended here, after the standard
-#: library, so no file next to the package can shadow a stdlib module either.
-#: ``-c`` rather than ``-m repeatr.executors.sandbox``: runpy's own imports
-#: (importlib.util, contextlib) cost the helper ~1.3 ms.
-_HELPER_MAIN = (
-    f"import sys; sys.path.append({_PKG_PARENT!r}); "
-    "from repeatr.executors.sandbox import leave, main; leave(main(sys.argv))"
-)
 #: The helper's mode for each executor (``repeatr.executors.sandbox``).
 MODES: dict[ExecutorName, Mode] = {
     ExecutorName.NS: "ns",
@@ -141,16 +133,16 @@ class ControlChannel:
                 continue
             view = view[sent:]
 
-    async def aclose(self) -> None:
-        self.sock.close()
-
 
 @dataclass
 class HelperHandle:
-    """A started helper, as task_group.start() reports it."""
+    """A helper forked for one job: the process, its control channel, the job's output pipes."""
 
-    process: anyio.abc.Process
+    process: Helper
     control: ControlChannel
+    #: Read ends of the job's stdout and stderr pipes (None: an interactive job's terminal).
+    stdout: int | None = None
+    stderr: int | None = None
 
     @property
     def pid(self) -> int:
@@ -161,9 +153,8 @@ class HelperHandle:
             header = await self.control.receive_exactly(4)
             data = await self.control.receive_exactly(frame_length(header))
         except (anyio.EndOfStream, anyio.IncompleteRead, OSError):
-            code = await self.process.wait()
             raise ExecutorError(
-                f"the sandbox helper exited ({code}) without a report",
+                f"the sandbox helper (pid {self.pid}) exited without a report",
                 hint="rerun with --debug; the helper's stderr is in the job's stderr",
             ) from None
         try:
@@ -174,10 +165,26 @@ class HelperHandle:
     async def send(self, msg: Message) -> None:
         await self.control.send(encode(msg))
 
+    def close(self) -> None:
+        self.process.close()
+        for fd in (self.stdout, self.stderr):
+            if fd is not None:
+                os.close(fd)
+        self.stdout = self.stderr = None
 
-async def _pump(stream: anyio.abc.ByteReceiveStream, name: str, cb: OutputCallback) -> None:
+
+async def _pump(fd: int, name: str, cb: OutputCallback) -> None:
+    """Read the pipe ``fd`` until end of stream, line by line to ``cb``."""
     buf = b""
-    async for chunk in stream:
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            await anyio.wait_readable(fd)
+            continue
+        if not chunk:
+            break
+        await anyio.lowlevel.checkpoint()  # a job that floods its output starves nobody
         buf += chunk
         while (i := buf.find(b"\n")) >= 0:
             line, buf = buf[: i + 1], buf[i + 1 :]
@@ -251,10 +258,13 @@ class HelperExecutor(Executor):
         python: str = sys.executable,
         kill_timeout: float = 5.0,
         on_debug: Callable[[str], None] | None = None,
+        server: SandboxServer | None = None,
     ) -> None:
         super().__init__(on_debug=on_debug)
         self.python = python
         self.kill_timeout = kill_timeout
+        #: The invocation's sandbox server (None: one per job).
+        self.server = server
 
     @property
     def mode(self) -> Mode:
@@ -270,7 +280,10 @@ class HelperExecutor(Executor):
         """
         if self.on_debug is None:
             return
-        self.on_debug(f"sandbox helper: {shlex.join(self.command(3))}  (spec on fd 3)")
+        self.on_debug(
+            f"sandbox server: {shlex.join(self.command(3))}"
+            "  (requests on fd 3; each job's helper is a fork of it)"
+        )
         self.on_debug(f"sandbox spec: {spec_to_json(spec)}")
         self.on_debug(
             f"sandbox replay: {shlex.join(self.replay_command('SPEC.json'))}"
@@ -370,48 +383,55 @@ class HelperExecutor(Executor):
             ) from e
 
     def command(self, fd: int) -> list[str]:
-        return [self.python, "-I", "-S", "-c", _HELPER_MAIN, str(fd), str(os.getpid())]
+        """The sandbox server's command line, its socket on ``fd``."""
+        return helper_command(self.python, "--server", str(fd), str(os.getpid()))
 
     def replay_command(self, spec_file: str) -> list[str]:
         """The helper's command line that runs the job of the spec saved in ``spec_file``."""
-        return [self.python, "-I", "-S", "-c", _HELPER_MAIN, "--spec", spec_file]
+        return helper_command(self.python, "--spec", spec_file)
 
     async def start_helper(
-        self, spec: Spec, tty: int | None, *, task_status: anyio.abc.TaskStatus[HelperHandle]
-    ) -> None:
-        """Start the helper and report it once it is running (for task_group.start)."""
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self, server: SandboxServer, spec: Spec, tty: int | None
+    ) -> HelperHandle:
+        """Fork a helper for the job (stdio: pipes to us, or ``tty``) and send it ``spec``."""
+        if tty is not None:
+            process = await server.fork(tty, tty, tty)
+            handle = HelperHandle(process, ControlChannel(process.control))
+        else:
+            out_r, out_w = os.pipe()
+            err_r, err_w = os.pipe()
+            null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                process = await server.fork(null, out_w, err_w)
+            except BaseException:
+                os.close(out_r)
+                os.close(err_r)
+                raise
+            finally:
+                for fd in (null, out_w, err_w):
+                    os.close(fd)  # the helper's (and the job's) now
+            os.set_blocking(out_r, False)
+            os.set_blocking(err_r, False)
+            handle = HelperHandle(process, ControlChannel(process.control), out_r, err_r)
         try:
-            process = await anyio.open_process(
-                self.command(theirs.fileno()),
-                stdin=subprocess.DEVNULL if tty is None else tty,
-                stdout=subprocess.PIPE if tty is None else tty,
-                stderr=subprocess.PIPE if tty is None else tty,
-                pass_fds=(theirs.fileno(),),
-                start_new_session=True,  # Ctrl-C reaches us, not the helper
-                env={"PATH": os.defpath, "LC_ALL": "C.UTF-8"},  # nothing PYTHON*
-            )
-        except OSError as e:
-            ours.close()
-            raise ExecutorError(f"cannot start the sandbox helper {self.python}: {e}") from e
-        finally:
-            theirs.close()
-        handle = HelperHandle(process, ControlChannel(ours))
-        await handle.send(spec)
-        task_status.started(handle)
+            await handle.send(spec)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self.terminate(handle)
+            handle.close()
+            raise
+        return handle
 
     async def terminate(self, handle: HelperHandle) -> None:
-        """SIGTERM, then SIGKILL; call from a shielded scope."""
+        """SIGTERM, then SIGKILL (through its pidfd); call from a shielded scope."""
         proc = handle.process
         with anyio.move_on_after(self.kill_timeout):
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGTERM)
+            if not proc.exited():
+                proc.send_signal(signal.SIGTERM)
                 with anyio.move_on_after(self.kill_timeout / 2):
                     await proc.wait()
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
+            if not proc.exited():
+                proc.send_signal(signal.SIGKILL)
                 await proc.wait()
 
     async def run(
@@ -425,52 +445,64 @@ class HelperExecutor(Executor):
         spec = self.spec(job)
         self.debug_commands(spec)
         cgroups.gc()  # groups of runs whose repeatr died (cheap: a few sysfs listings)
+        if self.server is not None:
+            return await self._run(self.server, job, spec, on_output, on_finished)
+        async with SandboxServer(python=self.python) as server:
+            return await self._run(server, job, spec, on_output, on_finished)
+
+    async def _run(
+        self,
+        server: SandboxServer,
+        job: JobSpec,
+        spec: Spec,
+        on_output: OutputCallback,
+        on_finished: FinishedCallback | None,
+    ) -> JobResult:
         t0 = time.monotonic()
         reported: Error | None = None
         result: JobResult | None = None
         failure: Exception | None = None
-        async with anyio.create_task_group() as tg:
-            handle: HelperHandle = await tg.start(self.start_helper, spec, job.tty)
-            if job.tty is None:  # interactive jobs talk to their terminal directly
-                assert handle.process.stdout is not None and handle.process.stderr is not None
-                tg.start_soon(_pump, handle.process.stdout, "stdout", on_output)
-                tg.start_soon(_pump, handle.process.stderr, "stderr", on_output)
-            try:
-                expected: type[Message]
-                for expected in (Assembled, Started, Exit):
-                    msg = await handle.receive()
-                    if isinstance(msg, Error):
-                        reported = msg
-                        break
-                    if not isinstance(msg, expected):
-                        raise ExecutorError(
-                            f"sandbox helper protocol: got {msg}, not {expected.tag}"
+        handle = await self.start_helper(server, spec, job.tty)
+        try:
+            async with anyio.create_task_group() as tg:
+                if handle.stdout is not None and handle.stderr is not None:
+                    tg.start_soon(_pump, handle.stdout, "stdout", on_output)
+                    tg.start_soon(_pump, handle.stderr, "stderr", on_output)
+                try:
+                    expected: type[Message]
+                    for expected in (Assembled, Started, Exit):
+                        msg = await handle.receive()
+                        if isinstance(msg, Error):
+                            reported = msg
+                            break
+                        if not isinstance(msg, expected):
+                            raise ExecutorError(
+                                f"sandbox helper protocol: got {msg}, not {expected.tag}"
+                            )
+                    else:
+                        assert isinstance(msg, Exit)
+                        result = JobResult(
+                            msg.code, msg.signal, time.monotonic() - t0,
+                            timed_out=msg.timed_out, oom_killed=msg.oom, disk=msg.disk,
                         )
-                else:
-                    assert isinstance(msg, Exit)
-                    result = JobResult(
-                        msg.code, msg.signal, time.monotonic() - t0,
-                        timed_out=msg.timed_out, oom_killed=msg.oom, disk=msg.disk,
-                    )
-                    if on_finished is not None:
-                        view = Path(f"/proc/{handle.pid}/root") / spec.root.lstrip("/")
-                        await on_finished(result, view)
-                    await handle.send(Done())
-                with anyio.move_on_after(self.kill_timeout):
-                    await handle.process.wait()
-                if handle.process.returncode is None:
-                    raise ExecutorError("the sandbox helper did not exit after the job")
-            except Exception as e:  # raised below, outside the task group (no ExceptionGroup)
-                failure = e
-                with anyio.CancelScope(shield=True):
-                    await self.terminate(handle)
-            except BaseException:  # cancellation: kill, then let it propagate
-                with anyio.CancelScope(shield=True):
-                    await self.terminate(handle)
-                raise
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await handle.control.aclose()
+                        if on_finished is not None:
+                            view = Path(f"/proc/{handle.pid}/root") / spec.root.lstrip("/")
+                            await on_finished(result, view)
+                        await handle.send(Done())
+                    with anyio.move_on_after(self.kill_timeout):
+                        await handle.process.wait()
+                    if not handle.process.exited():
+                        raise ExecutorError("the sandbox helper did not exit after the job")
+                except Exception as e:  # raised below, outside the task group (no ExceptionGroup)
+                    failure = e
+                    with anyio.CancelScope(shield=True):
+                        await self.terminate(handle)
+                except BaseException:  # cancellation: kill, then let it propagate
+                    with anyio.CancelScope(shield=True):
+                        await self.terminate(handle)
+                    raise
+        finally:
+            handle.close()
         if failure is not None:
             raise failure
         if reported is not None:

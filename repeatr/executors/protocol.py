@@ -1,5 +1,9 @@
 """The parent <-> sandbox helper protocol: the job spec and every message, as types.
 
+The sandbox server (``repeatr.executors.forkserver``, one per invocation)
+forks the helpers: :class:`Fork` and :class:`Forked` are its messages, on its
+own socket; each helper it forks then speaks the protocol below.
+
 Both sides import this module (the parent, ``repeatr.executors.helper``; the
 helper, ``repeatr.executors.sandbox`` and ``oci_sandbox``), so mypy checks
 what one builds against what the other reads: no dict built in one process
@@ -288,6 +292,33 @@ class Done(Message):
 
 if TYPE_CHECKING:
     Report = Assembled | Started | Exit | Error
+
+
+# --- the sandbox server (``repeatr.executors.forkserver``) ---------------------------
+class Fork(Message):
+    """Parent -> server: fork a sandbox helper for one job.
+
+    Sent as one packet on the server's SOCK_SEQPACKET socket with four file
+    descriptors (SCM_RIGHTS), in this order: the helper's end of a fresh
+    control socketpair (the parent then speaks the protocol above on the
+    other end: :class:`Spec` first), and the helper's stdin, stdout and
+    stderr (the job's: pipes the parent reads, or the terminal of an
+    interactive job). The server closes its copies once the helper has them.
+    """
+
+    tag = "fork"
+
+
+class Forked(Message):
+    """Server -> parent, answering :class:`Fork`: the helper runs.
+
+    Sent with one file descriptor, a pidfd of the helper: the parent waits on
+    it and signals the helper through it (it is the server's child, not the
+    parent's, so a bare pid could be reused once the server reaps it).
+    """
+
+    tag = "forked"
+    pid: int  # the helper's
 
 
 # --- JSON (--debug and --spec FILE): bytes as {"$bytes": hex} ------------------------

@@ -1,11 +1,12 @@
 """The helper process that assembles a container and runs one job in it.
 
-Started by ``repeatr.executors.helper`` as a *fresh*, isolated interpreter
-(``python -I -S -c "import sys; sys.path.append(PKG); ...main(sys.argv)" FD
-PARENT_PID``: nothing from the caller's cwd or PYTHON* environment is ever
-imported; ``--debug`` prints the exact command to replay by hand): never
-forked from the threaded parent, so ``unshare`` applies to a single-threaded
-process.
+Forked, one per job, by the sandbox server (``repeatr.executors.forkserver``),
+a *fresh*, isolated, single-threaded interpreter started once per invocation
+(``python -I -S -c "import sys; sys.path.append(PKG); ...main(sys.argv)"
+--server FD PARENT_PID``: nothing from the caller's cwd or PYTHON*
+environment is ever imported; ``--debug`` prints the exact command to replay
+by hand): never forked from the threaded parent, so ``unshare`` applies to a
+single-threaded process.
 Import-light: stdlib, ``repeatr.errors``, ``repeatr.linux``, ``repeatr.assemble``.
 
 Protocol: the typed messages of ``repeatr.executors.protocol``, in frames
@@ -25,15 +26,16 @@ State: one :class:`Sandbox` per helper process holds the job's pid, the
 cleanups, the disk watch and the job's disk; the SIGTERM handler is its
 method, and ``oci_sandbox`` is handed the object.
 
-Lifetime: the helper dies with its parent, and its private mount namespace,
+Lifetime: the helper dies with repeatr, and its private mount namespace,
 with every mount in it, dies with it: nothing is ever mounted in the host's
-namespace. It watches a pidfd of the parent *process* (opened first thing,
-then getppid is checked to close the race) and the control socket; either
-one firing means the parent is gone: it SIGKILLs the job and every
-descendant (it is their subreaper) and exits. SIGTERM (cancellation) does
-the same. Not PR_SET_PDEATHSIG: that follows the parent *thread*, and trio
-spawns processes from worker threads that exit after 10 s idle, which would
-kill a healthy run. The job has PR_SET_PDEATHSIG(SIGKILL) toward the helper
+namespace. It watches a pidfd of the repeatr *process* (the server opened it
+first thing, then checked getppid to close the race) and the control socket;
+either one firing means repeatr is gone: it SIGKILLs the job and every
+descendant (it is their subreaper) and exits. SIGTERM (cancellation, or its
+server's death: PR_SET_PDEATHSIG toward the single-threaded server) does the
+same. Not PR_SET_PDEATHSIG toward repeatr: that follows the parent *thread*,
+and trio spawns processes from worker threads that exit after 10 s idle,
+which would kill a healthy run. The job has PR_SET_PDEATHSIG(SIGKILL) toward the helper
 (single-threaded, so there it is exact).
 
 Modes: ``ns`` unshares mount, pid, uts, ipc (and net unless the network is
@@ -227,15 +229,31 @@ class Sandbox:
         kill_descendants()
 
     def run_cleanups(self) -> None:
-        while self.cleanups:
-            try:  # noqa: SIM105
-                self.cleanups.pop()()
-            except Exception:  # best effort: the next run's gc catches leftovers
-                pass
+        """Each cleanup runs to its end: a SIGTERM meanwhile waits until they are done."""
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        try:
+            while self.cleanups:
+                try:  # noqa: SIM105
+                    self.cleanups.pop()()
+                except Exception:  # best effort: the next run's gc catches leftovers
+                    pass
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
-    def on_term(self, signum: int, frame: object) -> None:
+    def tear_down(self) -> None:
+        """Kill the job's tree and run the cleanups, once: SIGTERM is blocked from here on.
+
+        The parent's death reaches a helper twice (its own pidfd watch, and
+        the server's SIGTERM): a SIGTERM handler entered in the middle of a
+        cleanup would find the list already popped and exit, leaving that
+        cleanup (a cgroup's removal, ``runc delete``) half done.
+        """
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
         self.kill_job()
         self.run_cleanups()
+
+    def on_term(self, signum: int, frame: object) -> None:
+        self.tear_down()
         os._exit(128 + signum)
 
     def wait_job(self, pid: int, timeout: float | None) -> tuple[int, bool]:
@@ -254,8 +272,7 @@ class Sandbox:
             if pidfd in ready:
                 break
             if self.control.parent_gone(ready):
-                self.kill_job()
-                self.run_cleanups()
+                self.tear_down()
                 os._exit(1)
             if deadline is not None and time.monotonic() >= deadline:
                 timed_out = True
@@ -534,32 +551,36 @@ def read_spec_file(path: str) -> Spec:
 
 
 def main(argv: list[str]) -> int:
-    """``FD PARENT_PID`` (from the parent), or ``--spec FILE`` (replayed by hand)."""
-    if len(argv) == 3 and argv[1] == "--spec":
-        box = Sandbox(Control(None, None))
-        signal.signal(signal.SIGTERM, box.on_term)
-        try:
-            spec = read_spec_file(argv[2])
-        except (OSError, ValueError) as e:
-            os.write(2, f"repeatr-sandbox: cannot read the spec {argv[2]}: {e}\n".encode())
-            return 2
-        libc.set_child_subreaper()
-        return _serve(box, spec, replay=True)
-    sock = int(argv[1])
-    os.set_inheritable(sock, False)  # never the job's, nor an OCI runtime's
-    box = Sandbox(Control(sock, None))
+    """``--spec FILE``: the job of a saved spec, replayed by hand (no parent).
+
+    Started by repeatr, the helper is a child of the sandbox server
+    (``repeatr.executors.forkserver``), which calls :func:`serve_parent`.
+    """
+    if len(argv) != 3 or argv[1] != "--spec":
+        os.write(2, b"usage: ... --spec FILE (a sandbox spec saved from --debug)\n")
+        return 2
+    box = Sandbox(Control(None, None))
     signal.signal(signal.SIGTERM, box.on_term)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     try:
-        box.control.parent = os.pidfd_open(int(argv[2]))
-    except ProcessLookupError:
-        return 1
-    if os.getppid() != int(argv[2]):
-        return 1  # the parent died (and its pid was reused) before we held the pidfd
+        spec = read_spec_file(argv[2])
+    except (OSError, ValueError) as e:
+        os.write(2, f"repeatr-sandbox: cannot read the spec {argv[2]}: {e}\n".encode())
+        return 2
     libc.set_child_subreaper()
+    return _serve(box, spec, replay=True)
+
+
+def serve_parent(box: Sandbox) -> int:
+    """Read the ``Spec`` from the parent on ``box.control.sock``, run it, report; the exit code.
+
+    The caller has set up what the helper's life depends on: the SIGTERM
+    handler, the pidfd of the parent, the subreaper flag.
+    """
+    sock = box.control.sock
+    assert sock is not None
     msg = read_frame(sock)
     if msg is None:
-        return 1
+        return 1  # the parent went away before sending the job
     if not isinstance(msg, Spec):
         box.control.report(error_msg(ExecutorError(f"sandbox protocol: {msg.tag}, not a spec")))
         return 1
@@ -571,8 +592,7 @@ def _serve(box: Sandbox, spec: Spec, *, replay: bool) -> int:
         if not box.run(spec):
             return 1 if not replay else 127
     except BaseException as e:  # reported, never printed: stderr is the job's
-        box.kill_job()
-        box.run_cleanups()
+        box.tear_down()
         try:  # noqa: SIM105
             box.control.report(error_msg(e))
         except OSError:  # the parent is gone

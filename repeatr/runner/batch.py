@@ -1,9 +1,11 @@
 """Many formulas, one event loop: a batch under a capacity limiter.
 
 Every formula runs as its own task in one task group; at most ``jobs`` run at
-once. Each is memoized on its own (``repeatr.runner.run``), and they share
-one :class:`repeatr.cache.shared.SharedCache`, so an input used by several
-is fetched and unpacked once and held until the batch ends. A formula that
+once. Their sandbox helpers are forked by one sandbox server
+(``repeatr.executors.server``) for the whole batch. Each is memoized on its
+own (``repeatr.runner.run``), and they share one
+:class:`repeatr.cache.shared.SharedCache`, so an input used by several is
+fetched and unpacked once and held until the batch ends. A formula that
 fails (its file unreadable or invalid, a ware not found, its job exiting
 non-zero) is reported with its file name; the others go on, unless
 ``fail_fast``: then the first failure cancels the rest (they are reported
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
     import anyio.abc
 
     from repeatr.cache.shared import SharedCache
+    from repeatr.executors.server import SandboxServer
 
 #: Most severe first (see the module docstring).
 SEVERITY: tuple[Category, ...] = (
@@ -118,6 +121,7 @@ async def run_batch(
     on_done: Callable[[BatchItem], None] = lambda _item: None,
     cache: SharedCache | None = None,
     on_wait: Callable[[str], None] | None = None,
+    server: SandboxServer | None = None,
 ) -> list[BatchItem]:
     """Run every formula file; one item per file, in the order given.
 
@@ -126,19 +130,26 @@ async def run_batch(
     called as each formula finishes, failed or not (never for skipped ones).
     ``cache``: the shared cache to use (it must be open); None: one on
     ``options.state`` for this batch, ``on_wait`` told when a lock is not free.
+    ``server``: the sandbox server every job's helper is forked from (None:
+    one for this batch, started by its first job that the memo store does
+    not answer, stopped at its end).
     """
     from repeatr.cache.shared import SharedCache
+    from repeatr.executors.server import SandboxServer
 
     files = list(formula_files)
     done: dict[int, BatchItem] = {}
     limiter = anyio.CapacityLimiter(max(1, batch.jobs))
 
-    async def one(index: int, file: str, shared: SharedCache, tg: anyio.abc.TaskGroup) -> None:
+    async def one(
+        index: int, file: str, shared: SharedCache, sandbox: SandboxServer, tg: anyio.abc.TaskGroup
+    ) -> None:
         async with limiter:
             ev = events_for(file)
             try:
                 try:
-                    item = BatchItem(file, result=await run(file, options, ev, cache=shared))
+                    result = await run(file, options, ev, cache=shared, server=sandbox)
+                    item = BatchItem(file, result=result)
                 except BaseExceptionGroup as group:
                     raise collapse(group) from None
             except RepeatrError as err:
@@ -148,15 +159,22 @@ async def run_batch(
             if batch.fail_fast and item.exit_status(batch.ignore_job_exit):
                 tg.cancel_scope.cancel()
 
-    async def all_of(shared: SharedCache) -> None:
+    async def all_of(shared: SharedCache, sandbox: SandboxServer) -> None:
         async with anyio.create_task_group() as tg:
             for index, file in enumerate(files):
-                tg.start_soon(one, index, file, shared, tg)
+                tg.start_soon(one, index, file, shared, sandbox, tg)
+
+    async def with_server(shared: SharedCache) -> None:
+        if server is not None:
+            await all_of(shared, server)
+        else:
+            async with SandboxServer() as own:
+                await all_of(shared, own)
 
     if cache is not None:
-        await all_of(cache)
+        await with_server(cache)
     else:
         shared_cache = SharedCache(options.state, on_wait=on_wait, ware_disk=options.ware_disk)
         async with shared_cache as shared:
-            await all_of(shared)
+            await with_server(shared)
     return [done.get(n, BatchItem(file)) for n, file in enumerate(files)]

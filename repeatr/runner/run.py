@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from repeatr.check import CheckReport
     from repeatr.executors.base import Executor
     from repeatr.executors.choose import Needs
+    from repeatr.executors.server import SandboxServer
     from repeatr.model.formula import FormulaFile
     from repeatr.model.runrecord import RunRecord
     from repeatr.supervisor import NetSettings, RunEvents, RunOutcome
@@ -206,11 +207,14 @@ async def run(
     events: RunnerEvents | None = None,
     *,
     cache: Cache | None = None,
+    server: SandboxServer | None = None,
 ) -> RunResult:
     """Run the formula in ``formula_file`` (or answer it from the memo store).
 
     ``cache``: the cache to take shelves from (a batch shares one,
     :class:`repeatr.cache.shared.SharedCache`); None: one on ``options.state``.
+    ``server``: the invocation's sandbox server (a batch shares one,
+    :class:`repeatr.executors.server.SandboxServer`); None: one for this run.
     Raises ``RepeatrError`` for what stopped the run; a job that exits
     non-zero is not an error (the result has its code).
     """
@@ -221,7 +225,7 @@ async def run(
     prepared = await anyio.to_thread.run_sync(prepare, formula_file, options, ev)
     if prepared.hit is not None:
         return answered(prepared, options, ev)
-    return await execute(prepared, options, ev, cache=cache)
+    return await execute(prepared, options, ev, cache=cache, server=server)
 
 
 def run_sync(
@@ -242,14 +246,16 @@ async def execute(
     events: RunnerEvents,
     *,
     cache: Cache | None = None,
+    server: SandboxServer | None = None,
 ) -> RunResult:
-    """Run a prepared formula that the memo store did not answer."""
+    """Run a prepared formula that the memo store did not answer (``run`` says what
+    ``cache`` and ``server`` are)."""
     from repeatr.model.runrecord import encode_pretty
     from repeatr.supervisor import run_formula
 
     loaded = prepared.loaded
     assert loaded is not None
-    executor = make_executor(choose_executor(options.executor, loaded, events), events)
+    executor = make_executor(choose_executor(options.executor, loaded, events), events, server)
     memo = MemoStore(options.state)
     printed: list[bytes] = []
 
@@ -287,17 +293,20 @@ async def check(
     import anyio.to_thread
 
     from repeatr.check import check_formula
+    from repeatr.executors.server import SandboxServer
 
     loaded = await anyio.to_thread.run_sync(load, formula_file, events)
-    executor = make_executor(choose_executor(options.executor, loaded, events), events)
-    executor.preflight()
-    return await check_formula(
-        loaded,
-        executor=executor,
-        cache=open_cache(options, events),
-        runs=runs,
-        events=events.for_supervisor(),
-    )
+    name = choose_executor(options.executor, loaded, events)
+    async with SandboxServer() as server:  # one for every run of the check
+        executor = make_executor(name, events, server)
+        executor.preflight()
+        return await check_formula(
+            loaded,
+            executor=executor,
+            cache=open_cache(options, events),
+            runs=runs,
+            events=events.for_supervisor(),
+        )
 
 
 def open_cache(options: RunOptions, events: RunnerEvents) -> Cache:
@@ -332,11 +341,18 @@ def choose_executor(requested: str, loaded: FormulaFile, events: RunnerEvents) -
     return str(name)
 
 
-def make_executor(name: str, events: RunnerEvents) -> Executor:
-    """An executor by name, reporting its debug lines to ``events``."""
+def make_executor(
+    name: str, events: RunnerEvents, server: SandboxServer | None = None
+) -> Executor:
+    """An executor by name, reporting its debug lines to ``events``, its jobs
+    forked by ``server`` (None: a server per job)."""
     from repeatr.executors.base import load as load_executor
+    from repeatr.executors.helper import HelperExecutor
 
-    return load_executor(name)(on_debug=events.debug)
+    cls = load_executor(name)
+    if issubclass(cls, HelperExecutor):
+        return cls(on_debug=events.debug, server=server)
+    return cls(on_debug=events.debug)
 
 
 def net_settings(bridge: str | None, subnet: str | None) -> NetSettings:

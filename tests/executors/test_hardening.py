@@ -177,15 +177,15 @@ def test_helper_command_replays_from_anywhere(tmp_path: Path) -> None:
     argv = ex.command(3)
     assert argv[1:3] == ["-I", "-S"]
     probe = argv[4].replace(
-        "from repeatr.executors.sandbox import leave, main; leave(main(sys.argv))",
-        "import repeatr.executors.sandbox as s; print(s.__file__)",
+        "from repeatr.executors.forkserver import leave, main; leave(main(sys.argv))",
+        "import repeatr.executors.forkserver as s; print(s.__file__)",
     )
     res = subprocess.run(
         [sys.executable, "-I", "-S", "-c", probe], cwd=tmp_path, env={},
         capture_output=True, text=True, check=True,
     )
     assert res.stdout.strip() == os.path.join(os.path.dirname(repeatr.__file__), "executors",
-                                              "sandbox.py")
+                                              "forkserver.py")
 
 
 # --- 4, 5. the job sees, signals and reaches only its own processes -------------------

@@ -54,9 +54,10 @@ def _cmdline(pid: int) -> str:
 
 
 def _helpers(parent_pid: int) -> list[int]:
-    """Sandbox helpers started by ``parent_pid`` (its pid is their last argument)."""
+    """The sandbox server started by ``parent_pid`` and its helpers (forks of it: the same
+    command line, whose last argument is the pid of ``parent_pid``)."""
     return [
-        pid for pid in processes_with("repeatr.executors.sandbox")
+        pid for pid in processes_with("repeatr.executors.forkserver")
         if _cmdline(pid).endswith(f"\0{parent_pid}\0")
     ]
 

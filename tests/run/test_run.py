@@ -250,7 +250,7 @@ def test_debug_shows_mounts_and_command_lines(runner: Runner, executor: str) -> 
     proc = next(line for line in res.stderr.splitlines() if "repeatr: mount: proc" in line)
     assert "/proc/kcore" in proc.split("masked:")[1] and "/proc/sys" in proc.split("read-only:")[1]
     assert ("hidepid=invisible" in proc) == (executor == "chroot")
-    assert "repeatr: sandbox helper: " in res.stderr and "repeatr.executors.sandbox" in res.stderr
+    assert "repeatr: sandbox server: " in res.stderr and "repeatr.executors.forkserver" in res.stderr
     assert " -I -S -c " in res.stderr
     if executor == "runc":
         runtime = [line for line in res.stderr.splitlines() if line.startswith("repeatr: runtime: ")]

@@ -45,7 +45,7 @@ from tests.rootfs import MKROOTFS, STRICT, iproute2_netns_dir, mountinfo, proces
 
 SCALE = max(1, int(os.environ.get("REPEATR_STRESS_SCALE", "1")))
 SEED = int(os.environ.get("REPEATR_STRESS_SEED", str(int(time.time()))))
-SANDBOX = "repeatr.executors.sandbox"
+SANDBOX = "repeatr.executors.forkserver"  # the server and its forked helpers
 #: The data in the big ware: 40 dirs x 100 files of 16 KiB, and two 32 MiB files.
 BIG_DIRS, BIG_FILES, BIG_FILE_SIZE, BIG_LARGE = 40, 100, 16 << 10, 32 << 20
 

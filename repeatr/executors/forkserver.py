@@ -1,0 +1,241 @@
+"""The sandbox server: one per invocation, it forks a sandbox helper per job.
+
+Started by the parent (``repeatr.executors.spawn``) as a fresh, isolated,
+single-threaded interpreter (``python -I -S -c ... --server FD PARENT_PID``),
+so forking it is safe, unlike forking the threaded parent. Import-light like
+``repeatr.executors.sandbox``, which it imports: a forked helper starts with
+everything loaded, in ~1 ms instead of an interpreter's start-up.
+
+Protocol (``repeatr.executors.protocol``): the parent sends :class:`Fork` on
+the SOCK_SEQPACKET socket ``FD``, one packet with four file descriptors
+(the helper's control socket, its stdin, stdout, stderr); the server forks a
+helper that takes them as its own, closes its copies, and answers
+:class:`Forked` (the helper's pid, with a pidfd of it), or :class:`Error`
+when it cannot fork. Requests are answered in order, one at a time. The
+helper then speaks the helper protocol with the parent on its control
+socket, as ``repeatr.executors.sandbox`` describes.
+
+Lifetime: the server lives as long as the invocation, never longer. It
+watches a pidfd of the parent *process* (opened first thing, then getppid is
+checked to close the race) and its socket; when the parent dies (even by
+SIGKILL) or closes the socket, it SIGTERMs every helper still running (each
+kills its job's tree and runs its cleanups), waits for them (SIGKILL after
+``HELPER_GRACE`` seconds), and exits. Each helper also watches the parent's
+pidfd itself, and gets SIGTERM when the server dies
+(PR_SET_PDEATHSIG toward the server: single-threaded, so exact): a helper
+whose server is gone kills its job, cleans up and exits. The server reaps
+its helpers as they exit (their pidfds in its poll set); it never writes to
+its stdout (``/dev/null``) and keeps stderr for a crash's traceback only.
+"""
+
+from __future__ import annotations
+
+import _socket
+import os
+import select
+import signal
+import sys
+import time
+
+from repeatr.errors import ExecutorError
+from repeatr.executors.protocol import Fork, Forked
+from repeatr.executors.sandbox import Control, Sandbox, error_msg, leave, serve_parent
+from repeatr.executors.sandbox import main as replay_main
+from repeatr.executors.wire import decode, encode, frame_length
+from repeatr.linux import libc
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from repeatr.executors.protocol import Message
+
+#: A request is a few bytes; a packet longer than this is not one of ours.
+MAX_PACKET = 1 << 16
+#: File descriptors a :class:`Fork` carries: control socket, stdin, stdout, stderr.
+FORK_FDS = 4
+#: Seconds the helpers get to clean up when the invocation ends, before SIGKILL.
+HELPER_GRACE = 15.0
+
+
+def receive(sock: _socket.socket) -> tuple[Message | None, list[int]]:
+    """One packet: (its message, None at end of stream; the fds it carried)."""
+    data, ancdata, _flags, _addr = sock.recvmsg(
+        MAX_PACKET, _socket.CMSG_SPACE(FORK_FDS * 4), _socket.MSG_CMSG_CLOEXEC
+    )
+    fds: list[int] = []
+    for level, kind, payload in ancdata:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+            usable = len(payload) - len(payload) % 4
+            fds += [int.from_bytes(payload[i : i + 4], sys.byteorder) for i in range(0, usable, 4)]
+    if not data:
+        return None, fds
+    try:
+        if len(data) < 4 or frame_length(data[:4]) != len(data) - 4:
+            raise ValueError("a truncated request")
+        return decode(data[4:]), fds
+    except (ValueError, EOFError, TypeError) as e:
+        for fd in fds:
+            os.close(fd)
+        raise ValueError(f"sandbox server protocol: {e}") from None
+
+
+def reply(sock: _socket.socket, msg: Message, fds: list[int]) -> None:
+    """One packet with ``msg`` (and ``fds``)."""
+    anc = []
+    if fds:
+        payload = b"".join(fd.to_bytes(4, sys.byteorder) for fd in fds)
+        anc = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, payload)]
+    sock.sendmsg([encode(msg)], anc)
+
+
+class Server:
+    """The server's state: its socket, the parent's pidfd, the helpers it forked."""
+
+    def __init__(self, sock: _socket.socket, parent: int) -> None:
+        self.sock = sock
+        self.parent = parent
+        self.pid = os.getpid()
+        #: pidfd -> pid of each helper not yet reaped.
+        self.helpers: dict[int, int] = {}
+        self.poller = select.poll()
+        self.poller.register(sock.fileno(), select.POLLIN)
+        self.poller.register(parent, select.POLLIN)
+
+    def serve(self) -> int:
+        """Answer requests until the parent dies or closes the socket; then stop."""
+        while True:
+            for fd, _events in self.poller.poll():
+                if fd == self.parent:
+                    return self.stop()
+                if fd in self.helpers:
+                    self.reap(fd)
+                elif fd == self.sock.fileno():
+                    try:
+                        if not self.request():
+                            return self.stop()
+                    except OSError:  # the parent is gone (or going): as its death
+                        return self.stop()
+
+    def request(self) -> bool:
+        """Receive and answer one request; False at end of stream."""
+        try:
+            msg, fds = receive(self.sock)
+        except ValueError as e:
+            reply(self.sock, error_msg(ExecutorError(str(e))), [])
+            return True
+        if msg is None:
+            for extra in fds:
+                os.close(extra)
+            return False
+        self.answer(msg, fds)
+        return True
+
+    def answer(self, msg: Message, fds: list[int]) -> None:
+        try:
+            if not isinstance(msg, Fork) or len(fds) != FORK_FDS:
+                what = msg.tag if not isinstance(msg, Fork) else f"fork with {len(fds)} fds"
+                raise ExecutorError(f"sandbox server protocol: {what}")
+            try:
+                pid = os.fork()
+            except OSError as e:
+                raise ExecutorError(f"the sandbox server cannot fork a helper: {e}") from e
+            if pid == 0:
+                code = 1
+                try:
+                    code = self.helper(fds)
+                finally:
+                    leave(code)
+        except ExecutorError as e:
+            for fd in fds:
+                os.close(fd)
+            reply(self.sock, error_msg(e), [])
+            return
+        for fd in fds:
+            os.close(fd)  # the helper's now
+        pidfd = os.pidfd_open(pid)
+        self.helpers[pidfd] = pid
+        self.poller.register(pidfd, select.POLLIN)
+        reply(self.sock, Forked(pid=pid), [pidfd])
+
+    def reap(self, pidfd: int) -> None:
+        pid = self.helpers.pop(pidfd)
+        self.poller.unregister(pidfd)
+        os.close(pidfd)
+        try:  # noqa: SIM105 (contextlib: start-up time)
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+
+    def stop(self) -> int:
+        """SIGTERM every helper, wait for them (SIGKILL after ``HELPER_GRACE``), reap them."""
+        # Only the helpers' pidfds now: the parent's stays readable, and would
+        # end every wait at once (taken for the grace running out).
+        self.poller.unregister(self.parent)
+        self.poller.unregister(self.sock.fileno())
+        for pidfd in self.helpers:
+            try:  # noqa: SIM105
+                signal.pidfd_send_signal(pidfd, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + HELPER_GRACE
+        while self.helpers:
+            wait_ms = max(0, int((deadline - time.monotonic()) * 1000))
+            ready = [fd for fd, _ in self.poller.poll(wait_ms) if fd in self.helpers]
+            if not ready:  # the grace is over
+                for pidfd in self.helpers:
+                    try:  # noqa: SIM105
+                        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                deadline = time.monotonic() + HELPER_GRACE
+                continue
+            for pidfd in ready:
+                self.reap(pidfd)
+        return 0
+
+    # --- in the forked helper ------------------------------------------------------
+    def helper(self, fds: list[int]) -> int:
+        """Become the sandbox helper of one job (``repeatr.executors.sandbox``)."""
+        control, *stdio = fds
+        box = Sandbox(Control(control, self.parent))
+        signal.signal(signal.SIGTERM, box.on_term)
+        libc.set_pdeathsig(signal.SIGTERM)  # the server died: clean up and go
+        if os.getppid() != self.pid:
+            return 1  # it died before the death signal was set
+        os.setsid()  # a process group of its own, as each helper had
+        for target, fd in enumerate(stdio):
+            os.dup2(fd, target)  # inheritable: the job's stdio
+        keep = {0, 1, 2, control, self.parent}
+        for name in os.listdir("/proc/self/fd"):
+            fd = int(name)
+            if fd not in keep:
+                try:  # noqa: SIM105 (the listing's own fd is gone already)
+                    os.close(fd)
+                except OSError:
+                    pass
+        os.set_inheritable(control, False)  # never the job's, nor an OCI runtime's
+        libc.set_child_subreaper()  # not inherited through fork
+        return serve_parent(box)
+
+
+def main(argv: list[str]) -> int:
+    """``--server FD PARENT_PID`` (from the parent), or ``--spec FILE`` (a replay by hand)."""
+    if len(argv) != 4 or argv[1] != "--server":
+        return replay_main(argv)
+    sock_fd, parent_pid = int(argv[2]), int(argv[3])
+    os.set_inheritable(sock_fd, False)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    try:
+        parent = os.pidfd_open(parent_pid)
+    except ProcessLookupError:
+        return 1
+    if os.getppid() != parent_pid:
+        return 1  # the parent died (and its pid was reused) before we held the pidfd
+    # Only what the parent meant to hand on: not a jobserver pipe, not a terminal.
+    for fd in range(3, max(sock_fd, parent) + 1):
+        if fd not in (sock_fd, parent):
+            try:  # noqa: SIM105
+                os.close(fd)
+            except OSError:
+                pass
+    os.closerange(max(sock_fd, parent) + 1, os.sysconf("SC_OPEN_MAX"))
+    return Server(_socket.socket(fileno=sock_fd), parent).serve()

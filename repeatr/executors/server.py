@@ -1,0 +1,209 @@
+"""The parent's side of the sandbox server: one per invocation, a helper per job.
+
+A :class:`SandboxServer` is an async context manager. It starts the server
+(``repeatr.executors.spawn``) lazily, on the first job, or adopts one the
+CLI started before its imports (``prestarted``); ``fork`` asks it for a
+sandbox helper (``Fork``/``Forked`` of ``repeatr.executors.protocol``) and
+returns a :class:`Helper`: the helper's pid, a pidfd of it to wait on and
+signal, and our end of its control socket. Leaving the context closes the
+server's socket and waits for it to exit (it first stops any helper still
+running); if this process dies instead, the server sees it and does the same
+(``repeatr.executors.forkserver``).
+
+A batch shares one server between all its jobs (``repeatr.runner.batch``);
+a job run without one gets a server of its own (``HelperExecutor.run``).
+Requests are one at a time (a lock); each exchange is shielded from
+cancellation, with a timeout, so a cancelled job never leaves an answer
+unread for the next one. A helper forked for a job whose parent task is
+cancelled before it gets the spec sees our end of its socket close, and exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import sys
+from types import TracebackType
+
+import anyio
+
+from repeatr.errors import ExecutorError
+from repeatr.executors.protocol import Error, Fork, Forked
+from repeatr.executors.spawn import ServerProcess, exited, spawn_server
+from repeatr.executors.wire import decode, encode, frame_length
+
+#: Seconds one exchange with the server may take (it answers in ~1 ms).
+REQUEST_TIMEOUT = 30.0
+#: Seconds the server gets to exit once its socket is closed (its helpers' grace included).
+CLOSE_TIMEOUT = 20.0
+
+
+class Helper:
+    """A sandbox helper the server forked: pid, pidfd, our end of its control socket."""
+
+    def __init__(self, pid: int, pidfd: int, control: socket.socket) -> None:
+        self.pid = pid
+        self.pidfd = pidfd
+        self.control = control
+
+    def exited(self) -> bool:
+        return exited(self.pidfd)
+
+    async def wait(self) -> None:
+        """Until it has exited (the server reaps it)."""
+        if not self.exited():
+            await anyio.wait_readable(self.pidfd)
+
+    def send_signal(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            signal.pidfd_send_signal(self.pidfd, sig)
+
+    def close(self) -> None:
+        self.control.close()
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+            self.pidfd = -1
+
+
+class SandboxServer:
+    """One sandbox server for every job of an invocation (see the module doc)."""
+
+    def __init__(
+        self, *, python: str = sys.executable, prestarted: ServerProcess | None = None
+    ) -> None:
+        self.python = python
+        self._process = prestarted
+        self._sock: socket.socket | None = None
+        self._lock = anyio.Lock()
+        self._closed = False
+        #: How many server processes this object started or adopted (a test counts them).
+        self.starts = 0
+
+    async def __aenter__(self) -> SandboxServer:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    @property
+    def pid(self) -> int | None:
+        """The server's pid, once it runs."""
+        return self._process.pid if self._process is not None else None
+
+    def _socket(self) -> socket.socket:
+        if self._closed:
+            raise ExecutorError("the sandbox server is closed")
+        if self._sock is not None:
+            return self._sock
+        if self._process is None or self._process.closed:
+            try:
+                self._process = spawn_server(self.python)
+            except OSError as e:
+                raise ExecutorError(f"cannot start the sandbox server {self.python}: {e}") from e
+        self.starts += 1
+        sock = socket.socket(fileno=self._process.sock)
+        self._process.sock = -1  # ours to close now
+        sock.setblocking(False)
+        self._sock = sock
+        return sock
+
+    async def fork(self, stdin: int, stdout: int, stderr: int) -> Helper:
+        """A new sandbox helper with these stdio fds (the server gets copies)."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            async with self._lock:
+                with anyio.CancelScope(shield=True):
+                    with anyio.move_on_after(REQUEST_TIMEOUT) as scope:
+                        answer, fds = await self._exchange(
+                            Fork(), [theirs.fileno(), stdin, stdout, stderr]
+                        )
+                    if scope.cancelled_caught:
+                        raise ExecutorError(
+                            f"the sandbox server (pid {self.pid}) did not answer"
+                            f" in {REQUEST_TIMEOUT:.0f} s"
+                        )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        if isinstance(answer, Forked) and len(fds) == 1:
+            return Helper(answer.pid, fds[0], ours)
+        ours.close()
+        for fd in fds:
+            os.close(fd)
+        if isinstance(answer, Error):
+            raise ExecutorError(answer.message, hint=answer.hint)
+        raise ExecutorError(f"sandbox server protocol: got {answer.tag}, not forked")
+
+    async def _exchange(self, msg: Fork, fds: list[int]) -> tuple[Error | Forked | Fork, list[int]]:
+        sock = self._socket()
+        try:
+            while True:
+                try:
+                    socket.send_fds(sock, [encode(msg)], fds)
+                    break
+                except BlockingIOError:
+                    await anyio.wait_writable(sock)
+            while True:
+                try:
+                    data, got, _flags, _addr = socket.recv_fds(
+                        sock, 1 << 16, 4, socket.MSG_CMSG_CLOEXEC
+                    )
+                    break
+                except BlockingIOError:
+                    await anyio.wait_readable(sock)
+        except OSError as e:
+            raise self._gone(str(e)) from None
+        if not data:
+            raise self._gone("end of stream")
+        try:
+            if frame_length(data[:4]) != len(data) - 4:
+                raise ValueError("a truncated answer")
+            answer = decode(data[4:])
+        except ValueError as e:
+            for fd in got:
+                os.close(fd)
+            raise ExecutorError(f"sandbox server protocol: {e}") from None
+        if not isinstance(answer, Error | Forked):
+            for fd in got:
+                os.close(fd)
+            raise ExecutorError(f"sandbox server protocol: got {answer.tag}")
+        return answer, got
+
+    def _gone(self, why: str) -> ExecutorError:
+        return ExecutorError(
+            f"the sandbox server (pid {self.pid}) is gone ({why})",
+            hint="rerun with --debug; its traceback, if any, is on stderr",
+        )
+
+    async def aclose(self) -> None:
+        """Close its socket and wait for it to exit (SIGKILL after ``CLOSE_TIMEOUT``)."""
+        if self._closed:
+            return
+        self._closed = True
+        with anyio.CancelScope(shield=True):
+            if self._sock is not None:
+                self._sock.close()
+                self._sock = None
+            process = self._process
+            if process is None or process.closed:
+                return
+            if process.sock >= 0:
+                os.close(process.sock)
+                process.sock = -1
+            with anyio.move_on_after(CLOSE_TIMEOUT):
+                if not process.exited():
+                    await anyio.wait_readable(process.pidfd)
+            if not process.exited():
+                with contextlib.suppress(ProcessLookupError):
+                    signal.pidfd_send_signal(process.pidfd, signal.SIGKILL)
+                await anyio.wait_readable(process.pidfd)
+            process.reap()
