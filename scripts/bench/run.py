@@ -40,6 +40,7 @@ import argparse
 import os
 import statistics
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -57,19 +58,26 @@ class Usage(NamedTuple):
 
 
 def measured(argv: list[str], data: bytes = b"", env: dict[str, str] | None = None) -> Usage:
-    """Run ``argv`` to completion (``data`` on stdin, stdout discarded): wall time and rusage."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(
-        argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, cwd=REPO, env=env
-    )
-    assert proc.stdin is not None
-    proc.stdin.write(data)
-    proc.stdin.close()
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(argv[:8])} ... failed (exit {proc.returncode})")
+    """Run ``argv`` to completion (``data`` on stdin, stdout discarded): wall time and rusage.
+
+    Its stderr is kept aside (podman warns on every run here) and shown if it fails.
+    """
+    with tempfile.TemporaryFile() as stderr:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=stderr,
+            cwd=REPO, env=env,
+        )
+        assert proc.stdin is not None
+        proc.stdin.write(data)
+        proc.stdin.close()
+        _, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            stderr.seek(0)
+            tail = stderr.read().decode(errors="replace")[-2000:]
+            raise SystemExit(f"{' '.join(argv[:8])} ... failed (exit {proc.returncode}):\n{tail}")
     return Usage(elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss)
 
 
