@@ -9,15 +9,18 @@ run with ``--network=none``. The configuration is a file of ours named by
 ``CONTAINERS_CONF`` (which makes podman ignore every system and user
 containers.conf), and storage is ours through ``CONTAINERS_STORAGE_CONF``:
 a host's own /etc/containers is neither read nor written, and its images and
-containers are not touched. Events go nowhere (``events_logger = "none"``:
-there is no journald, and a log file would only slow podman down).
+containers are not touched. Events go to a file of ours: there is no
+journald, and with ``events_logger = "none"`` ``podman run`` cannot see its
+container exit and waits out a 20 s timeout instead.
 
 Everything podman keeps lives under ``base``; ``close()`` removes the
 containers and the image, resets the storage and unmounts what podman
-mounted under it. The one thing outside is podman's lock segment
-``/dev/shm/libpod_lock``, shared by every root podman on the host (its
-allocation bitmap lives in the segment, so ours and a host's never take the
-same lock); it is removed at the end only if it did not exist before.
+mounted under it. Two things land outside whatever the configuration says:
+podman's lock segment ``/dev/shm/libpod_lock``, shared by every root podman
+on the host (its allocation bitmap lives in the segment, so ours and a
+host's never take the same lock), and the image library's blob-info cache
+in ``/var/lib/containers/cache``; each is removed at the end only if it did
+not exist before.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ import tarfile
 from pathlib import Path
 
 LOCK_SEGMENT = Path("/dev/shm/libpod_lock")
+#: Where containers/image keeps its blob-info cache for root, whatever the storage says.
+BLOB_CACHE = Path("/var/lib/containers/cache")
 
 
 def available() -> str | None:
@@ -52,7 +57,8 @@ class Podman:
     def __init__(self, base: Path) -> None:
         self.base = base
         self.lock_existed = LOCK_SEGMENT.exists()
-        for sub in ("root", "run", "tmp", "static", "volumes", "cni"):
+        self.made = [p for p in (BLOB_CACHE.parent, BLOB_CACHE) if not p.exists()]
+        for sub in ("root", "run", "tmp", "cni"):
             (base / sub).mkdir(parents=True, exist_ok=True)
         conf = base / "containers.conf"
         conf.write_text(
@@ -61,10 +67,8 @@ class Podman:
             "[engine]\n"
             'runtime = "runc"\n'
             'cgroup_manager = "cgroupfs"\n'
-            'events_logger = "none"\n'
+            'events_logger = "file"\n'
             f'tmp_dir = "{base / "tmp"}"\n'
-            f'static_dir = "{base / "static"}"\n'
-            f'volume_path = "{base / "volumes"}"\n'
             "[network]\n"
             f'network_config_dir = "{base / "cni"}"\n'
         )
@@ -119,3 +123,5 @@ class Podman:
             subprocess.run(["umount", "-l", point], check=False, stderr=subprocess.DEVNULL)
         if not self.lock_existed:
             LOCK_SEGMENT.unlink(missing_ok=True)
+        if self.made:
+            shutil.rmtree(self.made[0], ignore_errors=True)
