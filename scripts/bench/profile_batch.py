@@ -7,7 +7,9 @@ As root, on a tmpfs it mounts (like ``run.py``). N distinct ``/bin/true``
 formulas, ns executor, ``--no-memo``, warm cache. Prints:
 - the CPU split between the batch process itself and its children (the
   sandbox helpers and the jobs), from ``/proc/PID/stat`` sampled until the
-  batch exits (the children's share is of those it has reaped);
+  batch exits (the children's share is of those it has reaped), and how
+  much of a helper's is the interpreter's start and the helper's imports
+  (``python -I -S -c ...`` alone, median CPU of 20);
 - from py-spy (``--subprocesses``, raw samples, idle threads left out),
   per kind of process (the batch, the sandbox helpers), the functions with
   the most samples inclusive and self.
@@ -25,14 +27,19 @@ import collections
 import os
 import re
 import shutil
+import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 from warm import REPO, Warm, scratch
 
-# "process 123:\"python ... \"" is the first frame of each stack with --subprocesses
-PROCESS = re.compile(r'^process \d+:"(?P<cmd>.*)"$')
+# With --subprocesses each stack starts with a frame per process, outermost first:
+# 'process 123:"python ...";' (a command line may hold ';', never '"').
+PROCESS = re.compile(r'process \d+:"(?P<cmd>[^"]*)";?')
+# Frames where a thread waits rather than works: py-spy's idle test misses these.
+WAITING = ("select (selectors.py)", "wait (threading.py)", "_do_waitpid", "_wait (subprocess.py)")
 FRAME = re.compile(r"^(?P<func>.+?) \((?P<file>.+?)(?::\d+)?\)$")
 
 
@@ -45,6 +52,17 @@ def stat_times(pid: int) -> tuple[float, float] | None:
     tick = os.sysconf("SC_CLK_TCK")
     utime, stime, cutime, cstime = (int(f) for f in fields[11:15])
     return (utime + stime) / tick, (cutime + cstime) / tick
+
+
+def child_cpu_ms(argv: list[str], runs: int = 20) -> float:
+    """The median CPU time (user + system, ms) of ``argv`` run to completion."""
+    samples = []
+    for _ in range(runs):
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        samples.append((usage.ru_utime + usage.ru_stime) * 1000)
+    return float(statistics.median(samples))
 
 
 def kind(cmd: str) -> str:
@@ -76,18 +94,22 @@ def summarize(raw: Path, top: int) -> None:
         if not stack:
             continue
         count = int(count_text)
-        frames = stack.split(";")
-        m = PROCESS.match(frames[0])
-        who = kind(m["cmd"]) if m else "other"
-        python = [short(f) for f in frames[1:] if not f.startswith("thread ")]
+        procs = list(PROCESS.finditer(stack))
+        who = kind(procs[-1]["cmd"]) if procs else "other"
+        frames = stack[procs[-1].end():].split(";") if procs else stack.split(";")
+        python = [short(f) for f in frames if f and not f.startswith("thread ")]
         totals[who] += count
+        if python and any(w in python[-1] for w in WAITING):
+            own[who]["(waiting: select, condition, waitpid)"] += count
+            continue
         for name in set(python):
-            inclusive[who][name] += count
+            if "(" in name and ("repeatr" in name or "_find_and_load" in name):
+                inclusive[who][name] += count
         if python:
             own[who][python[-1]] += count
     for who, total in totals.most_common():
         print(f"\n{who}: {total} samples")
-        print("  inclusive:")
+        print("  inclusive (repeatr's functions, and imports), waiting left out:")
         for name, count in inclusive[who].most_common(top):
             print(f"    {100 * count / total:5.1f} %  {name}")
         print("  self:")
@@ -103,7 +125,11 @@ def main() -> None:
     ap.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--out", type=Path, help="keep the raw py-spy samples in this directory")
+    ap.add_argument("--summarize", type=Path, metavar="RAW", help="only summarize these samples")
     args = ap.parse_args()
+    if args.summarize:
+        summarize(args.summarize, args.top)
+        return
     spy = shutil.which("py-spy") or str(Path(REPO, ".venv/bin/py-spy"))
     if not Path(spy).exists():
         raise SystemExit("py-spy is not installed: .venv/bin/pip install py-spy")
@@ -130,6 +156,17 @@ def main() -> None:
             f"batch of {n}: {elapsed:.2f} s, {n / elapsed:.1f} runs/s; CPU a run:"
             f" {1000 * mine / n:.1f} ms in the batch process,"
             f" {1000 * children / n:.1f} ms in its children (helpers, jobs)"
+        )
+        # What of a helper's CPU is only the interpreter and its imports.
+        helper = [sys.executable, "-I", "-S", "-c"]
+        bare = child_cpu_ms([*helper, "pass"])
+        load = f"import sys; sys.path.append({str(REPO)!r}); import repeatr.executors.sandbox"
+        imports = child_cpu_ms([*helper, load])
+        print(
+            f"a helper's start, CPU: python -I -S -c pass {bare:.1f} ms;"
+            f" + importing repeatr.executors.sandbox {imports:.1f} ms;"
+            f" the rest of a run's children {1000 * children / n - imports:.1f} ms"
+            " (the helper's work: spec, mounts, unshare, the job, teardown)"
         )
 
         raw = (args.out or base) / "batch.raw.txt"
