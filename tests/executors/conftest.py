@@ -75,6 +75,15 @@ def workdir(area: ScratchArea) -> Iterator[Path]:
 RUNTIME_DEFAULT_DIRS = ("/run/runc", "/run/crun", "/run/runsc", "/var/run/runsc")
 
 
+def children(pid: int) -> list[int]:
+    """The child pids of process ``pid`` (empty once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
 def our_cgroups() -> list[str]:
     """``repeatr-<pid>-*`` cgroup dirs of runs started by this process."""
     mine = f"{cgroups.PREFIX}{os.getpid()}-"

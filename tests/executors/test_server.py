@@ -15,18 +15,10 @@ from repeatr.errors import ExecutorError
 from repeatr.executors.base import Executor, load
 from repeatr.executors.helper import HelperExecutor
 from repeatr.executors.server import SandboxServer
-from tests.executors.conftest import Jobs, Outcome, usable
+from tests.executors.conftest import Jobs, Outcome, children, usable
 from tests.rootfs import ScratchArea, processes_with, remove_tree
 
 pytestmark = [pytest.mark.root, pytest.mark.anyio]
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(x) for x in f.read().split()]
-    except OSError:
-        return []
 
 
 async def _until(predicate: Callable[[], bool]) -> None:
@@ -61,19 +53,19 @@ async def test_cancelling_one_job_leaves_the_others(area: ScratchArea, name: str
                 for i, scope in enumerate(scopes):
                     tg.start_soon(one, i, scope)
                 await _until(lambda: bool(processes_with(long_sleep))
-                             and len(_children(server.pid or 0)) == 3)
-                helpers = set(_children(server.pid or 0))
+                             and len(children(server.pid or 0)) == 3)
+                helpers = set(children(server.pid or 0))
                 scopes[0].cancel()
                 await _until(lambda: not processes_with(long_sleep)
-                             and len(set(_children(server.pid or 0)) & helpers) == 2)
+                             and len(set(children(server.pid or 0)) & helpers) == 2)
                 # The cancelled job and its helper are gone; the others still run.
-                assert len(set(_children(server.pid or 0)) & helpers) == 2
+                assert len(set(children(server.pid or 0)) & helpers) == 2
                 assert 1 not in outcomes and 2 not in outcomes
             assert sorted(outcomes) == [1, 2]
             for i in (1, 2):
                 assert outcomes[i].result.exit_code == 0
                 assert outcomes[i].stdout == f"done {i}\n".encode()
-            await _until(lambda: _children(server.pid or 0) == [])  # reaped by the server
+            await _until(lambda: children(server.pid or 0) == [])  # reaped by the server
     finally:
         for wd in workdirs:
             remove_tree(wd)

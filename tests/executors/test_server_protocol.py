@@ -18,6 +18,7 @@ from repeatr.executors.protocol import Done, Error
 from repeatr.executors.server import SandboxServer
 from repeatr.executors.spawn import spawn_server
 from repeatr.executors.wire import decode, encode
+from tests.executors.conftest import children
 from tests.rootfs import REPO
 
 pytestmark = pytest.mark.anyio
@@ -37,14 +38,6 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(x) for x in f.read().split()]
-    except OSError:
-        return []
-
-
 def _wait_until(predicate: Callable[[], bool], timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -62,7 +55,7 @@ async def test_helpers_are_forks_of_one_server() -> None:
             os.close(w)
             helpers.append(helper)
         assert server.pid is not None and server.starts == 1
-        assert sorted(_children(server.pid)) == sorted(h.pid for h in helpers)
+        assert sorted(children(server.pid)) == sorted(h.pid for h in helpers)
         for helper in helpers:
             assert not helper.exited()
             helper.control.close()  # no spec will come: the helper exits
