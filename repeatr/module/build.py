@@ -52,7 +52,8 @@ class Built:
 
 
 def _action(op: Operation) -> dict[str, object]:
-    raw = msgspec.to_builtins(op.action)
+    # Through JSON: plain lists and dicts, as the formula file will hold them.
+    raw = msgspec.json.decode(msgspec.json.encode(op.action))
     assert isinstance(raw, dict)
     return raw
 

@@ -31,7 +31,7 @@ import msgspec
 
 from repeatr.errors import FormulaError
 from repeatr.model.formula import Action
-from repeatr.model.jsonload import decode
+from repeatr.model.jsonload import Key, decode
 from repeatr.module.names import module_name_problem
 
 Problems = list[tuple[list[str | int], str]]
@@ -178,9 +178,9 @@ def _check(raw: _RawModule, at: list[str | int], problems: Problems) -> None:
         try:
             parse_import_ref(text)
         except ValueError as exc:
-            problems.append(([*at, "imports", slot], f"{text!r}: {exc}"))
+            problems.append(([*at, "imports", Key(slot)], f"{text!r}: {exc}"))
     for name, step in (raw.steps or {}).items():
-        here = [*at, "steps", name]
+        here: list[str | int] = [*at, "steps", Key(name)]
         if not name or "." in name:
             problems.append((here, "a step name must be non-empty and contain no '.'"))
         if (step.operation is None) == (step.module is None):
@@ -193,15 +193,20 @@ def _check(raw: _RawModule, at: list[str | int], problems: Problems) -> None:
         op = step.operation
         for path, ref in (op.inputs or {}).items():
             if not path.startswith("/"):
-                problems.append(([*here, "operation", "inputs", path], "must be an absolute path"))
-            _check_slot_ref(ref, [*here, "operation", "inputs", path], problems)
+                problems.append(
+                    ([*here, "operation", "inputs", Key(path)], "must be an absolute path")
+                )
+            _check_slot_ref(ref, [*here, "operation", "inputs", Key(path)], problems)
         for slot, path in (op.outputs or {}).items():
             if not path.startswith("/"):
                 problems.append(
-                    ([*here, "operation", "outputs", slot], f"{path!r} must be an absolute path")
+                    (
+                        [*here, "operation", "outputs", Key(slot)],
+                        f"{path!r} must be an absolute path",
+                    )
                 )
     for item, ref in (raw.exports or {}).items():
-        _check_slot_ref(ref, [*at, "exports", item], problems)
+        _check_slot_ref(ref, [*at, "exports", Key(item)], problems)
 
 
 def _check_slot_ref(text: str, at: list[str | int], problems: Problems) -> None:
