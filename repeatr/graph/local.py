@@ -109,14 +109,18 @@ class _Scheduler:
 
     async def run_all(self, cache: SharedCache, server: SandboxServer) -> None:
         limiter = anyio.CapacityLimiter(max(1, self.batch.jobs))
-        async with anyio.create_task_group() as tg:
+        try:
+            async with anyio.create_task_group() as tg:
+                for name in self.graph.order:
+                    if not self.waiting_on[name]:
+                        tg.start_soon(self._node, name, tg, limiter, cache, server, name=name)
+        finally:
+            # Cancelled (by fail_fast, or the whole graph), running or not yet
+            # started: every node ends in a final state, whatever happened.
+            settled = self.done.keys() | self.failed.keys() | self.skipped
             for name in self.graph.order:
-                if not self.waiting_on[name]:
-                    tg.start_soon(self._node, name, tg, limiter, cache, server, name=name)
-        settled = self.done.keys() | self.failed.keys() | self.skipped
-        for name in self.graph.order:
-            if name not in settled:  # cancelled by fail_fast, running or not yet started
-                self._skip(name)
+                if name not in settled:
+                    self._skip(name)
 
     async def _node(
         self,

@@ -176,5 +176,8 @@ async def test_cancelled_at_a_random_moment(kit: Kit, seed: int) -> None:
         await run_graph(graph_of(a, *mids, last), kit.options, BatchOptions(jobs=2), rec.events())
     assert not processes_with(marker)
     # The kit fixture checks mounts, netns, cgroups, work dirs and cache temps.
+    for node in ("a", "m0", "m1", "m2", "m3", "z"):
+        assert rec.of(node)[-1] in FINAL, (node, rec.of(node))
     if scope.cancelled_caught:
         assert "z" not in rec.lines
+        assert rec.of("z")[-1] is NodeState.SKIPPED
