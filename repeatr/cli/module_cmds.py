@@ -14,7 +14,6 @@ from repeatr.cli.output import Format, Reporter
 from repeatr.runner import EXECUTORS
 
 if TYPE_CHECKING:
-    from repeatr.graph.model import GraphEvents
     from repeatr.module.run import Loaded, ModuleOutcome, Prepared
     from repeatr.runner.run import RunOptions
 
@@ -213,27 +212,6 @@ def _pins(out: Reporter, prepared: Prepared) -> None:
         out.line(f"  - {key!r}: {ware}".replace(f"'{key}'", f'"{key}"', 1))
 
 
-def _events(out: Reporter) -> GraphEvents:
-    """Each step's state and job output on stderr (text) or as JSON events naming the step."""
-    from repeatr.graph.model import GraphEvents, NodeState
-
-    def state(name: str, st: NodeState, seconds: float) -> None:
-        if out.format is Format.JSON:
-            out.event("step", step=name, state=st.value, seconds=round(seconds, 3))
-        elif st is not NodeState.PENDING and not out.quiet:
-            took = f" ({seconds:.2f}s)" if st is not NodeState.RUNNING else ""
-            out.line(f"  step {name}: {st.value}{took}")
-
-    def output(name: str, stream: str, line: bytes) -> None:
-        text = line.decode("utf-8", "replace").rstrip("\n")
-        if out.format is Format.JSON:
-            out.event("output", step=name, stream=stream, line=text)
-        elif not out.quiet:
-            out.line(f"  {name}| {'out' if stream == 'stdout' else 'err'}| {text}")
-
-    return GraphEvents(state=state, output=output, log=out.log)
-
-
 def _report_failures(out: Reporter, outcome: ModuleOutcome) -> None:
     from repeatr.graph.model import NodeResult
 
@@ -275,6 +253,7 @@ def _report_failures(out: Reporter, outcome: ModuleOutcome) -> None:
 
 
 def cmd_run(args: argparse.Namespace, out: Reporter) -> int:
+    from repeatr.cli.graph_progress import graph_progress
     from repeatr.cli.main import run_cancellable
     from repeatr.module.run import exports_json, load, prepare, run_module
     from repeatr.runner.batch import BatchOptions
@@ -285,10 +264,10 @@ def cmd_run(args: argparse.Namespace, out: Reporter) -> int:
     _pins(out, prepared)
     options = _options(args, args.no_memo)
     batch = BatchOptions(jobs=args.jobs or os.cpu_count() or 1, fail_fast=args.fail_fast)
-    events = _events(out)
 
     async def run() -> ModuleOutcome:
-        return await run_module(prepared, options, batch, events, targets=args.target)
+        async with graph_progress(out) as progress:
+            return await run_module(prepared, options, batch, progress.events, targets=args.target)
 
     outcome = run_cancellable(run, out, "module")
     if outcome.exports is None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -24,82 +23,82 @@ from repeatr.module.names import module_name_problem
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "reach"
 
 # go-timeless-api moduleSerial_test.go: "exhilerating module should roundtrip".
-EXHILARATING = textwrap.dedent("""\
-    {
-    	"imports": null,
-    	"steps": {
-    		"stepBar": {
-    			"operation": {
-    				"inputs": null,
-    				"action": {},
-    				"outputs": {
-    					"slot": "/"
-    				}
-    			}
-    		},
-    		"stepFoo": {
-    			"operation": {
-    				"inputs": null,
-    				"action": {},
-    				"outputs": {
-    					"slot": "/"
-    				}
-    			}
-    		},
-    		"stepSub": {
-    			"module": {
-    				"imports": {
-    					"subx": "parent:stepFoo.slot"
-    				},
-    				"steps": {
-    					"deeper": {
-    						"module": {
-    							"imports": {
-    								"suby": "parent:subx"
-    							},
-    							"steps": {
-    								"rlydeep": {
-    									"operation": {
-    										"inputs": null,
-    										"action": {},
-    										"outputs": {
-    											"slot": "/"
-    										}
-    									}
-    								}
-    							},
-    							"exports": {
-    								"zowslot": "rlydeep.slot"
-    							}
-    						}
-    					},
-    					"midstep": {
-    						"operation": {
-    							"inputs": {
-    								"/": "deeper.zowslot"
-    							},
-    							"action": {},
-    							"outputs": {
-    								"slot": "/"
-    							}
-    						}
-    					}
-    				},
-    				"exports": {
-    					"wowslot": "midstep.slot"
-    				}
-    			}
-    		},
-    		"stepWub": {
-    			"operation": {
-    				"inputs": {
-    					"/": "stepSub.wowslot"
-    				},
-    				"action": {}
-    			}
-    		}
-    	}
-    }""")
+EXHILARATING = """\
+{
+	"imports": null,
+	"steps": {
+		"stepBar": {
+			"operation": {
+				"inputs": null,
+				"action": {},
+				"outputs": {
+					"slot": "/"
+				}
+			}
+		},
+		"stepFoo": {
+			"operation": {
+				"inputs": null,
+				"action": {},
+				"outputs": {
+					"slot": "/"
+				}
+			}
+		},
+		"stepSub": {
+			"module": {
+				"imports": {
+					"subx": "parent:stepFoo.slot"
+				},
+				"steps": {
+					"deeper": {
+						"module": {
+							"imports": {
+								"suby": "parent:subx"
+							},
+							"steps": {
+								"rlydeep": {
+									"operation": {
+										"inputs": null,
+										"action": {},
+										"outputs": {
+											"slot": "/"
+										}
+									}
+								}
+							},
+							"exports": {
+								"zowslot": "rlydeep.slot"
+							}
+						}
+					},
+					"midstep": {
+						"operation": {
+							"inputs": {
+								"/": "deeper.zowslot"
+							},
+							"action": {},
+							"outputs": {
+								"slot": "/"
+							}
+						}
+					}
+				},
+				"exports": {
+					"wowslot": "midstep.slot"
+				}
+			}
+		},
+		"stepWub": {
+			"operation": {
+				"inputs": {
+					"/": "stepSub.wowslot"
+				},
+				"action": {}
+			}
+		}
+	}
+}"""
 
 
 def test_zero_module_roundtrips() -> None:

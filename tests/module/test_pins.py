@@ -13,7 +13,13 @@ from repeatr.module.layout import Workspace
 from repeatr.module.model import IngestRef, load_module_bytes
 from repeatr.module.pins import resolve_pins
 from repeatr.module.run import load, prepare
-from tests.module.workspaces import BUSYBASH, make_workspace, write_lineage, write_mirrors, write_module
+from tests.module.workspaces import (
+    BUSYBASH,
+    make_workspace,
+    write_lineage,
+    write_mirrors,
+    write_module,
+)
 
 PINNING = b"""{
     "imports": {
