@@ -18,7 +18,7 @@ PRODUCT = "tar:77k8uXWaArTqvyecQmjW9Xb3q3yMM9Mih842dA3HrrDW4Xs8uvU9kfipMWJKLQ5qu
 
 def reach_lines(stderr: str) -> str:
     """stderr without the progress events (JSON lines when stderr is not a terminal)."""
-    return "".join(line for line in stderr.splitlines(keepends=True) if not line.startswith("{"))
+    return "".join(line for line in stderr.splitlines(keepends=True) if not line.startswith('{"event"'))
 
 
 def one_step(*pins: tuple[str, str]) -> str:
