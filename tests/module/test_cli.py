@@ -92,10 +92,11 @@ def test_plan_and_graph_of_recursivemodule(scratch: Scratch) -> None:
     dot = scratch.repeatr(ws, "module", "graph", "--format", "dot")
     assert dot.stdout.startswith("digraph module {")
     assert 's0 -> s2 [label="/task/thingy"];' in dot.stdout
-    if shutil.which("dot"):
-        svg = subprocess.run(["dot", "-Tsvg"], input=dot.stdout, capture_output=True, text=True,
-                             check=True)
-        assert "<svg" in svg.stdout
+    assert shutil.which("dot"), "Graphviz's dot is missing: scripts/setup installs it"
+    svg = subprocess.run(
+        ["dot", "-Tsvg"], input=dot.stdout, capture_output=True, text=True, check=True
+    )
+    assert "<svg" in svg.stdout and "submodule-jamboree.boop" in svg.stdout
     as_json = scratch.repeatr(ws, "--format", "json", "module", "graph", "--format", "mermaid")
     assert as_json.events()[0]["graph"] == mermaid.stdout.rstrip("\n")
 
