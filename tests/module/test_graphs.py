@@ -166,3 +166,59 @@ def test_target_warehouses_get_every_output(scratch: Scratch) -> None:
     for ware in json.loads(done.stdout).values():
         digest = ware.partition(":")[2]
         assert (target / digest[:3] / digest[3:6] / digest).is_file()
+
+
+def test_nested_modules_read_their_parents_scope(scratch: Scratch) -> None:
+    ws = workspace(scratch)
+    write_module(ws, {
+        "imports": BASE_IMPORT,
+        "steps": {
+            "make": step("mkdir out; echo made > out/f"),
+            "outer": {"module": {
+                "imports": {"img": "parent:base", "made": "parent:make.out"},
+                "steps": {
+                    "inner": {"module": {
+                        "imports": {"img": "parent:img", "thing": "parent:made"},
+                        "steps": {"deep": {"operation": {
+                            "inputs": {"/": "img", "/t": "thing"},
+                            "action": {"exec": ["/bin/bash", "-c",
+                                                "mkdir out; cat /t/f /t/f > out/twice"]},
+                            "outputs": {"out": "/task/out"},
+                        }}},
+                        "exports": {"twice": "deep.out"},
+                    }},
+                    "after": {"operation": {
+                        "inputs": {"/": "img", "/in": "inner.twice"},
+                        "action": {"exec": ["/bin/bash", "-c",
+                                            '[[ $(cat /in/twice) == "$(printf "made\\nmade")" ]]']},
+                    }},
+                },
+                "exports": {"result": "inner.twice"},
+            }},
+        },
+        "exports": {"result": "outer.result"},
+    })
+    plan = scratch.repeatr(ws, "--format", "json", "module", "plan")
+    assert plan.events()[0]["order"] == [
+        "make", "outer", "outer.inner", "outer.inner.deep", "outer.after",
+    ]
+    done = scratch.repeatr(ws, "--format", "json", "module", "run", "--executor", "ns")
+    assert done.code == 0, done.stderr + done.stdout
+    events = done.events()
+    finals = {e["step"]: e["state"] for e in events if e["event"] == "step"}
+    assert finals == {"make": "done", "outer.inner.deep": "done", "outer.after": "done"}
+    assert list(events[-1]["exports"]) == ["result"]
+
+
+def test_a_step_whose_input_cannot_be_fetched(scratch: Scratch) -> None:
+    ws = workspace(scratch)
+    absent = BUSYBASH.replace("Wr283", "Wr284")  # well formed, in no warehouse
+    write_module(ws, {
+        "imports": {"gone": f"ingest:literal:{absent}", **BASE_IMPORT},
+        "steps": {"s": step("true", {"/gone": "gone"}, out=False), "t": step("true", out=False)},
+    })
+    done = scratch.repeatr(ws, "module", "run", "--executor", "ns")
+    assert done.code == Category.WARE_NOT_FOUND, done.stderr
+    assert "step 's' failed" in done.stderr
+    assert "[ware not found, exit 5]" in done.stderr
+    assert "Traceback" not in done.stderr
