@@ -6,6 +6,7 @@ The library (``repeatr.module``) does the work; this parses and prints.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -209,7 +210,7 @@ def _pins(out: Reporter, prepared: Prepared) -> None:
         return
     out.line("imports pinned to hashes:")
     for key, ware in prepared.pins.sorted_items():
-        out.line(f"  - {key!r}: {ware}".replace(f"'{key}'", f'"{key}"', 1))
+        out.line(f"  - {json.dumps(key)}: {ware}")  # Go's %q, as reach printed it
 
 
 def _report_failures(out: Reporter, outcome: ModuleOutcome) -> None:
