@@ -222,3 +222,47 @@ def test_a_step_whose_input_cannot_be_fetched(scratch: Scratch) -> None:
     assert "step 's' failed" in done.stderr
     assert "[ware not found, exit 5]" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_ctrl_c_cancels_the_whole_graph(scratch: Scratch) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    ws = workspace(scratch)
+    write_module(ws, {
+        "imports": BASE_IMPORT,
+        "steps": {
+            "slow1": step("sleep 600; mkdir out"),
+            "slow2": step("sleep 600", out=False),
+            "after": step("true", {"/x": "slow1.out"}),
+        },
+    })
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "repeatr", "module", "run", "-j", "2", "--executor", "ns",
+         "--cache", os.fspath(scratch.state)],
+        cwd=ws, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "REPEATR_ASYNC_BACKEND": scratch.backend},
+    )
+    assert proc.stderr is not None
+    running: set[str] = set()
+    lines: list[str] = []
+    for line in proc.stderr:
+        lines.append(line)
+        if line.startswith('{"event"'):
+            event = json.loads(line)
+            if event["event"] == "output" or (
+                event["event"] == "step" and event["state"] == "running"
+            ):
+                running.add(event["step"])
+        if running >= {"slow1", "slow2"}:
+            break
+    proc.send_signal(signal.SIGINT)
+    _, rest = proc.communicate(timeout=60)
+    stderr = "".join(lines) + rest
+    assert proc.returncode == Category.CANCELLED, stderr
+    assert "Traceback" not in stderr
+    runs = scratch.state / "runs"
+    assert not runs.exists() or not list(runs.iterdir()), "a work dir was left behind"
+    assert not (ws / ".timeless/candidates").exists()
