@@ -32,6 +32,8 @@ class IngestContext:
     module_dir: Path
     #: The staging warehouse URL, by packtype (reach's WareStaging).
     staging: dict[str, str]
+    #: Its directory, made when a pack ingest first stores into it.
+    staging_dir: Path
     #: Hash only, store nothing (``module plan``).
     dry: bool = False
 
@@ -115,6 +117,7 @@ def ingest_pack(ref: IngestRef, ctx: IngestContext) -> tuple[str, WareSourcing]:
         else:
             from repeatr.warehouse import warehouse_for
 
+            ctx.staging_dir.mkdir(exist_ok=True)
             with warehouse_for(target).start_save() as session:
                 ware = pack_dir(path, session.file, filters=PACK_FLATTEN, packtype=packtype)
                 session.commit(ware)
