@@ -225,7 +225,6 @@ async def run_module(
     import anyio.to_thread
 
     from repeatr.graph.local import run_graph
-
     from repeatr.warehouse import warehouse_for
 
     for target in targets:
