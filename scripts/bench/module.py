@@ -17,7 +17,9 @@ interleaved in every round so that load from elsewhere falls on all alike:
   (a file it copies and appends to); goal <= 25 ms per step over the jobs'
   own time, which is measured alone: the same shell commands, one after
   the other, ``chroot``-ed into the rootfs, no namespaces;
-- (c) a fully memoized re-run of (a)'s graph; goal <= 1 s.
+- (c) a fully memoized re-run of (a)'s graph; goal <= 1 s;
+- beside (a), the same formulas as files through one ``repeatr run -j JOBS
+  F1 ... FN`` (a batch, issue 14): what the graph adds over the batch path.
 
 For each: the wall time of the whole process (start, imports, graph) and of
 the graph alone (``run_graph``, measured inside), and CPU time (user +
@@ -113,7 +115,7 @@ def child(args: argparse.Namespace) -> None:
 
 
 def measured(argv: list[str]) -> tuple[Usage, dict[str, Any]]:
-    """Run ``argv`` (a child graph) to completion: its usage and what it printed."""
+    """Run ``argv`` to completion: its usage and what it printed (a child graph: JSON)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, cwd=REPO)
     assert proc.stdout is not None
@@ -122,9 +124,9 @@ def measured(argv: list[str]) -> tuple[Usage, dict[str, Any]]:
     elapsed = time.perf_counter() - t0
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{' '.join(argv[-12:])} failed")
-    inner = json.loads(out)
-    total = Usage(elapsed, usage.ru_utime + usage.ru_stime, inner["seconds"], inner["cpu"])
-    return total, inner
+    cpu = usage.ru_utime + usage.ru_stime
+    inner = json.loads(out) if out.startswith(b"{") else {"seconds": elapsed, "cpu": cpu}
+    return Usage(elapsed, cpu, inner["seconds"], inner["cpu"]), inner
 
 
 def jobs_alone(rootfs: Path, n: int) -> float:
@@ -171,6 +173,8 @@ def main() -> None:
         steps_wh = base / "steps-wh"
         steps_wh.mkdir()
         warm.run("run", str(warm.formula("true", ["/bin/true"])), "--no-memo", "-e", "ns")
+        files = [str(warm.formula(f"t{i}", ["/bin/true", str(i)])) for i in range(args.steps)]
+        batch = [*warm.argv("run", "-q", "--no-memo", "-e", "ns", "-j", str(args.jobs)), *files]
 
         def argv(kind: str, n: int, *, memo: bool) -> list[str]:
             return [
@@ -184,10 +188,11 @@ def main() -> None:
             f"machine: {os.cpu_count()} cpus, {os.uname().release}; load {loadavg()};"
             f" medians of {args.repeats} rounds; -j {args.jobs}; through run_graph"
         )
-        rounds: dict[str, list[Usage]] = {"fanout": [], "chain": [], "memo": []}
+        rounds: dict[str, list[Usage]] = {"fanout": [], "chain": [], "memo": [], "batch": []}
         alone: list[float] = []
         for _ in range(args.repeats):
             rounds["fanout"].append(measured(argv("fanout", args.steps, memo=False))[0])
+            rounds["batch"].append(measured(batch)[0])
             usage, inner = measured(argv("fanout", args.steps, memo=True))
             if inner["hits"] != args.steps:
                 raise SystemExit(f"the re-run was not fully memoized: {inner['hits']} hits")
@@ -210,6 +215,8 @@ def main() -> None:
          f"whole process {fan_rate_all:.1f} steps/s;"
          f" CPU {med('fanout', 'graph_cpu') / n * 1000:.1f} ms a step"
          f" ({med('fanout', 'cpu') / n * 1000:.1f} with start-up)"),
+        (f"    the same {n} as a repeatr run batch", f"{n / med('batch', 'seconds'):7.1f} steps/s",
+         f"whole process; CPU {med('batch', 'cpu') / n * 1000:.1f} ms a step"),
         (f"(b) chain of {c} steps", f"{med('chain', 'graph_seconds'):7.2f} s",
          f"jobs alone {own:.2f} s -> {over:.1f} ms a step over them"
          f" ({over_all:.1f} with start-up);"
