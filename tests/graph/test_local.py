@@ -136,12 +136,16 @@ async def test_an_error_outranks_a_job_failure(kit: Kit) -> None:
     bad = kit.node("bad", "true")
     bad = type(bad)(**{**bad.__dict__, "inputs": {"/": "tar:" + "9" * 40}})
     failing = kit.node("failing", "exit 1")
-    after = kit.node("after", "true", reads={"/in": Output("bad", "/task/out")})
-    outcome = await run_graph(graph_of(bad, failing, after), kit.options, BatchOptions(jobs=2), Recorder().events())
+    reads = {"/in": Output("bad", "/task/out"), "/in2": Output("failing", "/task/out")}
+    after = kit.node("after", "true", reads=reads)
+    rec = Recorder()
+    outcome = await run_graph(graph_of(bad, failing, after), kit.options, BatchOptions(jobs=2), rec.events())
     error = outcome.failed["bad"]
     assert isinstance(error, RepeatrError)
     assert outcome.exit_status == error.exit_code != Category.JOB_FAILED
+    # Both of what it reads failed: skipped once.
     assert outcome.skipped == ("after",)
+    assert rec.of("after") == [NodeState.PENDING, NodeState.SKIPPED]
 
 
 async def test_needed_output_missing(kit: Kit) -> None:
