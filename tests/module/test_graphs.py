@@ -129,6 +129,15 @@ def test_ingest_git_of_a_repo_the_test_makes(scratch: Scratch) -> None:
     assert "import 'src'" in missing.stderr
     assert "refs/heads/nope" in missing.stderr
 
+    (repo / "sub").mkdir()
+    write_module(ws / "other", {
+        "imports": {**BASE_IMPORT, "src": "ingest:git:../proj/src/sub:HEAD"},
+        "steps": {"s": step("true", {"/src": "src"}, out=False)},
+    })
+    not_root = scratch.repeatr(ws / "other", "module", "run", "--executor", "ns")
+    assert not_root.code == 1
+    assert "is not the root of a git repository" in not_root.stderr
+
 
 def test_ingest_pack_and_literal(scratch: Scratch) -> None:
     ws = workspace(scratch)
