@@ -275,3 +275,19 @@ def test_ctrl_c_cancels_the_whole_graph(scratch: Scratch) -> None:
     runs = scratch.state / "runs"
     assert not runs.exists() or not list(runs.iterdir()), "a work dir was left behind"
     assert not (ws / ".timeless/candidates").exists()
+
+
+def test_fail_fast_cancels_the_steps_still_running(scratch: Scratch) -> None:
+    ws = workspace(scratch)
+    write_module(ws, {
+        "imports": BASE_IMPORT,
+        "steps": {
+            "bad": step("sleep 0.5; exit 7", out=False),
+            "slow": step("sleep 600", out=False),
+        },
+    })
+    done = scratch.repeatr(ws, "module", "run", "-j", "2", "--fail-fast", "--executor", "ns",
+                           timeout=120)
+    assert done.code == Category.JOB_FAILED, done.stderr
+    assert "step 'bad' failed" in done.stderr
+    assert "step 'slow' skipped" in done.stderr
