@@ -16,8 +16,6 @@ What ``repeatr module run`` does, step by step (reach's ``emerge``):
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,25 +129,22 @@ def plan(prepared: Prepared, options: RunOptions) -> list[StepPlan]:
     graph = prepared.graph
     known: dict[str, NodeResult] = {}
     out: list[StepPlan] = []
-    with tempfile.TemporaryDirectory(prefix="repeatr-plan-") as scratch:
-        for name in prepared.loaded.order:
-            if name not in graph.nodes:
-                out.append(StepPlan(name, "module"))
-                continue
-            node = graph.nodes[name]
-            blocked = sorted(n for n in node.needs if n not in known)
-            if blocked:
-                out.append(StepPlan(name, "run", f"reads {', '.join(blocked)} (not memoized)"))
-                continue
-            path = Path(scratch) / f"{len(out)}.formula"
-            path.write_bytes(formula_file(node, known))
-            found = prepare_run(os.fspath(path), options, RunnerEvents())
-            if found.hit is None:
-                out.append(StepPlan(name, "run", "not run before"))
-                continue
-            record = json.loads(found.hit)
-            known[name] = NodeResult(name, 0, dict(record.get("results") or {}), found.hit, True)
-            out.append(StepPlan(name, "memoized"))
+    for name in prepared.loaded.order:
+        if name not in graph.nodes:
+            out.append(StepPlan(name, "module"))
+            continue
+        node = graph.nodes[name]
+        blocked = sorted(n for n in node.needs if n not in known)
+        if blocked:
+            out.append(StepPlan(name, "run", f"reads {', '.join(blocked)} (not memoized)"))
+            continue
+        found = prepare_run(node.origin or name, options, RunnerEvents(), formula_file(node, known))
+        if found.hit is None:
+            out.append(StepPlan(name, "run", "not run before"))
+            continue
+        record = json.loads(found.hit)
+        known[name] = NodeResult(name, 0, dict(record.get("results") or {}), found.hit, True)
+        out.append(StepPlan(name, "memoized"))
     return out
 
 
