@@ -218,3 +218,17 @@ async def test_cancelled_at_a_random_moment(kit: Kit, seed: int) -> None:
     if scope.cancelled_caught:
         assert "z" not in rec.lines
         assert rec.of("z")[-1] is NodeState.SKIPPED
+
+
+async def test_one_at_a_time_runs_the_graphs_order(kit: Kit) -> None:
+    """-j 1: each ready step in the graph's order (the original's), on every backend."""
+    z = kit.node("z", _append("z"), outputs=("/task/out",))
+    m = kit.node("m", "true")
+    b = kit.node("b", _append("b", "z"), reads=_reads("z"))
+    a = kit.node("a", "true")
+    rec = Recorder()
+    graph = graph_of(z, m, b, a)
+    outcome = await run_graph(graph, kit.options, BatchOptions(jobs=1), rec.events())
+    assert outcome.exit_status == 0
+    started = [n for n, s, _t in rec.states if s is NodeState.RUNNING]
+    assert started == list(graph.order)
