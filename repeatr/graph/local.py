@@ -1,12 +1,13 @@
 """Running a graph on this host: every node as soon as the nodes it needs are done.
 
 ``run_graph`` runs each node of a :class:`repeatr.graph.model.Graph` through
-the engine's batch path (:mod:`repeatr.runner.batch`): one task group, one
-capacity limiter (``BatchOptions.jobs``), one
+the engine's batch path (:mod:`repeatr.runner.batch`): one task group, at
+most ``BatchOptions.jobs`` nodes at once, one
 :class:`repeatr.cache.shared.SharedCache` and one
 :class:`repeatr.executors.server.SandboxServer` for the whole graph. A node
-starts the moment the last node it needs has exited 0 (no waves: a slow
-node holds back only what reads it). Its formula file is filled in from
+is ready the moment the last node it needs has exited 0 (no waves: a slow
+node holds back only what reads it); ready nodes start in the graph's order
+while there is room. Its formula file is filled in from
 their results (:func:`repeatr.graph.model.formula_file`) and given to
 :func:`repeatr.runner.run.run` as bytes (no temp file), so it is memoized
 like any ``repeatr run`` of a file with those bytes.
