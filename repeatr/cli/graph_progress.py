@@ -162,6 +162,8 @@ class LiveView(GraphProgress):
 
         self._tg = await self._stack.enter_async_context(anyio.create_task_group())
         self._tg.start_soon(self._tick)
+        # The command's own lines (a log, "cancelling") go above the view, not through it.
+        self.out.above = self.screen.pending_lines.append
         return self
 
     async def __aexit__(
@@ -176,6 +178,7 @@ class LiveView(GraphProgress):
             # Only the ticker ran in it: whatever the graph raised goes on as it was.
             await self._stack.aclose()
         finally:
+            self.out.above = None
             self.draw(final=True)
 
     async def _tick(self) -> None:
@@ -265,9 +268,13 @@ class LiveView(GraphProgress):
         if self.screen.drawn > 1:
             chunks.append(UP.format(self.screen.drawn - 1))
         chunks.append(ERASE_DOWN)
-        for line in self.screen.pending_lines:
+        # Taken by count: a worker thread may add a line (Reporter.line) meanwhile.
+        pending = self.screen.pending_lines
+        count = len(pending)
+        lines = pending[:count]
+        del pending[:count]
+        for line in lines:
             chunks.append(self._colored(self._fit(line)) + "\n")
-        self.screen.pending_lines.clear()
         live = self.live_lines(now)
         if final:
             live = live[-1:]
