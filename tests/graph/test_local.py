@@ -200,7 +200,8 @@ async def test_rerun_runs_nothing(kit: Kit) -> None:
 @pytest.mark.parametrize("seed", range(6))
 async def test_cancelled_at_a_random_moment(kit: Kit, seed: int) -> None:
     """Cancelled anywhere (start-up, unpack, jobs, packing, teardown): nothing is left."""
-    marker = f"sleep 0.{seed + 2}"
+    # Unique to this test: other sessions' tests sleep 0.3 too.
+    marker = f"sleep 0.{seed + 2}4951"
     a = kit.node("a", f"{marker}; " + _append("a"), outputs=("/task/out",))
     mids = [
         kit.node(f"m{i}", f"{marker}; " + _append(f"m{i}", "a"), reads=_reads("a"), outputs=("/task/out",))
