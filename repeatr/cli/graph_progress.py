@@ -77,20 +77,22 @@ class GraphProgress:
 def graph_progress(out: Reporter) -> GraphProgress:
     """The progress for ``out``'s format and terminal."""
     if out.format is Format.JSON:
-        return JsonProgress(out, out.stdout)
+        return JsonProgress(out)
     if out.quiet:
         return QuietProgress(out)
     if out.stderr.isatty():
         return LiveView(out)
-    return JsonProgress(out, out.stderr)
+    return JsonProgress(out, on_stderr=True)
 
 
 class JsonProgress(GraphProgress):
-    """One JSON event per line on ``stream``, each naming its step."""
+    """One JSON event per line, each naming its step: on stdout (``--format
+    json``: ``Reporter.event``) or on stderr (``Reporter.line``), written under
+    the reporter's lock like everything else it writes there."""
 
-    def __init__(self, out: Reporter, stream: TextIO) -> None:
+    def __init__(self, out: Reporter, *, on_stderr: bool = False) -> None:
         super().__init__(out)
-        self.stream = stream
+        self.on_stderr = on_stderr
         self.events = GraphEvents(
             state=lambda step, state, seconds: self._emit(
                 "step", step=step, state=str(state), seconds=round(seconds, 3)
@@ -103,8 +105,10 @@ class JsonProgress(GraphProgress):
         )
 
     def _emit(self, event: str, **fields: Any) -> None:
-        self.stream.write(json.dumps({"event": event, **fields}) + "\n")
-        self.stream.flush()
+        if self.on_stderr:
+            self.out.line(json.dumps({"event": event, **fields}))
+        else:
+            self.out.event(event, **fields)
 
 
 class QuietProgress(GraphProgress):
