@@ -215,10 +215,12 @@ async def test_cancelled_at_a_random_moment(kit: Kit, seed: int) -> None:
     assert not processes_with(marker)
     # The kit fixture checks mounts, netns, cgroups, work dirs and cache temps.
     for node in ("a", "m0", "m1", "m2", "m3", "z"):
-        assert rec.of(node)[-1] in FINAL, (node, rec.of(node))
-    if scope.cancelled_caught:
-        assert "z" not in rec.lines
-        assert rec.of("z")[-1] is NodeState.SKIPPED
+        last = rec.of(node)[-1]
+        assert last in FINAL, (node, rec.of(node))
+        # Done means its record was reported; a cancel may land after that, in teardown.
+        assert last is not NodeState.DONE or node in rec.records
+        if not scope.cancelled_caught:
+            assert last is NodeState.DONE
 
 
 async def test_one_at_a_time_runs_the_graphs_order(kit: Kit) -> None:
