@@ -70,7 +70,6 @@ async def run_graph(
     from repeatr.cache.shared import SharedCache
     from repeatr.executors.server import SandboxServer
 
-    scheduler = _Scheduler(graph, options, batch, events)
     for name in graph.order:
         events.state(name, NodeState.PENDING, 0.0)
     async with AsyncExitStack() as stack:
@@ -79,6 +78,9 @@ async def run_graph(
             cache = await stack.enter_async_context(own_cache)
         if server is None:
             server = await stack.enter_async_context(SandboxServer())
+        # What the batch path does once per invocation rather than per formula
+        # belongs here too: once per graph, not once per node.
+        scheduler = _Scheduler(graph, options, batch, events)
         await scheduler.run_all(cache, server)
     return scheduler.outcome()
 
