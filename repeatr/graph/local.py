@@ -70,18 +70,23 @@ async def run_graph(
     from repeatr.cache.shared import SharedCache
     from repeatr.executors.server import SandboxServer
 
+    scheduler = _Scheduler(graph, options, batch, events)
     for name in graph.order:
         events.state(name, NodeState.PENDING, 0.0)
-    async with AsyncExitStack() as stack:
-        if cache is None:
-            own_cache = SharedCache(options.state, on_wait=events.log, ware_disk=options.ware_disk)
-            cache = await stack.enter_async_context(own_cache)
-        if server is None:
-            server = await stack.enter_async_context(SandboxServer())
-        # What the batch path does once per invocation rather than per formula
-        # belongs here too: once per graph, not once per node.
-        scheduler = _Scheduler(graph, options, batch, events)
-        await scheduler.run_all(cache, server)
+    try:
+        async with AsyncExitStack() as stack:
+            if cache is None:
+                own = SharedCache(options.state, on_wait=events.log, ware_disk=options.ware_disk)
+                cache = await stack.enter_async_context(own)
+            if server is None:
+                server = await stack.enter_async_context(SandboxServer())
+            # What the batch path does once per invocation rather than per
+            # formula belongs here too: once per graph, not once per node.
+            await scheduler.run_all(cache, server)
+    finally:
+        # Cancelled (by fail_fast, or the whole graph), running or not yet
+        # started: every node ends in a final state, whatever happened.
+        scheduler.skip_unsettled()
     return scheduler.outcome()
 
 
@@ -126,16 +131,16 @@ class _Scheduler:
             self.place[name] = place
 
     async def run_all(self, cache: SharedCache, server: SandboxServer) -> None:
-        try:
-            async with anyio.create_task_group() as tg:
-                self._start_ready(tg, cache, server)
-        finally:
-            # Cancelled (by fail_fast, or the whole graph), running or not yet
-            # started: every node ends in a final state, whatever happened.
-            settled = self.done.keys() | self.failed.keys() | self.skipped
-            for name in self.graph.order:
-                if name not in settled:
-                    self._skip(name)
+        async with anyio.create_task_group() as tg:
+            self._start_ready(tg, cache, server)
+        self.skip_unsettled()  # fail_fast cancelled them
+
+    def skip_unsettled(self) -> None:
+        """Every node not done, failed or skipped yet: skipped (it was cancelled)."""
+        settled = self.done.keys() | self.failed.keys() | self.skipped
+        for name in self.graph.order:
+            if name not in settled:
+                self._skip(name)
 
     def _start_ready(
         self, tg: anyio.abc.TaskGroup, cache: SharedCache, server: SandboxServer
