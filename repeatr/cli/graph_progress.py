@@ -77,20 +77,22 @@ class GraphProgress:
 def graph_progress(out: Reporter) -> GraphProgress:
     """The progress for ``out``'s format and terminal."""
     if out.format is Format.JSON:
-        return JsonProgress(out, out.stdout)
+        return JsonProgress(out)
     if out.quiet:
         return QuietProgress(out)
     if out.stderr.isatty():
         return LiveView(out)
-    return JsonProgress(out, out.stderr)
+    return JsonProgress(out, on_stderr=True)
 
 
 class JsonProgress(GraphProgress):
-    """One JSON event per line on ``stream``, each naming its step."""
+    """One JSON event per line, each naming its step: on stdout (``--format
+    json``: ``Reporter.event``) or on stderr (``Reporter.line``), written under
+    the reporter's lock like everything else it writes there."""
 
-    def __init__(self, out: Reporter, stream: TextIO) -> None:
+    def __init__(self, out: Reporter, *, on_stderr: bool = False) -> None:
         super().__init__(out)
-        self.stream = stream
+        self.on_stderr = on_stderr
         self.events = GraphEvents(
             state=lambda step, state, seconds: self._emit(
                 "step", step=step, state=str(state), seconds=round(seconds, 3)
@@ -103,8 +105,10 @@ class JsonProgress(GraphProgress):
         )
 
     def _emit(self, event: str, **fields: Any) -> None:
-        self.stream.write(json.dumps({"event": event, **fields}) + "\n")
-        self.stream.flush()
+        if self.on_stderr:
+            self.out.line(json.dumps({"event": event, **fields}))
+        else:
+            self.out.event(event, **fields)
 
 
 class QuietProgress(GraphProgress):
@@ -162,6 +166,8 @@ class LiveView(GraphProgress):
 
         self._tg = await self._stack.enter_async_context(anyio.create_task_group())
         self._tg.start_soon(self._tick)
+        # The command's own lines (a log, "cancelling") go above the view, not through it.
+        self.out.above = self.screen.pending_lines.append
         return self
 
     async def __aexit__(
@@ -176,6 +182,7 @@ class LiveView(GraphProgress):
             # Only the ticker ran in it: whatever the graph raised goes on as it was.
             await self._stack.aclose()
         finally:
+            self.out.above = None
             self.draw(final=True)
 
     async def _tick(self) -> None:
@@ -265,9 +272,13 @@ class LiveView(GraphProgress):
         if self.screen.drawn > 1:
             chunks.append(UP.format(self.screen.drawn - 1))
         chunks.append(ERASE_DOWN)
-        for line in self.screen.pending_lines:
+        # Taken by count: a worker thread may add a line (Reporter.line) meanwhile.
+        pending = self.screen.pending_lines
+        count = len(pending)
+        lines = pending[:count]
+        del pending[:count]
+        for line in lines:
             chunks.append(self._colored(self._fit(line)) + "\n")
-        self.screen.pending_lines.clear()
         live = self.live_lines(now)
         if final:
             live = live[-1:]

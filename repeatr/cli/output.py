@@ -17,6 +17,7 @@ import json
 import sys
 import threading
 import time
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Any, TextIO
 
@@ -63,6 +64,9 @@ class Reporter:
         self._bars: Any = None  # a rich Progress, created on first progress on a TTY
         self._tasks: dict[str, Any] = {}
         self.show_bars = fmt is Format.TEXT and not quiet and self.stderr.isatty()
+        #: While a live view redraws stderr in place (a graph's), it prints
+        #: every line above itself: a line written directly would break it.
+        self.above: Callable[[str], None] | None = None
 
     def event(self, event: str, **fields: Any) -> None:
         """A JSON event (JSON mode only)."""
@@ -74,9 +78,12 @@ class Reporter:
             self.stdout.flush()
 
     def line(self, text: str) -> None:
-        """One line on stderr (a log or the job's output), above any progress bars."""
+        """One line on stderr (a log or the job's output), above any progress bars
+        (or handed to the live view that owns the terminal meanwhile: ``above``)."""
         with self._lock:
-            if self._bars is not None:
+            if self.above is not None:
+                self.above(text)
+            elif self._bars is not None:
                 self._bars.console.print(text, markup=False, highlight=False, soft_wrap=True)
             else:
                 self.stderr.write(text + "\n")

@@ -1,12 +1,13 @@
 """Running a graph on this host: every node as soon as the nodes it needs are done.
 
 ``run_graph`` runs each node of a :class:`repeatr.graph.model.Graph` through
-the engine's batch path (:mod:`repeatr.runner.batch`): one task group, one
-capacity limiter (``BatchOptions.jobs``), one
+the engine's batch path (:mod:`repeatr.runner.batch`): one task group, at
+most ``BatchOptions.jobs`` nodes at once, one
 :class:`repeatr.cache.shared.SharedCache` and one
 :class:`repeatr.executors.server.SandboxServer` for the whole graph. A node
-starts the moment the last node it needs has exited 0 (no waves: a slow
-node holds back only what reads it). Its formula file is filled in from
+is ready the moment the last node it needs has exited 0 (no waves: a slow
+node holds back only what reads it); ready nodes start in the graph's order
+while there is room. Its formula file is filled in from
 their results (:func:`repeatr.graph.model.formula_file`) and given to
 :func:`repeatr.runner.run.run` as bytes (no temp file), so it is memoized
 like any ``repeatr run`` of a file with those bytes.
@@ -21,6 +22,7 @@ every node, each tearing down what it took, and raises the cancellation.
 
 from __future__ import annotations
 
+import heapq
 import json
 import time
 from contextlib import AsyncExitStack
@@ -71,19 +73,32 @@ async def run_graph(
     scheduler = _Scheduler(graph, options, batch, events)
     for name in graph.order:
         events.state(name, NodeState.PENDING, 0.0)
-    async with AsyncExitStack() as stack:
-        if cache is None:
-            own_cache = SharedCache(options.state, on_wait=events.log, ware_disk=options.ware_disk)
-            cache = await stack.enter_async_context(own_cache)
-        if server is None:
-            server = await stack.enter_async_context(SandboxServer())
-        await scheduler.run_all(cache, server)
+    try:
+        async with AsyncExitStack() as stack:
+            if cache is None:
+                own = SharedCache(options.state, on_wait=events.log, ware_disk=options.ware_disk)
+                cache = await stack.enter_async_context(own)
+            if server is None:
+                server = await stack.enter_async_context(SandboxServer())
+            # What the batch path does once per invocation rather than per
+            # formula belongs here too: once per graph, not once per node.
+            await scheduler.run_all(cache, server)
+    finally:
+        # Cancelled (by fail_fast, or the whole graph), running or not yet
+        # started: every node ends in a final state, whatever happened.
+        scheduler.skip_unsettled()
     return scheduler.outcome()
 
 
 @dataclass
 class _Scheduler:
-    """Which node may start, and what each gave (one per ``run_graph`` call)."""
+    """Which node may start, and what each gave (one per ``run_graph`` call).
+
+    Everything here runs in the event loop's thread, between awaits: no locks.
+    Nodes start from a queue of ready ones, in the graph's order, while fewer
+    than ``batch.jobs`` run (not from tasks racing for a limiter, whose order
+    a backend may shuffle: trio does). So ``-j 1`` runs the original's order.
+    """
 
     graph: Graph
     options: RunOptions
@@ -94,73 +109,98 @@ class _Scheduler:
     skipped: set[str] = field(default_factory=set)
     #: Node -> how many of the nodes it needs have not exited 0 yet.
     waiting_on: dict[str, int] = field(default_factory=dict)
-    #: Node -> the nodes that read it directly, in the graph's order.
+    #: Node -> the nodes that read it directly.
     readers: dict[str, list[str]] = field(default_factory=dict)
+    #: Nodes whose needs are all done, not started yet: (place in the order, name).
+    ready: list[tuple[int, str]] = field(default_factory=list)
+    #: Node -> its place in the graph's order.
+    place: dict[str, int] = field(default_factory=dict)
+    running: int = 0
     #: Set when ``fail_fast`` cancelled the nodes still running.
     cut_short: bool = False
 
     def __post_init__(self) -> None:
-        for name in self.graph.order:
+        for place, name in enumerate(self.graph.order):
             needs = self.graph.nodes[name].needs
             self.waiting_on[name] = len(needs)
             self.readers.setdefault(name, [])
             for need in needs:
                 self.readers.setdefault(need, []).append(name)
+            if not needs:
+                self.ready.append((place, name))  # in order: already a heap
+            self.place[name] = place
 
     async def run_all(self, cache: SharedCache, server: SandboxServer) -> None:
-        limiter = anyio.CapacityLimiter(max(1, self.batch.jobs))
-        try:
-            async with anyio.create_task_group() as tg:
-                for name in self.graph.order:
-                    if not self.waiting_on[name]:
-                        tg.start_soon(self._node, name, tg, limiter, cache, server, name=name)
-        finally:
-            # Cancelled (by fail_fast, or the whole graph), running or not yet
-            # started: every node ends in a final state, whatever happened.
-            settled = self.done.keys() | self.failed.keys() | self.skipped
-            for name in self.graph.order:
-                if name not in settled:
-                    self._skip(name)
+        async with anyio.create_task_group() as tg:
+            self._start_ready(tg, cache, server)
+        self.skip_unsettled()  # fail_fast cancelled them
+
+    def skip_unsettled(self) -> None:
+        """Every node not done, failed or skipped yet: skipped (it was cancelled)."""
+        settled = self.done.keys() | self.failed.keys() | self.skipped
+        for name in self.graph.order:
+            if name not in settled:
+                self._skip(name)
+
+    def _start_ready(
+        self, tg: anyio.abc.TaskGroup, cache: SharedCache, server: SandboxServer
+    ) -> None:
+        """Start ready nodes, earliest in the graph's order first, while there is room."""
+        while self.ready and self.running < max(1, self.batch.jobs):
+            if tg.cancel_scope.cancel_called:
+                return
+            _, name = heapq.heappop(self.ready)
+            self.running += 1
+            # Running from now: its task starts on the loop's next turn.
+            self.events.state(name, NodeState.RUNNING, 0.0)
+            tg.start_soon(self._node, name, tg, cache, server, name=name)
 
     async def _node(
+        self, name: str, tg: anyio.abc.TaskGroup, cache: SharedCache, server: SandboxServer
+    ) -> None:
+        started = time.monotonic()
+        try:
+            await self._run_node(name, started, tg, cache, server)
+        finally:
+            self.running -= 1
+        self._start_ready(tg, cache, server)
+
+    async def _run_node(
         self,
         name: str,
+        started: float,
         tg: anyio.abc.TaskGroup,
-        limiter: anyio.CapacityLimiter,
         cache: SharedCache,
         server: SandboxServer,
     ) -> None:
-        async with limiter:
-            started = time.monotonic()
-            self.events.state(name, NodeState.RUNNING, 0.0)
+        try:
             try:
-                try:
-                    data = formula_file(self.graph.nodes[name], self.done)
-                    result = await run(
-                        self._display(name),
-                        self.options,
-                        self._runner_events(name),
-                        cache=cache,
-                        server=server,
-                        data=data,
-                    )
-                except BaseExceptionGroup as group:
-                    raise collapse(group) from None
-            except RepeatrError as err:
-                self._failed(name, err, time.monotonic() - started, tg)
-                return
-            seconds = time.monotonic() - started
-            node_result = _node_result(name, result)
-            if result.exit_code != 0:
-                self._failed(name, node_result, seconds, tg)
-                return
-            self.done[name] = node_result
-            state = NodeState.MEMOIZED if result.memo_hit else NodeState.DONE
-            self.events.state(name, state, seconds)
+                data = formula_file(self.graph.nodes[name], self.done)
+                result = await run(
+                    self._display(name),
+                    self.options,
+                    self._runner_events(name),
+                    cache=cache,
+                    server=server,
+                    data=data,
+                )
+            except BaseExceptionGroup as group:
+                raise collapse(group) from None
+        except RepeatrError as err:
+            self._failed(name, err, time.monotonic() - started, tg)
+            return
+        seconds = time.monotonic() - started
+        node_result = _node_result(name, result)
+        if result.exit_code != 0:
+            self._failed(name, node_result, seconds, tg)
+            return
+        self.done[name] = node_result
+        state = NodeState.MEMOIZED if result.memo_hit else NodeState.DONE
+        self.events.state(name, state, seconds)
         for reader in self.readers[name]:
             self.waiting_on[reader] -= 1
             if not self.waiting_on[reader] and reader not in self.skipped:
-                tg.start_soon(self._node, reader, tg, limiter, cache, server, name=reader)
+                heapq.heappush(self.ready, (self.place[reader], reader))
 
     def _display(self, name: str) -> str:
         """How messages name the node's formula: where it was written, else its name."""

@@ -200,7 +200,8 @@ async def test_rerun_runs_nothing(kit: Kit) -> None:
 @pytest.mark.parametrize("seed", range(6))
 async def test_cancelled_at_a_random_moment(kit: Kit, seed: int) -> None:
     """Cancelled anywhere (start-up, unpack, jobs, packing, teardown): nothing is left."""
-    marker = f"sleep 0.{seed + 2}"
+    # Unique to this test: other sessions' tests sleep 0.3 too.
+    marker = f"sleep 0.{seed + 2}4951"
     a = kit.node("a", f"{marker}; " + _append("a"), outputs=("/task/out",))
     mids = [
         kit.node(f"m{i}", f"{marker}; " + _append(f"m{i}", "a"), reads=_reads("a"), outputs=("/task/out",))
@@ -214,7 +215,23 @@ async def test_cancelled_at_a_random_moment(kit: Kit, seed: int) -> None:
     assert not processes_with(marker)
     # The kit fixture checks mounts, netns, cgroups, work dirs and cache temps.
     for node in ("a", "m0", "m1", "m2", "m3", "z"):
-        assert rec.of(node)[-1] in FINAL, (node, rec.of(node))
-    if scope.cancelled_caught:
-        assert "z" not in rec.lines
-        assert rec.of("z")[-1] is NodeState.SKIPPED
+        last = rec.of(node)[-1]
+        assert last in FINAL, (node, rec.of(node))
+        # Done means its record was reported; a cancel may land after that, in teardown.
+        assert last is not NodeState.DONE or node in rec.records
+        if not scope.cancelled_caught:
+            assert last is NodeState.DONE
+
+
+async def test_one_at_a_time_runs_the_graphs_order(kit: Kit) -> None:
+    """-j 1: each ready step in the graph's order (the original's), on every backend."""
+    z = kit.node("z", _append("z"), outputs=("/task/out",))
+    m = kit.node("m", "true")
+    b = kit.node("b", _append("b", "z"), reads=_reads("z"))
+    a = kit.node("a", "true")
+    rec = Recorder()
+    graph = graph_of(z, m, b, a)
+    outcome = await run_graph(graph, kit.options, BatchOptions(jobs=1), rec.events())
+    assert outcome.exit_status == 0
+    started = [n for n, s, _t in rec.states if s is NodeState.RUNNING]
+    assert started == list(graph.order)

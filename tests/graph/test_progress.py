@@ -91,8 +91,15 @@ async def test_live_view_on_a_terminal(kit: Kit) -> None:
                 out = Reporter(stderr=tty, stdout=io.StringIO())
                 progress = graph_progress(out)
                 assert isinstance(progress, LiveView)
-                async with progress:
+                async with progress, anyio.create_task_group() as inner:
+
+                    async def log_while_running() -> None:
+                        await anyio.sleep(0.35)
+                        out.log("a message from the command")
+
+                    inner.start_soon(log_while_running)
                     outcome = await run_graph(_graph(kit), kit.options, BatchOptions(jobs=2), progress.events)
+                out.log("after the view")
     finally:
         os.close(master)
     assert outcome.skipped == ("c",)
@@ -107,9 +114,13 @@ async def test_live_view_on_a_terminal(kit: Kit) -> None:
     assert re.search(r"^- c +skipped$", text, re.M), text
     assert re.search(r"^✓ slow-step +done +\d+\.\d\d s$", text, re.M), text
     assert "a| hello" in shown
-    # The live region is gone: only the summary is left at the bottom.
-    assert shown[-1].startswith("[4/4] ") and "1 failed" in shown[-1] and "1 skipped" in shown[-1]
+    # The live region is gone: only the summary is left at the bottom, then what followed.
+    assert shown[-1] == "repeatr: after the view"
+    assert shown[-2].startswith("[4/4] ") and "1 failed" in shown[-2] and "1 skipped" in shown[-2]
     assert not any(" running " in line for line in shown)
+    # The command's own lines went above the view (once each), not through it.
+    assert shown.count("repeatr: a message from the command") == 1
+    assert sum(line.startswith("[") for line in shown) == 1
 
 
 @pytest.mark.parametrize("fmt", ["json", "text-piped"])
