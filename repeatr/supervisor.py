@@ -96,10 +96,13 @@ async def run_formula(
     events: RunEvents | None = None,
     net: NetSettings | None = None,
     tty: int | None = None,
+    collect_dead: bool = True,
 ) -> RunOutcome:
     """Run one formula with ``executor``; the record of what it produced.
 
     ``tty``: a terminal for an interactive job (``repeatr twerk``).
+    ``collect_dead``: first reclaim what runs whose repeatr died left
+    (:func:`collect_dead_runs`); a batch does that once, for all its formulas.
     """
     ev = events or RunEvents()
     frm = apply_defaults(loaded.formula)
@@ -112,11 +115,8 @@ async def run_formula(
     # An executor without a UTS namespace (chroot) shows the host's.
     hostname = frm.action.hostname or (record.guid if caps.hostname else "")
     network = _network_policy(frm.action.network, caps.networks, executor.name, ev)
-    reaped = await anyio.to_thread.run_sync(workdirs.reap_stale, cache.root)
-    for path in reaped:
-        ev.log(f"removed the work dir of a dead run: {path}")
-    # Any run cleans up after bridged runs that died, not only bridged ones.
-    await _collect_dead_networks(net or NetSettings(), ev)
+    if collect_dead:
+        await collect_dead_runs(cache.root, net or NetSettings(), ev)
     # Shielded: a cancel landing while the thread creates the dir would drop the
     # result and leak the dir; the try/finally below owns it from the next line.
     with anyio.CancelScope(shield=True):
@@ -244,12 +244,27 @@ def _network_policy(
     return NetworkPolicy.HOST
 
 
-async def _collect_dead_networks(net: NetSettings, ev: RunEvents) -> None:
-    """Reclaim leases, veths and namespaces of bridged runs that died (SIGKILL, crash)."""
-    from repeatr.net.gc import gc
+async def collect_dead_runs(state: Path, net: NetSettings, ev: RunEvents) -> None:
+    """Reclaim what runs whose repeatr process died (SIGKILL, crash) left behind.
+
+    Their work dirs under ``state``, their cgroups, and the leases, veths and
+    namespaces of bridged ones (any run cleans up after bridged runs, not only
+    bridged ones). One thread hop for the three: each is a few listings of
+    sysfs, /proc and ``state``.
+    """
+    from repeatr.linux import cgroups
+    from repeatr.net.gc import GCReport, collect
 
     _, host = net.resolved()
-    report = await gc(host)
+
+    def collect_all() -> tuple[list[Path], GCReport]:
+        reaped = workdirs.reap_stale(state)
+        cgroups.gc()
+        return reaped, collect(host)
+
+    reaped, report = await anyio.to_thread.run_sync(collect_all)
+    for path in reaped:
+        ev.log(f"removed the work dir of a dead run: {path}")
     if report.runs or report.links or report.namespaces or report.leases:
         ev.log(
             f"reclaimed the network of dead runs: {len(report.leases)} leases, "

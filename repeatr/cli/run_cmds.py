@@ -214,7 +214,7 @@ def _run_batch(args: argparse.Namespace, out: Reporter, files: list[str]) -> int
         async with SandboxServer(prestarted=args.prestarted_server) as server:
             return await run_batch(
                 files, options, batch, events_for=events_for, on_done=on_done,
-                on_wait=out.log, server=server,
+                on_wait=out.log, server=server, log=out.log,
             )
 
     items = run_cancellable(run, out, "batch")

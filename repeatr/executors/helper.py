@@ -444,7 +444,6 @@ class HelperExecutor(Executor):
         self.check_job(job)
         spec = self.spec(job)
         self.debug_commands(spec)
-        cgroups.gc()  # groups of runs whose repeatr died (cheap: a few sysfs listings)
         if self.server is not None:
             return await self._run(self.server, job, spec, on_output, on_finished)
         async with SandboxServer(python=self.python) as server:

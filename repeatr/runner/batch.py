@@ -31,13 +31,13 @@ Within a group, the order listed. A code outside these ranks just above success.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import anyio
 
 from repeatr.errors import Category, RepeatrError, collapse
-from repeatr.runner.run import RunnerEvents, RunOptions, RunResult, run
+from repeatr.runner.run import RunnerEvents, RunOptions, RunResult, net_settings, run
 
 if TYPE_CHECKING:
     import anyio.abc
@@ -122,6 +122,7 @@ async def run_batch(
     cache: SharedCache | None = None,
     on_wait: Callable[[str], None] | None = None,
     server: SandboxServer | None = None,
+    log: Callable[[str], None] = lambda _message: None,
 ) -> list[BatchItem]:
     """Run every formula file; one item per file, in the order given.
 
@@ -132,7 +133,8 @@ async def run_batch(
     ``options.state`` for this batch, ``on_wait`` told when a lock is not free.
     ``server``: the sandbox server every job's helper is forked from (None:
     one for this batch, started by its first job that the memo store does
-    not answer, stopped at its end).
+    not answer, stopped at its end). ``log``: the batch's own messages (what
+    it reclaimed from dead runs, once, before the first formula).
     """
     from repeatr.cache.shared import SharedCache
     from repeatr.executors.server import SandboxServer
@@ -165,6 +167,14 @@ async def run_batch(
                 tg.start_soon(one, index, file, shared, sandbox, tg)
 
     async def with_server(shared: SharedCache) -> None:
+        nonlocal options
+        if options.collect_dead:
+            # Once for the batch, not once per formula (~1 ms of CPU and a thread hop each).
+            from repeatr.supervisor import RunEvents, collect_dead_runs
+
+            net = net_settings(options.bridge, options.subnet)
+            await collect_dead_runs(shared.root, net, RunEvents(log=log))
+            options = replace(options, collect_dead=False)
         if server is not None:
             await all_of(shared, server)
         else:

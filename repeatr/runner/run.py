@@ -68,6 +68,9 @@ class RunOptions:
     command: tuple[str, ...] = ()
     #: A terminal for an interactive job (``twerk``).
     tty: int | None = None
+    #: Reclaim what dead runs left (work dirs, cgroups, networks) before running;
+    #: a batch does it once for all its formulas, then runs each without.
+    collect_dead: bool = True
 
 
 @dataclass
@@ -277,6 +280,7 @@ async def execute(
         events=events.for_supervisor(finished),
         net=net_settings(options.bridge, options.subnet),
         tty=options.tty,
+        collect_dead=options.collect_dead,
     )
     code = outcome.record.exit_code
     record_json = printed[0] if printed else encode_pretty(outcome.record)
