@@ -30,7 +30,9 @@ Within a group, the order listed. A code outside these ranks just above success.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import os
+import stat
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -112,8 +114,44 @@ class BatchOptions:
     ignore_job_exit: bool = False
 
 
+async def paths_from(fd: int) -> AsyncIterator[str]:
+    """The formula paths read from ``fd`` (stdin), one a line, each as soon as its line ends.
+
+    ``find ... | repeatr run -`` starts the first formulas while ``find`` is
+    still listing. Blank lines are skipped, surrounding blanks stripped. A
+    pipe, socket or terminal is waited on in the event loop (cancellable); a
+    regular file is read whole (in a worker thread: it is all there already).
+    """
+    import anyio.to_thread
+
+    mode = os.fstat(fd).st_mode
+    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd)):
+
+        def read_all() -> bytes:
+            chunks = []
+            while chunk := os.read(fd, 1 << 16):
+                chunks.append(chunk)
+            return b"".join(chunks)
+
+        for line in (await anyio.to_thread.run_sync(read_all)).splitlines():
+            if path := os.fsdecode(line).strip():
+                yield path
+        return
+    pending = b""
+    while True:
+        await anyio.wait_readable(fd)
+        chunk = os.read(fd, 1 << 16)  # readable: returns what is there without blocking
+        lines = (pending + chunk).split(b"\n")
+        pending = lines.pop() if chunk else b""
+        for line in lines:
+            if path := os.fsdecode(line).strip():
+                yield path
+        if not chunk:
+            return
+
+
 async def run_batch(
-    formula_files: Iterable[str],
+    formula_files: Iterable[str] | AsyncIterable[str],
     options: RunOptions,
     batch: BatchOptions,
     *,
@@ -125,6 +163,9 @@ async def run_batch(
     log: Callable[[str], None] = lambda _message: None,
 ) -> list[BatchItem]:
     """Run every formula file; one item per file, in the order given.
+
+    ``formula_files`` may be an async iterable (``paths_from``): each formula
+    starts as soon as its path arrives, while the rest are still coming.
 
     ``events_for(file)``: where that formula's run reports (its ``record``
     callback sees the record as soon as it is known); ``on_done(item)``:
@@ -139,7 +180,7 @@ async def run_batch(
     from repeatr.cache.shared import SharedCache
     from repeatr.executors.server import SandboxServer
 
-    files = list(formula_files)
+    files: list[str] = []
     done: dict[int, BatchItem] = {}
     limiter = anyio.CapacityLimiter(max(1, batch.jobs))
 
@@ -163,8 +204,14 @@ async def run_batch(
 
     async def all_of(shared: SharedCache, sandbox: SandboxServer) -> None:
         async with anyio.create_task_group() as tg:
-            for index, file in enumerate(files):
-                tg.start_soon(one, index, file, shared, sandbox, tg)
+            if isinstance(formula_files, AsyncIterable):
+                async for file in formula_files:
+                    files.append(file)
+                    tg.start_soon(one, len(files) - 1, file, shared, sandbox, tg)
+            else:
+                for file in formula_files:
+                    files.append(file)
+                    tg.start_soon(one, len(files) - 1, file, shared, sandbox, tg)
 
     async def with_server(shared: SharedCache) -> None:
         nonlocal options

@@ -119,6 +119,79 @@ def test_paths_from_stdin(runner: Runner) -> None:
     assert sorted(e["file"] for e in done if e["event"] == "result") == sorted(map(str, files))
 
 
+class _Events:
+    """JSON events read from a process's stdout pipe as they come (no read-ahead buffer)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        self.fd = proc.stdout.fileno()
+        self.pending = b""
+
+    def next_result(self, timeout: float = 90.0) -> dict[str, object]:
+        """The next result or error event (output and progress skipped); fails after ``timeout``."""
+        import select
+
+        deadline = time.monotonic() + timeout
+        while True:
+            while b"\n" in self.pending:
+                line, self.pending = self.pending.split(b"\n", 1)
+                event: dict[str, object] = json.loads(line)
+                if event["event"] in ("result", "error"):
+                    return event
+            ready, _, _ = select.select([self.fd], [], [], max(0, deadline - time.monotonic()))
+            assert ready, f"no result printed in {timeout} s"
+            chunk = os.read(self.fd, 65536)
+            assert chunk, "end of output"
+            self.pending += chunk
+
+
+def test_paths_from_stdin_start_as_they_arrive(runner: Runner) -> None:
+    """Each path starts its formula when its line arrives, not when stdin ends.
+
+    The pipe stays open: the first record must come while the second path is
+    not even written yet, then the second's after it is.
+    """
+    first, second = (
+        runner.formula("/bin/sh", "-c", f"echo {i}", name=f"a{i}.json") for i in range(2)
+    )
+    with subprocess.Popen(
+        runner.command("run", "-e", "ns", "--format", "json", "-"),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    ) as proc:
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(f"{first}\n".encode())
+            proc.stdin.flush()
+            events = _Events(proc)
+            event = events.next_result()
+            assert event["event"] == "result" and event["file"] == str(first), event
+            proc.stdin.write(f"  {second}\n\n".encode())
+            proc.stdin.close()
+            event = events.next_result()
+            assert event["event"] == "result" and event["file"] == str(second), event
+            assert proc.wait(timeout=120) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+
+
+@pytest.mark.anyio
+async def test_paths_from_a_regular_file_and_a_pipe(tmp_path: Path) -> None:
+    from repeatr.runner.batch import paths_from
+
+    listing = tmp_path / "list"
+    listing.write_bytes(b"a.json\n\n  b c.json \nlast")
+    with listing.open("rb") as f:
+        assert [p async for p in paths_from(f.fileno())] == ["a.json", "b c.json", "last"]
+    r, w = os.pipe()
+    try:
+        os.write(w, b"x\ny")
+        os.close(w)
+        assert [p async for p in paths_from(r)] == ["x", "y"]
+    finally:
+        os.close(r)
+
+
 def test_fail_fast_cancels_the_rest(runner: Runner) -> None:
     marker = "sleep 4545"
     failing = runner.formula("/bin/sh", "-c", "sleep 1; exit 9", name="x.json")
