@@ -42,7 +42,7 @@ def _spec(**kw: object) -> Spec:
         "limits": JobLimits(memory=1 << 20, timeout=1.5), "rw": "/w/rw", "cgroup": "repeatr-1-a",
         "seccomp": b"\x00\x01\xff", "outputs": ["/out"], "mountpoints": [],
         "oci": OciCommands(
-            name="runc", bundle="/b", style="create", create=["runc", "create"], start=["runc", "start"],
+            name="runc", bundle="/b", config='{"ociVersion": "1.0.2"}', style="create", create=["runc", "create"], start=["runc", "start"],
             run=["runc", "run"], delete=["runc", "delete"], state="/s", log="/l",
             pid_file="/p", cgroup="repeatr-1-a",
         ),

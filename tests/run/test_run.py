@@ -258,12 +258,22 @@ def test_debug_shows_mounts_and_command_lines(runner: Runner, executor: str) -> 
         assert any(" create --bundle " in line for line in runtime)
 
 
-@pytest.mark.parametrize("executor", ["ns", "chroot"])
+@pytest.mark.parametrize(
+    "executor",
+    [
+        "ns",
+        "chroot",
+        *(pytest.param(n, marks=pytest.mark.runtime(n)) for n in ("runc", "crun", "gvisor")),
+    ],
+)
 def test_debug_replay_command_reruns_the_job(
     runner: Runner, executor: str, tmp_path: Path
 ) -> None:
     """The spec line and the command ``--debug`` prints rerun the job by hand,
-    after the run is over (its work dir gone), with stdio on the terminal."""
+    after the run is over (its work dir gone), with stdio on the terminal.
+
+    An OCI runtime's too: the spec carries the bundle's config.json, which
+    the helper writes (the bundle went with the work dir)."""
     f = runner.formula("/bin/sh", "-c", "echo replayed as $(id -u) in $PWD; exit 5")
     res = runner.run("run", str(f), "-e", executor, "--debug", "--no-memo")
     assert res.code == Category.JOB_FAILED, res.stderr
