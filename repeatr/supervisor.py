@@ -28,13 +28,13 @@ import errno
 import os
 import shlex
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import anyio
 import anyio.from_thread
 import anyio.to_thread
+import msgspec
 
 from repeatr import workdir as workdirs
 from repeatr.assemble.cradle import cradle_steps, system_mounts
@@ -69,8 +69,7 @@ _RESOLVE_NO_SYMLINKS = 0x04
 _RESOLVE_BENEATH = 0x08
 
 
-@dataclass
-class RunEvents:
+class RunEvents(msgspec.Struct):
     """Where a run reports what happens; the CLI passes its own callbacks."""
 
     log: Callable[[str], None] = lambda _msg: None
@@ -81,11 +80,10 @@ class RunEvents:
     finished: Callable[[RunRecord], None] = lambda _record: None
 
 
-@dataclass
-class RunOutcome:
+class RunOutcome(msgspec.Struct):
     record: RunRecord
     job: JobResult
-    fetched: dict[str, bool] = field(default_factory=dict)  # input path -> unpacked by us
+    fetched: dict[str, bool] = msgspec.field(default_factory=dict)  # input path -> unpacked by us
 
 
 async def run_formula(
@@ -147,11 +145,11 @@ async def run_formula(
             try:
                 # In a thread: it makes dirs and copies single-file wares (blocking).
                 job = await anyio.to_thread.run_sync(_job_spec, frm, work, lowers, network)
-                job = replace(
+                job = msgspec.structs.replace(
                     job, hostname=hostname or None, outputs=tuple(sorted(frm.outputs or {}))
                 )
                 if att is not None:
-                    job = replace(
+                    job = msgspec.structs.replace(
                         job,
                         mounts=(*job.mounts, *_dns_binds(att, work)),
                         network=JobNetwork(
@@ -162,7 +160,7 @@ async def run_formula(
                 if is_no_space(exc):
                     raise DiskFull.of(exc, work, "prepare the work dir") from exc
                 raise
-            job = replace(job, tty=tty)
+            job = msgspec.structs.replace(job, tty=tty)
             for op in executor.job_mounts(job):
                 ev.debug(f"mount: {op.describe()}")
             for step in job.cradle:
@@ -210,8 +208,7 @@ async def run_formula(
     return RunOutcome(record, result, fetched)
 
 
-@dataclass(frozen=True)
-class NetSettings:
+class NetSettings(msgspec.Struct, frozen=True):
     """Host-side network settings (not part of a formula): which bridge, subnet, state."""
 
     network: Any = None  # repeatr.net.config.Network; None: the default (repeatr0)

@@ -28,13 +28,13 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
 import anyio.lowlevel
+import msgspec
 
 from repeatr.assemble.ops import Op
 from repeatr.assemble.plan import plan
@@ -134,8 +134,7 @@ class ControlChannel:
             view = view[sent:]
 
 
-@dataclass
-class HelperHandle:
+class HelperHandle(msgspec.Struct):
     """A helper forked for one job: the process, its control channel, the job's output pipes."""
 
     process: Helper
