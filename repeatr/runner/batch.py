@@ -33,10 +33,10 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
-from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import anyio
+import msgspec
 
 from repeatr.errors import Category, RepeatrError, collapse
 from repeatr.runner.run import RunnerEvents, RunOptions, RunResult, net_settings, run
@@ -82,8 +82,7 @@ def most_severe(codes: Iterable[int]) -> int:
     return min(codes, key=rank, default=0)
 
 
-@dataclass(frozen=True)
-class BatchItem:
+class BatchItem(msgspec.Struct, frozen=True):
     """What one formula of a batch gave: a result, an error, or nothing (skipped)."""
 
     formula_file: str
@@ -104,8 +103,7 @@ class BatchItem:
         return int(Category.JOB_FAILED)
 
 
-@dataclass(frozen=True)
-class BatchOptions:
+class BatchOptions(msgspec.Struct, frozen=True):
     #: How many formulas run at once (at least 1).
     jobs: int
     #: The first failure cancels the formulas still running or waiting.
@@ -221,7 +219,7 @@ async def run_batch(
 
             net = net_settings(options.bridge, options.subnet)
             await collect_dead_runs(shared.root, net, RunEvents(log=log))
-            options = replace(options, collect_dead=False)
+            options = msgspec.structs.replace(options, collect_dead=False)
         if server is not None:
             await all_of(shared, server)
         else:

@@ -23,9 +23,10 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from repeatr.errors import Category, DiskFull, RepeatrError, is_no_space
 from repeatr.memo import MemoStore, file_key, formula_key
@@ -45,8 +46,7 @@ def _ignore(_message: str) -> None:
     pass
 
 
-@dataclass(frozen=True)
-class RunOptions:
+class RunOptions(msgspec.Struct, frozen=True):
     """How to run: host settings and choices, never part of the formula."""
 
     #: The state directory: cache, memo store, work dirs.
@@ -73,8 +73,7 @@ class RunOptions:
     collect_dead: bool = True
 
 
-@dataclass
-class RunnerEvents:
+class RunnerEvents(msgspec.Struct):
     """Where a run reports what happens; every callback may be left out."""
 
     log: Callable[[str], None] = _ignore
@@ -100,8 +99,7 @@ class RunnerEvents:
         return events
 
 
-@dataclass(frozen=True)
-class RunResult:
+class RunResult(msgspec.Struct, frozen=True):
     """What one formula gave: its record, as printed."""
 
     formula_file: str
@@ -118,8 +116,7 @@ class RunResult:
         return parsed
 
 
-@dataclass(frozen=True)
-class Prepared:
+class Prepared(msgspec.Struct, frozen=True):
     """A formula read and looked up in the memo store: a hit, or what to run."""
 
     formula_file: str
@@ -129,7 +126,7 @@ class Prepared:
     loaded: FormulaFile | None = None
     formula_id: str = ""
     #: The keys a successful run is stored under (empty: never stored).
-    keys: tuple[str, ...] = field(default=())
+    keys: tuple[str, ...] = msgspec.field(default=())
 
 
 def prepare(formula_file: str, options: RunOptions, events: RunnerEvents) -> Prepared:

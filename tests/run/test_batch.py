@@ -403,7 +403,7 @@ async def test_run_without_collect_dead_leaves_dead_runs_alone(runner: Runner) -
     dead = _dead_run_dir(runner.state)
     f = str(runner.formula("/bin/true"))
     options = RunOptions(state=runner.state, executor="ns", use_memo=False)
-    from dataclasses import replace
+    from msgspec.structs import replace
 
     assert (await run(f, replace(options, collect_dead=False))).exit_code == 0
     assert dead.exists()

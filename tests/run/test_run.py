@@ -113,6 +113,49 @@ def test_memo_hit_is_import_light(runner: Runner) -> None:
         assert heavy not in imported, f"the memo hit path imports {heavy}"
 
 
+#: Counts the dataclasses a process defines, then runs ``repeatr`` (argv[1:]).
+_COUNT_DATACLASSES = """
+import dataclasses, os, sys
+made = []
+process = dataclasses._process_class
+def counted(cls, *args, **kwargs):
+    made.append(f"{cls.__module__}.{cls.__qualname__}")
+    return process(cls, *args, **kwargs)
+dataclasses._process_class = counted
+leave = os._exit
+def report(code):
+    sys.stderr.write("DATACLASSES " + " ".join(m for m in made if m.startswith("repeatr")) + "\\n")
+    leave(code)
+os._exit = report
+sys.argv = ["repeatr", *sys.argv[1:]]
+from repeatr.cli.entry import entry
+entry()
+"""
+
+
+def test_run_path_defines_few_dataclasses(runner: Runner) -> None:
+    """A warm run defines its records as msgspec Structs, not dataclasses.
+
+    Defining a dataclass costs ~1 ms (it generates and compiles its methods):
+    the 34 a run used to define were ~45 ms of every ``repeatr run``'s CPU
+    on this machine kind (a Struct: ~0.03 ms). The model's few remain.
+    """
+    f = runner.formula("/bin/true")
+    assert runner.run("run", str(f), "--executor", "ns").code == 0  # a warm cache from here
+    proc = subprocess.run(
+        [sys.executable, "-c", _COUNT_DATACLASSES,
+         *runner.command("run", str(f), "--executor", "ns", "--no-memo")[3:]],
+        capture_output=True, text=True, check=True,
+    )
+    [line] = [x for x in proc.stderr.splitlines() if x.startswith("DATACLASSES")]
+    made = set(line.split()[1:])
+    assert made <= {
+        "repeatr.model.wareid.WareID", "repeatr.model.formula.HostMount",
+        "repeatr.model.jsonload.Normalised", "repeatr.model.jsonload._Frame",
+        "repeatr.net.config.Network",
+    }, made
+
+
 @pytest.mark.parametrize(
     ("argv", "action"),
     [
