@@ -39,7 +39,14 @@ import anyio
 import msgspec
 
 from repeatr.errors import Category, RepeatrError, collapse
-from repeatr.runner.run import RunnerEvents, RunOptions, RunResult, net_settings, run
+from repeatr.runner.run import (
+    ExecutorChooser,
+    RunnerEvents,
+    RunOptions,
+    RunResult,
+    net_settings,
+    run,
+)
 
 if TYPE_CHECKING:
     import anyio.abc
@@ -181,6 +188,7 @@ async def run_batch(
     files: list[str] = []
     done: dict[int, BatchItem] = {}
     limiter = anyio.CapacityLimiter(max(1, batch.jobs))
+    chooser = ExecutorChooser()  # once per kind of job, not once per formula
 
     async def one(
         index: int, file: str, shared: SharedCache, sandbox: SandboxServer, tg: anyio.abc.TaskGroup
@@ -189,7 +197,9 @@ async def run_batch(
             ev = events_for(file)
             try:
                 try:
-                    result = await run(file, options, ev, cache=shared, server=sandbox)
+                    result = await run(
+                        file, options, ev, cache=shared, server=sandbox, chooser=chooser
+                    )
                     item = BatchItem(file, result=result)
                 except BaseExceptionGroup as group:
                     raise collapse(group) from None

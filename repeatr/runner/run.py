@@ -208,6 +208,7 @@ async def run(
     *,
     cache: Cache | None = None,
     server: SandboxServer | None = None,
+    chooser: ExecutorChooser | None = None,
 ) -> RunResult:
     """Run the formula in ``formula_file`` (or answer it from the memo store).
 
@@ -215,6 +216,7 @@ async def run(
     :class:`repeatr.cache.shared.SharedCache`); None: one on ``options.state``.
     ``server``: the invocation's sandbox server (a batch shares one,
     :class:`repeatr.executors.server.SandboxServer`); None: one for this run.
+    ``chooser``: remembers executor choices (a batch shares one); None: choose anew.
     Raises ``RepeatrError`` for what stopped the run; a job that exits
     non-zero is not an error (the result has its code).
     """
@@ -225,7 +227,7 @@ async def run(
     prepared = await anyio.to_thread.run_sync(prepare, formula_file, options, ev)
     if prepared.hit is not None:
         return answered(prepared, options, ev)
-    return await execute(prepared, options, ev, cache=cache, server=server)
+    return await execute(prepared, options, ev, cache=cache, server=server, chooser=chooser)
 
 
 def run_sync(
@@ -247,15 +249,17 @@ async def execute(
     *,
     cache: Cache | None = None,
     server: SandboxServer | None = None,
+    chooser: ExecutorChooser | None = None,
 ) -> RunResult:
     """Run a prepared formula that the memo store did not answer (``run`` says what
-    ``cache`` and ``server`` are)."""
+    ``cache``, ``server`` and ``chooser`` are)."""
     from repeatr.model.runrecord import encode_pretty
     from repeatr.supervisor import run_formula
 
     loaded = prepared.loaded
     assert loaded is not None
-    executor = make_executor(choose_executor(options.executor, loaded, events), events, server)
+    choose = chooser or choose_executor
+    executor = make_executor(choose(options.executor, loaded, events), events, server)
     memo = MemoStore(options.state)
     printed: list[bytes] = []
 
@@ -340,6 +344,26 @@ def choose_executor(requested: str, loaded: FormulaFile, events: RunnerEvents) -
         events.debug(f"executor {reason}")
     events.debug(f"executor: {name}" + (" (auto)" if requested == "auto" else ""))
     return str(name)
+
+
+class ExecutorChooser:
+    """``choose_executor`` that remembers each choice, per executor asked for and needs.
+
+    A batch shares one: its formulas mostly need the same, and choosing
+    (preflights, capabilities: ~0.8 ms) once per kind of job is enough.
+    """
+
+    def __init__(self) -> None:
+        self._chosen: dict[tuple[str, Needs], str] = {}
+
+    def __call__(self, requested: str, loaded: FormulaFile, events: RunnerEvents) -> str:
+        key = (requested, needs(loaded, requested))
+        name = self._chosen.get(key)
+        if name is None:
+            name = self._chosen[key] = choose_executor(requested, loaded, events)
+        else:
+            events.debug(f"executor: {name} (chosen for an earlier formula with the same needs)")
+        return name
 
 
 def make_executor(

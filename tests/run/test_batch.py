@@ -409,3 +409,24 @@ async def test_run_without_collect_dead_leaves_dead_runs_alone(runner: Runner) -
     assert dead.exists()
     assert (await run(f, options)).exit_code == 0
     assert not dead.exists()
+
+
+@pytest.mark.anyio
+async def test_library_batch_chooses_the_executor_once_per_kind_of_job(runner: Runner) -> None:
+    """auto's choice (preflights, capabilities) is made once per needs, not per formula."""
+    same = [str(runner.formula("/bin/true", str(i), name=f"e{i}.json")) for i in range(3)]
+    named = str(runner.formula("/bin/true", hostname="box", name="h.json"))
+    debug: dict[str, list[str]] = {}
+
+    def events_for(file: str) -> RunnerEvents:
+        return RunnerEvents(debug=debug.setdefault(file, []).append)
+
+    items = await run_batch(
+        [*same, named], RunOptions(state=runner.state, use_memo=False), BatchOptions(jobs=1),
+        events_for=events_for,
+    )
+    assert all(item.result is not None and item.result.exit_code == 0 for item in items)
+    remembered = [f for f in same if any("chosen for an earlier" in m for m in debug[f])]
+    assert len(remembered) == 2  # jobs=1: the first chose, the next two reused its choice
+    assert not any("chosen for an earlier" in m for m in debug[named])  # other needs
+    assert any(m == "executor: ns (auto)" for m in debug[named])
