@@ -175,6 +175,26 @@ def test_paths_from_stdin_start_as_they_arrive(runner: Runner) -> None:
                 proc.kill()
 
 
+def test_sigint_while_waiting_for_paths_on_stdin(runner: Runner) -> None:
+    """Waiting for the next path is cancellable: Ctrl-C ends the batch (exit 8) at once."""
+    first = runner.formula("/bin/true", name="w.json")
+    with subprocess.Popen(
+        runner.command("run", "-e", "ns", "--format", "json", "-"),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    ) as proc:
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(f"{first}\n".encode())
+            proc.stdin.flush()
+            assert _Events(proc).next_result()["event"] == "result"  # now it waits for more
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=60) == Category.CANCELLED
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert runner.work_dirs() == []
+
+
 @pytest.mark.anyio
 async def test_paths_from_a_regular_file_and_a_pipe(tmp_path: Path) -> None:
     from repeatr.runner.batch import paths_from
