@@ -213,9 +213,16 @@ async def run_batch(
     async def all_of(shared: SharedCache, sandbox: SandboxServer) -> None:
         async with anyio.create_task_group() as tg:
             if isinstance(formula_files, AsyncIterable):
-                async for file in formula_files:
-                    files.append(file)
-                    tg.start_soon(one, len(files) - 1, file, shared, sandbox, tg)
+                paths = aiter(formula_files)
+                try:
+                    async for file in paths:
+                        files.append(file)
+                        tg.start_soon(one, len(files) - 1, file, shared, sandbox, tg)
+                finally:
+                    # Cancelled mid-way (--fail-fast, Ctrl-C): close a generator now, not at GC.
+                    if (aclose := getattr(paths, "aclose", None)) is not None:
+                        with anyio.CancelScope(shield=True):
+                            await aclose()
             else:
                 for file in formula_files:
                     files.append(file)

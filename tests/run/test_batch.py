@@ -195,6 +195,24 @@ def test_sigint_while_waiting_for_paths_on_stdin(runner: Runner) -> None:
     assert runner.work_dirs() == []
 
 
+def test_fail_fast_stops_reading_stdin(runner: Runner) -> None:
+    """--fail-fast: the first failure ends the batch, even with stdin still open."""
+    failing = runner.formula("/bin/sh", "-c", "exit 9", name="ff.json")
+    with subprocess.Popen(
+        runner.command("run", "-e", "ns", "--fail-fast", "-"),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    ) as proc:
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(f"{failing}\n".encode())
+            proc.stdin.flush()
+            assert proc.wait(timeout=90) == Category.JOB_FAILED  # stdin never closed
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert runner.work_dirs() == []
+
+
 @pytest.mark.anyio
 async def test_paths_from_a_regular_file_and_a_pipe(tmp_path: Path) -> None:
     from repeatr.runner.batch import paths_from
