@@ -58,6 +58,18 @@ def test_spec_round_trips_through_the_wire_and_json() -> None:
     assert spec_from_json(spec_to_json(spec)).seccomp == b"\x00\x01\xff"
 
 
+def test_replayed_spec_gets_a_cgroup_of_the_replaying_process(tmp_path: Path) -> None:
+    """The saved cgroup names a repeatr that is gone: any gc would reclaim it mid-replay."""
+    from repeatr.executors.sandbox import read_spec_file
+
+    saved = tmp_path / "spec.json"
+    saved.write_text(spec_to_json(_spec()))  # cgroup and container ID: repeatr-1-a
+    spec = read_spec_file(os.fspath(saved))
+    assert spec.cgroup.startswith(f"repeatr-{os.getpid()}-")
+    assert spec.oci is not None and spec.oci.cgroup == spec.cgroup
+    assert '"repeatr-1-a"' not in spec_to_json(spec)
+
+
 def test_messages_refuse_unknown_and_missing_fields() -> None:
     with pytest.raises(TypeError, match="missing field signal"):
         Exit(code=1)  # type: ignore[call-arg]
