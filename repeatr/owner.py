@@ -32,7 +32,8 @@ import functools
 import os
 import socket
 import time
-from dataclasses import dataclass
+
+import msgspec
 
 from repeatr.errors import UsageError
 
@@ -71,8 +72,7 @@ def _boot_time() -> float:
     return 0.0
 
 
-@dataclass(frozen=True, slots=True)
-class Owner:
+class Owner(msgspec.Struct, frozen=True):
     pid: int
     start: int
     boot: str

@@ -28,13 +28,13 @@ import errno
 import os
 import shlex
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import anyio
 import anyio.from_thread
 import anyio.to_thread
+import msgspec
 
 from repeatr import workdir as workdirs
 from repeatr.assemble.cradle import cradle_steps, system_mounts
@@ -69,8 +69,7 @@ _RESOLVE_NO_SYMLINKS = 0x04
 _RESOLVE_BENEATH = 0x08
 
 
-@dataclass
-class RunEvents:
+class RunEvents(msgspec.Struct):
     """Where a run reports what happens; the CLI passes its own callbacks."""
 
     log: Callable[[str], None] = lambda _msg: None
@@ -81,11 +80,10 @@ class RunEvents:
     finished: Callable[[RunRecord], None] = lambda _record: None
 
 
-@dataclass
-class RunOutcome:
+class RunOutcome(msgspec.Struct):
     record: RunRecord
     job: JobResult
-    fetched: dict[str, bool] = field(default_factory=dict)  # input path -> unpacked by us
+    fetched: dict[str, bool] = msgspec.field(default_factory=dict)  # input path -> unpacked by us
 
 
 async def run_formula(
@@ -96,10 +94,13 @@ async def run_formula(
     events: RunEvents | None = None,
     net: NetSettings | None = None,
     tty: int | None = None,
+    collect_dead: bool = True,
 ) -> RunOutcome:
     """Run one formula with ``executor``; the record of what it produced.
 
     ``tty``: a terminal for an interactive job (``repeatr twerk``).
+    ``collect_dead``: first reclaim what runs whose repeatr died left
+    (:func:`collect_dead_runs`); a batch does that once, for all its formulas.
     """
     ev = events or RunEvents()
     frm = apply_defaults(loaded.formula)
@@ -112,11 +113,8 @@ async def run_formula(
     # An executor without a UTS namespace (chroot) shows the host's.
     hostname = frm.action.hostname or (record.guid if caps.hostname else "")
     network = _network_policy(frm.action.network, caps.networks, executor.name, ev)
-    reaped = await anyio.to_thread.run_sync(workdirs.reap_stale, cache.root)
-    for path in reaped:
-        ev.log(f"removed the work dir of a dead run: {path}")
-    # Any run cleans up after bridged runs that died, not only bridged ones.
-    await _collect_dead_networks(net or NetSettings(), ev)
+    if collect_dead:
+        await collect_dead_runs(cache.root, net or NetSettings(), ev)
     # Shielded: a cancel landing while the thread creates the dir would drop the
     # result and leak the dir; the try/finally below owns it from the next line.
     with anyio.CancelScope(shield=True):
@@ -147,11 +145,11 @@ async def run_formula(
             try:
                 # In a thread: it makes dirs and copies single-file wares (blocking).
                 job = await anyio.to_thread.run_sync(_job_spec, frm, work, lowers, network)
-                job = replace(
+                job = msgspec.structs.replace(
                     job, hostname=hostname or None, outputs=tuple(sorted(frm.outputs or {}))
                 )
                 if att is not None:
-                    job = replace(
+                    job = msgspec.structs.replace(
                         job,
                         mounts=(*job.mounts, *_dns_binds(att, work)),
                         network=JobNetwork(
@@ -162,7 +160,7 @@ async def run_formula(
                 if is_no_space(exc):
                     raise DiskFull.of(exc, work, "prepare the work dir") from exc
                 raise
-            job = replace(job, tty=tty)
+            job = msgspec.structs.replace(job, tty=tty)
             for op in executor.job_mounts(job):
                 ev.debug(f"mount: {op.describe()}")
             for step in job.cradle:
@@ -210,8 +208,7 @@ async def run_formula(
     return RunOutcome(record, result, fetched)
 
 
-@dataclass(frozen=True)
-class NetSettings:
+class NetSettings(msgspec.Struct, frozen=True):
     """Host-side network settings (not part of a formula): which bridge, subnet, state."""
 
     network: Any = None  # repeatr.net.config.Network; None: the default (repeatr0)
@@ -244,12 +241,27 @@ def _network_policy(
     return NetworkPolicy.HOST
 
 
-async def _collect_dead_networks(net: NetSettings, ev: RunEvents) -> None:
-    """Reclaim leases, veths and namespaces of bridged runs that died (SIGKILL, crash)."""
-    from repeatr.net.gc import gc
+async def collect_dead_runs(state: Path, net: NetSettings, ev: RunEvents) -> None:
+    """Reclaim what runs whose repeatr process died (SIGKILL, crash) left behind.
+
+    Their work dirs under ``state``, their cgroups, and the leases, veths and
+    namespaces of bridged ones (any run cleans up after bridged runs, not only
+    bridged ones). One thread hop for the three: each is a few listings of
+    sysfs, /proc and ``state``.
+    """
+    from repeatr.linux import cgroups
+    from repeatr.net.gc import GCReport, collect
 
     _, host = net.resolved()
-    report = await gc(host)
+
+    def collect_all() -> tuple[list[Path], GCReport]:
+        reaped = workdirs.reap_stale(state)
+        cgroups.gc()
+        return reaped, collect(host)
+
+    reaped, report = await anyio.to_thread.run_sync(collect_all)
+    for path in reaped:
+        ev.log(f"removed the work dir of a dead run: {path}")
     if report.runs or report.links or report.namespaces or report.leases:
         ev.log(
             f"reclaimed the network of dead runs: {len(report.leases)} leases, "

@@ -7,9 +7,10 @@ What it reports (``ShelfInfo``, ``GcResult``, ``Problem``) lives in
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from repeatr.cache.record import ShelfRecord
 from repeatr.model.wareid import WareID
@@ -20,8 +21,7 @@ if TYPE_CHECKING:
 __all__ = ["GcResult", "Problem", "ShelfHandle", "ShelfInfo"]
 
 
-@dataclass(frozen=True, slots=True)
-class ShelfHandle:
+class ShelfHandle(msgspec.Struct, frozen=True):
     """A shelf held in use for the duration of a ``Cache.shelf`` block.
 
     ``path`` is the unpacked fileset. It is shared by every run on the host

@@ -32,8 +32,9 @@ import re
 import secrets
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
+
+import msgspec
 
 from repeatr.errors import UsageError
 from repeatr.model.wareid import ALL_PACKTYPES, GIT, WareID
@@ -55,8 +56,7 @@ def _hash_ok(packtype: str, hash_: str) -> bool:
 DIR_MODE = 0o700
 
 
-@dataclass(frozen=True, slots=True)
-class TempName:
+class TempName(msgspec.Struct, frozen=True):
     """A parsed temp dir name: ``<kind>.<packtype>-<hash>.<nonce>.<owner>``."""
 
     kind: str
@@ -86,8 +86,7 @@ def _segments(ware: WareID) -> tuple[str, str, str, str]:
     return ware.packtype, ware.hash[0:3], ware.hash[3:6], ware.hash
 
 
-@dataclass(frozen=True, slots=True)
-class Layout:
+class Layout(msgspec.Struct, frozen=True):
     root: Path
 
     @property

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.from_thread
 import anyio.to_thread
+import msgspec
 
 from repeatr.cache import DEFAULT_LOCK_TIMEOUT, DEFAULT_ROOT, Cache
 from repeatr.cache.info import ShelfHandle
@@ -107,7 +108,7 @@ class SharedCache(Cache):
                 break
             await taking.ready.wait()
             if taking.handle is not None:
-                handle = replace(taking.handle, unpacked=False)
+                handle = msgspec.structs.replace(taking.handle, unpacked=False)
                 break
             # Whoever was taking it failed or was cancelled: try ourselves.
         yield handle

@@ -178,12 +178,11 @@ def _run_batch(args: argparse.Namespace, out: Reporter, files: list[str]) -> int
     from repeatr.cli.events import runner_events
     from repeatr.cli.main import run_cancellable
     from repeatr.executors.server import SandboxServer
-    from repeatr.runner.batch import BatchOptions, most_severe, run_batch
+    from repeatr.runner.batch import BatchOptions, most_severe, paths_from, run_batch
 
-    if "-" in files:
-        if len(files) > 1:
-            raise UsageError("run: - (formula paths on stdin) cannot be mixed with FORMULAs")
-        files = [line.strip() for line in sys.stdin.read().splitlines() if line.strip()]
+    if "-" in files and len(files) > 1:
+        raise UsageError("run: - (formula paths on stdin) cannot be mixed with FORMULAs")
+    from_stdin = files == ["-"]
     if args.output_dir is not None:
         raise UsageError("run: --output-dir takes one formula, not a batch")
     options = _options(args)
@@ -212,9 +211,11 @@ def _run_batch(args: argparse.Namespace, out: Reporter, files: list[str]) -> int
 
     async def run() -> list[BatchItem]:
         async with SandboxServer(prestarted=args.prestarted_server) as server:
+            # From stdin: each formula starts as its path arrives (`find ... | repeatr run -`).
             return await run_batch(
-                files, options, batch, events_for=events_for, on_done=on_done,
-                on_wait=out.log, server=server,
+                paths_from(sys.stdin.fileno()) if from_stdin else files, options, batch,
+                events_for=events_for, on_done=on_done, on_wait=out.log, server=server,
+                log=out.log,
             )
 
     items = run_cancellable(run, out, "batch")

@@ -59,10 +59,10 @@ def _copy_size(src: int, dst: int) -> None:
 
 
 def cmd_twerk(args: argparse.Namespace, out: Reporter) -> int:
-    from dataclasses import replace
     from pathlib import Path
 
     import anyio
+    from msgspec.structs import replace
 
     from repeatr.cli.main import cache_root, run_cancellable, ware_disk_limit
     from repeatr.model.runrecord import encode_pretty

@@ -13,9 +13,10 @@ from __future__ import annotations
 import abc
 import importlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+
+import msgspec
 
 from repeatr.assemble.ops import Mkdir, Op
 from repeatr.errors import ExecutorError
@@ -41,8 +42,7 @@ class Isolation(StrEnum):
     UTS = "uts"
 
 
-@dataclass(frozen=True)
-class Capabilities:
+class Capabilities(msgspec.Struct, frozen=True):
     """What an executor isolates and enforces."""
 
     isolates: frozenset[Isolation]
@@ -60,8 +60,7 @@ class Capabilities:
     env_order: bool = True  # the job's environ is in the JobSpec's order (runsc reorders it)
 
 
-@dataclass(frozen=True)
-class JobSpec:
+class JobSpec(msgspec.Struct, frozen=True):
     """One job, ready to run: everything the executor needs, already defaulted.
 
     ``mounts`` are the filesystem (every overlay's upper/work dirs live in
@@ -81,10 +80,10 @@ class JobSpec:
     uid: int = 1000
     gid: int = 1000
     hostname: str | None = None
-    capabilities: frozenset[str] = field(default_factory=frozenset)
+    capabilities: frozenset[str] = msgspec.field(default_factory=frozenset)
     # The policy, and for ``bridge`` the namespace repeatr.net prepared (a
     # /run/netns path or /proc/<pid>/ns/net) to run the job in.
-    network: JobNetwork = field(default_factory=JobNetwork)
+    network: JobNetwork = msgspec.field(default_factory=JobNetwork)
     limits: Limits | None = None
     # The default seccomp profile (``repeatr.executors.seccomp``), with the
     # conditional rules of ``capabilities``; False only for ``sysad``.
@@ -107,8 +106,7 @@ class JobSpec:
         return self.workdir / "rw"
 
 
-@dataclass(frozen=True)
-class JobResult:
+class JobResult(msgspec.Struct, frozen=True):
     exit_code: int  # 128+N when killed by signal N
     signal: int | None
     duration: float  # seconds from helper start to job exit

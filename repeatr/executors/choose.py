@@ -20,7 +20,8 @@ gets one line saying why.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+
+import msgspec
 
 from repeatr.errors import ExecutorError
 from repeatr.executors.base import Executor, ExecutorName, load
@@ -30,12 +31,11 @@ AUTO = "auto"
 AUTO_ORDER = (ExecutorName.NS, ExecutorName.CRUN, ExecutorName.RUNC, ExecutorName.CHROOT)
 
 
-@dataclass(frozen=True)
-class Needs:
+class Needs(msgspec.Struct, frozen=True):
     """What a job asks of its executor."""
 
     network: str = "none"  # "none", "host" or "bridge"; "" for any
-    limits: frozenset[LimitName] = field(default_factory=frozenset)
+    limits: frozenset[LimitName] = msgspec.field(default_factory=frozenset)
     hostname: bool = False
     user_space_kernel: bool = False  # only an application kernel will do (gvisor)
 

@@ -28,13 +28,13 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
 import anyio.lowlevel
+import msgspec
 
 from repeatr.assemble.ops import Op
 from repeatr.assemble.plan import plan
@@ -134,8 +134,7 @@ class ControlChannel:
             view = view[sent:]
 
 
-@dataclass
-class HelperHandle:
+class HelperHandle(msgspec.Struct):
     """A helper forked for one job: the process, its control channel, the job's output pipes."""
 
     process: Helper
@@ -444,7 +443,6 @@ class HelperExecutor(Executor):
         self.check_job(job)
         spec = self.spec(job)
         self.debug_commands(spec)
-        cgroups.gc()  # groups of runs whose repeatr died (cheap: a few sysfs listings)
         if self.server is not None:
             return await self._run(self.server, job, spec, on_output, on_finished)
         async with SandboxServer(python=self.python) as server:

@@ -8,7 +8,8 @@ The runtime runs as the helper's child, so it sees the assembled root
 it and tears it down.
 
 Per run, under the run's workdir (never in the container root):
-``oci/config.json`` (the bundle: we write it, deterministically), ``oci/state``
+``oci/config.json`` (the bundle: made deterministically here, sent in the
+helper's spec, written by the helper), ``oci/state``
 (the runtime's ``--root``: removed at teardown), ``oci/pid`` and ``oci/log``.
 The container ID and the ``cgroupsPath`` are the same flat
 ``repeatr-<pid>-<hex>`` name ``repeatr.linux.cgroups`` uses, so the next
@@ -222,12 +223,13 @@ class OciExecutor(HelperExecutor):
     def global_args(self, job: JobSpec, state: Path, log: Path) -> list[str]:
         return [self.runtime_path(), "--root", os.fspath(state), "--log", os.fspath(log)]
 
-    def commands(self, job: JobSpec, bundle: Path, cid: str) -> OciCommands:
+    def commands(self, job: JobSpec, bundle: Path, cid: str, config: str) -> OciCommands:
         state, log, pid_file = bundle / "state", bundle / "log", bundle / "pid"
         g = self.global_args(job, state, log)
         return OciCommands(
             name=self.binary,
             bundle=os.fspath(bundle),
+            config=config,
             style=self.style,
             create=[*g, "create", "--bundle", os.fspath(bundle),
                     "--pid-file", os.fspath(pid_file), cid],
@@ -263,12 +265,13 @@ class OciExecutor(HelperExecutor):
         return tuple(op for op in job.mounts if not isinstance(op, Proc | Dev))
 
     def oci_commands(self, job: JobSpec, cgroup: str) -> OciCommands:
-        """Write the bundle's ``config.json``; the runtime's command lines over it."""
-        bundle = self.bundle_dir(job)
-        bundle.mkdir(mode=0o700, exist_ok=True)
+        """The bundle's ``config.json`` and the runtime's command lines over it.
+
+        The helper writes the bundle (``oci_sandbox.write_bundle``): the spec
+        holds everything, so ``--debug``'s replay works after the run.
+        """
         cfg = self.config(job, "/" + cgroup)
-        (bundle / "config.json").write_text(json.dumps(cfg, indent=1))
-        return self.commands(job, bundle, cgroup)
+        return self.commands(job, self.bundle_dir(job), cgroup, json.dumps(cfg, indent=1))
 
     async def run(
         self,

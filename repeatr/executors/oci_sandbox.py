@@ -2,8 +2,10 @@
 
 Runs inside the helper (``repeatr.executors.sandbox``), after the root is
 assembled in the helper's private mount namespace; import-light like it.
-The parent (``repeatr.executors.oci``) has written the bundle's
-``config.json`` and sends the runtime command lines in ``Spec.oci``.
+The parent (``repeatr.executors.oci``) sends the bundle's ``config.json``
+and the runtime command lines in ``Spec.oci``; the helper writes the bundle
+(``write_bundle``), so a spec replayed by hand (``--spec FILE``) needs
+nothing of the run it came from.
 
 Before the runtime starts, the job's cwd and exec are checked inside the root
 (resolved with RESOLVE_IN_ROOT): runc and crun would create a missing cwd,
@@ -101,6 +103,21 @@ def check_job(spec: Spec, oci: OciCommands, root: Root) -> None:
         os.close(rootfd)
     if path is None and "/" not in spec.argv[0]:
         set_exec_path(oci, found)
+
+
+def write_bundle(oci: OciCommands) -> None:
+    """The bundle dir (made if missing, as a replay after the run finds it) and its config.json."""
+    os.makedirs(oci.bundle, mode=0o700, exist_ok=True)
+    fd = os.open(
+        os.path.join(oci.bundle, "config.json"),
+        os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600,
+    )
+    try:
+        data = memoryview(oci.config.encode())
+        while data:
+            data = data[os.write(fd, data) :]
+    finally:
+        os.close(fd)
 
 
 def set_exec_path(oci: OciCommands, path: str) -> None:
@@ -268,6 +285,7 @@ def run(box: Sandbox, spec: Spec, root: Root) -> bool:
         raise ExecutorError("sandbox protocol: an oci spec without runtime commands")
     if oci.hide_cgroup2:
         hide_cgroup2()
+    write_bundle(oci)
     check_job(spec, oci, root)
     devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
     teardown = Teardown(box, oci, devnull)

@@ -210,7 +210,10 @@ class OciCommands(Message):
 
     tag = "oci"
     name: str
-    bundle: str  # the dir of config.json
+    bundle: str  # the dir of config.json: the helper makes it and writes ``config``
+    #: The bundle's ``config.json``, as text: in the spec, so a spec saved from
+    #: ``--debug`` replays after the run (and its bundle) is gone.
+    config: str
     style: Literal["create", "run"]
     create: list[str]
     start: list[str]

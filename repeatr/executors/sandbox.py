@@ -543,11 +543,21 @@ def job_child(
 
 # --- the helper ----------------------------------------------------------------
 def read_spec_file(path: str) -> Spec:
-    """The spec ``--debug`` printed, saved in ``path`` (replay by hand)."""
+    """The spec ``--debug`` printed, saved in ``path`` (replay by hand).
+
+    Its cgroup name (an OCI container's ID and ``cgroupsPath`` too) becomes
+    one of this process: the saved one names the run's repeatr, gone by
+    now, and any repeatr's gc reclaims a dead owner's groups, even in the
+    middle of the replay (``repeatr.linux.cgroups.gc``).
+    """
     from repeatr.executors.protocol import spec_from_json
 
     with open(path) as f:
-        return spec_from_json(f.read())
+        text = f.read()
+    spec = spec_from_json(text)
+    if spec.cgroup:
+        spec = spec_from_json(text.replace(spec.cgroup, cgroups.new_name(os.getpid())))
+    return spec
 
 
 def main(argv: list[str]) -> int:

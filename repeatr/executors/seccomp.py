@@ -55,9 +55,10 @@ import functools
 import hashlib
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from repeatr.linux import capability, libseccomp
 
@@ -90,8 +91,7 @@ AF_VSOCK = 40  # linux/socket.h
 PERSONALITIES = (0x0, 0x8, 0x20000, 0x20008, 0xFFFFFFFF)
 
 
-@dataclass(frozen=True)
-class Rule:
+class Rule(msgspec.Struct, frozen=True):
     """Syscalls and what happens to them, under conditions.
 
     ``errno`` None allows the call, else it fails with that errno. ``args``
@@ -211,8 +211,7 @@ RULES: tuple[Rule, ...] = (
 DEFAULT_ERRNO = errno.EPERM
 
 
-@dataclass(frozen=True)
-class Profile:
+class Profile(msgspec.Struct, frozen=True):
     """The profile for one capability set on one kernel and architecture."""
 
     arches: tuple[str, ...]

@@ -19,8 +19,9 @@ import functools
 import os
 import struct
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 # seccomp.h: actions
 ACT_ALLOW = 0x7FFF0000
@@ -74,8 +75,7 @@ class _Version(ctypes.Structure):
     _fields_ = [("major", ctypes.c_uint), ("minor", ctypes.c_uint), ("micro", ctypes.c_uint)]
 
 
-@dataclass(frozen=True)
-class _Lib:
+class _Lib(msgspec.Struct, frozen=True):
     init: Callable[..., Any]
     release: Callable[..., Any]
     arch_add: Callable[..., Any]
@@ -160,8 +160,7 @@ def syscall_number(name: str, arch: str | None = None) -> int | None:
     return None if nr == NR_SCMP_ERROR else nr
 
 
-@dataclass(frozen=True)
-class Condition:
+class Condition(msgspec.Struct, frozen=True):
     """One argument check of a rule: ``args[index] op value`` (MASKED_EQ: & value == value_two)."""
 
     index: int
@@ -170,8 +169,7 @@ class Condition:
     value_two: int = 0
 
 
-@dataclass(frozen=True)
-class CompiledRule:
+class CompiledRule(msgspec.Struct, frozen=True):
     syscall: int  # a native number or a pseudo-syscall
     action: int
     conditions: tuple[Condition, ...] = ()

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 
+import msgspec
+
 from repeatr.errors import UsageError
 from repeatr.executors.protocol import NetworkPolicy  # one definition, the helper's too
 
@@ -101,8 +103,7 @@ def parse_subnet(text: str) -> IPv4Network:
         raise UsageError(f"invalid subnet {text!r}: {e}") from None
 
 
-@dataclass(frozen=True, slots=True)
-class NetHost:
+class NetHost(msgspec.Struct, frozen=True):
     """Where network state lives and how kernel objects are named (see the module doc)."""
 
     state_dir: Path = Path("/run/repeatr/net")

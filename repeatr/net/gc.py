@@ -27,10 +27,10 @@ and opens no netlink socket.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
+import msgspec
 
 from repeatr.errors import RepeatrError
 from repeatr.net import bridge, netns, records
@@ -44,15 +44,14 @@ if TYPE_CHECKING:
 # teardown code (with netlink) are imported only once there is work for them.
 
 
-@dataclass
-class GCReport:
+class GCReport(msgspec.Struct):
     """What :func:`collect` removed (human-readable names) and what it could not."""
 
-    runs: list[str] = field(default_factory=list)
-    links: list[str] = field(default_factory=list)
-    namespaces: list[Path] = field(default_factory=list)
-    leases: list[Lease] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)
+    runs: list[str] = msgspec.field(default_factory=list)
+    links: list[str] = msgspec.field(default_factory=list)
+    namespaces: list[Path] = msgspec.field(default_factory=list)
+    leases: list[Lease] = msgspec.field(default_factory=list)
+    failures: list[str] = msgspec.field(default_factory=list)
 
     @property
     def empty(self) -> bool:

@@ -30,14 +30,23 @@ Within a group, the order listed. A code outside these ranks just above success.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+import os
+import stat
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING
 
 import anyio
+import msgspec
 
 from repeatr.errors import Category, RepeatrError, collapse
-from repeatr.runner.run import RunnerEvents, RunOptions, RunResult, run
+from repeatr.runner.run import (
+    ExecutorChooser,
+    RunnerEvents,
+    RunOptions,
+    RunResult,
+    net_settings,
+    run,
+)
 
 if TYPE_CHECKING:
     import anyio.abc
@@ -80,8 +89,7 @@ def most_severe(codes: Iterable[int]) -> int:
     return min(codes, key=rank, default=0)
 
 
-@dataclass(frozen=True)
-class BatchItem:
+class BatchItem(msgspec.Struct, frozen=True):
     """What one formula of a batch gave: a result, an error, or nothing (skipped)."""
 
     formula_file: str
@@ -102,8 +110,7 @@ class BatchItem:
         return int(Category.JOB_FAILED)
 
 
-@dataclass(frozen=True)
-class BatchOptions:
+class BatchOptions(msgspec.Struct, frozen=True):
     #: How many formulas run at once (at least 1).
     jobs: int
     #: The first failure cancels the formulas still running or waiting.
@@ -112,8 +119,44 @@ class BatchOptions:
     ignore_job_exit: bool = False
 
 
+async def paths_from(fd: int) -> AsyncIterator[str]:
+    """The formula paths read from ``fd`` (stdin), one a line, each as soon as its line ends.
+
+    ``find ... | repeatr run -`` starts the first formulas while ``find`` is
+    still listing. Blank lines are skipped, surrounding blanks stripped. A
+    pipe, socket or terminal is waited on in the event loop (cancellable); a
+    regular file is read whole (in a worker thread: it is all there already).
+    """
+    import anyio.to_thread
+
+    mode = os.fstat(fd).st_mode
+    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd)):
+
+        def read_all() -> bytes:
+            chunks = []
+            while chunk := os.read(fd, 1 << 16):
+                chunks.append(chunk)
+            return b"".join(chunks)
+
+        for line in (await anyio.to_thread.run_sync(read_all)).splitlines():
+            if path := os.fsdecode(line).strip():
+                yield path
+        return
+    pending = b""
+    while True:
+        await anyio.wait_readable(fd)
+        chunk = os.read(fd, 1 << 16)  # readable: returns what is there without blocking
+        lines = (pending + chunk).split(b"\n")
+        pending = lines.pop() if chunk else b""
+        for line in lines:
+            if path := os.fsdecode(line).strip():
+                yield path
+        if not chunk:
+            return
+
+
 async def run_batch(
-    formula_files: Iterable[str],
+    formula_files: Iterable[str] | AsyncIterable[str],
     options: RunOptions,
     batch: BatchOptions,
     *,
@@ -122,8 +165,12 @@ async def run_batch(
     cache: SharedCache | None = None,
     on_wait: Callable[[str], None] | None = None,
     server: SandboxServer | None = None,
+    log: Callable[[str], None] = lambda _message: None,
 ) -> list[BatchItem]:
     """Run every formula file; one item per file, in the order given.
+
+    ``formula_files`` may be an async iterable (``paths_from``): each formula
+    starts as soon as its path arrives, while the rest are still coming.
 
     ``events_for(file)``: where that formula's run reports (its ``record``
     callback sees the record as soon as it is known); ``on_done(item)``:
@@ -132,14 +179,16 @@ async def run_batch(
     ``options.state`` for this batch, ``on_wait`` told when a lock is not free.
     ``server``: the sandbox server every job's helper is forked from (None:
     one for this batch, started by its first job that the memo store does
-    not answer, stopped at its end).
+    not answer, stopped at its end). ``log``: the batch's own messages (what
+    it reclaimed from dead runs, once, before the first formula).
     """
     from repeatr.cache.shared import SharedCache
     from repeatr.executors.server import SandboxServer
 
-    files = list(formula_files)
+    files: list[str] = []
     done: dict[int, BatchItem] = {}
     limiter = anyio.CapacityLimiter(max(1, batch.jobs))
+    chooser = ExecutorChooser()  # once per kind of job, not once per formula
 
     async def one(
         index: int, file: str, shared: SharedCache, sandbox: SandboxServer, tg: anyio.abc.TaskGroup
@@ -148,7 +197,9 @@ async def run_batch(
             ev = events_for(file)
             try:
                 try:
-                    result = await run(file, options, ev, cache=shared, server=sandbox)
+                    result = await run(
+                        file, options, ev, cache=shared, server=sandbox, chooser=chooser
+                    )
                     item = BatchItem(file, result=result)
                 except BaseExceptionGroup as group:
                     raise collapse(group) from None
@@ -161,10 +212,31 @@ async def run_batch(
 
     async def all_of(shared: SharedCache, sandbox: SandboxServer) -> None:
         async with anyio.create_task_group() as tg:
-            for index, file in enumerate(files):
-                tg.start_soon(one, index, file, shared, sandbox, tg)
+            if isinstance(formula_files, AsyncIterable):
+                paths = aiter(formula_files)
+                try:
+                    async for file in paths:
+                        files.append(file)
+                        tg.start_soon(one, len(files) - 1, file, shared, sandbox, tg)
+                finally:
+                    # Cancelled mid-way (--fail-fast, Ctrl-C): close a generator now, not at GC.
+                    if (aclose := getattr(paths, "aclose", None)) is not None:
+                        with anyio.CancelScope(shield=True):
+                            await aclose()
+            else:
+                for file in formula_files:
+                    files.append(file)
+                    tg.start_soon(one, len(files) - 1, file, shared, sandbox, tg)
 
     async def with_server(shared: SharedCache) -> None:
+        nonlocal options
+        if options.collect_dead:
+            # Once for the batch, not once per formula (~1 ms of CPU and a thread hop each).
+            from repeatr.supervisor import RunEvents, collect_dead_runs
+
+            net = net_settings(options.bridge, options.subnet)
+            await collect_dead_runs(shared.root, net, RunEvents(log=log))
+            options = msgspec.structs.replace(options, collect_dead=False)
         if server is not None:
             await all_of(shared, server)
         else:

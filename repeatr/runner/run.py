@@ -23,9 +23,10 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from repeatr.errors import Category, DiskFull, RepeatrError, is_no_space
 from repeatr.memo import MemoStore, bytes_key, file_key, formula_key
@@ -45,8 +46,7 @@ def _ignore(_message: str) -> None:
     pass
 
 
-@dataclass(frozen=True)
-class RunOptions:
+class RunOptions(msgspec.Struct, frozen=True):
     """How to run: host settings and choices, never part of the formula."""
 
     #: The state directory: cache, memo store, work dirs.
@@ -68,10 +68,12 @@ class RunOptions:
     command: tuple[str, ...] = ()
     #: A terminal for an interactive job (``twerk``).
     tty: int | None = None
+    #: Reclaim what dead runs left (work dirs, cgroups, networks) before running;
+    #: a batch does it once for all its formulas, then runs each without.
+    collect_dead: bool = True
 
 
-@dataclass
-class RunnerEvents:
+class RunnerEvents(msgspec.Struct):
     """Where a run reports what happens; every callback may be left out."""
 
     log: Callable[[str], None] = _ignore
@@ -97,8 +99,7 @@ class RunnerEvents:
         return events
 
 
-@dataclass(frozen=True)
-class RunResult:
+class RunResult(msgspec.Struct, frozen=True):
     """What one formula gave: its record, as printed."""
 
     formula_file: str
@@ -115,8 +116,7 @@ class RunResult:
         return parsed
 
 
-@dataclass(frozen=True)
-class Prepared:
+class Prepared(msgspec.Struct, frozen=True):
     """A formula read and looked up in the memo store: a hit, or what to run."""
 
     formula_file: str
@@ -126,7 +126,7 @@ class Prepared:
     loaded: FormulaFile | None = None
     formula_id: str = ""
     #: The keys a successful run is stored under (empty: never stored).
-    keys: tuple[str, ...] = field(default=())
+    keys: tuple[str, ...] = msgspec.field(default=())
 
 
 def prepare(
@@ -228,6 +228,7 @@ async def run(
     cache: Cache | None = None,
     server: SandboxServer | None = None,
     data: bytes | None = None,
+    chooser: ExecutorChooser | None = None,
 ) -> RunResult:
     """Run the formula in ``formula_file`` (or answer it from the memo store).
 
@@ -237,6 +238,7 @@ async def run(
     :class:`repeatr.executors.server.SandboxServer`); None: one for this run.
     ``data``: the formula file's bytes (a graph's node), not read from
     ``formula_file``, which then only names it.
+    ``chooser``: remembers executor choices (a batch shares one); None: choose anew.
     Raises ``RepeatrError`` for what stopped the run; a job that exits
     non-zero is not an error (the result has its code).
     """
@@ -247,7 +249,7 @@ async def run(
     prepared = await anyio.to_thread.run_sync(prepare, formula_file, options, ev, data)
     if prepared.hit is not None:
         return answered(prepared, options, ev)
-    return await execute(prepared, options, ev, cache=cache, server=server)
+    return await execute(prepared, options, ev, cache=cache, server=server, chooser=chooser)
 
 
 def run_sync(
@@ -269,15 +271,17 @@ async def execute(
     *,
     cache: Cache | None = None,
     server: SandboxServer | None = None,
+    chooser: ExecutorChooser | None = None,
 ) -> RunResult:
     """Run a prepared formula that the memo store did not answer (``run`` says what
-    ``cache`` and ``server`` are)."""
+    ``cache``, ``server`` and ``chooser`` are)."""
     from repeatr.model.runrecord import encode_pretty
     from repeatr.supervisor import run_formula
 
     loaded = prepared.loaded
     assert loaded is not None
-    executor = make_executor(choose_executor(options.executor, loaded, events), events, server)
+    choose = chooser or choose_executor
+    executor = make_executor(choose(options.executor, loaded, events), events, server)
     memo = MemoStore(options.state)
     printed: list[bytes] = []
 
@@ -299,6 +303,7 @@ async def execute(
         events=events.for_supervisor(finished),
         net=net_settings(options.bridge, options.subnet),
         tty=options.tty,
+        collect_dead=options.collect_dead,
     )
     code = outcome.record.exit_code
     record_json = printed[0] if printed else encode_pretty(outcome.record)
@@ -361,6 +366,26 @@ def choose_executor(requested: str, loaded: FormulaFile, events: RunnerEvents) -
         events.debug(f"executor {reason}")
     events.debug(f"executor: {name}" + (" (auto)" if requested == "auto" else ""))
     return str(name)
+
+
+class ExecutorChooser:
+    """``choose_executor`` that remembers each choice, per executor asked for and needs.
+
+    A batch shares one: its formulas mostly need the same, and choosing
+    (preflights, capabilities: ~0.8 ms) once per kind of job is enough.
+    """
+
+    def __init__(self) -> None:
+        self._chosen: dict[tuple[str, Needs], str] = {}
+
+    def __call__(self, requested: str, loaded: FormulaFile, events: RunnerEvents) -> str:
+        key = (requested, needs(loaded, requested))
+        name = self._chosen.get(key)
+        if name is None:
+            name = self._chosen[key] = choose_executor(requested, loaded, events)
+        else:
+            events.debug(f"executor: {name} (chosen for an earlier formula with the same needs)")
+        return name
 
 
 def make_executor(

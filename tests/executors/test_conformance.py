@@ -2,7 +2,9 @@
 
 Every test runs a real job in real namespaces over an overlay of the busybox
 rootfs; the autouse ``host_unchanged`` fixture then checks the host's mount
-table, network namespaces and the (lower) rootfs are as before.
+table, network namespaces and the (lower) rootfs are as before. What a
+formula can express is checked again through the library runner, on both
+anyio backends: ``tests/run/test_conformance_runner.py``.
 """
 
 from __future__ import annotations

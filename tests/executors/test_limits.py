@@ -6,12 +6,12 @@ held to it; one that does not must refuse a job asking for it.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import subprocess
 import time
 import uuid
 
+import msgspec
 import pytest
 
 from repeatr.assemble.ops import Overlay
@@ -242,7 +242,7 @@ def _writes_under_rw(jobs: Jobs, job: JobSpec) -> JobSpec:
     root = job.mounts[0]
     assert isinstance(root, Overlay)
     moved = Overlay(root.lowers, "/", os.fspath(job.rw / "upper"), os.fspath(job.rw / "work"))
-    return dataclasses.replace(job, mounts=(moved, *job.mounts[1:]))
+    return msgspec.structs.replace(job, mounts=(moved, *job.mounts[1:]))
 
 
 @pytest.mark.parametrize("executor", enforcing(LimitName.DISK), indirect=True)

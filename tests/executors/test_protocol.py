@@ -42,7 +42,7 @@ def _spec(**kw: object) -> Spec:
         "limits": JobLimits(memory=1 << 20, timeout=1.5), "rw": "/w/rw", "cgroup": "repeatr-1-a",
         "seccomp": b"\x00\x01\xff", "outputs": ["/out"], "mountpoints": [],
         "oci": OciCommands(
-            name="runc", bundle="/b", style="create", create=["runc", "create"], start=["runc", "start"],
+            name="runc", bundle="/b", config='{"ociVersion": "1.0.2"}', style="create", create=["runc", "create"], start=["runc", "start"],
             run=["runc", "run"], delete=["runc", "delete"], state="/s", log="/l",
             pid_file="/p", cgroup="repeatr-1-a",
         ),
@@ -56,6 +56,18 @@ def test_spec_round_trips_through_the_wire_and_json() -> None:
     assert decode(encode(spec)[4:]) == spec
     assert spec_from_json(spec_to_json(spec)) == spec
     assert spec_from_json(spec_to_json(spec)).seccomp == b"\x00\x01\xff"
+
+
+def test_replayed_spec_gets_a_cgroup_of_the_replaying_process(tmp_path: Path) -> None:
+    """The saved cgroup names a repeatr that is gone: any gc would reclaim it mid-replay."""
+    from repeatr.executors.sandbox import read_spec_file
+
+    saved = tmp_path / "spec.json"
+    saved.write_text(spec_to_json(_spec()))  # cgroup and container ID: repeatr-1-a
+    spec = read_spec_file(os.fspath(saved))
+    assert spec.cgroup.startswith(f"repeatr-{os.getpid()}-")
+    assert spec.oci is not None and spec.oci.cgroup == spec.cgroup
+    assert '"repeatr-1-a"' not in spec_to_json(spec)
 
 
 def test_messages_refuse_unknown_and_missing_fields() -> None:

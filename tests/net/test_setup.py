@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
@@ -13,6 +12,7 @@ from ipaddress import IPv4Interface
 from pathlib import Path
 
 import anyio
+import msgspec
 import pytest
 
 from repeatr.errors import Category, NetworkError
@@ -331,7 +331,7 @@ def test_namespaces_make_no_host_mount_but_their_own_files(
     would make it a shared bind mount for good), and a copy of a run's namespace
     that another mount namespace took still goes with teardown: what that shared
     mount was for."""
-    host = dataclasses.replace(net_host, netns_dir=tmp_path / "netns")
+    host = msgspec.structs.replace(net_host, netns_dir=tmp_path / "netns")
     before = _mount_points()
     att = prepare_sync("bridge", "run-mnt", "box", network=network, host=host)
     holder = None

@@ -119,6 +119,117 @@ def test_paths_from_stdin(runner: Runner) -> None:
     assert sorted(e["file"] for e in done if e["event"] == "result") == sorted(map(str, files))
 
 
+class _Events:
+    """JSON events read from a process's stdout pipe as they come (no read-ahead buffer)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        self.fd = proc.stdout.fileno()
+        self.pending = b""
+
+    def next_result(self, timeout: float = 90.0) -> dict[str, object]:
+        """The next result or error event (output and progress skipped); fails after ``timeout``."""
+        import select
+
+        deadline = time.monotonic() + timeout
+        while True:
+            while b"\n" in self.pending:
+                line, self.pending = self.pending.split(b"\n", 1)
+                event: dict[str, object] = json.loads(line)
+                if event["event"] in ("result", "error"):
+                    return event
+            ready, _, _ = select.select([self.fd], [], [], max(0, deadline - time.monotonic()))
+            assert ready, f"no result printed in {timeout} s"
+            chunk = os.read(self.fd, 65536)
+            assert chunk, "end of output"
+            self.pending += chunk
+
+
+def test_paths_from_stdin_start_as_they_arrive(runner: Runner) -> None:
+    """Each path starts its formula when its line arrives, not when stdin ends.
+
+    The pipe stays open: the first record must come while the second path is
+    not even written yet, then the second's after it is.
+    """
+    first, second = (
+        runner.formula("/bin/sh", "-c", f"echo {i}", name=f"a{i}.json") for i in range(2)
+    )
+    with subprocess.Popen(
+        runner.command("run", "-e", "ns", "--format", "json", "-"),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    ) as proc:
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(f"{first}\n".encode())
+            proc.stdin.flush()
+            events = _Events(proc)
+            event = events.next_result()
+            assert event["event"] == "result" and event["file"] == str(first), event
+            proc.stdin.write(f"  {second}\n\n".encode())
+            proc.stdin.close()
+            event = events.next_result()
+            assert event["event"] == "result" and event["file"] == str(second), event
+            assert proc.wait(timeout=120) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+
+
+def test_sigint_while_waiting_for_paths_on_stdin(runner: Runner) -> None:
+    """Waiting for the next path is cancellable: Ctrl-C ends the batch (exit 8) at once."""
+    first = runner.formula("/bin/true", name="w.json")
+    with subprocess.Popen(
+        runner.command("run", "-e", "ns", "--format", "json", "-"),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    ) as proc:
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(f"{first}\n".encode())
+            proc.stdin.flush()
+            assert _Events(proc).next_result()["event"] == "result"  # now it waits for more
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=60) == Category.CANCELLED
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert runner.work_dirs() == []
+
+
+def test_fail_fast_stops_reading_stdin(runner: Runner) -> None:
+    """--fail-fast: the first failure ends the batch, even with stdin still open."""
+    failing = runner.formula("/bin/sh", "-c", "exit 9", name="ff.json")
+    with subprocess.Popen(
+        runner.command("run", "-e", "ns", "--fail-fast", "-"),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    ) as proc:
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(f"{failing}\n".encode())
+            proc.stdin.flush()
+            assert proc.wait(timeout=90) == Category.JOB_FAILED  # stdin never closed
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert runner.work_dirs() == []
+
+
+@pytest.mark.anyio
+async def test_paths_from_a_regular_file_and_a_pipe(tmp_path: Path) -> None:
+    from repeatr.runner.batch import paths_from
+
+    listing = tmp_path / "list"
+    listing.write_bytes(b"a.json\n\n  b c.json \nlast")
+    with listing.open("rb") as f:
+        assert [p async for p in paths_from(f.fileno())] == ["a.json", "b c.json", "last"]
+    r, w = os.pipe()
+    try:
+        os.write(w, b"x\ny")
+        os.close(w)
+        assert [p async for p in paths_from(r)] == ["x", "y"]
+    finally:
+        os.close(r)
+
+
 def test_fail_fast_cancels_the_rest(runner: Runner) -> None:
     marker = "sleep 4545"
     failing = runner.formula("/bin/sh", "-c", "sleep 1; exit 9", name="x.json")
@@ -286,3 +397,74 @@ def test_sigterm_at_any_moment_leaves_the_host_as_found(
     assert Cache(fresh.state).layout.list_temps() == []
     assert not processes_with(marker)
     assert _mounts_of(fresh) == []
+
+
+def _dead_run_dir(state: Path) -> Path:
+    """A work dir as a run killed by SIGKILL leaves it: named by an owner that is gone."""
+    from repeatr import workdir
+    from repeatr.owner import Owner
+
+    proc = subprocess.Popen(["sleep", "60"])
+    owner = Owner.of_pid(proc.pid)
+    proc.kill()
+    proc.wait()
+    assert owner is not None
+    path = workdir.runs_dir(state) / f"deadbeef.{owner}"
+    path.mkdir(parents=True)
+    return path
+
+
+@pytest.mark.anyio
+async def test_library_batch_reclaims_dead_runs_once_before_its_formulas(runner: Runner) -> None:
+    """The batch reclaims what dead runs left once, for all its formulas; each run then skips it.
+
+    (Each formula used to do it again: a thread hop and ~1 ms of CPU per formula.)
+    """
+    dead = _dead_run_dir(runner.state)
+    files = [str(runner.formula("/bin/true", str(i), name=f"d{i}.json")) for i in range(3)]
+    batch_log: list[str] = []
+    formula_log: list[str] = []
+    items = await run_batch(
+        files, RunOptions(state=runner.state, executor="ns", use_memo=False), BatchOptions(jobs=2),
+        events_for=lambda _f: RunnerEvents(log=formula_log.append), log=batch_log.append,
+    )
+    assert all(item.result is not None and item.result.exit_code == 0 for item in items)
+    assert not dead.exists()
+    assert [m for m in batch_log if "dead run" in m] == [f"removed the work dir of a dead run: {dead}"]
+    assert not [m for m in formula_log if "dead run" in m]
+
+
+@pytest.mark.anyio
+async def test_run_without_collect_dead_leaves_dead_runs_alone(runner: Runner) -> None:
+    from repeatr.runner.run import run
+
+    dead = _dead_run_dir(runner.state)
+    f = str(runner.formula("/bin/true"))
+    options = RunOptions(state=runner.state, executor="ns", use_memo=False)
+    from msgspec.structs import replace
+
+    assert (await run(f, replace(options, collect_dead=False))).exit_code == 0
+    assert dead.exists()
+    assert (await run(f, options)).exit_code == 0
+    assert not dead.exists()
+
+
+@pytest.mark.anyio
+async def test_library_batch_chooses_the_executor_once_per_kind_of_job(runner: Runner) -> None:
+    """auto's choice (preflights, capabilities) is made once per needs, not per formula."""
+    same = [str(runner.formula("/bin/true", str(i), name=f"e{i}.json")) for i in range(3)]
+    named = str(runner.formula("/bin/true", hostname="box", name="h.json"))
+    debug: dict[str, list[str]] = {}
+
+    def events_for(file: str) -> RunnerEvents:
+        return RunnerEvents(debug=debug.setdefault(file, []).append)
+
+    items = await run_batch(
+        [*same, named], RunOptions(state=runner.state, use_memo=False), BatchOptions(jobs=1),
+        events_for=events_for,
+    )
+    assert all(item.result is not None and item.result.exit_code == 0 for item in items)
+    remembered = [f for f in same if any("chosen for an earlier" in m for m in debug[f])]
+    assert len(remembered) == 2  # jobs=1: the first chose, the next two reused its choice
+    assert not any("chosen for an earlier" in m for m in debug[named])  # other needs
+    assert any(m == "executor: ns (auto)" for m in debug[named])

@@ -113,6 +113,49 @@ def test_memo_hit_is_import_light(runner: Runner) -> None:
         assert heavy not in imported, f"the memo hit path imports {heavy}"
 
 
+#: Counts the dataclasses a process defines, then runs ``repeatr`` (argv[1:]).
+_COUNT_DATACLASSES = """
+import dataclasses, os, sys
+made = []
+process = dataclasses._process_class
+def counted(cls, *args, **kwargs):
+    made.append(f"{cls.__module__}.{cls.__qualname__}")
+    return process(cls, *args, **kwargs)
+dataclasses._process_class = counted
+leave = os._exit
+def report(code):
+    sys.stderr.write("DATACLASSES " + " ".join(m for m in made if m.startswith("repeatr")) + "\\n")
+    leave(code)
+os._exit = report
+sys.argv = ["repeatr", *sys.argv[1:]]
+from repeatr.cli.entry import entry
+entry()
+"""
+
+
+def test_run_path_defines_few_dataclasses(runner: Runner) -> None:
+    """A warm run defines its records as msgspec Structs, not dataclasses.
+
+    Defining a dataclass costs ~1 ms (it generates and compiles its methods):
+    the 34 a run used to define were ~45 ms of every ``repeatr run``'s CPU
+    on this machine kind (a Struct: ~0.03 ms). The model's few remain.
+    """
+    f = runner.formula("/bin/true")
+    assert runner.run("run", str(f), "--executor", "ns").code == 0  # a warm cache from here
+    proc = subprocess.run(
+        [sys.executable, "-c", _COUNT_DATACLASSES,
+         *runner.command("run", str(f), "--executor", "ns", "--no-memo")[3:]],
+        capture_output=True, text=True, check=True,
+    )
+    [line] = [x for x in proc.stderr.splitlines() if x.startswith("DATACLASSES")]
+    made = set(line.split()[1:])
+    assert made <= {
+        "repeatr.model.wareid.WareID", "repeatr.model.formula.HostMount",
+        "repeatr.model.jsonload.Normalised", "repeatr.model.jsonload._Frame",
+        "repeatr.net.config.Network",
+    }, made
+
+
 @pytest.mark.parametrize(
     ("argv", "action"),
     [
@@ -258,12 +301,22 @@ def test_debug_shows_mounts_and_command_lines(runner: Runner, executor: str) -> 
         assert any(" create --bundle " in line for line in runtime)
 
 
-@pytest.mark.parametrize("executor", ["ns", "chroot"])
+@pytest.mark.parametrize(
+    "executor",
+    [
+        "ns",
+        "chroot",
+        *(pytest.param(n, marks=pytest.mark.runtime(n)) for n in ("runc", "crun", "gvisor")),
+    ],
+)
 def test_debug_replay_command_reruns_the_job(
     runner: Runner, executor: str, tmp_path: Path
 ) -> None:
     """The spec line and the command ``--debug`` prints rerun the job by hand,
-    after the run is over (its work dir gone), with stdio on the terminal."""
+    after the run is over (its work dir gone), with stdio on the terminal.
+
+    An OCI runtime's too: the spec carries the bundle's config.json, which
+    the helper writes (the bundle went with the work dir)."""
     f = runner.formula("/bin/sh", "-c", "echo replayed as $(id -u) in $PWD; exit 5")
     res = runner.run("run", str(f), "-e", executor, "--debug", "--no-memo")
     assert res.code == Category.JOB_FAILED, res.stderr
