@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import anyio
+import msgspec
 
 from repeatr.errors import Category, RepeatrError, collapse
 from repeatr.graph.model import (
@@ -41,7 +42,14 @@ from repeatr.graph.model import (
     formula_file,
 )
 from repeatr.runner.batch import BatchOptions, most_severe
-from repeatr.runner.run import RunnerEvents, RunOptions, RunResult, run
+from repeatr.runner.run import (
+    ExecutorChooser,
+    RunnerEvents,
+    RunOptions,
+    RunResult,
+    net_settings,
+    run,
+)
 
 if TYPE_CHECKING:
     import anyio.abc
@@ -78,10 +86,15 @@ async def run_graph(
             if cache is None:
                 own = SharedCache(options.state, on_wait=events.log, ware_disk=options.ware_disk)
                 cache = await stack.enter_async_context(own)
+            if options.collect_dead:
+                # As a batch does: once per graph, not once per node.
+                from repeatr.supervisor import RunEvents, collect_dead_runs
+
+                net = net_settings(options.bridge, options.subnet)
+                await collect_dead_runs(cache.root, net, RunEvents(log=events.log))
+                scheduler.options = msgspec.structs.replace(options, collect_dead=False)
             if server is None:
                 server = await stack.enter_async_context(SandboxServer())
-            # What the batch path does once per invocation rather than per
-            # formula belongs here too: once per graph, not once per node.
             await scheduler.run_all(cache, server)
     finally:
         # Cancelled (by fail_fast, or the whole graph), running or not yet
@@ -118,6 +131,8 @@ class _Scheduler:
     running: int = 0
     #: Set when ``fail_fast`` cancelled the nodes still running.
     cut_short: bool = False
+    #: The executor is chosen once per kind of job, not once per node.
+    chooser: ExecutorChooser = field(default_factory=ExecutorChooser)
 
     def __post_init__(self) -> None:
         for place, name in enumerate(self.graph.order):
@@ -183,6 +198,7 @@ class _Scheduler:
                     cache=cache,
                     server=server,
                     data=data,
+                    chooser=self.chooser,
                 )
             except BaseExceptionGroup as group:
                 raise collapse(group) from None

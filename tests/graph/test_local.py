@@ -53,7 +53,9 @@ async def test_diamond(kit: Kit) -> None:
 
 async def test_fan_out_of_32_shares_one_cache(kit: Kit) -> None:
     root = kit.node("root", _append("root"), outputs=("/task/out",))
-    leaves = [kit.node(f"l{i:02d}", _append(f"l{i:02d}", "root"), reads=_reads("root")) for i in range(32)]
+    leaves = [
+        kit.node(f"l{i:02d}", _append(f"l{i:02d}", "root"), reads=_reads("root")) for i in range(32)
+    ]
     rec = Recorder()
     async with SharedCache(kit.state) as shared:
         outcome = await run_graph(
@@ -81,7 +83,9 @@ async def test_a_node_starts_when_what_it_reads_is_done_not_in_waves(kit: Kit) -
     chain = [kit.node("c0", _append("c0"), outputs=("/task/out",))]
     for i in (1, 2, 3):
         prev = chain[-1].name
-        chain.append(kit.node(f"c{i}", _append(f"c{i}", prev), reads=_reads(prev), outputs=("/task/out",)))
+        chain.append(
+            kit.node(f"c{i}", _append(f"c{i}", prev), reads=_reads(prev), outputs=("/task/out",))
+        )
     rec = Recorder()
     events = rec.events()
     recorded = events.state
@@ -102,7 +106,11 @@ async def test_chain(kit: Kit) -> None:
     nodes = [kit.node("s00", _append("s00"), outputs=("/task/out",))]
     for i in range(1, 12):
         prev = nodes[-1].name
-        nodes.append(kit.node(f"s{i:02d}", _append(f"s{i:02d}", prev), reads=_reads(prev), outputs=("/task/out",)))
+        nodes.append(
+            kit.node(
+                f"s{i:02d}", _append(f"s{i:02d}", prev), reads=_reads(prev), outputs=("/task/out",)
+            )
+        )
     rec = Recorder()
     outcome = await run_graph(graph_of(*nodes), kit.options, BatchOptions(jobs=4), rec.events())
     assert outcome.exit_status == 0
@@ -128,7 +136,9 @@ async def test_failure_in_the_middle_skips_only_its_dependents(kit: Kit) -> None
     assert rec.of("b") == [NodeState.PENDING, NodeState.RUNNING, NodeState.FAILED]
     assert "c" not in rec.lines and "d" not in rec.lines
     # --ignore-job-exit: still failed (dependents need exit 0), but not the exit status.
-    again = await run_graph(graph, kit.options, BatchOptions(jobs=3, ignore_job_exit=True), Recorder().events())
+    again = await run_graph(
+        graph, kit.options, BatchOptions(jobs=3, ignore_job_exit=True), Recorder().events()
+    )
     assert again.exit_status == 0 and again.skipped == ("c", "d")
 
 
@@ -139,7 +149,9 @@ async def test_an_error_outranks_a_job_failure(kit: Kit) -> None:
     reads = {"/in": Output("bad", "/task/out"), "/in2": Output("failing", "/task/out")}
     after = kit.node("after", "true", reads=reads)
     rec = Recorder()
-    outcome = await run_graph(graph_of(bad, failing, after), kit.options, BatchOptions(jobs=2), rec.events())
+    outcome = await run_graph(
+        graph_of(bad, failing, after), kit.options, BatchOptions(jobs=2), rec.events()
+    )
     error = outcome.failed["bad"]
     assert isinstance(error, RepeatrError)
     assert outcome.exit_status == error.exit_code != Category.JOB_FAILED
@@ -168,7 +180,10 @@ async def test_fail_fast_cancels_the_running_ones(kit: Kit) -> None:
     rec = Recorder()
     with anyio.fail_after(60):
         outcome = await run_graph(
-            graph_of(failing, *slow, after), kit.options, BatchOptions(jobs=3, fail_fast=True), rec.events()
+            graph_of(failing, *slow, after),
+            kit.options,
+            BatchOptions(jobs=3, fail_fast=True),
+            rec.events(),
         )
     assert outcome.exit_status == Category.JOB_FAILED
     assert set(outcome.failed) == {"failing"}
@@ -204,10 +219,17 @@ async def test_cancelled_at_a_random_moment(kit: Kit, seed: int) -> None:
     marker = f"sleep 0.{seed + 2}4951"
     a = kit.node("a", f"{marker}; " + _append("a"), outputs=("/task/out",))
     mids = [
-        kit.node(f"m{i}", f"{marker}; " + _append(f"m{i}", "a"), reads=_reads("a"), outputs=("/task/out",))
+        kit.node(
+            f"m{i}",
+            f"{marker}; " + _append(f"m{i}", "a"),
+            reads=_reads("a"),
+            outputs=("/task/out",),
+        )
         for i in range(4)
     ]
-    last = kit.node("z", _append("z", *(m.name for m in mids)), reads=_reads(*(m.name for m in mids)))
+    last = kit.node(
+        "z", _append("z", *(m.name for m in mids)), reads=_reads(*(m.name for m in mids))
+    )
     rec = Recorder()
     delay = random.Random(seed).uniform(0.0, 2.0)
     with anyio.move_on_after(delay) as scope:
@@ -235,3 +257,20 @@ async def test_one_at_a_time_runs_the_graphs_order(kit: Kit) -> None:
     assert outcome.exit_status == 0
     started = [n for n, s, _t in rec.states if s is NodeState.RUNNING]
     assert started == list(graph.order)
+
+
+async def test_dead_runs_are_reclaimed_once_per_graph(kit: Kit) -> None:
+    """What dead runs left is reclaimed once, before the first node; no node does it again."""
+    from tests.run.test_batch import _dead_run_dir
+
+    dead = _dead_run_dir(kit.state)
+    nodes = [kit.node(f"n{i}", f"echo {i}") for i in range(3)]
+    graph_log: list[str] = []
+    events = Recorder().events()
+    events.log = graph_log.append
+    outcome = await run_graph(graph_of(*nodes), kit.options, BatchOptions(jobs=2), events)
+    assert outcome.exit_status == 0 and set(outcome.done) == {"n0", "n1", "n2"}
+    assert not dead.exists()
+    assert [m for m in graph_log if "dead run" in m] == [
+        f"removed the work dir of a dead run: {dead}"
+    ]
