@@ -35,13 +35,13 @@ INSTALL_HINT = "pip install 'repeatr[dask]'"
 
 def require() -> None:
     """UsageError (exit 1) saying what to install when ``distributed`` is not there."""
-    import importlib.util
-
-    if importlib.util.find_spec("distributed") is None:
+    try:
+        import distributed  # noqa: F401
+    except ImportError as exc:
         raise UsageError(
-            "--dask needs Dask distributed, which is not installed",
+            f"--dask needs Dask distributed, which is not installed ({exc})",
             hint=f"install it with: {INSTALL_HINT}",
-        )
+        ) from None
 
 
 def __getattr__(name: str) -> Any:
