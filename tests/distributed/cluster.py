@@ -126,8 +126,8 @@ class Cluster:
         path = self.base / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
-    def wait_for_workers(self, names: list[str], timeout: float = 90) -> dict[str, dict]:  # type: ignore[type-arg]
-        """Worker name -> its scheduler info, once every one of ``names`` is registered."""
+    def wait_for_workers(self, names: list[str], timeout: float = 90) -> dict[str, str]:
+        """Worker name -> its address, once every one of ``names`` is registered."""
         from distributed import Client
 
         deadline = time.monotonic() + timeout
@@ -139,7 +139,7 @@ class Cluster:
                 with Client(self.address, timeout=5) as client:
                     while time.monotonic() < deadline:
                         workers = client.scheduler_info(n_workers=-1)["workers"]
-                        by_name = {w["name"]: w for w in workers.values()}
+                        by_name = {w["name"]: addr for addr, w in workers.items()}
                         if all(n in by_name for n in names):
                             return by_name
                         time.sleep(0.2)
@@ -151,12 +151,10 @@ class Cluster:
             time.sleep(0.2)
 
     def worker_pid(self, name: str) -> int:
-        """The worker process (the nanny's child) of worker ``name``."""
+        """The worker process (the nanny's child, spawned by multiprocessing) of worker ``name``."""
         nanny = self.processes[name].pid
         for pid in descendants(nanny):
-            if "dask" in " ".join(command_line(pid)) or "multiprocessing" in " ".join(
-                command_line(pid)
-            ):
+            if "multiprocessing.spawn" in " ".join(command_line(pid)):
                 return pid
         raise RuntimeError(f"worker {name} has no worker process under its nanny {nanny}")
 
