@@ -70,7 +70,7 @@ if TYPE_CHECKING:
 #: Warehouse kinds that hold many wares (``--warehouse``).
 WAREHOUSE_SCHEMES = ("ca+file", "ca+http", "ca+https")
 #: How long the client waits for the scheduler to answer when connecting.
-CONNECT_TIMEOUT = 30.0
+CONNECT_TIMEOUT = 10.0
 #: How long an answer waits for its node's events still on the way.
 EVENTS_GRACE = 2.0
 
