@@ -6,7 +6,9 @@ reporting the same :class:`GraphEvents`. In order:
 
 1. Every node's inputs are fetched from ``warehouse`` (then from the node's
    own fetch URLs) and its outputs saved there, so the worker running the
-   next node can fetch them (:func:`with_warehouse`).
+   next node can fetch them (:func:`with_warehouse`). Before a node is
+   submitted, the client copies its pinned inputs into the warehouse from
+   the node's own fetch URLs, which only the client may reach (``_publish``).
 2. **Memo, on the client.** Walking the graph in order, a node whose needed
    nodes are all answered already has a formula file the client can build;
    if the client's memo store (``options.state``) holds a record for that
@@ -153,6 +155,8 @@ class DaskRun:
     #: Node -> (how many events its answer said were sent, set when they all arrived).
     _expected: dict[str, tuple[int, anyio.Event]] = field(default_factory=dict)
     _cut_short: bool = False
+    #: Pinned wares the warehouse is known to have.
+    _published: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         check_warehouse(self.warehouse)
@@ -241,6 +245,11 @@ class DaskRun:
                 hint="start workers with `--preload repeatr.distributed` on hosts that have it"
                 " (repeatr doctor there says what is missing)"), client)
             return
+        try:
+            await self._publish(name)
+        except RepeatrError as error:
+            self._fail(name, error, client)
+            return
         args: list[Any] = []
         for need in sorted(node.needs):
             if need in self._futures:
@@ -252,6 +261,29 @@ class DaskRun:
             key=f"{self.topic}-{name}", resources=wants, pure=False, retries=0,
         )
         self.submitted.append(name)
+
+    async def _publish(self, name: str) -> None:
+        """Copy the node's pinned inputs into the warehouse from its own fetch URLs.
+
+        The workers fetch from the warehouse; a module's pinned inputs may be
+        only where the client can read them (its workspace's staging
+        warehouse, a catalog mirror on this host). Each ware is copied once
+        (verified while it streams, :func:`repeatr.warehouse.mirror.mirror`);
+        one the warehouse already has is not read at all.
+        """
+        from repeatr.model.wareid import GIT, WareID
+        from repeatr.warehouse.mirror import mirror
+
+        original = self.graph.nodes[name]
+        for path, ware in sorted(original.inputs.items()):
+            own = original.fetch_urls.get(path, ())
+            if not isinstance(ware, str) or ware.startswith("mount:") or not own:
+                continue
+            parsed = WareID.parse(ware)
+            if parsed.packtype == GIT or ware in self._published:
+                continue
+            await anyio.to_thread.run_sync(mirror, parsed, list(own), self.warehouse)
+            self._published.add(ware)
 
     async def _memo_hit(self, name: str, files: Path) -> NodeResult | None:
         """The node's record, if the client's memo store has one for its exact formula file."""

@@ -15,16 +15,23 @@ under the tmpfs but the tmpfs itself.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio
 import pytest
 
+from repeatr.distributed.client import DaskRun
 from repeatr.fileset.pack import pack_dir
+from repeatr.graph.model import Graph, GraphEvents, GraphOutcome
 from repeatr.model.filters import Filters
+from repeatr.runner.batch import BatchOptions
+from repeatr.runner.run import RunOptions
 from repeatr.warehouse import warehouse_for
 from tests.distributed.cluster import Cluster, session_pids
+from tests.distributed.graphs import run_locally, twelve_steps, ware_ids
 from tests.rootfs import ScratchArea, mountinfo, session_rootfs
 from tests.warehouse.nginx import Nginx, start_nginx
 
@@ -80,3 +87,32 @@ def dask_env() -> Iterator[DaskEnv]:
             mounts = [line.split()[4] for line in mountinfo()]
             under = [m for m in mounts if m.startswith(os.fspath(area.base) + "/")]
             assert not under, f"mounts left under the test area: {under}"
+
+
+@pytest.fixture(scope="package")
+def local_results(dask_env: DaskEnv) -> dict[str, dict[str, str]]:
+    """The twelve steps run on this host, without Dask."""
+    done = run_locally(
+        twelve_steps(dask_env.base), dask_env.warehouse, dask_env.area.base / "local"
+    )
+    return ware_ids(done)
+
+
+def client_state(env: DaskEnv) -> Path:
+    """A fresh state dir for the client (its memo store)."""
+    path = env.area.base / "clients" / uuid.uuid4().hex[:8]
+    path.mkdir(parents=True)
+    return path
+
+
+def run_on_dask(
+    env: DaskEnv,
+    graph: Graph,
+    options: RunOptions,
+    events: GraphEvents | None = None,
+    batch: BatchOptions | None = None,
+) -> tuple[DaskRun, GraphOutcome]:
+    run = DaskRun(graph, options, batch or BatchOptions(jobs=1), events or GraphEvents(),
+                  warehouse=env.warehouse)
+    anyio.run(run.run, env.cluster.address, backend="asyncio")
+    return run, run.outcome()

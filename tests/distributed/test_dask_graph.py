@@ -1,63 +1,22 @@
 """Graphs on a real Dask cluster (``conftest.py``): results, memo, failures, placement, worker death.
 
-The SIGKILL test is last in this file: it kills a worker (its nanny starts
-a new one, which the later fixtures' users would otherwise race with).
+The SIGKILL of a worker is in ``test_dask_worker_death.py`` (run last).
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import threading
-import time
 import uuid
 from pathlib import Path
 
-import anyio
 import pytest
 
-from repeatr.distributed.client import DaskRun
 from repeatr.errors import Category, RepeatrError
-from repeatr.graph.model import Graph, GraphEvents, GraphOutcome, NodeResult, NodeState
-from repeatr.linux import cgroups
-from repeatr.runner.batch import BatchOptions
+from repeatr.graph.model import Graph, GraphEvents, NodeResult, NodeState
 from repeatr.runner.run import RunOptions
-from tests.distributed.cluster import command_line, descendants
-from tests.distributed.conftest import DaskEnv
-from tests.distributed.graphs import run_locally, step, twelve_steps, ware_ids
+from tests.distributed.conftest import DaskEnv, client_state, run_on_dask
+from tests.distributed.graphs import step, twelve_steps, ware_ids
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def local_results(dask_env: DaskEnv) -> dict[str, dict[str, str]]:
-    """The twelve steps run on this host, without Dask."""
-    done = run_locally(
-        twelve_steps(dask_env.base), dask_env.warehouse, dask_env.area.base / "local"
-    )
-    return ware_ids(done)
-
-
-def client_state(env: DaskEnv) -> Path:
-    """A fresh state dir for the client (its memo store)."""
-    path = env.area.base / "clients" / uuid.uuid4().hex[:8]
-    path.mkdir(parents=True)
-    return path
-
-
-def run_on_dask(
-    env: DaskEnv,
-    graph: Graph,
-    options: RunOptions,
-    events: GraphEvents | None = None,
-    batch: BatchOptions | None = None,
-) -> tuple[DaskRun, GraphOutcome]:
-    run = DaskRun(graph, options, batch or BatchOptions(jobs=1), events or GraphEvents(),
-                  warehouse=env.warehouse)
-    anyio.run(run.run, env.cluster.address, backend="asyncio")
-    return run, run.outcome()
 
 
 def test_twelve_steps_give_what_a_local_run_gives(
@@ -143,78 +102,31 @@ def test_a_run_asking_for_an_executor_no_worker_has_fails_at_once(dask_env: Dask
     assert outcome.exit_status == Category.EXECUTOR
 
 
-def _job_under(pid: int, nonce: str) -> bool:
-    """Whether a ``sleep`` of the job carrying ``nonce`` runs below process ``pid``."""
-    for child in descendants(pid):
-        argv = command_line(child)
-        if argv and os.path.basename(argv[0]) == "sleep" and _has_nonce(child, nonce):
-            return True
-    return False
-
-
-def _has_nonce(pid: int, nonce: str) -> bool:
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            return f"NONCE={nonce}".encode() in f.read()
-    except OSError:
-        return False
-
-
-def _jobs_with(nonce: str) -> list[int]:
-    return [int(p) for p in os.listdir("/proc") if p.isdigit() and _has_nonce(int(p), nonce)]
-
-
-def test_sigkill_of_a_worker_mid_step_still_gives_the_results(
-    dask_env: DaskEnv, local_results: dict[str, dict[str, str]]
+def test_pinned_inputs_only_the_client_reaches_are_copied_to_the_warehouse(
+    dask_env: DaskEnv, tmp_path: Path
 ) -> None:
+    from dataclasses import replace
+
+    from repeatr.fileset.pack import pack_dir
+    from repeatr.model.filters import Filters
+    from repeatr.warehouse import warehouse_for
+    from tests.warehouse.conftest import ca_path
+
     nonce = uuid.uuid4().hex
-    graph = twelve_steps(dask_env.base, slow=3, nonce=nonce)
-    run = DaskRun(graph, RunOptions(state=client_state(dask_env)), BatchOptions(jobs=1),
-                  GraphEvents(), warehouse=dask_env.warehouse)
-    errors: list[BaseException] = []
-
-    def in_thread() -> None:
-        try:
-            anyio.run(run.run, dask_env.cluster.address, backend="asyncio")
-        except BaseException as exc:  # reported by the test below
-            errors.append(exc)
-
-    thread = threading.Thread(target=in_thread)
-    thread.start()
-    try:
-        victim: tuple[str, int] | None = None
-        deadline = time.monotonic() + 120
-        while victim is None and time.monotonic() < deadline and thread.is_alive():
-            for name in dask_env.states:
-                pid = dask_env.cluster.worker_pid(name)
-                if _job_under(pid, nonce):
-                    victim = (name, pid)
-                    break
-            time.sleep(0.05)
-        assert victim is not None, "the slow step never ran"
-        os.kill(victim[1], signal.SIGKILL)
-    finally:
-        thread.join(timeout=300)
-    assert not errors, errors
-    outcome = run.outcome()
-    assert outcome.exit_status == 0, outcome.failed
-    assert ware_ids(outcome.done) == local_results
-
-    # The killed worker's host, after `repeatr gc` on its state dir: nothing left.
-    name, pid = victim
-    state = dask_env.states[name]
-    gc = subprocess.run(
-        [sys.executable, "-m", "repeatr", "gc"], env={**os.environ, "REPEATR_CACHE": str(state)},
-        capture_output=True, text=True, timeout=120, check=False,
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "data").write_text(nonce)
+    local = dask_env.area.base / "client-wh" / nonce
+    local.mkdir(parents=True)
+    with warehouse_for(f"ca+file://{local}/").start_save() as session:
+        data = pack_dir(tree, session.file, filters=Filters())
+        session.commit(data)
+    node = step("read", dask_env.base, "mkdir -p /out && cp /data/data /out/copy",
+                {"/data": str(data)})
+    node = replace(node, fetch_urls={"/data": (f"ca+file://{local}/",)})
+    _run, outcome = run_on_dask(
+        dask_env, Graph({"read": node}, ("read",)), RunOptions(state=client_state(dask_env))
     )
-    assert gc.returncode == 0, gc.stderr
-    deadline = time.monotonic() + 30
-    while _jobs_with(nonce) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _jobs_with(nonce) == []
-    runs = state / "runs"
-    assert not runs.exists() or os.listdir(runs) == []
-    with open("/proc/self/mountinfo") as f:
-        assert [line for line in f if str(state) in line] == []
-    assert [g for g in cgroups.ours() if os.path.basename(g).startswith(f"repeatr-{pid}-")] == []
-    dask_env.refresh_addresses()  # its nanny started a new worker
+
+    assert outcome.exit_status == 0, outcome.failed
+    assert ca_path(dask_env.area.base / "www" / "dav", data).is_file()
