@@ -78,6 +78,10 @@ class FormulaError(UsageError):
     """A formula file that cannot be loaded; the message names file and field."""
 
 
+class ModuleError(UsageError):
+    """A module (``module.tl``), an import or a catalog is wrong; names the file and step."""
+
+
 class FilesetError(RepeatrError):
     """Reading, hashing, packing or unpacking a fileset failed."""
 

@@ -54,10 +54,15 @@ def file_key(formula_path: str, executor: str) -> str | None:
         if not stat.S_ISREG(os.stat(formula_path).st_mode):
             return None
         with open(formula_path, "rb") as f:
-            digest = hashlib.sha256(f.read()).hexdigest()
+            data = f.read()
     except OSError:
         return None
-    return memo_key(f"file:{digest}", executor)
+    return bytes_key(data, executor)
+
+
+def bytes_key(data: bytes, executor: str) -> str:
+    """``file_key`` of a formula file holding ``data`` (a graph's node has no file)."""
+    return memo_key(f"file:{hashlib.sha256(data).hexdigest()}", executor)
 
 
 def formula_key(formula_id: str, executor: str) -> str:

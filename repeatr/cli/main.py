@@ -87,6 +87,8 @@ COMMAND_MODULES = {
     "net": "net_cmds",
     "twerk": "twerk_cmds",
     "explain": "explain_cmds",
+    "module": "module_cmds",
+    "catalog": "catalog_cmds",
 }
 
 #: Commands whose handler imports what it needs, then runs in ``run_cancellable``:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from repeatr.errors import Category, DiskFull, RepeatrError, is_no_space
-from repeatr.memo import MemoStore, file_key, formula_key
+from repeatr.memo import MemoStore, bytes_key, file_key, formula_key
 
 if TYPE_CHECKING:
     from repeatr.cache import Cache
@@ -129,9 +129,13 @@ class Prepared:
     keys: tuple[str, ...] = field(default=())
 
 
-def prepare(formula_file: str, options: RunOptions, events: RunnerEvents) -> Prepared:
+def prepare(
+    formula_file: str, options: RunOptions, events: RunnerEvents, data: bytes | None = None
+) -> Prepared:
     """Read ``formula_file`` and decide whether the memo store answers it (blocking).
 
+    ``data``: the formula file's bytes, given instead of read (``formula_file``
+    then only names it in messages); a hit by file is a hit by these bytes.
     Raises ``FormulaError`` (usage, exit 1) for a file that cannot be read or
     is not a valid formula, naming the file.
     """
@@ -139,14 +143,22 @@ def prepare(formula_file: str, options: RunOptions, events: RunnerEvents) -> Pre
     remember = options.store_memo and not options.command
     lookup = options.use_memo and not options.command
     if lookup:
-        fast_key, stored = memo.get_by_file(formula_file, options.executor)
+        if data is None:
+            fast_key, stored = memo.get_by_file(formula_file, options.executor)
+        else:
+            fast_key = bytes_key(data, options.executor)
+            stored = memo.get(fast_key)
         if stored is not None:
             events.debug("memo hit (formula file seen before)")
             return Prepared(formula_file, hit=stored)
+    elif not remember:
+        fast_key = None
+    elif data is None:
+        fast_key = file_key(formula_file, options.executor)
     else:
-        fast_key = file_key(formula_file, options.executor) if remember else None
+        fast_key = bytes_key(data, options.executor)
 
-    loaded = load(formula_file, events, options.command)
+    loaded = load(formula_file, events, options.command, data)
     from repeatr.model.formula_id import formula_id
 
     fid = formula_id(loaded.formula)
@@ -171,15 +183,22 @@ def prepare(formula_file: str, options: RunOptions, events: RunnerEvents) -> Pre
 
 
 def load(
-    formula_file: str, events: RunnerEvents, command: tuple[str, ...] = ()
+    formula_file: str,
+    events: RunnerEvents,
+    command: tuple[str, ...] = (),
+    data: bytes | None = None,
 ) -> FormulaFile:
     """The formula file, parsed and validated; what it has that is ignored, as warnings.
 
-    ``command``: run this instead of the formula's exec.
+    ``command``: run this instead of the formula's exec. ``data``: the file's
+    bytes, given instead of read (``formula_file`` names them in messages).
     """
-    from repeatr.model.formula import load_formula_file, warnings
+    from repeatr.model.formula import load_formula_bytes, load_formula_file, warnings
 
-    loaded = load_formula_file(formula_file)
+    if data is None:
+        loaded = load_formula_file(formula_file)
+    else:
+        loaded = load_formula_bytes(data, formula_file)
     for message in warnings(loaded.formula):
         events.warn(message)
     if command:
@@ -208,6 +227,7 @@ async def run(
     *,
     cache: Cache | None = None,
     server: SandboxServer | None = None,
+    data: bytes | None = None,
 ) -> RunResult:
     """Run the formula in ``formula_file`` (or answer it from the memo store).
 
@@ -215,6 +235,8 @@ async def run(
     :class:`repeatr.cache.shared.SharedCache`); None: one on ``options.state``.
     ``server``: the invocation's sandbox server (a batch shares one,
     :class:`repeatr.executors.server.SandboxServer`); None: one for this run.
+    ``data``: the formula file's bytes (a graph's node), not read from
+    ``formula_file``, which then only names it.
     Raises ``RepeatrError`` for what stopped the run; a job that exits
     non-zero is not an error (the result has its code).
     """
@@ -222,7 +244,7 @@ async def run(
 
     ev = events or RunnerEvents()
     # In a thread: reading the file (it may be a pipe) and the memo store block.
-    prepared = await anyio.to_thread.run_sync(prepare, formula_file, options, ev)
+    prepared = await anyio.to_thread.run_sync(prepare, formula_file, options, ev, data)
     if prepared.hit is not None:
         return answered(prepared, options, ev)
     return await execute(prepared, options, ev, cache=cache, server=server)

@@ -1,0 +1,226 @@
+"""Running a graph on this host: every node as soon as the nodes it needs are done.
+
+``run_graph`` runs each node of a :class:`repeatr.graph.model.Graph` through
+the engine's batch path (:mod:`repeatr.runner.batch`): one task group, one
+capacity limiter (``BatchOptions.jobs``), one
+:class:`repeatr.cache.shared.SharedCache` and one
+:class:`repeatr.executors.server.SandboxServer` for the whole graph. A node
+starts the moment the last node it needs has exited 0 (no waves: a slow
+node holds back only what reads it). Its formula file is filled in from
+their results (:func:`repeatr.graph.model.formula_file`) and given to
+:func:`repeatr.runner.run.run` as bytes (no temp file), so it is memoized
+like any ``repeatr run`` of a file with those bytes.
+
+A node fails when its job exits non-zero or an error stops it (a ware not
+found, a needed output missing); the nodes that read it, directly or not,
+are skipped, and the others go on. With ``BatchOptions.fail_fast`` the
+first failure cancels the running nodes too (they count as skipped).
+Cancelling ``run_graph`` itself (Ctrl-C, SIGTERM, a cancel scope) cancels
+every node, each tearing down what it took, and raises the cancellation.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import anyio
+
+from repeatr.errors import Category, RepeatrError, collapse
+from repeatr.graph.model import (
+    Graph,
+    GraphEvents,
+    GraphOutcome,
+    NodeResult,
+    NodeState,
+    formula_file,
+)
+from repeatr.runner.batch import BatchOptions, most_severe
+from repeatr.runner.run import RunnerEvents, RunOptions, RunResult, run
+
+if TYPE_CHECKING:
+    import anyio.abc
+
+    from repeatr.cache.shared import SharedCache
+    from repeatr.executors.server import SandboxServer
+
+
+async def run_graph(
+    graph: Graph,
+    options: RunOptions,
+    batch: BatchOptions,
+    events: GraphEvents,
+    *,
+    cache: SharedCache | None = None,
+    server: SandboxServer | None = None,
+) -> GraphOutcome:
+    """Run every node of ``graph`` (see the module docstring).
+
+    ``cache``: the shared cache to use (it must be open); None: one on
+    ``options.state`` for this graph. ``server``: the sandbox server every
+    job's helper is forked from; None: one for this graph (started by its
+    first node the memo store does not answer). A node's failure is in the
+    outcome, never raised; cancellation is raised.
+    """
+    from repeatr.cache.shared import SharedCache
+    from repeatr.executors.server import SandboxServer
+
+    scheduler = _Scheduler(graph, options, batch, events)
+    for name in graph.order:
+        events.state(name, NodeState.PENDING, 0.0)
+    async with AsyncExitStack() as stack:
+        if cache is None:
+            own_cache = SharedCache(options.state, on_wait=events.log, ware_disk=options.ware_disk)
+            cache = await stack.enter_async_context(own_cache)
+        if server is None:
+            server = await stack.enter_async_context(SandboxServer())
+        await scheduler.run_all(cache, server)
+    return scheduler.outcome()
+
+
+@dataclass
+class _Scheduler:
+    """Which node may start, and what each gave (one per ``run_graph`` call)."""
+
+    graph: Graph
+    options: RunOptions
+    batch: BatchOptions
+    events: GraphEvents
+    done: dict[str, NodeResult] = field(default_factory=dict)
+    failed: dict[str, NodeResult | RepeatrError] = field(default_factory=dict)
+    skipped: set[str] = field(default_factory=set)
+    #: Node -> how many of the nodes it needs have not exited 0 yet.
+    waiting_on: dict[str, int] = field(default_factory=dict)
+    #: Node -> the nodes that read it directly, in the graph's order.
+    readers: dict[str, list[str]] = field(default_factory=dict)
+    #: Set when ``fail_fast`` cancelled the nodes still running.
+    cut_short: bool = False
+
+    def __post_init__(self) -> None:
+        for name in self.graph.order:
+            needs = self.graph.nodes[name].needs
+            self.waiting_on[name] = len(needs)
+            self.readers.setdefault(name, [])
+            for need in needs:
+                self.readers.setdefault(need, []).append(name)
+
+    async def run_all(self, cache: SharedCache, server: SandboxServer) -> None:
+        limiter = anyio.CapacityLimiter(max(1, self.batch.jobs))
+        try:
+            async with anyio.create_task_group() as tg:
+                for name in self.graph.order:
+                    if not self.waiting_on[name]:
+                        tg.start_soon(self._node, name, tg, limiter, cache, server, name=name)
+        finally:
+            # Cancelled (by fail_fast, or the whole graph), running or not yet
+            # started: every node ends in a final state, whatever happened.
+            settled = self.done.keys() | self.failed.keys() | self.skipped
+            for name in self.graph.order:
+                if name not in settled:
+                    self._skip(name)
+
+    async def _node(
+        self,
+        name: str,
+        tg: anyio.abc.TaskGroup,
+        limiter: anyio.CapacityLimiter,
+        cache: SharedCache,
+        server: SandboxServer,
+    ) -> None:
+        async with limiter:
+            started = time.monotonic()
+            self.events.state(name, NodeState.RUNNING, 0.0)
+            try:
+                try:
+                    data = formula_file(self.graph.nodes[name], self.done)
+                    result = await run(
+                        self._display(name),
+                        self.options,
+                        self._runner_events(name),
+                        cache=cache,
+                        server=server,
+                        data=data,
+                    )
+                except BaseExceptionGroup as group:
+                    raise collapse(group) from None
+            except RepeatrError as err:
+                self._failed(name, err, time.monotonic() - started, tg)
+                return
+            seconds = time.monotonic() - started
+            node_result = _node_result(name, result)
+            if result.exit_code != 0:
+                self._failed(name, node_result, seconds, tg)
+                return
+            self.done[name] = node_result
+            state = NodeState.MEMOIZED if result.memo_hit else NodeState.DONE
+            self.events.state(name, state, seconds)
+        for reader in self.readers[name]:
+            self.waiting_on[reader] -= 1
+            if not self.waiting_on[reader] and reader not in self.skipped:
+                tg.start_soon(self._node, reader, tg, limiter, cache, server, name=reader)
+
+    def _display(self, name: str) -> str:
+        """How messages name the node's formula: where it was written, else its name."""
+        node = self.graph.nodes[name]
+        return node.origin or f"step {name!r}"
+
+    def _runner_events(self, name: str) -> RunnerEvents:
+        ev = self.events
+
+        def log(message: str) -> None:
+            ev.log(f"{name}: {message}")
+
+        return RunnerEvents(
+            log=log,
+            warn=log,
+            output=lambda stream, line: ev.output(name, stream, line),
+            record=lambda record_json: ev.record(name, record_json),
+        )
+
+    def _failed(
+        self,
+        name: str,
+        what: NodeResult | RepeatrError,
+        seconds: float,
+        tg: anyio.abc.TaskGroup,
+    ) -> None:
+        self.failed[name] = what
+        self.events.state(name, NodeState.FAILED, seconds)
+        for dependent in self.graph.dependents(name):
+            if dependent not in self.skipped:
+                self._skip(dependent)
+        if self.batch.fail_fast and not self.cut_short:
+            self.cut_short = True
+            tg.cancel_scope.cancel()
+
+    def _skip(self, name: str) -> None:
+        self.skipped.add(name)
+        self.events.state(name, NodeState.SKIPPED, 0.0)
+
+    def outcome(self) -> GraphOutcome:
+        codes = []
+        for what in self.failed.values():
+            if isinstance(what, RepeatrError):
+                codes.append(what.exit_code)
+            elif not self.batch.ignore_job_exit:
+                codes.append(int(Category.JOB_FAILED))
+        return GraphOutcome(
+            done=dict(self.done),
+            failed=dict(self.failed),
+            skipped=tuple(n for n in self.graph.order if n in self.skipped),
+            exit_status=most_severe(codes),
+        )
+
+
+def _node_result(name: str, result: RunResult) -> NodeResult:
+    record = json.loads(result.record_json)
+    return NodeResult(
+        name=name,
+        exit_code=result.exit_code,
+        results=dict(record.get("results") or {}),
+        record_json=result.record_json,
+        memo_hit=result.memo_hit,
+    )

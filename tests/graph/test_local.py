@@ -1,0 +1,183 @@
+"""``run_graph``: real runs on the ns executor, nodes reading each other's outputs."""
+
+from __future__ import annotations
+
+import random
+
+import anyio
+import pytest
+
+from repeatr.cache.shared import SharedCache
+from repeatr.errors import Category, RepeatrError
+from repeatr.graph.local import run_graph
+from repeatr.graph.model import NodeResult, NodeState, Output
+from repeatr.runner.batch import BatchOptions
+from tests.rootfs import processes_with
+
+from .conftest import Kit, Recorder, graph_of
+
+pytestmark = [pytest.mark.root, pytest.mark.anyio]
+
+FINAL = {NodeState.MEMOIZED, NodeState.DONE, NodeState.FAILED, NodeState.SKIPPED}
+
+
+def _append(name: str, *reads: str) -> str:
+    """A script copying each read tree's ``log`` into /task/out/log, then adding ``name``."""
+    cats = " ".join(f"/in/{r}/log" for r in reads)
+    cat = f"cat {cats} > /task/out/log; " if reads else ""
+    return f"mkdir -p /task/out; {cat}echo {name} >> /task/out/log; cat /task/out/log"
+
+
+def _reads(*names: str) -> dict[str, Output]:
+    return {f"/in/{n}": Output(n, "/task/out") for n in names}
+
+
+async def test_diamond(kit: Kit) -> None:
+    a = kit.node("a", _append("a"), outputs=("/task/out",))
+    b = kit.node("b", _append("b", "a"), reads=_reads("a"), outputs=("/task/out",))
+    c = kit.node("c", _append("c", "a"), reads=_reads("a"), outputs=("/task/out",))
+    d = kit.node("d", _append("d", "b", "c"), reads=_reads("b", "c"), outputs=("/task/out",))
+    rec = Recorder()
+    outcome = await run_graph(graph_of(a, b, c, d), kit.options, BatchOptions(jobs=2), rec.events())
+    assert outcome.exit_status == 0 and not outcome.failed and not outcome.skipped
+    assert set(outcome.done) == {"a", "b", "c", "d"}
+    assert b"".join(rec.lines["d"]) == b"a\nb\na\nc\nd\n"
+    for name in "abcd":
+        assert rec.of(name) == [NodeState.PENDING, NodeState.RUNNING, NodeState.DONE]
+        assert outcome.done[name].results == rec.records[name]["results"]
+    # Each starts only once what it reads is done.
+    for before, after in (("a", "b"), ("a", "c"), ("b", "d"), ("c", "d")):
+        assert rec.index(before, NodeState.DONE) < rec.index(after, NodeState.RUNNING)
+
+
+async def test_fan_out_of_32_shares_one_cache(kit: Kit) -> None:
+    root = kit.node("root", _append("root"), outputs=("/task/out",))
+    leaves = [kit.node(f"l{i:02d}", _append(f"l{i:02d}", "root"), reads=_reads("root")) for i in range(32)]
+    rec = Recorder()
+    async with SharedCache(kit.state) as shared:
+        outcome = await run_graph(
+            graph_of(root, *leaves), kit.options, BatchOptions(jobs=4), rec.events(), cache=shared
+        )
+        # The rootfs and root's output: each taken once for 33 runs.
+        assert shared.holds == 2
+    assert outcome.exit_status == 0 and len(outcome.done) == 33
+    for leaf in leaves:
+        assert b"".join(rec.lines[leaf.name]) == f"root\n{leaf.name}\n".encode()
+
+
+async def test_chain(kit: Kit) -> None:
+    nodes = [kit.node("s00", _append("s00"), outputs=("/task/out",))]
+    for i in range(1, 12):
+        prev = nodes[-1].name
+        nodes.append(kit.node(f"s{i:02d}", _append(f"s{i:02d}", prev), reads=_reads(prev), outputs=("/task/out",)))
+    rec = Recorder()
+    outcome = await run_graph(graph_of(*nodes), kit.options, BatchOptions(jobs=4), rec.events())
+    assert outcome.exit_status == 0
+    assert b"".join(rec.lines["s11"]) == b"".join(f"s{i:02d}\n".encode() for i in range(12))
+
+
+async def test_failure_in_the_middle_skips_only_its_dependents(kit: Kit) -> None:
+    a = kit.node("a", _append("a"), outputs=("/task/out",))
+    b = kit.node("b", "exit 3", reads=_reads("a"), outputs=("/task/out",))
+    c = kit.node("c", _append("c", "b"), reads=_reads("b"), outputs=("/task/out",))
+    d = kit.node("d", _append("d", "c"), reads=_reads("c"))
+    e = kit.node("e", _append("e", "a"), reads=_reads("a"))
+    f = kit.node("f", "sleep 0.3; echo independent")
+    rec = Recorder()
+    graph = graph_of(a, b, c, d, e, f)
+    outcome = await run_graph(graph, kit.options, BatchOptions(jobs=3), rec.events())
+    assert outcome.exit_status == Category.JOB_FAILED
+    assert set(outcome.done) == {"a", "e", "f"}
+    failed = outcome.failed["b"]
+    assert isinstance(failed, NodeResult) and failed.exit_code == 3
+    assert outcome.skipped == ("c", "d")
+    assert rec.of("c") == [NodeState.PENDING, NodeState.SKIPPED]
+    assert rec.of("b") == [NodeState.PENDING, NodeState.RUNNING, NodeState.FAILED]
+    assert "c" not in rec.lines and "d" not in rec.lines
+    # --ignore-job-exit: still failed (dependents need exit 0), but not the exit status.
+    again = await run_graph(graph, kit.options, BatchOptions(jobs=3, ignore_job_exit=True), Recorder().events())
+    assert again.exit_status == 0 and again.skipped == ("c", "d")
+
+
+async def test_an_error_outranks_a_job_failure(kit: Kit) -> None:
+    bad = kit.node("bad", "true")
+    bad = type(bad)(**{**bad.__dict__, "inputs": {"/": "tar:" + "9" * 40}})
+    failing = kit.node("failing", "exit 1")
+    after = kit.node("after", "true", reads={"/in": Output("bad", "/task/out")})
+    outcome = await run_graph(graph_of(bad, failing, after), kit.options, BatchOptions(jobs=2), Recorder().events())
+    error = outcome.failed["bad"]
+    assert isinstance(error, RepeatrError)
+    assert outcome.exit_status == error.exit_code != Category.JOB_FAILED
+    assert outcome.skipped == ("after",)
+
+
+async def test_needed_output_missing(kit: Kit) -> None:
+    a = kit.node("a", _append("a"), outputs=("/task/out",))
+    b = kit.node("b", "true", reads={"/in": Output("a", "/task/nope")})
+    c = kit.node("c", "true", reads={"/in": Output("b", "/task/out")})
+    rec = Recorder()
+    outcome = await run_graph(graph_of(a, b, c), kit.options, BatchOptions(jobs=2), rec.events())
+    error = outcome.failed["b"]
+    assert isinstance(error, RepeatrError) and error.category is Category.USAGE
+    assert "'/task/nope'" in str(error) and "step 'b'" in str(error)
+    assert outcome.skipped == ("c",) and outcome.exit_status == Category.USAGE
+
+
+async def test_fail_fast_cancels_the_running_ones(kit: Kit) -> None:
+    marker = "sleep 4949"
+    failing = kit.node("failing", "sleep 0.5; exit 9")
+    slow = [kit.node(f"w{i}", f"{marker}; echo {i}") for i in range(3)]
+    after = kit.node("after", "true", reads={"/in": Output("w0", "/task/out")})
+    rec = Recorder()
+    with anyio.fail_after(60):
+        outcome = await run_graph(
+            graph_of(failing, *slow, after), kit.options, BatchOptions(jobs=3, fail_fast=True), rec.events()
+        )
+    assert outcome.exit_status == Category.JOB_FAILED
+    assert set(outcome.failed) == {"failing"}
+    assert set(outcome.skipped) == {"w0", "w1", "w2", "after"}
+    assert not processes_with(marker)
+    for name in ("w0", "w1", "w2", "after"):
+        assert rec.of(name)[-1] is NodeState.SKIPPED
+
+
+async def test_rerun_runs_nothing(kit: Kit) -> None:
+    a = kit.node("a", _append("a"), outputs=("/task/out",))
+    b = kit.node("b", _append("b", "a"), reads=_reads("a"), outputs=("/task/out",))
+    c = kit.node("c", _append("c", "a", "b"), reads=_reads("a", "b"))
+    graph = graph_of(a, b, c)
+    first = await run_graph(graph, kit.options, BatchOptions(jobs=2), Recorder().events())
+    assert first.exit_status == 0
+    rec = Recorder()
+    second = await run_graph(graph, kit.options, BatchOptions(jobs=2), rec.events())
+    assert second.exit_status == 0
+    assert all(r.memo_hit for r in second.done.values())
+    assert {n: r.record_json for n, r in second.done.items()} == {
+        n: r.record_json for n, r in first.done.items()
+    }
+    assert rec.lines == {}
+    for name in "abc":
+        assert rec.of(name) == [NodeState.PENDING, NodeState.RUNNING, NodeState.MEMOIZED]
+
+
+@pytest.mark.parametrize("seed", range(6))
+async def test_cancelled_at_a_random_moment(kit: Kit, seed: int) -> None:
+    """Cancelled anywhere (start-up, unpack, jobs, packing, teardown): nothing is left."""
+    marker = f"sleep 0.{seed + 2}"
+    a = kit.node("a", f"{marker}; " + _append("a"), outputs=("/task/out",))
+    mids = [
+        kit.node(f"m{i}", f"{marker}; " + _append(f"m{i}", "a"), reads=_reads("a"), outputs=("/task/out",))
+        for i in range(4)
+    ]
+    last = kit.node("z", _append("z", *(m.name for m in mids)), reads=_reads(*(m.name for m in mids)))
+    rec = Recorder()
+    delay = random.Random(seed).uniform(0.0, 2.0)
+    with anyio.move_on_after(delay) as scope:
+        await run_graph(graph_of(a, *mids, last), kit.options, BatchOptions(jobs=2), rec.events())
+    assert not processes_with(marker)
+    # The kit fixture checks mounts, netns, cgroups, work dirs and cache temps.
+    for node in ("a", "m0", "m1", "m2", "m3", "z"):
+        assert rec.of(node)[-1] in FINAL, (node, rec.of(node))
+    if scope.cancelled_caught:
+        assert "z" not in rec.lines
+        assert rec.of("z")[-1] is NodeState.SKIPPED
