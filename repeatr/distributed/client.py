@@ -41,10 +41,8 @@ The client runs on asyncio (Dask's client is asyncio code).
 from __future__ import annotations
 
 import json
-import tempfile
 import uuid
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -62,7 +60,7 @@ from repeatr.graph.model import (
     NodeState,
     formula_file,
 )
-from repeatr.memo import MemoStore
+from repeatr.memo import MemoStore, bytes_key
 from repeatr.runner.batch import BatchOptions, most_severe
 from repeatr.runner.run import RunnerEvents, RunOptions
 
@@ -186,12 +184,11 @@ class DaskRun:
         async with client:
             client.subscribe_topic(self.topic, self._on_event)
             try:
-                with tempfile.TemporaryDirectory(prefix="repeatr-dask-") as files:
-                    await self._run(client, Path(files))
+                await self._run(client)
             finally:
                 client.unsubscribe_topic(self.topic)
 
-    async def _run(self, client: Client, files: Path) -> None:
+    async def _run(self, client: Client) -> None:
         rpc: Any = client.scheduler
         identity = await rpc.identity(n_workers=-1)
         offers = [dict(w.get("resources") or {}) for w in identity.get("workers", {}).values()]
@@ -205,9 +202,9 @@ class DaskRun:
                         f" {sum(1 for o in offers if resources.REPEATR in o)} with repeatr")
         settings = Settings(self.options.executor, self.options.use_memo, self.topic)
         for name in self.graph.order:
-            await self._answer_or_submit(client, name, settings, offers, files)
+            await self._answer_or_submit(client, name, settings, offers)
         try:
-            await self._collect(client, files)
+            await self._collect(client)
         except BaseException:
             await self._stop(client)
             raise
@@ -218,7 +215,6 @@ class DaskRun:
         name: str,
         settings: Settings,
         offers: list[dict[str, float]],
-        files: Path,
     ) -> None:
         node = self._nodes[name]
         if node.needs & self.settled - self.done.keys():
@@ -231,7 +227,7 @@ class DaskRun:
                 " cannot be an input on a Dask worker"), client)
             return
         if node.needs <= self.done.keys():
-            hit = await self._memo_hit(name, files)
+            hit = await self._memo_hit(name)
             if hit is not None:
                 self.done[name] = hit
                 self.events.record(name, hit.record_json)
@@ -285,26 +281,26 @@ class DaskRun:
             await anyio.to_thread.run_sync(mirror, parsed, list(own), self.warehouse)
             self._published.add(ware)
 
-    async def _memo_hit(self, name: str, files: Path) -> NodeResult | None:
+    async def _memo_hit(self, name: str) -> NodeResult | None:
         """The node's record, if the client's memo store has one for its exact formula file."""
         if not self.options.use_memo:
             return None
-        path = self._write(name, files)
-        _key, stored = await anyio.to_thread.run_sync(
-            MemoStore(self.options.state).get_by_file, str(path), self.options.executor
-        )
+        key = bytes_key(self._formula(name), self.options.executor)
+        stored = await anyio.to_thread.run_sync(MemoStore(self.options.state).get, key)
         if stored is None:
             return None
         results: dict[str, str] = json.loads(stored).get("results") or {}
         return NodeResult(name, 0, results, stored, memo_hit=True)
 
-    def _write(self, name: str, files: Path) -> Path:
+    def _formula(self, name: str) -> bytes:
         """The node's formula file, filled in from the nodes it needs (all done)."""
-        path = files / f"{uuid.uuid4().hex}.json"
-        path.write_bytes(formula_file(self._nodes[name], self.done))
-        return path
+        return formula_file(self._nodes[name], self.done)
 
-    async def _collect(self, client: Client, files: Path) -> None:
+    def _display(self, name: str) -> str:
+        """How messages name the node: where it was written, else its name."""
+        return self.graph.nodes[name].origin or f"step {name!r}"
+
+    async def _collect(self, client: Client) -> None:
         from distributed import as_completed
 
         pending = as_completed(  # type: ignore[no-untyped-call]
@@ -317,7 +313,7 @@ class DaskRun:
             if name in self.settled:
                 continue
             if isinstance(answer, Answer):
-                await self._settle(client, name, answer, files)
+                await self._settle(client, name, answer)
             elif isinstance(answer, BaseException):
                 self._fail(name, ExecutorError(
                     f"{self._nodes[name].origin or name}: the Dask task failed: {answer!r}",
@@ -330,7 +326,7 @@ class DaskRun:
             if name not in self.settled:
                 self._skip(name)
 
-    async def _settle(self, client: Client, name: str, answer: Answer, files: Path) -> None:
+    async def _settle(self, client: Client, name: str, answer: Answer) -> None:
         self.workers[name] = answer.worker
         await self._wait_events(name, answer.events)
         if answer.blocked_by is not None:
@@ -346,19 +342,20 @@ class DaskRun:
             self._fail(name, result, client, answer.seconds)
             return
         self.done[name] = result
-        await self._remember(name, result, files)
+        await self._remember(name, result)
         state = NodeState.MEMOIZED if result.memo_hit else NodeState.DONE
         self.events.state(name, state, answer.seconds)
         self._report_running()
 
-    async def _remember(self, name: str, result: NodeResult, files: Path) -> None:
+    async def _remember(self, name: str, result: NodeResult) -> None:
         """Store a success in the client's memo store, as ``repeatr run`` of its file would."""
         from repeatr.runner.run import prepare, saved_files
 
-        path = self._write(name, files)
-        quiet = RunnerEvents()
+        data = self._formula(name)
         options = replace(self.options, use_memo=False)
-        prepared = await anyio.to_thread.run_sync(prepare, str(path), options, quiet)
+        prepared = await anyio.to_thread.run_sync(
+            prepare, self._display(name), options, RunnerEvents(), data
+        )
         if prepared.loaded is None or not prepared.keys:
             return
         needs = saved_files(prepared.loaded, dict(result.results))

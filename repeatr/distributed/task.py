@@ -121,7 +121,8 @@ def run_node(node: Node, settings: Settings, *needed: Answer) -> Answer:
     try:
         data = formula_file(node, {a.name: a.result for a in needed if a.result is not None})
         emit(["running", node.name, worker.address])
-        return answered(result=plugin.run(node.name, data, settings, emit))
+        display = node.origin or f"step {node.name!r}"
+        return answered(result=plugin.run(node.name, display, data, settings, emit))
     except RepeatrError as error:
         return answered(failure=Failure.of(error))
 

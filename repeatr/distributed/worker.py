@@ -25,8 +25,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
-import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -105,16 +103,12 @@ class RepeatrWorker(WorkerPlugin):
         self._stack = ExitStack()
         self._portal: anyio.from_thread.BlockingPortal | None = None
         self._server: SandboxServer | None = None
-        self._files: Path | None = None
         #: The cancel scopes of the runs going on, by the client run (topic) they belong to.
         self._running: dict[str, set[anyio.CancelScope]] = {}
 
     def setup(self, worker: Worker) -> None:
         from repeatr.executors.server import SandboxServer
 
-        self._files = Path(self._stack.enter_context(
-            tempfile.TemporaryDirectory(prefix="repeatr-formulas-", dir=worker.local_directory)
-        ))
         self._portal = self._stack.enter_context(
             anyio.from_thread.start_blocking_portal(
                 os.environ.get("REPEATR_ASYNC_BACKEND", "asyncio")
@@ -145,34 +139,39 @@ class RepeatrWorker(WorkerPlugin):
         )
 
     def run(
-        self, name: str, formula: bytes, settings: Settings, emit: Callable[[Event], None]
+        self,
+        name: str,
+        display: str,
+        formula: bytes,
+        settings: Settings,
+        emit: Callable[[Event], None],
     ) -> NodeResult:
-        """Run the formula file ``formula`` (blocking: called from a task's thread).
+        """Run the formula file ``formula`` of node ``name`` (blocking: called from a
+        task's thread); messages name it ``display``.
 
         Raises ``RepeatrError`` for what stopped the run; ``Cancelled`` when
         the client cancelled it (:meth:`cancel`).
         """
-        if self._portal is None or self._files is None:
+        if self._portal is None:
             raise ExecutorError("the repeatr worker plugin is not set up")
-        path = self._files / f"{uuid.uuid4().hex}.json"
-        path.write_bytes(formula)
-        try:
-            result = self._portal.call(self._run, str(path), settings, events(name, emit))
-        finally:
-            path.unlink(missing_ok=True)
+        result = self._portal.call(self._run, display, formula, settings, events(name, emit))
         if result is None:
             raise Cancelled(f"{name}: cancelled by the client")
         results: dict[str, str] = json.loads(result.record_json).get("results") or {}
         return NodeResult(name, result.exit_code, results, result.record_json, result.memo_hit)
 
-    async def _run(self, path: str, settings: Settings, ev: RunnerEvents) -> Any:
+    async def _run(
+        self, display: str, formula: bytes, settings: Settings, ev: RunnerEvents
+    ) -> Any:
         from repeatr.runner.run import run
 
         scopes = self._running.setdefault(settings.topic, set())
         with anyio.CancelScope() as scope:
             scopes.add(scope)
             try:
-                return await run(path, self.options(settings), ev, server=self._server)
+                return await run(
+                    display, self.options(settings), ev, server=self._server, data=formula
+                )
             finally:
                 scopes.discard(scope)
                 if not scopes:
