@@ -449,3 +449,23 @@ class DaskRun:
             exit_status=most_severe(codes),
         )
 
+
+
+@dataclass(frozen=True)
+class DaskGraphRunner:
+    """``run_graph_dask`` on one cluster and warehouse, as a module's graph runner
+    (:class:`repeatr.module.run.GraphRunner`)."""
+
+    scheduler: str
+    warehouse: str
+
+    @property
+    def outputs_at(self) -> str:
+        return self.warehouse
+
+    async def run(
+        self, graph: Graph, options: RunOptions, batch: BatchOptions, events: GraphEvents
+    ) -> GraphOutcome:
+        return await run_graph_dask(
+            graph, options, batch, events, scheduler=self.scheduler, warehouse=self.warehouse
+        )
