@@ -97,12 +97,17 @@ class Cluster:
                 env={**os.environ, **(env or {})}, start_new_session=True,
             )
 
-    def start_scheduler(self) -> None:
+    def start_scheduler(self, *, worker_saturation: str | None = None) -> None:
+        """``worker_saturation``: the scheduler's ``distributed.scheduler.worker-saturation``
+        (``inf``: every ready task goes to a worker at once; None: Dask's default)."""
         self.scheduler_port = free_port()
+        env = {}
+        if worker_saturation is not None:
+            env["DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION"] = worker_saturation
         self._start("scheduler", [
             os.fspath(DASK), "scheduler", "--host", "127.0.0.1",
             "--port", str(self.scheduler_port), "--dashboard-address", "127.0.0.1:0",
-        ])
+        ], env)
 
     def start_worker(
         self, name: str, *, nthreads: int = 2, executors: str | None = None
