@@ -144,6 +144,8 @@ class DaskRun:
     submitted: list[str] = field(default_factory=list)
     #: The dashboard's address, if the scheduler serves one.
     dashboard: str | None = None
+    #: Seconds answers waited for their nodes' events (they usually come first).
+    events_waited: float = 0.0
     #: Nodes a worker said it started, and those reported RUNNING.
     _running: set[str] = field(default_factory=set)
     _reported: set[str] = field(default_factory=set)
@@ -374,9 +376,11 @@ class DaskRun:
             return
         arrived = anyio.Event()
         self._expected[name] = (count, arrived)
+        started = anyio.current_time()
         with anyio.move_on_after(EVENTS_GRACE):
             await arrived.wait()
         self._expected.pop(name, None)
+        self.events_waited += anyio.current_time() - started
 
     def _on_event(self, event: tuple[float, Any]) -> None:
         message = event[1]

@@ -86,7 +86,7 @@ def on_dask(cluster: Cluster, graph: Any, state: Path, warehouse: str) -> tuple[
     """Wall and CPU seconds of ``graph`` on the cluster."""
     import anyio
 
-    from repeatr.distributed.client import run_graph_dask
+    from repeatr.distributed.client import DaskRun
     from repeatr.graph.model import GraphEvents
     from repeatr.runner.batch import BatchOptions
     from repeatr.runner.run import RunOptions
@@ -94,13 +94,13 @@ def on_dask(cluster: Cluster, graph: Any, state: Path, warehouse: str) -> tuple[
     options = RunOptions(state=state, executor="ns", use_memo=False)
     sids = [p.pid for p in cluster.processes.values()]
 
-    async def main() -> Any:
-        return await run_graph_dask(graph, options, BatchOptions(jobs=1), GraphEvents(),
-                                    scheduler=cluster.address, warehouse=warehouse)
-
+    run = DaskRun(graph, options, BatchOptions(jobs=1), GraphEvents(), warehouse=warehouse)
     cpu0, cluster0, t0 = own_cpu(), session_cpu(sids), time.perf_counter()
-    outcome = anyio.run(main, backend="asyncio")
+    anyio.run(run.run, cluster.address, backend="asyncio")
     seconds = time.perf_counter() - t0
+    outcome = run.outcome()
+    if run.events_waited > 0.1:
+        print(f"  (answers waited {run.events_waited:.2f} s in all for their events)")
     cpu = own_cpu() - cpu0 + session_cpu(sids) - cluster0
     if outcome.exit_status:
         raise SystemExit(f"the graph failed on Dask: {dict(outcome.failed)}")
