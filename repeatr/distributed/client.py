@@ -203,11 +203,12 @@ class DaskRun:
         self.events.log(f"Dask scheduler {address}: {len(offers)} workers,"
                         f" {sum(1 for o in offers if resources.REPEATR in o)} with repeatr")
         settings = Settings(self.options.executor, self.options.use_memo, self.topic)
-        for name in self.graph.order:
-            await self._answer_or_submit(client, name, settings, offers)
         try:
+            for name in self.graph.order:
+                await self._answer_or_submit(client, name, settings, offers)
             await self._collect(client)
-        except BaseException:
+        except BaseException:  # cancelled (Ctrl-C): nothing of this run may go on
+
             await self._stop(client)
             raise
 

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,6 +76,30 @@ def command_line(pid: int) -> list[str]:
             return [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
     except OSError:
         return []
+
+
+def has_nonce(pid: int, nonce: str) -> bool:
+    """Whether process ``pid``'s environment holds ``NONCE=nonce`` (a test's job)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return f"NONCE={nonce}".encode() in f.read()
+    except OSError:
+        return False
+
+
+def jobs_with(nonce: str) -> list[int]:
+    """The processes whose environment holds ``NONCE=nonce``."""
+    return [int(p) for p in os.listdir("/proc") if p.isdigit() and has_nonce(int(p), nonce)]
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 60) -> bool:
+    """Poll ``predicate`` until it holds (True) or ``timeout`` seconds passed (False)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -14,6 +15,7 @@ import pytest
 
 from repeatr.errors import Category
 from tests.clirun import Result, StateRunner
+from tests.distributed.cluster import jobs_with, wait_until
 from tests.distributed.conftest import DaskEnv
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -138,3 +140,24 @@ def test_a_run_without_dask_never_imports_distributed(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=60, check=False)
     assert result.stdout.strip() == "False False", result.stderr
+
+
+def test_ctrl_c_cancels_the_job_on_its_worker(cli: DaskCli) -> None:
+    nonce = uuid.uuid4().hex
+    formula = cli.formula("slow.json", "sleep 600", env={"NONCE": nonce})
+    proc = subprocess.Popen(
+        cli.command("run", "--dask", cli.env.cluster.address, "--warehouse", cli.env.warehouse,
+                    formula),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert wait_until(lambda: bool(jobs_with(nonce)) or proc.poll() is not None)
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == Category.CANCELLED, err
+    assert "cancelled by SIGINT" in err
+    assert wait_until(lambda: not jobs_with(nonce)), jobs_with(nonce)

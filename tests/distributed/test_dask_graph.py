@@ -8,11 +8,15 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+import anyio
 import pytest
 
+from repeatr.distributed.client import DaskRun
 from repeatr.errors import Category, RepeatrError
 from repeatr.graph.model import Graph, GraphEvents, NodeResult, NodeState
+from repeatr.runner.batch import BatchOptions
 from repeatr.runner.run import RunOptions
+from tests.distributed.cluster import jobs_with, wait_until
 from tests.distributed.conftest import DaskEnv, client_state, run_on_dask
 from tests.distributed.graphs import step, twelve_steps, ware_ids
 
@@ -130,3 +134,21 @@ def test_pinned_inputs_only_the_client_reaches_are_copied_to_the_warehouse(
 
     assert outcome.exit_status == 0, outcome.failed
     assert ca_path(dask_env.area.base / "www" / "dav", data).is_file()
+
+
+def test_fail_fast_cancels_a_job_running_on_a_worker(dask_env: DaskEnv) -> None:
+    nonce = uuid.uuid4().hex
+    nodes = [
+        step("slow", dask_env.base, "sleep 600", env={"NONCE": nonce}),
+        step("bad", dask_env.base, "sleep 1; exit 3"),
+    ]
+    graph = Graph({n.name: n for n in nodes}, tuple(n.name for n in nodes))
+    run = DaskRun(graph, RunOptions(state=client_state(dask_env)),
+                  BatchOptions(jobs=1, fail_fast=True), GraphEvents(), warehouse=dask_env.warehouse)
+    anyio.run(run.run, dask_env.cluster.address, backend="asyncio")
+    outcome = run.outcome()
+
+    assert isinstance(outcome.failed["bad"], NodeResult)
+    assert outcome.skipped == ("slow",)
+    # Cancelled on its worker: its job is gone long before its sleep would end.
+    assert wait_until(lambda: not jobs_with(nonce)), jobs_with(nonce)

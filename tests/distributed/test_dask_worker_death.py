@@ -23,7 +23,7 @@ from repeatr.graph.model import GraphEvents
 from repeatr.linux import cgroups
 from repeatr.runner.batch import BatchOptions
 from repeatr.runner.run import RunOptions
-from tests.distributed.cluster import command_line, descendants
+from tests.distributed.cluster import command_line, descendants, has_nonce, jobs_with
 from tests.distributed.conftest import DaskEnv, client_state
 from tests.distributed.graphs import twelve_steps, ware_ids
 
@@ -34,21 +34,9 @@ def _job_under(pid: int, nonce: str) -> bool:
     """Whether a ``sleep`` of the job carrying ``nonce`` runs below process ``pid``."""
     for child in descendants(pid):
         argv = command_line(child)
-        if argv and os.path.basename(argv[0]) == "sleep" and _has_nonce(child, nonce):
+        if argv and os.path.basename(argv[0]) == "sleep" and has_nonce(child, nonce):
             return True
     return False
-
-
-def _has_nonce(pid: int, nonce: str) -> bool:
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            return f"NONCE={nonce}".encode() in f.read()
-    except OSError:
-        return False
-
-
-def _jobs_with(nonce: str) -> list[int]:
-    return [int(p) for p in os.listdir("/proc") if p.isdigit() and _has_nonce(int(p), nonce)]
 
 
 def test_sigkill_of_a_worker_mid_step_still_gives_the_results(
@@ -96,9 +84,9 @@ def test_sigkill_of_a_worker_mid_step_still_gives_the_results(
     )
     assert gc.returncode == 0, gc.stderr
     deadline = time.monotonic() + 30
-    while _jobs_with(nonce) and time.monotonic() < deadline:
+    while jobs_with(nonce) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _jobs_with(nonce) == []
+    assert jobs_with(nonce) == []
     runs = state / "runs"
     assert not runs.exists() or os.listdir(runs) == []
     with open("/proc/self/mountinfo") as f:
