@@ -172,6 +172,8 @@ class DaskRun:
         require()
         from distributed import Client
 
+        if not self.graph.order:
+            return  # nothing to run (a batch of files that could not be read)
         for name in self.graph.order:
             self.events.state(name, NodeState.PENDING, 0.0)
         try:

@@ -7,7 +7,8 @@
 Each step writes ``/out``; what it writes depends only on what it reads, so
 the same graph gives the same output ware IDs wherever it runs. ``slow``
 makes ``join`` sleep first (and carry ``nonce`` in its env, so no memo store
-knows it): its outputs, and all the others', stay the same.
+knows it; and a pids limit, so it has a cgroup): its outputs, and all the
+others', stay the same.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def twelve_steps(base: str, *, slow: float = 0.0, nonce: str = "") -> Graph:
     if slow:
         join_script = f"sleep {slow}; {join_script}"
         join_action["env"] = {"NONCE": nonce}
+        join_action["limits"] = {"pids": 64}  # a cgroup of its own, to be cleaned up
     nodes = [
         step("seed", base, "mkdir -p /out && echo seed > /out/seed"),
         step("left", base, "mkdir -p /out && tr e E < /in/seed > /out/left",

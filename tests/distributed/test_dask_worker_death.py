@@ -78,8 +78,10 @@ def test_sigkill_of_a_worker_mid_step_still_gives_the_results(
     # The killed worker's host, after `repeatr gc` on its state dir: nothing left.
     name, pid = victim
     state = dask_env.states[name]
+    seen_cgroups = [g for g in cgroups.ours() if f"repeatr-{pid}-" in g]
     gc = subprocess.run(
-        [sys.executable, "-m", "repeatr", "gc"], env={**os.environ, "REPEATR_CACHE": str(state)},
+        [sys.executable, "-m", "repeatr", "gc", "--format", "json"],
+        env={**os.environ, "REPEATR_CACHE": str(state)},
         capture_output=True, text=True, timeout=120, check=False,
     )
     assert gc.returncode == 0, gc.stderr
@@ -91,5 +93,6 @@ def test_sigkill_of_a_worker_mid_step_still_gives_the_results(
     assert not runs.exists() or os.listdir(runs) == []
     with open("/proc/self/mountinfo") as f:
         assert [line for line in f if str(state) in line] == []
-    assert [g for g in cgroups.ours() if os.path.basename(g).startswith(f"repeatr-{pid}-")] == []
+    left = [g for g in cgroups.ours() if os.path.basename(g).startswith(f"repeatr-{pid}-")]
+    assert left == [], (left, seen_cgroups)
     dask_env.refresh_addresses()  # its nanny started a new worker
