@@ -207,10 +207,11 @@ class DaskRun:
         settings = Settings(self.options.executor, self.options.use_memo, self.topic)
         try:
             for name in self.graph.order:
+                if self._cut_short:
+                    break
                 await self._answer_or_submit(client, name, settings, offers)
             await self._collect(client)
         except BaseException:  # cancelled (Ctrl-C): nothing of this run may go on
-
             await self._stop(client)
             raise
 
@@ -229,10 +230,14 @@ class DaskRun:
                             if isinstance(w, str) and w.startswith("mount:")):
             self._fail(name, UsageError(
                 f"{node.origin or name}: {', '.join(mounts)}: a host directory (mount:)"
-                " cannot be an input on a Dask worker"), client)
+                " cannot be an input on a Dask worker"))
             return
         if node.needs <= self.done.keys():
-            hit = await self._memo_hit(name)
+            try:
+                hit = await self._memo_hit(name)
+            except RepeatrError as error:  # it reads an output a needed step does not have
+                self._fail(name, error)
+                return
             if hit is not None:
                 self.done[name] = hit
                 self.events.record(name, hit.record_json)
@@ -244,12 +249,12 @@ class DaskRun:
                 f"{node.origin or name}: no worker of the Dask cluster offers"
                 f" {', '.join(lacking)}",
                 hint="start workers with `--preload repeatr.distributed` on hosts that have it"
-                " (repeatr doctor there says what is missing)"), client)
+                " (repeatr doctor there says what is missing)"))
             return
         try:
             await self._publish(name)
         except RepeatrError as error:
-            self._fail(name, error, client)
+            self._fail(name, error)
             return
         args: list[Any] = []
         for need in sorted(node.needs):
@@ -308,43 +313,46 @@ class DaskRun:
     async def _collect(self, client: Client) -> None:
         from distributed import as_completed
 
-        pending = as_completed(  # type: ignore[no-untyped-call]
-            list(self._futures.values()), with_results=True, raise_errors=False,
-            loop=client.loop,
-        )
-        names = {future.key: name for name, future in self._futures.items()}
-        async for future, answer in pending:
-            name = names[future.key]
-            if name in self.settled:
-                continue
-            if isinstance(answer, Answer):
-                await self._settle(client, name, answer)
-            elif isinstance(answer, BaseException):
-                self._fail(name, ExecutorError(
-                    f"{self._nodes[name].origin or name}: the Dask task failed: {answer!r}",
-                    hint="the scheduler's allowed-failures: workers died running it"
-                    if type(answer).__name__ == "KilledWorker" else None), client)
-            if self._cut_short:
-                await self._stop(client)
-                break
+        if self._cut_short:  # a failure while submitting, with fail_fast
+            await self._stop(client)
+        else:
+            pending = as_completed(  # type: ignore[no-untyped-call]
+                list(self._futures.values()), with_results=True, raise_errors=False,
+                loop=client.loop,
+            )
+            names = {future.key: name for name, future in self._futures.items()}
+            async for future, answer in pending:
+                name = names[future.key]
+                if name in self.settled:
+                    continue
+                if isinstance(answer, Answer):
+                    await self._settle(name, answer)
+                elif isinstance(answer, BaseException):
+                    self._fail(name, ExecutorError(
+                        f"{self._display(name)}: the Dask task failed: {answer!r}",
+                        hint="the scheduler's allowed-failures: workers died running it"
+                        if type(answer).__name__ == "KilledWorker" else None))
+                if self._cut_short:
+                    await self._stop(client)
+                    break
         for name in self.graph.order:
             if name not in self.settled:
                 self._skip(name)
 
-    async def _settle(self, client: Client, name: str, answer: Answer) -> None:
+    async def _settle(self, name: str, answer: Answer) -> None:
         self.workers[name] = answer.worker
         await self._wait_events(name, answer.events)
         if answer.blocked_by is not None:
             self._skip(name)
             return
         if answer.failure is not None:
-            self._fail(name, answer.failure.error(), client, answer.seconds)
+            self._fail(name, answer.failure.error(), answer.seconds)
             return
         result = answer.result
         assert result is not None
         self.events.record(name, result.record_json)
         if result.exit_code != 0:
-            self._fail(name, result, client, answer.seconds)
+            self._fail(name, result, answer.seconds)
             return
         self.done[name] = result
         await self._remember(name, result)
@@ -416,9 +424,7 @@ class DaskRun:
                 self._reported.add(name)
                 self.events.state(name, NodeState.RUNNING, 0.0)
 
-    def _fail(
-        self, name: str, what: NodeResult | RepeatrError, client: Client, seconds: float = 0.0
-    ) -> None:
+    def _fail(self, name: str, what: NodeResult | RepeatrError, seconds: float = 0.0) -> None:
         self.failed[name] = what
         self.events.state(name, NodeState.FAILED, seconds)
         for dependent in self.graph.dependents(name):

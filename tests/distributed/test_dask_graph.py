@@ -152,3 +152,24 @@ def test_fail_fast_cancels_a_job_running_on_a_worker(dask_env: DaskEnv) -> None:
     assert outcome.skipped == ("slow",)
     # Cancelled on its worker: its job is gone long before its sleep would end.
     assert wait_until(lambda: not jobs_with(nonce)), jobs_with(nonce)
+
+
+def test_a_step_reading_an_output_its_step_lacks_fails_with_a_usage_error(
+    dask_env: DaskEnv,
+) -> None:
+    from repeatr.graph.model import Output
+
+    nonce = uuid.uuid4().hex
+    nodes = [
+        step("a", dask_env.base, f"mkdir -p /out && echo {nonce} > /out/x"),
+        step("b", dask_env.base, "true", {"/in": Output("a", "/missing")}),
+    ]
+    graph = Graph({n.name: n for n in nodes}, tuple(n.name for n in nodes))
+    options = RunOptions(state=client_state(dask_env))
+    # First on the worker (a runs there), then on the client (a is memoized).
+    for _ in range(2):
+        _run, outcome = run_on_dask(dask_env, graph, options)
+        error = outcome.failed["b"]
+        assert isinstance(error, RepeatrError) and error.category is Category.USAGE
+        assert "'/missing'" in error.message
+        assert outcome.exit_status == Category.USAGE
