@@ -6,6 +6,7 @@ The library (``repeatr.module``) does the work; this parses and prints.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -221,7 +222,7 @@ def _pins(out: Reporter, prepared: Prepared) -> None:
         return
     out.line("imports pinned to hashes:")
     for key, ware in prepared.pins.sorted_items():
-        out.line(f"  - {key!r}: {ware}".replace(f"'{key}'", f'"{key}"', 1))
+        out.line(f"  - {json.dumps(key)}: {ware}")  # Go's %q, as reach printed it
 
 
 def _report_failures(out: Reporter, outcome: ModuleOutcome) -> None:
@@ -233,8 +234,6 @@ def _report_failures(out: Reporter, outcome: ModuleOutcome) -> None:
             message = f"operation {name!r} exit code {failure.exit_code} -- eval halted"
             record = failure.record_json.decode().rstrip("\n")
             if out.format is Format.JSON:
-                import json
-
                 out.event(
                     "failed",
                     step=name,
@@ -261,7 +260,7 @@ def _report_failures(out: Reporter, outcome: ModuleOutcome) -> None:
         if out.format is Format.JSON:
             out.event("skipped", step=name)
         else:
-            out.line(f"repeatr: step {name!r} skipped: a step it reads failed")
+            out.line(f"repeatr: step {name!r} skipped (a step it reads failed, or --fail-fast)")
 
 
 def _dask_runner(args: argparse.Namespace) -> DaskGraphRunner | None:

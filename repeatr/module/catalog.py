@@ -17,8 +17,10 @@ through it alone.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +36,10 @@ LINEAGE_FILE = "lineage.tl"
 MIRRORS_FILE = "mirrors.tl"
 #: The release ``module run`` records; never a name for ``catalog release``.
 CANDIDATE = "candidate"
+#: Taken (in ``.timeless/``) while a release is added to a lineage.
+RELEASE_LOCK = "catalog.lock"
+#: Seconds to wait for it: a release holds it for milliseconds.
+RELEASE_LOCK_TIMEOUT = 30.0
 
 
 class Release(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -151,9 +157,16 @@ class CatalogTree:
         """Write ``lineage`` (tab-indented, as reach wrote it) atomically; returns its path."""
         path = self.lineage_path(lineage.name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{LINEAGE_FILE}.tmp-{os.getpid()}")
-        tmp.write_text(lineage_json(lineage) + "\n")
-        os.replace(tmp, path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{LINEAGE_FILE}.tmp-", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(lineage_json(lineage) + "\n")
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
         return path
 
 
@@ -223,6 +236,9 @@ class CatalogView:
             raise ModuleError(
                 f"{CANDIDATE!r} is reserved for the last run's exports; choose another name"
             )
+        from repeatr import locks
+        from repeatr.errors import Category
+
         cand = self.candidates.load_lineage(module)
         if cand is None:
             raise ModuleError(
@@ -230,9 +246,17 @@ class CatalogView:
                 hint="run `repeatr module run` in it first",
             )
         items = cand.release(CANDIDATE).items
-        main = self.catalog.load_lineage(module) or Lineage(name=module, releases=[])
         rel = Release(
             name=name, items=dict(items or {}), metadata=dict(metadata) if metadata else None
         )
-        self.catalog.save_lineage(main.prepend(rel))
+        # Read, prepend, write: under one workspace-wide lock, or a release
+        # made at the same time by another process is lost.
+        with locks.exclusive(
+            self.workspace.dot / RELEASE_LOCK,
+            resource=f"the catalog of {self.workspace.root}",
+            timeout=RELEASE_LOCK_TIMEOUT,
+            category=Category.USAGE,
+        ):
+            main = self.catalog.load_lineage(module) or Lineage(name=module, releases=[])
+            self.catalog.save_lineage(main.prepend(rel))
         return rel

@@ -32,6 +32,8 @@ class IngestContext:
     module_dir: Path
     #: The staging warehouse URL, by packtype (reach's WareStaging).
     staging: dict[str, str]
+    #: Its directory, made when a pack ingest first stores into it.
+    staging_dir: Path
     #: Hash only, store nothing (``module plan``).
     dry: bool = False
 
@@ -61,6 +63,9 @@ def ingest_git(ref: IngestRef, ctx: IngestContext) -> tuple[str, WareSourcing]:
             f"{ref}: {git_ref!r} is not a full ref name (HEAD, refs/heads/NAME, refs/tags/NAME)"
         )
     repo = Path(os.path.normpath(ctx.module_dir / path_text))
+    if not (repo / ".git").exists() and not (repo / "HEAD").is_file():
+        # As reach's go-git PlainOpen: the repository's root (or a bare repository).
+        raise ModuleError(f"{ref}: {repo} is not the root of a git repository")
     try:
         done = subprocess.run(
             [
@@ -115,6 +120,7 @@ def ingest_pack(ref: IngestRef, ctx: IngestContext) -> tuple[str, WareSourcing]:
         else:
             from repeatr.warehouse import warehouse_for
 
+            ctx.staging_dir.mkdir(exist_ok=True)
             with warehouse_for(target).start_save() as session:
                 ware = pack_dir(path, session.file, filters=PACK_FLATTEN, packtype=packtype)
                 session.commit(ware)

@@ -92,9 +92,7 @@ def prepare(loaded: Loaded, *, dry: bool = False) -> Prepared:
     """
     ws = loaded.layout.workspace
     staging = ws.staging_url
-    if not dry:
-        ws.staging_dir.mkdir(exist_ok=True)
-    ctx = IngestContext(loaded.layout.root, {"tar": staging}, dry=dry)
+    ctx = IngestContext(loaded.layout.root, {"tar": staging}, ws.staging_dir, dry=dry)
 
     def ingest_tool(ref: IngestRef) -> tuple[str, WareSourcing]:
         return ingest(ref, ctx)
@@ -244,7 +242,10 @@ async def run_module(
     import anyio.to_thread
 
     from repeatr.graph.local import run_graph
+    from repeatr.warehouse import warehouse_for
 
+    for target in targets:
+        warehouse_for(target)  # an unknown scheme fails now, not after every step ran
     ws = prepared.workspace
     await anyio.to_thread.run_sync(lambda: ws.staging_dir.mkdir(exist_ok=True))
     source = ws.staging_url

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,12 +57,31 @@ def stage_busybash(ws: Path) -> None:
     shutil.copyfile(BUSYBASH_TGZ, shelf / digest)
 
 
-@pytest.fixture(params=["asyncio", "trio"])
-def scratch(request: pytest.FixtureRequest) -> Iterator[Scratch]:
+@contextmanager
+def _tmpfs() -> Iterator[Path]:
     base = Path(tempfile.mkdtemp(prefix="repeatr-module-"))
     libc.mount("tmpfs", base, "tmpfs", libc.MS_NOSUID | libc.MS_NODEV, "size=256m,mode=755")
     try:
-        yield Scratch(base, request.param)
+        yield base
     finally:
         libc.umount2(base, libc.MNT_DETACH)
         base.rmdir()
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def scratch(request: pytest.FixtureRequest) -> Iterator[Scratch]:
+    """For the CLI (a subprocess on each anyio backend)."""
+    with _tmpfs() as base:
+        yield Scratch(base, request.param)
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def lib_scratch(anyio_backend: str) -> Iterator[Scratch]:
+    """For the library, called in this process on ``anyio_backend``."""
+    with _tmpfs() as base:
+        yield Scratch(base, anyio_backend)

@@ -149,3 +149,20 @@ def test_help_teaches(scratch: Scratch) -> None:
     assert "catalog:MODULE:candidate:ITEM" in scratch.repeatr(
         Path("/"), "module", "run", "--help"
     ).stdout
+
+
+def test_a_failed_lookup_or_a_bad_target_leaves_nothing(scratch: Scratch) -> None:
+    ws = scratch.base / "ws"
+    (ws / ".timeless").mkdir(parents=True)
+    write_module(ws, {
+        "imports": {"base": "catalog:example.org/none:v1:x"},
+        "steps": {"s": {"operation": {"inputs": {"/": "base"}, "action": {}}}},
+    })
+    lookup = scratch.repeatr(ws, "module", "run")
+    assert lookup.code == Category.USAGE
+    assert "no lineage for module 'example.org/none'" in lookup.stderr
+    write_module(ws, {"imports": {"base": f"ingest:literal:{BUSYBASH}"}, "steps": {}})
+    target = scratch.repeatr(ws, "module", "run", "--target", "nope://somewhere")
+    assert target.code == Category.USAGE
+    assert "nope://somewhere" in target.stderr
+    assert sorted(p.name for p in (ws / ".timeless").iterdir()) == []

@@ -154,4 +154,4 @@ def test_the_graph_is_what_reach_resolve_made(tmp_path: Path) -> None:
     assert inner.inputs == {"/": BUSYBASH, "/in": Output("first", "/task/out")}
     assert inner.fetch_urls["/in"] == (staging,)
     assert prepared.built.exports == {"final": Output("sub.inner", "/o"), "base": BUSYBASH}
-    assert (ws / ".timeless" / "warehouse").is_dir()
+    assert not (ws / ".timeless" / "warehouse").exists(), "prepare stores nothing"
