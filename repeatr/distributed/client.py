@@ -91,6 +91,23 @@ def check_warehouse(url: str) -> None:
     warehouse_for(url)  # the path or host is checked there
 
 
+def check_tls(scheduler: str) -> None:
+    """UsageError for a ``tls://`` scheduler when Dask's TLS settings give no client context."""
+    if not scheduler.startswith("tls://"):
+        return
+    from distributed.security import Security
+
+    security: Any = Security()  # type: ignore[no-untyped-call]
+    if security.get_connection_args("client").get("ssl_context") is None:
+        raise UsageError(
+            f"--dask {scheduler}: a tls:// scheduler needs Dask's TLS settings for the client"
+            " (a CA, a certificate and its key)",
+            hint="set distributed.comm.tls.ca-file, .client.cert and .client.key in Dask's"
+            " configuration (or DASK_DISTRIBUTED__COMM__TLS__CA_FILE, ..._CLIENT__CERT,"
+            " ..._CLIENT__KEY); see docs/distributed.md",
+        )
+
+
 def with_warehouse(node: Node, warehouse: str) -> Node:
     """``node`` fetching every input from ``warehouse`` first and saving every output there."""
     fetch: dict[str, tuple[str, ...]] = {}
@@ -174,6 +191,7 @@ class DaskRun:
 
         if not self.graph.order:
             return  # nothing to run (a batch of files that could not be read)
+        check_tls(scheduler)
         for name in self.graph.order:
             self.events.state(name, NodeState.PENDING, 0.0)
         try:
