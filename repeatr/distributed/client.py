@@ -345,11 +345,9 @@ class DaskRun:
                     continue
                 if isinstance(answer, Answer):
                     await self._settle(name, answer)
-                elif isinstance(answer, BaseException):
-                    self._fail(name, ExecutorError(
-                        f"{self._display(name)}: the Dask task failed: {answer!r}",
-                        hint="the scheduler's allowed-failures: workers died running it"
-                        if type(answer).__name__ == "KilledWorker" else None))
+                else:  # the task raised: Dask gives (type, exception, traceback)
+                    exc = answer[1] if isinstance(answer, tuple) and len(answer) == 3 else answer
+                    self._fail(name, task_failure(self._display(name), exc))
                 if self._cut_short:
                     await self._stop(client)
                     break
@@ -480,6 +478,20 @@ class DaskRun:
             exit_status=most_severe(codes),
         )
 
+
+
+def task_failure(display: str, exc: object) -> RepeatrError:
+    """The error of a task that raised: its workers kept dying, or a bug."""
+    if type(exc).__name__ == "KilledWorker":
+        return ExecutorError(
+            f"{display}: every worker that ran it died ({exc})",
+            hint="the scheduler's allowed-failures (3 by default) were used up:"
+            " the workers' logs say why they died",
+        )
+    return RepeatrError(
+        f"{display}: internal error on the Dask worker: {exc!r} (please report this)",
+        category=Category.INTERNAL,
+    )
 
 
 @dataclass(frozen=True)

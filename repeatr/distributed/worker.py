@@ -38,7 +38,7 @@ from distributed import Worker, WorkerPlugin
 
 from repeatr.distributed import resources
 from repeatr.distributed.task import PLUGIN, Event, Settings
-from repeatr.errors import Cancelled, ExecutorError
+from repeatr.errors import Cancelled, ExecutorError, collapse
 from repeatr.graph.model import NodeResult
 
 if TYPE_CHECKING:
@@ -107,7 +107,6 @@ class RepeatrWorker(WorkerPlugin):
         self._running: dict[str, set[anyio.CancelScope]] = {}
 
     def setup(self, worker: Worker) -> None:
-
         self._portal = self._stack.enter_context(
             anyio.from_thread.start_blocking_portal(
                 os.environ.get("REPEATR_ASYNC_BACKEND", "asyncio")
@@ -195,7 +194,12 @@ class RepeatrWorker(WorkerPlugin):
             scopes.add(scope)
             try:
                 server = await self._live_server()
-                return await run(display, self.options(settings), ev, server=server, data=formula)
+                try:
+                    return await run(
+                        display, self.options(settings), ev, server=server, data=formula
+                    )
+                except BaseExceptionGroup as group:  # the first real error, as locally
+                    raise collapse(group) from None
             finally:
                 scopes.discard(scope)
                 if not scopes:

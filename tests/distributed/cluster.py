@@ -144,11 +144,14 @@ class Cluster:
                 env={**os.environ, **(env or {})}, start_new_session=True,
             )
 
-    def start_scheduler(self, *, worker_saturation: str | None = None) -> None:
+    def start_scheduler(
+        self, *, worker_saturation: str | None = None, env: dict[str, str] | None = None
+    ) -> None:
         """``worker_saturation``: the scheduler's ``distributed.scheduler.worker-saturation``
-        (``inf``: every ready task goes to a worker at once; None: Dask's default)."""
+        (``inf``: every ready task goes to a worker at once; None: Dask's default);
+        ``env``: more of its environment (Dask's configuration)."""
         self.scheduler_port = free_port()
-        env = {}
+        env = dict(env or {})
         if worker_saturation is not None:
             env["DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION"] = worker_saturation
         self._start("scheduler", [
