@@ -187,7 +187,11 @@ class DaskRun:
     async def run(self, scheduler: str) -> None:
         """Connect, answer what the memo store can, submit the rest, wait for every node."""
         require()
+        import sniffio
         from distributed import Client
+
+        if sniffio.current_async_library() != "asyncio":
+            raise UsageError("the Dask client runs on asyncio (anyio.run(..., backend='asyncio'))")
 
         if not self.graph.order:
             return  # nothing to run (a batch of files that could not be read)
