@@ -338,20 +338,25 @@ class DaskRun:
         if self._cut_short:  # a failure while submitting, with fail_fast
             await self._stop(client)
         else:
+            from distributed.client import FutureCancelledError
+
             pending = as_completed(  # type: ignore[no-untyped-call]
-                list(self._futures.values()), with_results=True, raise_errors=False,
-                loop=client.loop,
+                list(self._futures.values()), loop=client.loop
             )
             names = {future.key: name for name, future in self._futures.items()}
-            async for future, answer in pending:
+            async for future in pending:
                 name = names[future.key]
                 if name in self.settled:
                     continue
-                if isinstance(answer, Answer):
-                    await self._settle(name, answer)
-                else:  # the task raised: Dask gives (type, exception, traceback)
-                    exc = answer[1] if isinstance(answer, tuple) and len(answer) == 3 else answer
+                try:
+                    # Its answer; or what the task raised (KilledWorker), or why its
+                    # answer cannot be had (lost with its worker, cancelled): that
+                    # node's failure, never the end of the others'.
+                    answer = await future
+                except (Exception, FutureCancelledError) as exc:
                     self._fail(name, task_failure(self._display(name), exc))
+                else:
+                    await self._settle(name, answer)
                 if self._cut_short:
                     await self._stop(client)
                     break
