@@ -49,6 +49,25 @@ class Release(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     hazards: dict[str, str] | None = None
 
 
+def ware_item_problem(text: str) -> str | None:
+    """Why ``text`` cannot be a release's item, or None.
+
+    A catalog is data from whoever published it: its items are ware IDs,
+    never a ``mount:`` (host access, which only the formula's or module's
+    own author may ask for). The hash is not checked here (the original's
+    test vectors use short ones); the runner checks it before fetching.
+    """
+    from repeatr.model.wareid import ALL_PACKTYPES
+
+    packtype, colon, hash_ = text.partition(":")
+    if not colon or packtype not in ALL_PACKTYPES or not hash_:
+        return (
+            f"not a ware ID (<packtype>:<hash>, packtypes: {', '.join(ALL_PACKTYPES)});"
+            " a catalog gives wares, never host paths"
+        )
+    return None
+
+
 class Lineage(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     name: str
     releases: list[Release] | None = None
@@ -60,10 +79,15 @@ class Lineage(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
         raise ModuleError(f"no such release {name!r} in lineage {self.name!r}")
 
     def item(self, release: str, item: str) -> str:
+        """The ware ID of ``item``; ``ModuleError`` when missing or not a ware ID."""
         rel = self.release(release)
+        where = f"{self.name}:{release}"
         if item not in (rel.items or {}):
-            raise ModuleError(f"no such item {item!r} in release {f'{self.name}:{release}'!r}")
-        return (rel.items or {})[item]
+            raise ModuleError(f"no such item {item!r} in release {where!r}")
+        ware = (rel.items or {})[item]
+        if problem := ware_item_problem(ware):
+            raise ModuleError(f"item {item!r} of release {where!r} is {ware!r}: {problem}")
+        return ware
 
     def prepend(self, rel: Release) -> Lineage:
         """A new lineage with ``rel`` first; a release of that name already there is refused."""

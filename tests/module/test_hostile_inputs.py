@@ -12,7 +12,6 @@ outside the workspace and runs nothing.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
