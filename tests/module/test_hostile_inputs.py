@@ -12,6 +12,7 @@ outside the workspace and runs nothing.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -77,3 +78,74 @@ def test_a_candidate_item_cannot_be_a_host_mount(scratch: Scratch) -> None:
     assert done.code == Category.USAGE, done.stderr
     assert "import 'evil'" in done.stderr
     assert list(host_dir.iterdir()) == []
+
+
+# ---------------------------------------------------------------- .timeless symlinks
+
+#: No step: the candidate is written without any job running.
+NO_STEPS = {"imports": {"b": f"ingest:literal:{BUSYBASH}"}, "steps": {}, "exports": {"e": "b"}}
+
+
+def _tree(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@pytest.mark.parametrize(
+    "link",
+    [
+        ".timeless/candidates",
+        ".timeless/candidates/default",
+        ".timeless/candidates/default/m.org",
+        ".timeless/candidates/default/m.org/x",
+    ],
+)
+def test_the_candidate_is_never_written_through_a_symlink(scratch: Scratch, link: str) -> None:
+    """A workspace shipping ``.timeless/candidates...`` as a symlink gets no file written outside it."""
+    outside = scratch.base / "outside"
+    outside.mkdir()
+    ws = scratch.base / "ws"
+    (ws / ".timeless").mkdir(parents=True)
+    (ws / link).parent.mkdir(parents=True, exist_ok=True)
+    (ws / link).symlink_to(outside)
+    write_module(ws / "m.org/x", NO_STEPS)
+    done = scratch.repeatr(ws / "m.org/x", "module", "run")
+    assert done.code == Category.USAGE, done.stderr
+    assert "symlink" in done.stderr
+    assert str(ws / link) in done.stderr
+    assert "Traceback" not in done.stderr
+    assert _tree(outside) == []
+
+
+def test_a_release_is_never_written_through_a_symlink(scratch: Scratch) -> None:
+    """``catalog release`` with ``.timeless/catalog/<module>`` a symlink writes nothing outside."""
+    outside = scratch.base / "outside"
+    outside.mkdir()
+    ws = scratch.base / "ws"
+    (ws / ".timeless" / "catalog" / "m.org").mkdir(parents=True)
+    (ws / ".timeless" / "catalog" / "m.org" / "x").symlink_to(outside)
+    write_module(ws / "m.org/x", NO_STEPS)
+    done = scratch.repeatr(ws / "m.org/x", "module", "run")
+    assert done.code == 0, done.stderr
+    done = scratch.repeatr(ws / "m.org/x", "catalog", "release", "v1")
+    assert done.code == Category.USAGE, done.stderr
+    assert "symlink" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert _tree(outside) == []
+
+
+def test_the_staging_warehouse_is_never_a_symlink(scratch: Scratch) -> None:
+    """``.timeless/warehouse`` pointing elsewhere: a pack ingest stores nothing there."""
+    outside = scratch.base / "outside"
+    outside.mkdir()
+    ws = scratch.base / "ws"
+    (ws / ".timeless").mkdir(parents=True)
+    (ws / ".timeless" / "warehouse").symlink_to(outside)
+    (ws / "m.org/x/src").mkdir(parents=True)
+    (ws / "m.org/x/src/file").write_text("data\n")
+    write_module(ws / "m.org/x", {
+        "imports": {"src": "ingest:pack:tar:./src"}, "steps": {}, "exports": {"e": "src"}})
+    done = scratch.repeatr(ws / "m.org/x", "module", "run")
+    assert done.code == Category.USAGE, done.stderr
+    assert "symlink" in done.stderr
+    assert str(ws / ".timeless" / "warehouse") in done.stderr
+    assert _tree(outside) == []
