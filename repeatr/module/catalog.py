@@ -17,10 +17,7 @@ through it alone.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,6 +149,9 @@ class CatalogTree:
     """One directory of lineages (the catalog, or a saga's candidates)."""
 
     root: Path
+    #: Where writes start from (the workspace root): no symlink below it is followed.
+    #: None: from :attr:`root`.
+    anchor: Path | None = None
 
     def lineage_path(self, module: str) -> Path:
         return _module_dir(self.root, module) / LINEAGE_FILE
@@ -178,19 +178,25 @@ class CatalogTree:
         return decode(data, Mirrors, str(path))
 
     def save_lineage(self, lineage: Lineage) -> Path:
-        """Write ``lineage`` (tab-indented, as reach wrote it) atomically; returns its path."""
+        """Write ``lineage`` (tab-indented, as reach wrote it) atomically; returns its path.
+
+        No symlink below :attr:`anchor` is followed (``repeatr.nofollow``):
+        a workspace's ``.timeless/`` may come from anyone's checkout.
+        """
+        from repeatr.nofollow import SymlinkInPath, write_file
+
         path = self.lineage_path(lineage.name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{LINEAGE_FILE}.tmp-", dir=path.parent)
+        data = (lineage_json(lineage) + "\n").encode()
+        parts = [*self.root.relative_to(self.anchor or self.root).parts, *lineage.name.split("/")]
         try:
-            with os.fdopen(fd, "w") as f:
-                f.write(lineage_json(lineage) + "\n")
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+            write_file(self.anchor or self.root, parts, LINEAGE_FILE, data)
+        except SymlinkInPath as exc:
+            raise ModuleError(
+                f"cannot write {path}: {exc.path} is {exc.what};"
+                " repeatr does not write through symlinks in a workspace's .timeless",
+            ) from exc
+        except OSError as exc:
+            raise ModuleError(f"cannot write {path}: {exc.strerror or exc}") from exc
         return path
 
 
@@ -216,11 +222,11 @@ class CatalogView:
 
     @property
     def catalog(self) -> CatalogTree:
-        return CatalogTree(self.workspace.catalog_root)
+        return CatalogTree(self.workspace.catalog_root, self.workspace.root)
 
     @property
     def candidates(self) -> CatalogTree:
-        return CatalogTree(self.workspace.candidates_root())
+        return CatalogTree(self.workspace.candidates_root(), self.workspace.root)
 
     def lineage(self, module: str) -> Lineage:
         """The module's lineage, its candidate release first; ``ModuleError`` if there is none."""

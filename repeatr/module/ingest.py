@@ -23,6 +23,7 @@ from pathlib import Path
 
 from repeatr.errors import ModuleError, RepeatrError
 from repeatr.module.catalog import WareSourcing
+from repeatr.module.layout import Workspace
 from repeatr.module.model import IngestRef
 
 
@@ -32,8 +33,8 @@ class IngestContext:
     module_dir: Path
     #: The staging warehouse URL, by packtype (reach's WareStaging).
     staging: dict[str, str]
-    #: Its directory, made when a pack ingest first stores into it.
-    staging_dir: Path
+    #: The workspace: its staging directory is made when a pack ingest first stores into it.
+    workspace: Workspace
     #: Hash only, store nothing (``module plan``).
     dry: bool = False
 
@@ -117,7 +118,7 @@ def ingest_pack(ref: IngestRef, ctx: IngestContext) -> tuple[str, WareSourcing]:
         else:
             from repeatr.warehouse import warehouse_for
 
-            ctx.staging_dir.mkdir(exist_ok=True)
+            ctx.workspace.make_staging()
             with warehouse_for(target).start_save() as session:
                 ware = pack_dir(path, session.file, filters=PACK_FLATTEN, packtype=packtype)
                 session.commit(ware)
