@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from repeatr.errors import Category
+from repeatr.errors import Category, ModuleError
+from repeatr.module.catalog import CatalogView
+from repeatr.module.layout import Workspace
 from tests.module.conftest import Scratch, stage_busybash
 from tests.module.workspaces import BUSYBASH, write_lineage, write_module
 
@@ -149,3 +151,23 @@ def test_the_staging_warehouse_is_never_a_symlink(scratch: Scratch) -> None:
     assert "symlink" in done.stderr
     assert str(ws / ".timeless" / "warehouse") in done.stderr
     assert _tree(outside) == []
+
+
+def test_a_lineage_naming_another_module_cannot_overwrite_its_lineage(tmp_path: Path) -> None:
+    """``catalog/a.org/x/lineage.tl`` saying ``"name": "b.org/y"``: a release of a.org/x leaves b.org/y alone."""
+    ws = tmp_path / "ws"
+    (ws / ".timeless").mkdir(parents=True)
+    write_lineage(ws, "b.org/y", {"v9": {"bin": BUSYBASH}})
+    victim = ws / ".timeless" / "catalog" / "b.org" / "y" / "lineage.tl"
+    before = victim.read_bytes()
+    liar = ws / ".timeless" / "catalog" / "a.org" / "x"
+    liar.mkdir(parents=True)
+    (liar / "lineage.tl").write_text(json.dumps({"name": "b.org/y", "releases": []}))
+    view = CatalogView(Workspace(ws))
+    view.save_candidate("a.org/x", {"bin": BUSYBASH})
+    with pytest.raises(ModuleError, match=r"a\.org/x/lineage\.tl.*'b\.org/y'") as info:
+        view.release("a.org/x", "v1")
+    assert info.value.category == Category.USAGE
+    assert victim.read_bytes() == before
+    with pytest.raises(ModuleError, match=r"'b\.org/y'"):
+        view.lineage("a.org/x")
