@@ -165,7 +165,13 @@ class CatalogTree:
             return None
         except OSError as exc:
             raise ModuleError(f"{path}: cannot read: {exc.strerror}") from exc
-        return decode(data, Lineage, str(path))
+        lineage = decode(data, Lineage, str(path))
+        if lineage.name != module:
+            # Its name is where a release would write it back: another module's lineage.
+            raise ModuleError(
+                f"{path}: names the lineage {lineage.name!r}, but it is module {module!r}'s"
+            )
+        return lineage
 
     def load_mirrors(self, module: str) -> Mirrors | None:
         path = _module_dir(self.root, module) / MIRRORS_FILE
