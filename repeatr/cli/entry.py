@@ -42,8 +42,8 @@ def state_root(cache_option: str | None) -> str:
 
 def memo_hit(argv: Sequence[str]) -> bool:
     """Print the stored record and return True if ``argv`` is a memoized ``repeatr run``."""
-    if not argv or argv[0] != "run":
-        return False
+    if not argv or argv[0] != "run" or os.environ.get("REPEATR_DASK"):
+        return False  # on Dask, the client's memo answers for the file it sends
     opts: dict[str, str] = {}
     files: list[str] = []
     args = list(argv[1:])
@@ -181,6 +181,8 @@ def prestart_server(argv: Sequence[str]) -> ServerProcess | None:
     """
     if not argv or argv[0] != "run" or "-h" in argv or "--help" in argv or os.geteuid() != 0:
         return None
+    if os.environ.get("REPEATR_DASK") or any(a.startswith("--dask") for a in argv):
+        return None  # the jobs run on Dask workers
     from repeatr.executors.spawn import spawn_server
 
     try:

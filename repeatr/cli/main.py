@@ -167,7 +167,9 @@ def ware_disk_limit(args: argparse.Namespace) -> str:
     )
 
 
-def run_cancellable(fn: Callable[[], Awaitable[T]], out: Reporter, what: str = "run") -> T:
+def run_cancellable(
+    fn: Callable[[], Awaitable[T]], out: Reporter, what: str = "run", backend: str | None = None
+) -> T:
     """Run ``fn`` in an event loop that Ctrl-C, SIGTERM and SIGHUP cancel.
 
     Cancelling lets ``fn`` tear everything down, then raises ``Cancelled``
@@ -176,6 +178,7 @@ def run_cancellable(fn: Callable[[], Awaitable[T]], out: Reporter, what: str = "
     receiver is up is picked up when it is, and one after the receiver has
     closed (a second Ctrl-C during teardown) changes nothing. Never an
     exception raised into the loop's or anyio's code at a random point.
+    ``backend``: the event loop (default ``REPEATR_ASYNC_BACKEND``, else asyncio).
     """
     import anyio
 
@@ -216,7 +219,8 @@ def run_cancellable(fn: Callable[[], Awaitable[T]], out: Reporter, what: str = "
     deliver_pending_signal()  # one deferred during an import must not fire inside the loop
     set_in_loop(True)
     try:
-        result = anyio.run(main, backend=os.environ.get("REPEATR_ASYNC_BACKEND", "asyncio"))
+        backend = backend or os.environ.get("REPEATR_ASYNC_BACKEND", "asyncio")
+        result = anyio.run(main, backend=backend)
     finally:
         set_in_loop(False)
         install_signal_handlers()

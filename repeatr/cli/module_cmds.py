@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from repeatr.cli.output import Format, Reporter
+from repeatr.errors import UsageError
 from repeatr.runner import EXECUTORS
 
 if TYPE_CHECKING:
+    from repeatr.distributed.client import DaskGraphRunner
     from repeatr.module.run import Loaded, ModuleOutcome, Prepared
     from repeatr.runner.run import RunOptions
 
@@ -97,6 +99,16 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         help="also copy every output to this warehouse (repeatable)",
     )
     _run_options(q)
+    q.add_argument(
+        "--dask", metavar="tcp://HOST:PORT", default=os.environ.get("REPEATR_DASK") or None,
+        help="run the steps on this Dask scheduler's workers (env REPEATR_DASK; needs"
+        " --warehouse; see docs/distributed.md)",
+    )
+    q.add_argument(
+        "--warehouse", metavar="URL",
+        help="with --dask: the warehouse every worker fetches inputs from and saves"
+        " outputs to (ca+http(s)://, or ca+file:// on storage every worker mounts)",
+    )
     q.set_defaults(func=cmd_run)
 
     q = msub.add_parser(
@@ -253,6 +265,26 @@ def _report_failures(out: Reporter, outcome: ModuleOutcome) -> None:
             out.line(f"repeatr: step {name!r} skipped: a step it reads failed")
 
 
+def _dask_runner(args: argparse.Namespace) -> DaskGraphRunner | None:
+    """Dask's graph runner for ``--dask`` (None without it); usage errors first."""
+    if not args.dask:
+        if args.warehouse:
+            raise UsageError("module run: --warehouse is for --dask")
+        return None
+    if not args.warehouse:
+        raise UsageError(
+            "module run --dask needs --warehouse URL: where every worker fetches inputs and"
+            " saves outputs (ca+file:// on shared storage, ca+http(s)://)"
+        )
+    from repeatr.distributed import require
+
+    require()
+    from repeatr.distributed.client import DaskGraphRunner, check_warehouse
+
+    check_warehouse(args.warehouse)
+    return DaskGraphRunner(args.dask, args.warehouse)
+
+
 def cmd_run(args: argparse.Namespace, out: Reporter) -> int:
     from repeatr.cli.graph_progress import graph_progress
     from repeatr.cli.main import run_cancellable
@@ -265,12 +297,15 @@ def cmd_run(args: argparse.Namespace, out: Reporter) -> int:
     _pins(out, prepared)
     options = _options(args, args.no_memo)
     batch = BatchOptions(jobs=args.jobs or os.cpu_count() or 1, fail_fast=args.fail_fast)
+    runner = _dask_runner(args)
 
     async def run() -> ModuleOutcome:
         async with graph_progress(out) as progress:
-            return await run_module(prepared, options, batch, progress.events, targets=args.target)
+            return await run_module(
+                prepared, options, batch, progress.events, targets=args.target, runner=runner
+            )
 
-    outcome = run_cancellable(run, out, "module")
+    outcome = run_cancellable(run, out, "module", backend="asyncio" if runner else None)
     if outcome.exports is None:
         _report_failures(out, outcome)
         return outcome.graph.exit_status or 1

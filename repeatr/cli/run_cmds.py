@@ -43,7 +43,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "(--format json: a result event naming the file); a formula that fails is\n"
         "reported with its file name and the others go on (--fail-fast: they are\n"
         "cancelled). Exit status: 0 when every formula succeeded, else the most\n"
-        "severe of theirs (see docs/running.md).",
+        "severe of theirs (see docs/running.md).\n\n"
+        "--dask tcp://HOST:PORT runs them on a Dask cluster instead (workers started\n"
+        "with `dask worker … --preload repeatr.distributed`), saving every output to\n"
+        "--warehouse and fetching every input from it; the same records and exit\n"
+        "status (see docs/distributed.md; needs pip install 'repeatr[dask]').",
     )
     p.add_argument(
         "formula", metavar="FORMULA", nargs="+",
@@ -79,6 +83,15 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         help="when the job exits 0, also write DIR/record.json and, per output,"
         " DIR/<path with / as _>.ware_id (for make; see docs/make.md)",
     )
+    p.add_argument(
+        "--dask", metavar="tcp://HOST:PORT", default=os.environ.get("REPEATR_DASK") or None,
+        help="run on this Dask scheduler's workers (env REPEATR_DASK; needs --warehouse)",
+    )
+    p.add_argument(
+        "--warehouse", metavar="URL",
+        help="with --dask: the warehouse every worker reads inputs from and saves outputs to"
+        " (ca+http(s)://, or ca+file:// on storage every worker mounts)",
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(
@@ -107,7 +120,7 @@ def _exit_status(exit_code: int, ignore_job_exit: bool) -> int:
     return 0 if exit_code == 0 or ignore_job_exit else int(Category.JOB_FAILED)
 
 
-def _options(args: argparse.Namespace) -> RunOptions:
+def run_options(args: argparse.Namespace) -> RunOptions:
     from repeatr.cli.main import cache_root
     from repeatr.runner.run import RunOptions
 
@@ -127,6 +140,14 @@ def _options(args: argparse.Namespace) -> RunOptions:
 
 def cmd_run(args: argparse.Namespace, out: Reporter) -> int:
     files: list[str] = args.formula
+    if args.dask:
+        from repeatr.cli.dask_run import run_on_dask
+
+        return run_on_dask(args, out, files)
+    if args.warehouse:
+        raise UsageError(
+            "run: --warehouse is for --dask (a local run saves where the formula says)"
+        )
     if len(files) > 1 or files == ["-"]:
         return _run_batch(args, out, files)
     # One formula: a memo hit imports only the model and the memo store (the
@@ -134,12 +155,12 @@ def cmd_run(args: argparse.Namespace, out: Reporter) -> int:
     from repeatr.cli.events import runner_events
     from repeatr.runner.run import answered, execute, prepare
 
-    options = _options(args)
+    options = run_options(args)
     events = runner_events(out)
 
     def record(record_json: bytes) -> None:
         out.close()  # the packs' progress bars: the record goes to the same terminal
-        _print_record(out, record_json)
+        print_record(out, record_json)
 
     events.record = record
     prepared = prepare(files[0], options, events)
@@ -159,7 +180,7 @@ def cmd_run(args: argparse.Namespace, out: Reporter) -> int:
     return _exit_status(result.exit_code, args.ignore_job_exit)
 
 
-def _print_record(out: Reporter, record_json: bytes, file: str | None = None) -> None:
+def print_record(out: Reporter, record_json: bytes, file: str | None = None) -> None:
     if out.format is Format.JSON:
         import json
 
@@ -186,21 +207,21 @@ def _run_batch(args: argparse.Namespace, out: Reporter, files: list[str]) -> int
         files = [line.strip() for line in sys.stdin.read().splitlines() if line.strip()]
     if args.output_dir is not None:
         raise UsageError("run: --output-dir takes one formula, not a batch")
-    options = _options(args)
+    options = run_options(args)
 
     def events_for(file: str) -> Any:
         events = runner_events(out, file)
 
         def record(record_json: bytes) -> None:
             out.close()
-            _print_record(out, record_json, file)
+            print_record(out, record_json, file)
 
         events.record = record
         return events
 
     def on_done(item: BatchItem) -> None:
         if item.error is not None:
-            _print_error(out, item.formula_file, item.error)
+            print_error(out, item.formula_file, item.error)
         elif item.result is not None and item.result.exit_code != 0:
             out.log(f"{item.formula_file}: the job exited {item.result.exit_code}", level="warning")
 
@@ -231,7 +252,7 @@ def _run_batch(args: argparse.Namespace, out: Reporter, files: list[str]) -> int
     return most_severe(statuses)
 
 
-def _print_error(out: Reporter, file: str, err: RepeatrError) -> None:
+def print_error(out: Reporter, file: str, err: RepeatrError) -> None:
     """A formula of a batch that failed: its file name, the error, its category and code."""
     if out.format is Format.JSON:
         out.event(

@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from repeatr.errors import ModuleError
 from repeatr.graph.model import Graph, Input, NodeResult, Output, formula_file
@@ -209,6 +209,19 @@ def copy_to_targets(
     return copied
 
 
+class GraphRunner(Protocol):
+    """Another way to run a module's graph (``module run --dask``)."""
+
+    @property
+    def outputs_at(self) -> str:
+        """The warehouse its steps save their outputs to."""
+        ...
+
+    async def run(
+        self, graph: Graph, options: RunOptions, batch: BatchOptions, events: GraphEvents
+    ) -> GraphOutcome: ...
+
+
 async def run_module(
     prepared: Prepared,
     options: RunOptions,
@@ -216,9 +229,13 @@ async def run_module(
     events: GraphEvents,
     *,
     targets: Sequence[str] = (),
+    runner: GraphRunner | None = None,
 ) -> ModuleOutcome:
     """Run the module's graph; on success copy outputs to ``targets`` and save the candidate.
 
+    ``runner``: what runs the graph and where its outputs are saved (None:
+    ``repeatr.graph.local.run_graph``, saving to the workspace's staging
+    warehouse; ``repeatr module run --dask`` gives Dask's).
     Raises ``RepeatrError`` for what stopped the whole run (a cancel);
     a step that fails is in the outcome (``exports`` None).
     """
@@ -231,7 +248,12 @@ async def run_module(
         warehouse_for(target)  # an unknown scheme fails now, not after every step ran
     ws = prepared.workspace
     await anyio.to_thread.run_sync(ws.make_staging)
-    outcome = await run_graph(prepared.graph, options, batch, events)
+    source = ws.staging_url
+    if runner is None:
+        outcome = await run_graph(prepared.graph, options, batch, events)
+    else:
+        outcome = await runner.run(prepared.graph, options, batch, events)
+        source = runner.outputs_at
     if outcome.failed or outcome.skipped:
         return ModuleOutcome(outcome, None)
     exports = resolve_exports(prepared.built.exports, outcome.done)
@@ -239,7 +261,7 @@ async def run_module(
     if targets:
         produced = sorted({w for result in outcome.done.values() for w in result.results.values()})
         copied = await anyio.to_thread.run_sync(
-            copy_to_targets, produced, ws.staging_url, list(targets), events.log
+            copy_to_targets, produced, source, list(targets), events.log
         )
     name = prepared.loaded.layout.name
     candidate = await anyio.to_thread.run_sync(CatalogView(ws).save_candidate, name, exports)
