@@ -171,3 +171,17 @@ def test_a_lineage_naming_another_module_cannot_overwrite_its_lineage(tmp_path: 
     assert victim.read_bytes() == before
     with pytest.raises(ModuleError, match=r"'b\.org/y'"):
         view.lineage("a.org/x")
+
+
+@pytest.mark.parametrize("name", ["v1\x1b[2J", "v\x001", "v1\nv2", "v\u202e1", "v" * 300])
+def test_a_release_name_with_control_characters_or_too_long_is_refused(
+    tmp_path: Path, name: str
+) -> None:
+    """A release name is shown by ``catalog show`` and ``module plan``: no terminal escapes, no NUL."""
+    ws = tmp_path / "ws"
+    (ws / ".timeless").mkdir(parents=True)
+    view = CatalogView(Workspace(ws))
+    view.save_candidate("a.org/x", {"bin": BUSYBASH})
+    with pytest.raises(ModuleError, match="not a release name"):
+        view.release("a.org/x", name)
+    assert not (ws / ".timeless" / "catalog").exists()
