@@ -65,6 +65,30 @@ def ware_item_problem(text: str) -> str | None:
     return None
 
 
+#: The longest release name ``catalog release`` accepts (a DNS label's 63, with room).
+RELEASE_NAME_MAX = 128
+
+
+def release_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a new release's name, or None.
+
+    Release names are printed (``catalog show``, ``module plan``) and typed
+    in refs: no ``:`` or ``/`` (ref separators), no spaces around, and no
+    control or format characters (terminal escapes, NUL, bidi overrides).
+    """
+    import unicodedata
+
+    if not name or name.strip() != name:
+        return "must be non-empty, with no spaces around it"
+    if ":" in name or "/" in name:
+        return "must not contain ':' or '/'"
+    if len(name) > RELEASE_NAME_MAX:
+        return f"must be no more than {RELEASE_NAME_MAX} characters"
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in name):
+        return "must not contain control or format characters"
+    return None
+
+
 class Lineage(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     name: str
     releases: list[Release] | None = None
@@ -264,10 +288,8 @@ class CatalogView:
         Raises ``ModuleError`` when there is no candidate, when ``name`` is
         taken (or is ``candidate``), or is not a usable release name.
         """
-        if not name or ":" in name or "/" in name or name.strip() != name:
-            raise ModuleError(
-                f"{name!r} is not a release name (non-empty; no ':', '/' or spaces around it)"
-            )
+        if problem := release_name_problem(name):
+            raise ModuleError(f"{name!r} is not a release name: {problem}")
         if name == CANDIDATE:
             raise ModuleError(
                 f"{CANDIDATE!r} is reserved for the last run's exports; choose another name"
