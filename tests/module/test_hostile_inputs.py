@@ -12,6 +12,7 @@ outside the workspace and runs nothing.
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -185,3 +186,42 @@ def test_a_release_name_with_control_characters_or_too_long_is_refused(
     with pytest.raises(ModuleError, match="not a release name"):
         view.release("a.org/x", name)
     assert not (ws / ".timeless" / "catalog").exists()
+
+
+# ---------------------------------------------------------------- git ingest
+
+
+def _git(*args: str) -> None:
+    subprocess.run(["git", "-c", "user.email=t@example.org", "-c", "user.name=t", *args],
+                   check=True, capture_output=True)
+
+
+def test_a_git_ingest_of_another_users_repository_is_refused_before_anything_runs(
+    scratch: Scratch,
+) -> None:
+    """Git will not serve another user's repository to root (its safe.directory rule, which
+    guards against a repository's config running commands): so ``ingest:git`` refuses it
+    when the module is loaded, in ``plan`` as in ``run``, rather than pinning it and failing
+    at the fetch with git's advice to change a config repeatr never reads."""
+    ws = scratch.base / "ws"
+    (ws / ".timeless").mkdir(parents=True)
+    stage_busybash(ws)
+    repo = ws / "m.org/x/repo"
+    repo.mkdir(parents=True)
+    _git("init", "-q", str(repo))
+    (repo / "f").write_text("hi\n")
+    _git("-C", str(repo), "add", "f")
+    _git("-C", str(repo), "commit", "-qm", "x")
+    subprocess.run(["chown", "-R", "65534:65534", str(repo)], check=True)
+    write_module(ws / "m.org/x", {
+        "imports": {"src": "ingest:git:./repo:HEAD", "base": f"ingest:literal:{BUSYBASH}"},
+        "steps": {"cat": {"operation": {
+            "inputs": {"/": "base", "/src": "src"}, "action": {"exec": ["/bin/cat", "/src/f"]}}}},
+    })
+    for command in ("plan", "run"):
+        done = scratch.repeatr(ws / "m.org/x", "module", command)
+        assert done.code == Category.USAGE, done.stderr
+        assert "import 'src'" in done.stderr
+        assert "owned by uid 65534" in done.stderr
+        assert "Traceback" not in done.stderr
+        assert "running" not in done.stdout + done.stderr
