@@ -45,12 +45,32 @@ def _git_env() -> dict[str, str]:
         "HOME": "/nonexistent",
         "GIT_CONFIG_NOSYSTEM": "1",
         "GIT_CONFIG_GLOBAL": "/dev/null",
-        # The repository is the user's own working tree, whoever owns it.
-        "GIT_CONFIG_COUNT": "1",
-        "GIT_CONFIG_KEY_0": "safe.directory",
-        "GIT_CONFIG_VALUE_0": "*",
         "LC_ALL": "C",
     }
+
+
+def _check_owner(ref: IngestRef, repo: Path) -> None:
+    """``ModuleError`` unless ``repo`` (and its ``.git``) belong to the user running repeatr.
+
+    Git reads another user's repository only when told it is safe
+    (``safe.directory``): a repository's config can make git run commands
+    (``core.fsmonitor``...), and root must not run them for whoever owns
+    it. The step's fetch of the ``git:`` ware (``repeatr.warehouse.gitrepo``)
+    keeps that rule, so the ingest keeps it too: refused here, when the
+    module is loaded, not after other steps ran.
+    """
+    me = os.geteuid()
+    for path in (repo, repo / ".git"):
+        try:
+            owner = path.stat().st_uid
+        except OSError:
+            continue  # git says what is missing
+        if owner != me:
+            raise ModuleError(
+                f"{ref}: {path} is owned by uid {owner}, not by the user running repeatr"
+                f" (uid {me}); git does not read another user's repository for it",
+                hint="run repeatr as the repository's owner, or ingest a copy you own",
+            )
 
 
 def ingest_git(ref: IngestRef, ctx: IngestContext) -> tuple[str, WareSourcing]:
@@ -64,6 +84,7 @@ def ingest_git(ref: IngestRef, ctx: IngestContext) -> tuple[str, WareSourcing]:
             f"{ref}: {git_ref!r} is not a full ref name (HEAD, refs/heads/NAME, refs/tags/NAME)"
         )
     repo = Path(os.path.normpath(ctx.module_dir / path_text))
+    _check_owner(ref, repo)
     try:
         done = subprocess.run(
             [

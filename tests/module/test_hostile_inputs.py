@@ -224,4 +224,4 @@ def test_a_git_ingest_of_another_users_repository_is_refused_before_anything_run
         assert "import 'src'" in done.stderr
         assert "owned by uid 65534" in done.stderr
         assert "Traceback" not in done.stderr
-        assert "running" not in done.stdout + done.stderr
+        assert '"state": "running"' not in done.stdout + done.stderr
