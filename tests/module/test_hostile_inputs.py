@@ -225,3 +225,25 @@ def test_a_git_ingest_of_another_users_repository_is_refused_before_anything_run
         assert "owned by uid 65534" in done.stderr
         assert "Traceback" not in done.stderr
         assert '"state": "running"' not in done.stdout + done.stderr
+
+
+def test_a_staged_ware_is_never_written_through_a_shelf_symlink(scratch: Scratch) -> None:
+    """``.timeless/warehouse/<hash[0:3]>`` a symlink: the packed ware is not placed outside."""
+    ws = scratch.base / "ws"
+    (ws / ".timeless" / "warehouse").mkdir(parents=True)
+    (ws / "m.org/x/src").mkdir(parents=True)
+    (ws / "m.org/x/src/file").write_text("data\n")
+    write_module(ws / "m.org/x", {
+        "imports": {"src": "ingest:pack:tar:./src"}, "steps": {}, "exports": {"e": "src"}})
+    plan = scratch.repeatr(ws / "m.org/x", "module", "plan")
+    assert plan.code == 0, plan.stderr
+    ware = next(w for w in plan.stdout.split() if w.startswith("tar:"))
+    digest = ware.partition(":")[2]
+    outside = scratch.base / "outside"
+    outside.mkdir()
+    (ws / ".timeless" / "warehouse" / digest[:3]).symlink_to(outside)
+    done = scratch.repeatr(ws / "m.org/x", "module", "run")
+    assert done.code == Category.WAREHOUSE_UNWRITABLE, done.stderr
+    assert "symlink" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert _tree(outside) == []
