@@ -247,3 +247,18 @@ def test_a_staged_ware_is_never_written_through_a_shelf_symlink(scratch: Scratch
     assert "symlink" in done.stderr
     assert "Traceback" not in done.stderr
     assert _tree(outside) == []
+
+
+def test_a_symlinked_release_lock_is_our_error(tmp_path: Path) -> None:
+    """``.timeless/catalog.lock`` a symlink: never followed (O_NOFOLLOW), and said so as ours."""
+    ws = tmp_path / "ws"
+    (ws / ".timeless").mkdir(parents=True)
+    target = tmp_path / "target"
+    target.write_text("keep")
+    (ws / ".timeless" / "catalog.lock").symlink_to(target)
+    view = CatalogView(Workspace(ws))
+    view.save_candidate("a.org/x", {"bin": BUSYBASH})
+    with pytest.raises(ModuleError, match=r"catalog\.lock"):
+        view.release("a.org/x", "v1")
+    assert target.read_text() == "keep"
+    assert not (ws / ".timeless" / "catalog").exists()
