@@ -17,6 +17,7 @@ through it alone.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -309,12 +310,17 @@ class CatalogView:
         )
         # Read, prepend, write: under one workspace-wide lock, or a release
         # made at the same time by another process is lost.
-        with locks.exclusive(
-            self.workspace.dot / RELEASE_LOCK,
-            resource=f"the catalog of {self.workspace.root}",
-            timeout=RELEASE_LOCK_TIMEOUT,
-            category=Category.USAGE,
-        ):
+        lock = self.workspace.dot / RELEASE_LOCK
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(locks.exclusive(
+                    lock,
+                    resource=f"the catalog of {self.workspace.root}",
+                    timeout=RELEASE_LOCK_TIMEOUT,
+                    category=Category.USAGE,
+                ))
+            except OSError as exc:  # a symlink there (never followed), a read-only workspace
+                raise ModuleError(f"cannot take the lock {lock}: {exc.strerror or exc}") from exc
             main = self.catalog.load_lineage(module) or Lineage(name=module, releases=[])
             self.catalog.save_lineage(main.prepend(rel))
         return rel
