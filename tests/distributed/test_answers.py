@@ -19,7 +19,7 @@ import pytest
 from repeatr.distributed.client import DaskRun
 from repeatr.distributed.task import Answer, Failure
 from repeatr.errors import Category, RepeatrError
-from repeatr.graph.model import Graph, GraphEvents, Node, NodeResult, Output
+from repeatr.graph.model import Graph, GraphEvents, Node, NodeResult, Output, formula_file
 from repeatr.runner.batch import BatchOptions
 from repeatr.runner.run import RunOptions
 
@@ -90,3 +90,15 @@ def test_an_unknown_failure_category_is_an_executor_error(tmp_path: Path) -> Non
     assert isinstance(error, RepeatrError)
     assert error.category == Category.EXECUTOR
     assert "boom" in error.message
+
+
+@pytest.mark.parametrize("ware", ["mount:rw:/", "mount:ro:/etc", "tar:../../x", "not a ware"])
+def test_a_needed_nodes_result_must_be_a_ware_to_become_an_input(ware: str) -> None:
+    """Worker to worker: Dask hands node b the answer of node a directly, not through the
+    client's check, and b's formula is filled in from it (``formula_file``), on b's worker.
+    A result that is not a ware ID must never become b's input (a mount of b's host)."""
+    graph = _graph()
+    done = {"a": NodeResult("a", 0, {"/out": ware}, b"{}")}
+    with pytest.raises(RepeatrError, match="'/out'") as info:
+        formula_file(graph.nodes["b"], done)
+    assert info.value.category == Category.EXECUTOR
