@@ -262,3 +262,15 @@ def test_a_symlinked_release_lock_is_our_error(tmp_path: Path) -> None:
         view.release("a.org/x", "v1")
     assert target.read_text() == "keep"
     assert not (ws / ".timeless" / "catalog").exists()
+
+
+def test_a_release_publishes_ware_ids_only(tmp_path: Path) -> None:
+    """A candidate exporting a ``mount:`` (an ``ingest:literal:mount:`` passed through) is not
+    published: a catalog others import from holds ware IDs only."""
+    ws = tmp_path / "ws"
+    (ws / ".timeless").mkdir(parents=True)
+    view = CatalogView(Workspace(ws))
+    view.save_candidate("a.org/x", {"bin": BUSYBASH, "host": "mount:ro:/etc"})
+    with pytest.raises(ModuleError, match=r"'host'.*not a ware ID"):
+        view.release("a.org/x", "v1")
+    assert not (ws / ".timeless" / "catalog").exists()
