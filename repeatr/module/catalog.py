@@ -305,6 +305,9 @@ class CatalogView:
                 hint="run `repeatr module run` in it first",
             )
         items = cand.release(CANDIDATE).items
+        for item, ware in sorted((items or {}).items()):
+            if problem := ware_item_problem(ware):
+                raise ModuleError(f"module {module!r}: export {item!r} is {ware!r}: {problem}")
         rel = Release(
             name=name, items=dict(items or {}), metadata=dict(metadata) if metadata else None
         )
