@@ -102,3 +102,16 @@ def test_a_needed_nodes_result_must_be_a_ware_to_become_an_input(ware: str) -> N
     with pytest.raises(RepeatrError, match="'/out'") as info:
         formula_file(graph.nodes["b"], done)
     assert info.value.category == Category.EXECUTOR
+
+
+def test_a_record_that_says_other_results_than_the_answer_fails_the_node(tmp_path: Path) -> None:
+    """The record is what the client's memo store keeps and later answers from: its results
+    must be the answer's (already checked), not others smuggled past the check."""
+    results = {"/out": GOOD}
+    forged = Answer("a", result=NodeResult("a", 0, results, _record({"/out": "mount:rw:/"})),
+                    worker="tcp://evil")
+    run = _settle(tmp_path, forged)
+    assert "a" not in run.done
+    assert isinstance(run.failed["a"], RepeatrError)
+    memo = tmp_path / "state" / "memo"
+    assert not memo.exists() or not any(p.is_file() for p in memo.rglob("*"))
