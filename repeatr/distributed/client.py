@@ -110,7 +110,8 @@ def result_problem(node: Node, result: NodeResult) -> str | None:
     a success must name, at the node's own output paths only, ware IDs of
     the packtype each output is packed as: never a ``mount:`` (a host
     directory of whichever worker runs the next node) nor a malformed ID.
-    The wares themselves are checked against their IDs when fetched.
+    The wares themselves are checked against their IDs when fetched. The
+    record must say the same results (the memo store keeps the record).
     """
     from repeatr.model.wareid import WareID
 
@@ -127,6 +128,13 @@ def result_problem(node: Node, result: NodeResult) -> str | None:
         packtype = spec.get("packtype", "tar")
         if parsed.packtype != packtype:
             return f"{ware!r} at {path!r}, which is packed as {packtype!r}"
+    # The record is what the memo store keeps and answers from later.
+    try:
+        record = json.loads(result.record_json)
+    except ValueError:
+        return "a run record that is not JSON"
+    if not isinstance(record, dict) or (record.get("results") or {}) != dict(result.results):
+        return "a run record whose results are not the answer's"
     return None
 
 
