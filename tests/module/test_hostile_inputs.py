@@ -17,9 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from repeatr.errors import Category, ModuleError
+from repeatr.errors import Category, FormulaError, ModuleError
 from repeatr.module.catalog import CatalogView
 from repeatr.module.layout import Workspace
+from repeatr.module.model import load_module_bytes
+from repeatr.module.order import check, order_deep
 from tests.module.conftest import Scratch, stage_busybash
 from tests.module.workspaces import BUSYBASH, write_lineage, write_module
 
@@ -274,3 +276,46 @@ def test_a_release_publishes_ware_ids_only(tmp_path: Path) -> None:
     with pytest.raises(ModuleError, match=r"'host'.*not a ware ID"):
         view.release("a.org/x", "v1")
     assert not (ws / ".timeless" / "catalog").exists()
+
+
+# ---------------------------------------------------------------- shapes (already refused: kept so)
+
+
+def _nested(depth: int) -> bytes:
+    inner = '{"steps": {"s": {"operation": {"action": {"exec": ["/bin/true"]}}}}}'
+    return ('{"steps": {"m": {"module": ' * depth + inner + "}}}" * depth).encode()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [_nested(1000), _nested(100_000), b"[" * 200_000 + b"]" * 200_000,
+     b'{"steps": {"a": ' * 50_000 + b"{}" + b"}}" * 50_000],
+    ids=["modules-1000-deep", "modules-100000-deep", "array-bomb", "object-bomb"],
+)
+def test_a_nesting_bomb_is_a_usage_error_naming_the_file(data: bytes) -> None:
+    with pytest.raises(FormulaError, match=r"^m\.tl:1:\d+: nested more than 100 levels deep") as info:
+        load_module_bytes(data, "m.tl")
+    assert info.value.category == Category.USAGE
+
+
+@pytest.mark.parametrize(
+    ("steps", "at"),
+    [
+        ({"a": {"operation": {"inputs": {"/": "b", "/m": "m.e"}, "outputs": {"o": "/o"}}},
+          "m": {"module": {"imports": {"x": "parent:a.o"}, "steps": {
+              "s": {"operation": {"inputs": {"/": "x"}, "outputs": {"o": "/o"}}}},
+              "exports": {"e": "s.o"}}}}, "a"),
+        ({"m": {"module": {"imports": {"x": "parent:m.e"}, "steps": {
+            "s": {"operation": {"inputs": {"/": "x"}, "outputs": {"o": "/o"}}}},
+            "exports": {"e": "s.o"}}}}, "m"),
+    ],
+    ids=["through-a-nested-module", "a-module-reading-its-own-export"],
+)
+def test_a_cycle_through_parent_refs_is_found_before_anything_runs(
+    steps: dict[str, object], at: str
+) -> None:
+    doc = {"imports": {"b": f"ingest:literal:{BUSYBASH}"}, "steps": steps}
+    mod = load_module_bytes(json.dumps(doc).encode(), "m.tl")
+    with pytest.raises(ModuleError, match=f"not a dag: loop detected at '{at}'"):
+        check(mod, "m.tl")
+        order_deep(mod, "m.tl")
