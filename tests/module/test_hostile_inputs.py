@@ -12,6 +12,7 @@ outside the workspace and runs nothing.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -319,3 +320,26 @@ def test_a_cycle_through_parent_refs_is_found_before_anything_runs(
     with pytest.raises(ModuleError, match=f"not a dag: loop detected at '{at}'"):
         check(mod, "m.tl")
         order_deep(mod, "m.tl")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
+@pytest.mark.parametrize("name", ["lineage.tl", "mirrors.tl"])
+def test_a_catalog_file_that_is_no_regular_file_is_refused(
+    scratch: Scratch, kind: str, name: str
+) -> None:
+    """A FIFO (hangs a read) or a symlink to ``/dev/zero`` (an endless one, as root) in a
+    checkout's catalog: refused at once, naming the file."""
+    ws = scratch.base / "ws"
+    (ws / ".timeless").mkdir(parents=True)
+    write_lineage(ws, "evil.org/x", {"v1": {"bin": BUSYBASH}})
+    path = ws / ".timeless" / "catalog" / "evil.org" / "x" / name
+    path.unlink(missing_ok=True)
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to("/dev/zero")
+    write_module(ws / "m.org/x", {"imports": {"b": "catalog:evil.org/x:v1:bin"}, "steps": {}})
+    done = scratch.repeatr(ws / "m.org/x", "module", "plan", timeout=30)
+    assert done.code == Category.USAGE, done.stderr
+    assert str(path) in done.stderr
+    assert "not a regular file" in done.stderr
