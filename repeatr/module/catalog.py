@@ -169,6 +169,25 @@ def _module_dir(root: Path, module: str) -> Path:
     return root / module
 
 
+def _read(path: Path) -> bytes | None:
+    """The file's bytes; None when missing; ``ModuleError`` when not a regular file.
+
+    A catalog may come with a checkout: a FIFO there would hang the read,
+    a symlink to ``/dev/zero`` would never end it.
+    """
+    from repeatr.warehouse.file import NotRegularFile, open_regular
+
+    try:
+        with open_regular(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+    except NotRegularFile as exc:
+        raise ModuleError(str(exc)) from exc  # "<path> is not a regular file"
+    except OSError as exc:
+        raise ModuleError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+
+
 @dataclass(frozen=True)
 class CatalogTree:
     """One directory of lineages (the catalog, or a saga's candidates)."""
@@ -184,12 +203,9 @@ class CatalogTree:
     def load_lineage(self, module: str) -> Lineage | None:
         """The module's lineage, or None when the tree has none."""
         path = self.lineage_path(module)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
+        data = _read(path)
+        if data is None:
             return None
-        except OSError as exc:
-            raise ModuleError(f"{path}: cannot read: {exc.strerror}") from exc
         lineage = decode(data, Lineage, str(path))
         if lineage.name != module:
             # Its name is where a release would write it back: another module's lineage.
@@ -200,12 +216,9 @@ class CatalogTree:
 
     def load_mirrors(self, module: str) -> Mirrors | None:
         path = _module_dir(self.root, module) / MIRRORS_FILE
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
+        data = _read(path)
+        if data is None:
             return None
-        except OSError as exc:
-            raise ModuleError(f"{path}: cannot read: {exc.strerror}") from exc
         return decode(data, Mirrors, str(path))
 
     def save_lineage(self, lineage: Lineage) -> Path:
