@@ -50,6 +50,7 @@ examples:
   repeatr unpack tar:5y6N... ./out --source ca+file:///srv/wares/
   repeatr formula id hello.json                          the formula's ID
   repeatr cache ls                                       what is unpacked locally
+  repeatr module run                                     run the module (module.tl) here
 
 exit codes: 1 usage, 2 internal, 3 warehouse unavailable, 4 warehouse unwritable,
   5 ware not found, 6 ware corrupt, 7 hash mismatch, 8 cancelled, 9 cache,

@@ -234,8 +234,6 @@ def _report_failures(out: Reporter, outcome: ModuleOutcome) -> None:
             message = f"operation {name!r} exit code {failure.exit_code} -- eval halted"
             record = failure.record_json.decode().rstrip("\n")
             if out.format is Format.JSON:
-                import json
-
                 out.event(
                     "failed",
                     step=name,
@@ -262,7 +260,7 @@ def _report_failures(out: Reporter, outcome: ModuleOutcome) -> None:
         if out.format is Format.JSON:
             out.event("skipped", step=name)
         else:
-            out.line(f"repeatr: step {name!r} skipped: a step it reads failed")
+            out.line(f"repeatr: step {name!r} skipped (a step it reads failed, or --fail-fast)")
 
 
 def _dask_runner(args: argparse.Namespace) -> DaskGraphRunner | None:

@@ -84,6 +84,9 @@ def ingest_git(ref: IngestRef, ctx: IngestContext) -> tuple[str, WareSourcing]:
             f"{ref}: {git_ref!r} is not a full ref name (HEAD, refs/heads/NAME, refs/tags/NAME)"
         )
     repo = Path(os.path.normpath(ctx.module_dir / path_text))
+    if not (repo / ".git").exists() and not (repo / "HEAD").is_file():
+        # As reach's go-git PlainOpen: the repository's root (or a bare repository).
+        raise ModuleError(f"{ref}: {repo} is not the root of a git repository")
     _check_owner(ref, repo)
     try:
         done = subprocess.run(

@@ -28,7 +28,7 @@ class _Edge:
     label: str
 
 
-def _source_of(ware: Input, pins: dict[str, str]) -> str:
+def _source_of(ware: Input) -> str:
     if isinstance(ware, Output):
         return f"step:{ware.node}"
     return f"ware:{ware}"
@@ -36,12 +36,11 @@ def _source_of(ware: Input, pins: dict[str, str]) -> str:
 
 def _edges(prepared: Prepared) -> Iterator[_Edge]:
     graph = prepared.graph
-    pins = prepared.pins.wares
     for name in graph.order:
         for path, ware in sorted(graph.nodes[name].inputs.items()):
-            yield _Edge(_source_of(ware, pins), f"step:{name}", path)
+            yield _Edge(_source_of(ware), f"step:{name}", path)
     for item, ware in sorted(prepared.built.exports.items()):
-        yield _Edge(_source_of(ware, pins), f"export:{item}", "")
+        yield _Edge(_source_of(ware), f"export:{item}", "")
 
 
 def _ware_labels(prepared: Prepared) -> dict[str, str]:

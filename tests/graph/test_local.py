@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import anyio
 import pytest
@@ -63,6 +64,38 @@ async def test_fan_out_of_32_shares_one_cache(kit: Kit) -> None:
     assert outcome.exit_status == 0 and len(outcome.done) == 33
     for leaf in leaves:
         assert b"".join(rec.lines[leaf.name]) == f"root\n{leaf.name}\n".encode()
+    # At most -j at once, and -j at once: every leaf waited only for the limiter.
+    running = peak = 0
+    for _name, state, _t in rec.states:
+        running += (state is NodeState.RUNNING) - (state in FINAL - {NodeState.SKIPPED})
+        peak = max(peak, running)
+    assert peak == 4
+
+
+async def test_a_node_starts_when_what_it_reads_is_done_not_in_waves(kit: Kit) -> None:
+    """A slow step cannot end before a chain beside it has ended: no waiting for it."""
+    gate = kit.state.parent / "gate"
+    gate.mkdir()
+    slow = kit.node("slow", "until [ -e /gate/open ]; do sleep 0.02; done")
+    slow = replace(slow, inputs={**slow.inputs, "/gate": f"mount:ro:{gate}"})
+    chain = [kit.node("c0", _append("c0"), outputs=("/task/out",))]
+    for i in (1, 2, 3):
+        prev = chain[-1].name
+        chain.append(kit.node(f"c{i}", _append(f"c{i}", prev), reads=_reads(prev), outputs=("/task/out",)))
+    rec = Recorder()
+    events = rec.events()
+    recorded = events.state
+
+    def state(name: str, new: NodeState, seconds: float) -> None:
+        recorded(name, new, seconds)
+        if name == "c3" and new is NodeState.DONE:
+            (gate / "open").touch()
+
+    events.state = state
+    with anyio.fail_after(120):
+        outcome = await run_graph(graph_of(slow, *chain), kit.options, BatchOptions(jobs=2), events)
+    assert outcome.exit_status == 0, outcome.failed
+    assert rec.index("c3", NodeState.DONE) < rec.index("slow", NodeState.DONE)
 
 
 async def test_chain(kit: Kit) -> None:
@@ -103,12 +136,16 @@ async def test_an_error_outranks_a_job_failure(kit: Kit) -> None:
     bad = kit.node("bad", "true")
     bad = type(bad)(**{**bad.__dict__, "inputs": {"/": "tar:" + "9" * 40}})
     failing = kit.node("failing", "exit 1")
-    after = kit.node("after", "true", reads={"/in": Output("bad", "/task/out")})
-    outcome = await run_graph(graph_of(bad, failing, after), kit.options, BatchOptions(jobs=2), Recorder().events())
+    reads = {"/in": Output("bad", "/task/out"), "/in2": Output("failing", "/task/out")}
+    after = kit.node("after", "true", reads=reads)
+    rec = Recorder()
+    outcome = await run_graph(graph_of(bad, failing, after), kit.options, BatchOptions(jobs=2), rec.events())
     error = outcome.failed["bad"]
     assert isinstance(error, RepeatrError)
     assert outcome.exit_status == error.exit_code != Category.JOB_FAILED
+    # Both of what it reads failed: skipped once.
     assert outcome.skipped == ("after",)
+    assert rec.of("after") == [NodeState.PENDING, NodeState.SKIPPED]
 
 
 async def test_needed_output_missing(kit: Kit) -> None:

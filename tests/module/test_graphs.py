@@ -129,6 +129,15 @@ def test_ingest_git_of_a_repo_the_test_makes(scratch: Scratch) -> None:
     assert "import 'src'" in missing.stderr
     assert "refs/heads/nope" in missing.stderr
 
+    (repo / "sub").mkdir()
+    write_module(ws / "other", {
+        "imports": {**BASE_IMPORT, "src": "ingest:git:../proj/src/sub:HEAD"},
+        "steps": {"s": step("true", {"/src": "src"}, out=False)},
+    })
+    not_root = scratch.repeatr(ws / "other", "module", "run", "--executor", "ns")
+    assert not_root.code == 1
+    assert "is not the root of a git repository" in not_root.stderr
+
 
 def test_ingest_pack_and_literal(scratch: Scratch) -> None:
     ws = workspace(scratch)
@@ -266,3 +275,19 @@ def test_ctrl_c_cancels_the_whole_graph(scratch: Scratch) -> None:
     runs = scratch.state / "runs"
     assert not runs.exists() or not list(runs.iterdir()), "a work dir was left behind"
     assert not (ws / ".timeless/candidates").exists()
+
+
+def test_fail_fast_cancels_the_steps_still_running(scratch: Scratch) -> None:
+    ws = workspace(scratch)
+    write_module(ws, {
+        "imports": BASE_IMPORT,
+        "steps": {
+            "bad": step("sleep 0.5; exit 7", out=False),
+            "slow": step("sleep 600", out=False),
+        },
+    })
+    done = scratch.repeatr(ws, "module", "run", "-j", "2", "--fail-fast", "--executor", "ns",
+                           timeout=120)
+    assert done.code == Category.JOB_FAILED, done.stderr
+    assert "step 'bad' failed" in done.stderr
+    assert "step 'slow' skipped" in done.stderr
