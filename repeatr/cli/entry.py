@@ -195,10 +195,13 @@ def entry() -> None:
     pause_gc()
     install_signal_handlers()
     argv = sys.argv[1:]
-    if memo_hit(argv):
-        leave(0)
-    server = prestart_server(argv)
+    server = None
     try:
+        # In the try: a SIGTERM landing here (in the memo lookup, while the
+        # server starts) is a cancellation too, not a traceback and death by SIGINT.
+        if memo_hit(argv):
+            leave(0)
+        server = prestart_server(argv)
         from repeatr.cli.main import main
 
         code = main(argv, prestarted=server)

@@ -91,6 +91,23 @@ def check_warehouse(url: str) -> None:
     warehouse_for(url)  # the path or host is checked there
 
 
+def check_tls(scheduler: str) -> None:
+    """UsageError for a ``tls://`` scheduler when Dask's TLS settings give no client context."""
+    if not scheduler.startswith("tls://"):
+        return
+    from distributed.security import Security
+
+    security: Any = Security()  # type: ignore[no-untyped-call]
+    if security.get_connection_args("client").get("ssl_context") is None:
+        raise UsageError(
+            f"--dask {scheduler}: a tls:// scheduler needs Dask's TLS settings for the client"
+            " (a CA, a certificate and its key)",
+            hint="set distributed.comm.tls.ca-file, .client.cert and .client.key in Dask's"
+            " configuration (or DASK_DISTRIBUTED__COMM__TLS__CA_FILE, ..._CLIENT__CERT,"
+            " ..._CLIENT__KEY); see docs/distributed.md",
+        )
+
+
 def with_warehouse(node: Node, warehouse: str) -> Node:
     """``node`` fetching every input from ``warehouse`` first and saving every output there."""
     fetch: dict[str, tuple[str, ...]] = {}
@@ -206,10 +223,15 @@ class DaskRun:
     async def run(self, scheduler: str) -> None:
         """Connect, answer what the memo store can, submit the rest, wait for every node."""
         require()
+        import sniffio
         from distributed import Client
+
+        if sniffio.current_async_library() != "asyncio":
+            raise UsageError("the Dask client runs on asyncio (anyio.run(..., backend='asyncio'))")
 
         if not self.graph.order:
             return  # nothing to run (a batch of files that could not be read)
+        check_tls(scheduler)
         for name in self.graph.order:
             self.events.state(name, NodeState.PENDING, 0.0)
         try:
@@ -243,10 +265,11 @@ class DaskRun:
         settings = Settings(self.options.executor, self.options.use_memo, self.topic)
         try:
             for name in self.graph.order:
+                if self._cut_short:
+                    break
                 await self._answer_or_submit(client, name, settings, offers)
             await self._collect(client)
         except BaseException:  # cancelled (Ctrl-C): nothing of this run may go on
-
             await self._stop(client)
             raise
 
@@ -265,10 +288,14 @@ class DaskRun:
                             if isinstance(w, str) and w.startswith("mount:")):
             self._fail(name, UsageError(
                 f"{node.origin or name}: {', '.join(mounts)}: a host directory (mount:)"
-                " cannot be an input on a Dask worker"), client)
+                " cannot be an input on a Dask worker"))
             return
         if node.needs <= self.done.keys():
-            hit = await self._memo_hit(name)
+            try:
+                hit = await self._memo_hit(name)
+            except RepeatrError as error:  # it reads an output a needed step does not have
+                self._fail(name, error)
+                return
             if hit is not None:
                 self.done[name] = hit
                 self.events.record(name, hit.record_json)
@@ -280,12 +307,12 @@ class DaskRun:
                 f"{node.origin or name}: no worker of the Dask cluster offers"
                 f" {', '.join(lacking)}",
                 hint="start workers with `--preload repeatr.distributed` on hosts that have it"
-                " (repeatr doctor there says what is missing)"), client)
+                " (repeatr doctor there says what is missing)"))
             return
         try:
             await self._publish(name)
         except RepeatrError as error:
-            self._fail(name, error, client)
+            self._fail(name, error)
             return
         args: list[Any] = []
         for need in sorted(node.needs):
@@ -344,37 +371,38 @@ class DaskRun:
     async def _collect(self, client: Client) -> None:
         from distributed import as_completed
 
-        pending = as_completed(  # type: ignore[no-untyped-call]
-            list(self._futures.values()), with_results=True, raise_errors=False,
-            loop=client.loop,
-        )
-        names = {future.key: name for name, future in self._futures.items()}
-        async for future, answer in pending:
-            name = names[future.key]
-            if name in self.settled:
-                continue
-            if isinstance(answer, Answer):
-                await self._settle(client, name, answer)
-            elif isinstance(answer, BaseException):
-                self._fail(name, ExecutorError(
-                    f"{self._nodes[name].origin or name}: the Dask task failed: {answer!r}",
-                    hint="the scheduler's allowed-failures: workers died running it"
-                    if type(answer).__name__ == "KilledWorker" else None), client)
-            if self._cut_short:
-                await self._stop(client)
-                break
+        if self._cut_short:  # a failure while submitting, with fail_fast
+            await self._stop(client)
+        else:
+            pending = as_completed(  # type: ignore[no-untyped-call]
+                list(self._futures.values()), with_results=True, raise_errors=False,
+                loop=client.loop,
+            )
+            names = {future.key: name for name, future in self._futures.items()}
+            async for future, answer in pending:
+                name = names[future.key]
+                if name in self.settled:
+                    continue
+                if isinstance(answer, Answer):
+                    await self._settle(name, answer)
+                else:  # the task raised: Dask gives (type, exception, traceback)
+                    exc = answer[1] if isinstance(answer, tuple) and len(answer) == 3 else answer
+                    self._fail(name, task_failure(self._display(name), exc))
+                if self._cut_short:
+                    await self._stop(client)
+                    break
         for name in self.graph.order:
             if name not in self.settled:
                 self._skip(name)
 
-    async def _settle(self, client: Client, name: str, answer: Answer) -> None:
+    async def _settle(self, name: str, answer: Answer) -> None:
         self.workers[name] = answer.worker
         await self._wait_events(name, answer.events)
         if answer.blocked_by is not None:
             self._skip(name)
             return
         if answer.failure is not None:
-            self._fail(name, answer.failure.error(), client, answer.seconds)
+            self._fail(name, answer.failure.error(), answer.seconds)
             return
         result = answer.result
         assert result is not None
@@ -386,7 +414,7 @@ class DaskRun:
             return
         self.events.record(name, result.record_json)
         if result.exit_code != 0:
-            self._fail(name, result, client, answer.seconds)
+            self._fail(name, result, answer.seconds)
             return
         self.done[name] = result
         await self._remember(name, result)
@@ -458,9 +486,7 @@ class DaskRun:
                 self._reported.add(name)
                 self.events.state(name, NodeState.RUNNING, 0.0)
 
-    def _fail(
-        self, name: str, what: NodeResult | RepeatrError, client: Client, seconds: float = 0.0
-    ) -> None:
+    def _fail(self, name: str, what: NodeResult | RepeatrError, seconds: float = 0.0) -> None:
         self.failed[name] = what
         self.events.state(name, NodeState.FAILED, seconds)
         for dependent in self.graph.dependents(name):
@@ -498,6 +524,20 @@ class DaskRun:
             exit_status=most_severe(codes),
         )
 
+
+
+def task_failure(display: str, exc: object) -> RepeatrError:
+    """The error of a task that raised: its workers kept dying, or a bug."""
+    if type(exc).__name__ == "KilledWorker":
+        return ExecutorError(
+            f"{display}: every worker that ran it died ({exc})",
+            hint="the scheduler's allowed-failures (3 by default) were used up:"
+            " the workers' logs say why they died",
+        )
+    return RepeatrError(
+        f"{display}: internal error on the Dask worker: {exc!r} (please report this)",
+        category=Category.INTERNAL,
+    )
 
 
 @dataclass(frozen=True)

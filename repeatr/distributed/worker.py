@@ -38,7 +38,7 @@ from distributed import Worker, WorkerPlugin
 
 from repeatr.distributed import resources
 from repeatr.distributed.task import PLUGIN, Event, Settings
-from repeatr.errors import Cancelled, ExecutorError
+from repeatr.errors import Cancelled, ExecutorError, collapse
 from repeatr.graph.model import NodeResult
 
 if TYPE_CHECKING:
@@ -107,16 +107,14 @@ class RepeatrWorker(WorkerPlugin):
         self._running: dict[str, set[anyio.CancelScope]] = {}
 
     def setup(self, worker: Worker) -> None:
-        from repeatr.executors.server import SandboxServer
-
         self._portal = self._stack.enter_context(
             anyio.from_thread.start_blocking_portal(
                 os.environ.get("REPEATR_ASYNC_BACKEND", "asyncio")
             )
         )
-        self._server = self._stack.enter_context(
-            self._portal.wrap_async_context_manager(SandboxServer())
-        )
+        portal = self._portal
+        self._server = portal.call(self._new_server)
+        self._stack.callback(lambda: portal.call(self._close_server))
         log.info("repeatr: state %s; executors %s; networks %s", self.state,
                  ", ".join(self.offer.executors) or "none", ", ".join(self.offer.networks))
         for name, why in sorted(self.offer.unusable.items()):
@@ -124,6 +122,32 @@ class RepeatrWorker(WorkerPlugin):
 
     def teardown(self, worker: Worker) -> None:
         self._stack.close()
+
+    async def _new_server(self) -> SandboxServer:
+        from repeatr.executors.server import SandboxServer
+
+        return SandboxServer()
+
+    async def _close_server(self) -> None:
+        if self._server is not None:
+            await self._server.aclose()
+
+    async def _live_server(self) -> SandboxServer:
+        """The worker's sandbox server; a new one if the last one died.
+
+        A worker lives for long: a server that was killed (or crashed) must
+        not fail every later job here. Its helpers died with it (each has a
+        parent death signal toward it), and their jobs with them.
+        """
+        server = self._server
+        if server is not None and (server.pid is None or process_alive(server.pid)):
+            return server
+        if server is not None:
+            log.warning("repeatr: the sandbox server (pid %s) is gone; starting another",
+                        server.pid)
+            await server.aclose()
+        self._server = await self._new_server()
+        return self._server
 
     def options(self, settings: Settings) -> RunOptions:
         """The run options on this host: its state and settings, the client's choices."""
@@ -169,9 +193,13 @@ class RepeatrWorker(WorkerPlugin):
         with anyio.CancelScope() as scope:
             scopes.add(scope)
             try:
-                return await run(
-                    display, self.options(settings), ev, server=self._server, data=formula
-                )
+                server = await self._live_server()
+                try:
+                    return await run(
+                        display, self.options(settings), ev, server=server, data=formula
+                    )
+                except BaseExceptionGroup as group:  # the first real error, as locally
+                    raise collapse(group) from None
             finally:
                 scopes.discard(scope)
                 if not scopes:
@@ -190,6 +218,16 @@ class RepeatrWorker(WorkerPlugin):
             return len(scopes)
 
         return self._portal.call(cancel_all)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (not gone, not a zombie waiting to be reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
 
 
 def events(name: str, emit: Callable[[Event], None]) -> RunnerEvents:

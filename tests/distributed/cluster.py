@@ -109,10 +109,32 @@ class Cluster:
     base: Path
     scheduler_port: int = 0
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    #: TLS for every connection: (CA, certificate, key) PEM files; None: plain TCP.
+    tls: tuple[Path, Path, Path] | None = None
 
     @property
     def address(self) -> str:
-        return f"tcp://127.0.0.1:{self.scheduler_port}"
+        scheme = "tls" if self.tls else "tcp"
+        return f"{scheme}://127.0.0.1:{self.scheduler_port}"
+
+    def _tls_args(self) -> list[str]:
+        if self.tls is None:
+            return []
+        ca, cert, key = self.tls
+        return ["--protocol", "tls", "--tls-ca-file", os.fspath(ca), "--tls-cert",
+                os.fspath(cert), "--tls-key", os.fspath(key)]
+
+    def client_env(self) -> dict[str, str]:
+        """The environment a Dask client needs to reach this cluster (its TLS settings)."""
+        if self.tls is None:
+            return {}
+        ca, cert, key = self.tls
+        return {
+            "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": os.fspath(ca),
+            "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT": os.fspath(cert),
+            "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY": os.fspath(key),
+            "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
+        }
 
     def _start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         log = open(self.base / f"{name}.log", "wb")  # noqa: SIM115 (the process writes it)
@@ -122,16 +144,20 @@ class Cluster:
                 env={**os.environ, **(env or {})}, start_new_session=True,
             )
 
-    def start_scheduler(self, *, worker_saturation: str | None = None) -> None:
+    def start_scheduler(
+        self, *, worker_saturation: str | None = None, env: dict[str, str] | None = None
+    ) -> None:
         """``worker_saturation``: the scheduler's ``distributed.scheduler.worker-saturation``
-        (``inf``: every ready task goes to a worker at once; None: Dask's default)."""
+        (``inf``: every ready task goes to a worker at once; None: Dask's default);
+        ``env``: more of its environment (Dask's configuration)."""
         self.scheduler_port = free_port()
-        env = {}
+        env = dict(env or {})
         if worker_saturation is not None:
             env["DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION"] = worker_saturation
         self._start("scheduler", [
             os.fspath(DASK), "scheduler", "--host", "127.0.0.1",
             "--port", str(self.scheduler_port), "--dashboard-address", "127.0.0.1:0",
+            *self._tls_args(),
         ], env)
 
     def start_worker(
@@ -146,6 +172,7 @@ class Cluster:
             os.fspath(DASK), "worker", self.address, "--name", name,
             "--host", "127.0.0.1", "--nthreads", str(nthreads), "--no-dashboard",
             "--local-directory", os.fspath(scratch), "--preload", "repeatr.distributed",
+            *self._tls_args(),
         ]
         if executors is not None:
             argv += ["--repeatr-executors", executors]
@@ -159,14 +186,20 @@ class Cluster:
     def wait_for_workers(self, names: list[str], timeout: float = 90) -> dict[str, str]:
         """Worker name -> its address, once every one of ``names`` is registered."""
         from distributed import Client
+        from distributed.security import Security
 
+        security = None
+        if self.tls is not None:
+            ca, cert, key = self.tls
+            security = Security(tls_ca_file=os.fspath(ca), tls_client_cert=os.fspath(cert),
+                                tls_client_key=os.fspath(key), require_encryption=True)
         deadline = time.monotonic() + timeout
         while True:
             for name, proc in self.processes.items():
                 if proc.poll() is not None:
                     raise RuntimeError(f"{name} exited {proc.returncode}:\n{self.log(name)}")
             try:
-                with Client(self.address, timeout=5) as client:
+                with Client(self.address, timeout=5, security=security) as client:
                     while time.monotonic() < deadline:
                         workers = client.scheduler_info(n_workers=-1)["workers"]
                         by_name = {w["name"]: addr for addr, w in workers.items()}

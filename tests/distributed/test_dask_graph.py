@@ -5,6 +5,7 @@ The SIGKILL of a worker is in ``test_dask_worker_death.py`` (run last).
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 
 from repeatr.distributed.client import DaskRun
 from repeatr.errors import Category, RepeatrError
-from repeatr.graph.model import Graph, GraphEvents, NodeResult, NodeState
+from repeatr.graph.model import Graph, GraphEvents, GraphOutcome, NodeResult, NodeState
 from repeatr.runner.batch import BatchOptions
 from repeatr.runner.run import RunOptions
 from tests.distributed.cluster import jobs_with, wait_until
@@ -152,3 +153,50 @@ def test_fail_fast_cancels_a_job_running_on_a_worker(dask_env: DaskEnv) -> None:
     assert outcome.skipped == ("slow",)
     # Cancelled on its worker: its job is gone long before its sleep would end.
     assert wait_until(lambda: not jobs_with(nonce)), jobs_with(nonce)
+
+
+def test_a_step_reading_an_output_its_step_lacks_fails_with_a_usage_error(
+    dask_env: DaskEnv,
+) -> None:
+    from repeatr.graph.model import Output
+
+    nonce = uuid.uuid4().hex
+    nodes = [
+        step("a", dask_env.base, f"mkdir -p /out && echo {nonce} > /out/x"),
+        step("b", dask_env.base, "true", {"/in": Output("a", "/missing")}),
+    ]
+    graph = Graph({n.name: n for n in nodes}, tuple(n.name for n in nodes))
+    options = RunOptions(state=client_state(dask_env))
+    # First on the worker (a runs there), then on the client (a is memoized).
+    for _ in range(2):
+        _run, outcome = run_on_dask(dask_env, graph, options)
+        error = outcome.failed["b"]
+        assert isinstance(error, RepeatrError) and error.category is Category.USAGE
+        assert "'/missing'" in error.message
+        assert outcome.exit_status == Category.USAGE
+
+
+def test_a_worker_whose_sandbox_server_died_starts_another(dask_env: DaskEnv) -> None:
+    import signal
+
+    from repeatr.distributed.worker import process_alive as alive
+    from tests.distributed.cluster import command_line, descendants
+
+    def run_on_w1(tag: str) -> GraphOutcome:
+        # runc is offered by w1 alone: the steps go there.
+        nodes = [step(f"s{n}", dask_env.base, f"mkdir -p /out && echo {tag} {n} > /out/x")
+                 for n in range(2)]
+        graph = Graph({n.name: n for n in nodes}, tuple(n.name for n in nodes))
+        options = RunOptions(state=client_state(dask_env), executor="runc")
+        return run_on_dask(dask_env, graph, options)[1]
+
+    assert run_on_w1(uuid.uuid4().hex).exit_status == 0  # its server is up
+    worker = dask_env.cluster.worker_pid("w1")
+    servers = [p for p in descendants(worker) if "-I" in command_line(p)[1:3]]
+    assert servers, [command_line(p) for p in descendants(worker)]
+    for pid in servers:
+        os.kill(pid, signal.SIGKILL)
+    assert wait_until(lambda: not any(alive(pid) for pid in servers))  # zombies until reaped
+
+    outcome = run_on_w1(uuid.uuid4().hex)
+    assert outcome.exit_status == 0, outcome.failed

@@ -96,3 +96,44 @@ def test_sigkill_of_a_worker_mid_step_still_gives_the_results(
     left = [g for g in cgroups.ours() if os.path.basename(g).startswith(f"repeatr-{pid}-")]
     assert left == [], (left, seen_cgroups)
     dask_env.refresh_addresses()  # its nanny started a new worker
+
+
+def test_a_step_whose_workers_keep_dying_fails_as_an_executor_error(dask_env: DaskEnv) -> None:
+    """A scheduler with ``allowed-failures`` 0: the first worker death fails the step."""
+    from repeatr.errors import Category, RepeatrError
+    from repeatr.graph.model import Graph
+    from tests.distributed.cluster import Cluster
+    from tests.distributed.graphs import step
+
+    base = dask_env.area.base / "strict" / uuid.uuid4().hex[:8]
+    base.mkdir(parents=True)
+    cluster = Cluster(base)
+    try:
+        cluster.start_scheduler(env={"DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0"})
+        cluster.start_worker("k1", executors="ns")
+        cluster.wait_for_workers(["k1"])
+        nonce = uuid.uuid4().hex
+        slow = step("slow", dask_env.base, "sleep 60", env={"NONCE": nonce})
+        after = step("after", dask_env.base, "true")
+        graph = Graph({"slow": slow, "after": after}, ("slow", "after"))
+        run = DaskRun(graph, RunOptions(state=client_state(dask_env)), BatchOptions(jobs=1),
+                      GraphEvents(), warehouse=dask_env.warehouse)
+        thread = threading.Thread(
+            target=lambda: anyio.run(run.run, cluster.address, backend="asyncio")
+        )
+        thread.start()
+        try:
+            worker = cluster.worker_pid("k1")
+            deadline = time.monotonic() + 120
+            while not _job_under(worker, nonce) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert _job_under(worker, nonce), "the slow step never ran"
+            os.kill(worker, signal.SIGKILL)
+        finally:
+            thread.join(timeout=300)
+        error = run.outcome().failed["slow"]
+        assert isinstance(error, RepeatrError) and error.category is Category.EXECUTOR
+        assert "every worker that ran it died" in error.message
+        assert "after" in run.outcome().done
+    finally:
+        cluster.stop()

@@ -1,9 +1,18 @@
-"""Which worker resources a node asks for, and what no worker offers (no cluster needed)."""
+"""Which worker resources a node asks for, what no worker offers; the runner's loop (no cluster)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import anyio
+import pytest
+
 from repeatr.distributed import resources
-from repeatr.graph.model import Node
+from repeatr.distributed.client import DaskRun
+from repeatr.errors import UsageError
+from repeatr.graph.model import Graph, GraphEvents, Node
+from repeatr.runner.batch import BatchOptions
+from repeatr.runner.run import RunOptions
 
 
 def node(**action: object) -> Node:
@@ -35,3 +44,11 @@ def test_missing_names_what_the_closest_worker_lacks() -> None:
     assert resources.missing(wants, [plain, close]) == ["network-bridge"]
     assert resources.missing(wants, [plain, close, resources.offered(["runc"], ["bridge"])]) == []
     assert resources.missing(wants, []) == sorted(wants)
+
+
+def test_the_dask_runner_says_it_needs_asyncio(tmp_path: Path) -> None:
+    graph = Graph({"n": node()}, ("n",))
+    run = DaskRun(graph, RunOptions(state=tmp_path), BatchOptions(jobs=1), GraphEvents(),
+                  warehouse="ca+file:///nowhere/")
+    with pytest.raises(UsageError, match="asyncio"):
+        anyio.run(run.run, "tcp://127.0.0.1:1", backend="trio")
