@@ -410,7 +410,7 @@ class DaskRun:
             # Not the job's answer: the worker's. Nothing of it is taken.
             self._fail(name, ExecutorError(
                 f"{self._display(name)}: worker {answer.worker or '?'} answered {problem};"
-                " the answer is not taken"), client, answer.seconds)
+                " the answer is not taken"), answer.seconds)
             return
         self.events.record(name, result.record_json)
         if result.exit_code != 0:

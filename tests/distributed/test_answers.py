@@ -39,7 +39,7 @@ def _settle(tmp_path: Path, answer: Answer, warehouse: str = "") -> DaskRun:
     (tmp_path / "state").mkdir(exist_ok=True)
     run = DaskRun(_graph(), RunOptions(state=tmp_path / "state"), BatchOptions(jobs=1),
                   GraphEvents(), warehouse=warehouse or f"ca+file://{tmp_path / 'wh'}")
-    anyio.run(run._settle, None, "a", answer, backend="asyncio")
+    anyio.run(run._settle, "a", answer, backend="asyncio")
     return run
 
 
