@@ -119,6 +119,42 @@ def with_warehouse(node: Node, warehouse: str) -> Node:
     return replace(node, fetch_urls=fetch, save_urls=dict.fromkeys(node.outputs, warehouse))
 
 
+def result_problem(node: Node, result: NodeResult) -> str | None:
+    """What is wrong with a worker's ``result`` for ``node``, or None.
+
+    A worker is another host: what it answers becomes the next nodes'
+    inputs (on any worker), the exports and the client's memo records. So
+    a success must name, at the node's own output paths only, ware IDs of
+    the packtype each output is packed as: never a ``mount:`` (a host
+    directory of whichever worker runs the next node) nor a malformed ID.
+    The wares themselves are checked against their IDs when fetched. The
+    record must say the same results (the memo store keeps the record).
+    """
+    from repeatr.model.wareid import WareID
+
+    if result.exit_code != 0:
+        return None
+    for path, ware in result.results.items():
+        spec = node.outputs.get(path)
+        if spec is None:
+            return f"a result at {path!r}, where the node has no output"
+        try:
+            parsed = WareID.parse(ware)
+        except UsageError as exc:
+            return f"{ware!r} at {path!r}: {exc.message}"
+        packtype = spec.get("packtype", "tar")
+        if parsed.packtype != packtype:
+            return f"{ware!r} at {path!r}, which is packed as {packtype!r}"
+    # The record is what the memo store keeps and answers from later.
+    try:
+        record = json.loads(result.record_json)
+    except ValueError:
+        return "a run record that is not JSON"
+    if not isinstance(record, dict) or (record.get("results") or {}) != dict(result.results):
+        return "a run record whose results are not the answer's"
+    return None
+
+
 async def run_graph_dask(
     graph: Graph,
     options: RunOptions,
@@ -375,6 +411,12 @@ class DaskRun:
             return
         result = answer.result
         assert result is not None
+        if problem := result_problem(self._nodes[name], result):
+            # Not the job's answer: the worker's. Nothing of it is taken.
+            self._fail(name, ExecutorError(
+                f"{self._display(name)}: worker {answer.worker or '?'} answered {problem};"
+                " the answer is not taken"), answer.seconds)
+            return
         self.events.record(name, result.record_json)
         if result.exit_code != 0:
             self._fail(name, result, answer.seconds)

@@ -65,7 +65,12 @@ class Failure:
         return cls(int(error.category), error.message, error.hint)
 
     def error(self) -> RepeatrError:
-        return RepeatrError(self.message, category=Category(self.category), hint=self.hint)
+        """The error it carries; a category this repeatr does not know is an executor error."""
+        try:
+            category = Category(self.category)
+        except ValueError:
+            category = Category.EXECUTOR
+        return RepeatrError(self.message, category=category, hint=self.hint)
 
 
 @dataclass(frozen=True)

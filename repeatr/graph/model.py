@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from repeatr.errors import RepeatrError, UsageError
+from repeatr.errors import ExecutorError, RepeatrError, UsageError
+from repeatr.model.wareid import WareID
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,16 @@ def formula_file(node: Node, done: Mapping[str, NodeResult]) -> bytes:
             raise UsageError(
                 f"{node.origin or node.name}: step {ware.node!r} has no output {ware.path!r}"
             )
-        inputs[path] = results[ware.path]
+        given = results[ware.path]
+        try:
+            WareID.parse(given)
+        except UsageError as exc:
+            # On Dask the result comes from another worker, straight: never a mount: here.
+            raise ExecutorError(
+                f"{node.origin or node.name}: step {ware.node!r} gave {given!r} at"
+                f" {ware.path!r}, not a ware ID ({exc.message})"
+            ) from exc
+        inputs[path] = given
     formula = {"inputs": inputs, "action": dict(node.action), "outputs": dict(node.outputs)}
     context = {
         "fetchUrls": {p: list(u) for p, u in node.fetch_urls.items()},

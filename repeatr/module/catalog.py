@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +47,49 @@ class Release(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     hazards: dict[str, str] | None = None
 
 
+def ware_item_problem(text: str) -> str | None:
+    """Why ``text`` cannot be a release's item, or None.
+
+    A catalog is data from whoever published it: its items are ware IDs,
+    never a ``mount:`` (host access, which only the formula's or module's
+    own author may ask for). The hash is not checked here (the original's
+    test vectors use short ones); the runner checks it before fetching.
+    """
+    from repeatr.model.wareid import ALL_PACKTYPES
+
+    packtype, colon, hash_ = text.partition(":")
+    if not colon or packtype not in ALL_PACKTYPES or not hash_:
+        return (
+            f"not a ware ID (<packtype>:<hash>, packtypes: {', '.join(ALL_PACKTYPES)});"
+            " a catalog gives wares, never host paths"
+        )
+    return None
+
+
+#: The longest release name ``catalog release`` accepts (a DNS label's 63, with room).
+RELEASE_NAME_MAX = 128
+
+
+def release_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a new release's name, or None.
+
+    Release names are printed (``catalog show``, ``module plan``) and typed
+    in refs: no ``:`` or ``/`` (ref separators), no spaces around, and no
+    control or format characters (terminal escapes, NUL, bidi overrides).
+    """
+    import unicodedata
+
+    if not name or name.strip() != name:
+        return "must be non-empty, with no spaces around it"
+    if ":" in name or "/" in name:
+        return "must not contain ':' or '/'"
+    if len(name) > RELEASE_NAME_MAX:
+        return f"must be no more than {RELEASE_NAME_MAX} characters"
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in name):
+        return "must not contain control or format characters"
+    return None
+
+
 class Lineage(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     name: str
     releases: list[Release] | None = None
@@ -60,10 +101,15 @@ class Lineage(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
         raise ModuleError(f"no such release {name!r} in lineage {self.name!r}")
 
     def item(self, release: str, item: str) -> str:
+        """The ware ID of ``item``; ``ModuleError`` when missing or not a ware ID."""
         rel = self.release(release)
+        where = f"{self.name}:{release}"
         if item not in (rel.items or {}):
-            raise ModuleError(f"no such item {item!r} in release {f'{self.name}:{release}'!r}")
-        return (rel.items or {})[item]
+            raise ModuleError(f"no such item {item!r} in release {where!r}")
+        ware = (rel.items or {})[item]
+        if problem := ware_item_problem(ware):
+            raise ModuleError(f"item {item!r} of release {where!r} is {ware!r}: {problem}")
+        return ware
 
     def prepend(self, rel: Release) -> Lineage:
         """A new lineage with ``rel`` first; a release of that name already there is refused."""
@@ -123,11 +169,33 @@ def _module_dir(root: Path, module: str) -> Path:
     return root / module
 
 
+def _read(path: Path) -> bytes | None:
+    """The file's bytes; None when missing; ``ModuleError`` when not a regular file.
+
+    A catalog may come with a checkout: a FIFO there would hang the read,
+    a symlink to ``/dev/zero`` would never end it.
+    """
+    from repeatr.warehouse.file import NotRegularFile, open_regular
+
+    try:
+        with open_regular(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+    except NotRegularFile as exc:
+        raise ModuleError(str(exc)) from exc  # "<path> is not a regular file"
+    except OSError as exc:
+        raise ModuleError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+
+
 @dataclass(frozen=True)
 class CatalogTree:
     """One directory of lineages (the catalog, or a saga's candidates)."""
 
     root: Path
+    #: Where writes start from (the workspace root): no symlink below it is followed.
+    #: None: from :attr:`root`.
+    anchor: Path | None = None
 
     def lineage_path(self, module: str) -> Path:
         return _module_dir(self.root, module) / LINEAGE_FILE
@@ -135,38 +203,44 @@ class CatalogTree:
     def load_lineage(self, module: str) -> Lineage | None:
         """The module's lineage, or None when the tree has none."""
         path = self.lineage_path(module)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
+        data = _read(path)
+        if data is None:
             return None
-        except OSError as exc:
-            raise ModuleError(f"{path}: cannot read: {exc.strerror}") from exc
-        return decode(data, Lineage, str(path))
+        lineage = decode(data, Lineage, str(path))
+        if lineage.name != module:
+            # Its name is where a release would write it back: another module's lineage.
+            raise ModuleError(
+                f"{path}: names the lineage {lineage.name!r}, but it is module {module!r}'s"
+            )
+        return lineage
 
     def load_mirrors(self, module: str) -> Mirrors | None:
         path = _module_dir(self.root, module) / MIRRORS_FILE
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
+        data = _read(path)
+        if data is None:
             return None
-        except OSError as exc:
-            raise ModuleError(f"{path}: cannot read: {exc.strerror}") from exc
         return decode(data, Mirrors, str(path))
 
     def save_lineage(self, lineage: Lineage) -> Path:
-        """Write ``lineage`` (tab-indented, as reach wrote it) atomically; returns its path."""
+        """Write ``lineage`` (tab-indented, as reach wrote it) atomically; returns its path.
+
+        No symlink below :attr:`anchor` is followed (``repeatr.nofollow``):
+        a workspace's ``.timeless/`` may come from anyone's checkout.
+        """
+        from repeatr.nofollow import SymlinkInPath, write_file
+
         path = self.lineage_path(lineage.name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{LINEAGE_FILE}.tmp-", dir=path.parent)
+        data = (lineage_json(lineage) + "\n").encode()
+        parts = [*self.root.relative_to(self.anchor or self.root).parts, *lineage.name.split("/")]
         try:
-            with os.fdopen(fd, "w") as f:
-                f.write(lineage_json(lineage) + "\n")
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+            write_file(self.anchor or self.root, parts, LINEAGE_FILE, data)
+        except SymlinkInPath as exc:
+            raise ModuleError(
+                f"cannot write {path}: {exc.path} is {exc.what};"
+                " repeatr does not write through symlinks in a workspace's .timeless",
+            ) from exc
+        except OSError as exc:
+            raise ModuleError(f"cannot write {path}: {exc.strerror or exc}") from exc
         return path
 
 
@@ -192,11 +266,11 @@ class CatalogView:
 
     @property
     def catalog(self) -> CatalogTree:
-        return CatalogTree(self.workspace.catalog_root)
+        return CatalogTree(self.workspace.catalog_root, self.workspace.root)
 
     @property
     def candidates(self) -> CatalogTree:
-        return CatalogTree(self.workspace.candidates_root())
+        return CatalogTree(self.workspace.candidates_root(), self.workspace.root)
 
     def lineage(self, module: str) -> Lineage:
         """The module's lineage, its candidate release first; ``ModuleError`` if there is none."""
@@ -228,10 +302,8 @@ class CatalogView:
         Raises ``ModuleError`` when there is no candidate, when ``name`` is
         taken (or is ``candidate``), or is not a usable release name.
         """
-        if not name or ":" in name or "/" in name or name.strip() != name:
-            raise ModuleError(
-                f"{name!r} is not a release name (non-empty; no ':', '/' or spaces around it)"
-            )
+        if problem := release_name_problem(name):
+            raise ModuleError(f"{name!r} is not a release name: {problem}")
         if name == CANDIDATE:
             raise ModuleError(
                 f"{CANDIDATE!r} is reserved for the last run's exports; choose another name"
@@ -246,17 +318,25 @@ class CatalogView:
                 hint="run `repeatr module run` in it first",
             )
         items = cand.release(CANDIDATE).items
+        for item, ware in sorted((items or {}).items()):
+            if problem := ware_item_problem(ware):
+                raise ModuleError(f"module {module!r}: export {item!r} is {ware!r}: {problem}")
         rel = Release(
             name=name, items=dict(items or {}), metadata=dict(metadata) if metadata else None
         )
         # Read, prepend, write: under one workspace-wide lock, or a release
         # made at the same time by another process is lost.
-        with locks.exclusive(
-            self.workspace.dot / RELEASE_LOCK,
-            resource=f"the catalog of {self.workspace.root}",
-            timeout=RELEASE_LOCK_TIMEOUT,
-            category=Category.USAGE,
-        ):
+        lock = self.workspace.dot / RELEASE_LOCK
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(locks.exclusive(
+                    lock,
+                    resource=f"the catalog of {self.workspace.root}",
+                    timeout=RELEASE_LOCK_TIMEOUT,
+                    category=Category.USAGE,
+                ))
+            except OSError as exc:  # a symlink there (never followed), a read-only workspace
+                raise ModuleError(f"cannot take the lock {lock}: {exc.strerror or exc}") from exc
             main = self.catalog.load_lineage(module) or Lineage(name=module, releases=[])
             self.catalog.save_lineage(main.prepend(rel))
         return rel

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from repeatr.errors import ModuleError, RepeatrError
 from repeatr.module.catalog import WareSourcing
+from repeatr.module.layout import Workspace
 from repeatr.module.model import IngestRef
 
 
@@ -32,8 +33,8 @@ class IngestContext:
     module_dir: Path
     #: The staging warehouse URL, by packtype (reach's WareStaging).
     staging: dict[str, str]
-    #: Its directory, made when a pack ingest first stores into it.
-    staging_dir: Path
+    #: The workspace: its staging directory is made when a pack ingest first stores into it.
+    workspace: Workspace
     #: Hash only, store nothing (``module plan``).
     dry: bool = False
 
@@ -44,12 +45,32 @@ def _git_env() -> dict[str, str]:
         "HOME": "/nonexistent",
         "GIT_CONFIG_NOSYSTEM": "1",
         "GIT_CONFIG_GLOBAL": "/dev/null",
-        # The repository is the user's own working tree, whoever owns it.
-        "GIT_CONFIG_COUNT": "1",
-        "GIT_CONFIG_KEY_0": "safe.directory",
-        "GIT_CONFIG_VALUE_0": "*",
         "LC_ALL": "C",
     }
+
+
+def _check_owner(ref: IngestRef, repo: Path) -> None:
+    """``ModuleError`` unless ``repo`` (and its ``.git``) belong to the user running repeatr.
+
+    Git reads another user's repository only when told it is safe
+    (``safe.directory``): a repository's config can make git run commands
+    (``core.fsmonitor``...), and root must not run them for whoever owns
+    it. The step's fetch of the ``git:`` ware (``repeatr.warehouse.gitrepo``)
+    keeps that rule, so the ingest keeps it too: refused here, when the
+    module is loaded, not after other steps ran.
+    """
+    me = os.geteuid()
+    for path in (repo, repo / ".git"):
+        try:
+            owner = path.stat().st_uid
+        except OSError:
+            continue  # git says what is missing
+        if owner != me:
+            raise ModuleError(
+                f"{ref}: {path} is owned by uid {owner}, not by the user running repeatr"
+                f" (uid {me}); git does not read another user's repository for it",
+                hint="run repeatr as the repository's owner, or ingest a copy you own",
+            )
 
 
 def ingest_git(ref: IngestRef, ctx: IngestContext) -> tuple[str, WareSourcing]:
@@ -66,6 +87,7 @@ def ingest_git(ref: IngestRef, ctx: IngestContext) -> tuple[str, WareSourcing]:
     if not (repo / ".git").exists() and not (repo / "HEAD").is_file():
         # As reach's go-git PlainOpen: the repository's root (or a bare repository).
         raise ModuleError(f"{ref}: {repo} is not the root of a git repository")
+    _check_owner(ref, repo)
     try:
         done = subprocess.run(
             [
@@ -120,7 +142,7 @@ def ingest_pack(ref: IngestRef, ctx: IngestContext) -> tuple[str, WareSourcing]:
         else:
             from repeatr.warehouse import warehouse_for
 
-            ctx.staging_dir.mkdir(exist_ok=True)
+            ctx.workspace.make_staging()
             with warehouse_for(target).start_save() as session:
                 ware = pack_dir(path, session.file, filters=PACK_FLATTEN, packtype=packtype)
                 session.commit(ware)

@@ -48,6 +48,28 @@ class Workspace:
     def staging_dir(self) -> Path:
         return self.dot / "warehouse"
 
+    def make_staging(self) -> None:
+        """Make the staging warehouse's directory when missing (blocking).
+
+        ``ModuleError`` when ``.timeless`` or ``.timeless/warehouse`` is a
+        symlink or not a directory: wares are never stored through a link
+        that came with the workspace (``repeatr.nofollow``).
+        """
+        from repeatr.nofollow import SymlinkInPath, open_dir
+
+        try:
+            with open_dir(self.root, [".timeless", "warehouse"]):
+                pass
+        except SymlinkInPath as exc:
+            raise ModuleError(
+                f"the staging warehouse {self.staging_dir}: {exc.path} is {exc.what};"
+                " repeatr does not write through symlinks in a workspace's .timeless"
+            ) from exc
+        except OSError as exc:
+            raise ModuleError(
+                f"cannot make the staging warehouse {self.staging_dir}: {exc.strerror or exc}"
+            ) from exc
+
     @property
     def staging_url(self) -> str:
         """``ca+file://<root>/.timeless/warehouse`` (reach's StagingWarehouseLoc)."""

@@ -90,7 +90,7 @@ def prepare(loaded: Loaded, *, dry: bool = False) -> Prepared:
     """
     ws = loaded.layout.workspace
     staging = ws.staging_url
-    ctx = IngestContext(loaded.layout.root, {"tar": staging}, ws.staging_dir, dry=dry)
+    ctx = IngestContext(loaded.layout.root, {"tar": staging}, ws, dry=dry)
 
     def ingest_tool(ref: IngestRef) -> tuple[str, WareSourcing]:
         return ingest(ref, ctx)
@@ -242,7 +242,7 @@ async def run_module(
     for target in targets:
         warehouse_for(target)  # an unknown scheme fails now, not after every step ran
     ws = prepared.workspace
-    await anyio.to_thread.run_sync(lambda: ws.staging_dir.mkdir(exist_ok=True))
+    await anyio.to_thread.run_sync(ws.make_staging)
     source = ws.staging_url
     if runner is None:
         outcome = await run_graph(prepared.graph, options, batch, events)

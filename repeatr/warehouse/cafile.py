@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -29,7 +30,6 @@ from repeatr.warehouse import Warehouse, ca_segments
 from repeatr.warehouse.file import (
     LocalSave,
     NotRegularFile,
-    fsync_dir,
     local_path,
     local_save,
     open_regular,
@@ -95,10 +95,26 @@ class CAFileWarehouse(Warehouse):
         return local_save(self.url, self.base, TEMP_PREFIX, self._place)
 
     def _place(self, temp: Path, ware: WareID) -> None:
-        final = self.ware_path(ware)
-        if final.exists():
-            temp.unlink()
-            return
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(temp, final)
-        fsync_dir(final.parent)
+        # The shelves are opened below the base without following a symlink
+        # (``repeatr.nofollow``): a warehouse dir can come with a checkout
+        # (a workspace's staging warehouse), and a shelf linked elsewhere
+        # would have root write the ware there.
+        from repeatr.nofollow import SymlinkInPath, open_dir
+
+        *shelves, name = ca_segments(ware)
+        try:
+            with open_dir(self.base, shelves) as shelf:
+                try:
+                    mode = os.stat(name, dir_fd=shelf, follow_symlinks=False).st_mode
+                    present = stat.S_ISREG(mode)
+                except FileNotFoundError:
+                    present = False
+                if present:
+                    temp.unlink()
+                    return
+                os.replace(temp, name, dst_dir_fd=shelf)
+                os.fsync(shelf)
+        except SymlinkInPath as exc:
+            raise unwritable_error(
+                self.url, f"{exc.path} is {exc.what}; a ware is never saved through one"
+            ) from exc
