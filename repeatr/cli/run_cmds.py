@@ -99,8 +99,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         parents=[common],
         help="remove what dead runs left behind",
         description="Remove what runs that died (SIGKILL, a crash, a reboot) left: work\n"
-        "dirs, cache temp dirs, and the IP leases, veths and network namespaces\n"
-        "of bridged runs. Every run also does this when it starts.",
+        "dirs, cache temp dirs, cgroups, and the IP leases, veths and network\n"
+        "namespaces of bridged runs. Every run also does this when it starts.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.set_defaults(func=cmd_gc)
@@ -269,11 +269,13 @@ def cmd_gc(args: argparse.Namespace, out: Reporter) -> int:
     from repeatr import workdir
     from repeatr.cache import Cache
     from repeatr.cli.main import cache_root
+    from repeatr.linux import cgroups
     from repeatr.net.gc import collect
 
     state = Path(cache_root(args))
     runs = workdir.reap_stale(state)
     temps = Cache(state).clean_stale()
+    groups = cgroups.gc()
     net = collect()
     for what in (*net.links, *map(str, net.namespaces), *(str(lease) for lease in net.leases)):
         out.log(f"reclaimed {what}")
@@ -283,11 +285,14 @@ def cmd_gc(args: argparse.Namespace, out: Reporter) -> int:
         out.log(f"removed work dir {path}")
     for name in temps:
         out.log(f"removed cache temp dir {name}")
+    for group in groups:
+        out.log(f"removed cgroup {group}")
     out.result(
-        f"removed {len(runs)} work dirs, {len(temps)} cache temp dirs, "
+        f"removed {len(runs)} work dirs, {len(temps)} cache temp dirs, {len(groups)} cgroups, "
         f"{len(net.leases)} IP leases, {len(net.links)} veths, {len(net.namespaces)} netns",
         workDirs=[str(p) for p in runs],
         cacheTemps=list(temps),
+        cgroups=groups,
         leases=[str(lease) for lease in net.leases],
         veths=list(net.links),
         netns=[str(p) for p in net.namespaces],

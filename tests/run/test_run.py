@@ -399,3 +399,29 @@ def test_policy_decides_the_seccomp_filter(runner: Runner, policy: str, status: 
     assert res.code == 0, res.stderr
     assert f"out| Seccomp:\t{status}\n" in res.stderr
     assert ("seccomp: repeatr-default/1" in res.stderr) == (policy != "sysad")
+
+
+def test_gc_command_removes_dead_runs_cgroups(runner: Runner) -> None:
+    """A run killed with its cgroup made leaves it; ``repeatr gc`` removes it, not a live one's."""
+    from repeatr.linux import cgroups
+
+    if "pids" not in cgroups.controllers():
+        pytest.skip("no pids cgroup controller on this host")
+    dead = subprocess.Popen(["sleep", "60"])
+    dead.kill()
+    dead.wait()
+    base = Path(cgroups.ROOT) / "pids"
+    gone = base / f"{cgroups.PREFIX}{dead.pid}-0123abcd"
+    alive = base / f"{cgroups.PREFIX}{os.getpid()}-0123abcd"
+    gone.mkdir()
+    alive.mkdir()
+    try:
+        res = runner.run("gc")
+        assert res.code == 0, res.stderr
+        assert f"removed cgroup {gone}" in res.stderr
+        assert not gone.exists()
+        assert alive.exists()
+    finally:
+        for group in (gone, alive):
+            if group.exists():
+                group.rmdir()
