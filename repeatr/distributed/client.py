@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
+import msgspec
 
 from repeatr.distributed import require, resources
 from repeatr.distributed.task import Answer, Settings, run_node
@@ -432,7 +433,7 @@ class DaskRun:
         from repeatr.runner.run import prepare, saved_files
 
         data = self._formula(name)
-        options = replace(self.options, use_memo=False)
+        options = msgspec.structs.replace(self.options, use_memo=False)
         prepared = await anyio.to_thread.run_sync(
             prepare, self._display(name), options, RunnerEvents(), data
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
 
@@ -9,8 +10,12 @@ import pytest
 
 from repeatr.errors import Category, UsageError
 from repeatr.graph.model import Graph, Node, NodeResult, Output, formula_file
+from repeatr.model.base58 import b58encode
 
 BASE = "tar:6q7G4hWr283FpTa5Lf8heVqw9t97b5VoMU6AGszuBYAz9EzQdeHVFAou7c4W9vFcQ6"
+#: Two more well-formed ware IDs (a result must be one to become an input).
+WARE_B = "tar:" + b58encode(hashlib.sha384(b"b").digest())
+WARE_C = "tar:" + b58encode(hashlib.sha384(b"c").digest())
 
 
 def node(name: str, **inputs: str | Output) -> Node:
@@ -67,11 +72,11 @@ def test_unknown_step_named_with_its_origin() -> None:
 def test_formula_file_pins_outputs_of_needed_nodes() -> None:
     g = diamond()
     done = {
-        "b": NodeResult("b", 0, {"/out": "tar:bbb"}, b"{}"),
-        "c": NodeResult("c", 0, {"/out": "tar:ccc"}, b"{}"),
+        "b": NodeResult("b", 0, {"/out": WARE_B}, b"{}"),
+        "c": NodeResult("c", 0, {"/out": WARE_C}, b"{}"),
     }
     parsed = json.loads(formula_file(g.nodes["d"], done))
-    assert parsed["formula"]["inputs"] == {"/": BASE, "/in/x": "tar:bbb", "/in/y": "tar:ccc"}
+    assert parsed["formula"]["inputs"] == {"/": BASE, "/in/x": WARE_B, "/in/y": WARE_C}
     assert parsed["formula"]["outputs"] == {"/out": {"packtype": "tar", "filters": None}}
     assert parsed["context"] == {
         "fetchUrls": {"/": ["ca+file:///ws/.timeless/warehouse"]},
