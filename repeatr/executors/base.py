@@ -29,6 +29,7 @@ class ExecutorName(StrEnum):
     RUNC = "runc"
     CRUN = "crun"
     GVISOR = "gvisor"
+    VM = "vm"
 
 
 class Isolation(StrEnum):
@@ -177,6 +178,7 @@ _IMPLEMENTATIONS: dict[ExecutorName, str] = {
     ExecutorName.RUNC: "repeatr.executors.runc:RuncExecutor",
     ExecutorName.CRUN: "repeatr.executors.crun:CrunExecutor",
     ExecutorName.GVISOR: "repeatr.executors.gvisor:GvisorExecutor",
+    ExecutorName.VM: "repeatr.executors.vm:VmExecutor",
 }
 
 

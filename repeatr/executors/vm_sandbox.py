@@ -1,0 +1,228 @@
+"""The sandbox helper's ``vm`` mode: boot a VM on the assembled root and run the job in it.
+
+Runs inside the helper (``repeatr.executors.sandbox``) after the root is
+assembled in its private mount namespace (minus ``/proc`` and ``/dev``: the
+guest mounts its own there); import-light like it. The parent
+(``repeatr.executors.vm``) sends the command lines in ``Spec.vm``.
+
+1. The job's cwd and exec are checked inside the root (RESOLVE_IN_ROOT),
+   as for the OCI runtimes: a missing one is our JobInvalid, not a guest
+   failure; the exec's path is appended to the initramfs (``job/exec``).
+2. virtiofsd shares the root (it runs in this mount namespace, so it sees
+   every mount of the plan); qemu starts once its socket exists, with the
+   status port's pipe and the job's stdout and stderr as fds 3, 4 and 5.
+3. The guest's ``/init`` writes ``booted`` on the status port once the job
+   is about to start, then its runner ``exit CODE SIGNAL`` when the job
+   has ended, and powers off. A guest that does not say ``booted`` within
+   the boot deadline is killed and the run fails (some TCG boots hang: the
+   deadline, never a hang); the job's timeout (``limits.timeout``) runs from
+   ``booted`` and kills qemu when it passes (exit 137, ``timed_out``).
+4. qemu's exit status means nothing (a powered-off guest exits 0): only the
+   status port says how the job ended. qemu ending without an exit report
+   is an ExecutorError quoting the end of the guest's console.
+
+qemu is the helper's ``job_pid``: SIGTERM (cancellation) and the parent's
+death kill it and virtiofsd (the helper is their subreaper) through the
+same ``Sandbox.tear_down`` as every mode; virtiofsd also exits by itself
+when qemu's end of its socket closes. Both get PR_SET_PDEATHSIG(SIGKILL)
+toward the helper, so even a SIGKILLed helper leaves neither behind.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import time
+
+from repeatr.assemble import release
+from repeatr.errors import ExecutorError
+from repeatr.executors.lookup import check_cwd, find_exec
+from repeatr.executors.protocol import Exit, Started
+from repeatr.linux import libc
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from repeatr.assemble.ops import Root
+    from repeatr.executors.protocol import Spec, VmCommands
+    from repeatr.executors.sandbox import Sandbox
+
+SOCKET_TIMEOUT = 10.0  # seconds for virtiofsd to listen
+POWEROFF_TIMEOUT = 10.0  # seconds from the exit report to qemu's exit
+CONSOLE_TAIL = 8  # lines of the guest's console quoted in an error
+
+
+def exec_path(spec: Spec, root: Root) -> str:
+    """The job's exec as a path in the root; JobInvalid when cwd or exec is not there."""
+    rootfd = os.open(root.path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        check_cwd(rootfd, spec.cwd)
+        path = next((v for k, v in spec.env if k == "PATH"), None)
+        return find_exec(rootfd, spec.argv[0], path, spec.cwd)
+    finally:
+        os.close(rootfd)
+
+
+def append_exec(initrd: str, path: str) -> None:
+    """Append ``job/exec`` to the initramfs (a second newc archive after the first)."""
+    from repeatr.vm import cpio
+
+    with open(initrd, "ab") as f:
+        f.write(cpio.archive([cpio.file("job/exec", os.fsencode(path))]))
+
+
+def spawn(argv: list[str], fds: dict[int, int], log: int) -> int:
+    """fork+exec ``argv``: stdin /dev/null, stdout and stderr ``log``, ``fds`` as given."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            libc.set_pdeathsig(signal.SIGKILL)
+            # Copies above every target first: a source may be a target too (1, 2).
+            moved = {target: os.dup(fd) for target, fd in fds.items()}
+            devnull = os.open("/dev/null", os.O_RDONLY)
+            os.dup2(devnull, 0)
+            os.dup2(log, 1)
+            os.dup2(log, 2)
+            for target, fd in moved.items():
+                os.dup2(fd, target)  # dup2 clears FD_CLOEXEC on the target
+            for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, signal.SIG_DFL)
+            os.execv(argv[0], argv)
+        finally:
+            os._exit(127)
+    return pid
+
+
+def console_tail(vm: VmCommands) -> str:
+    """The last lines of the guest's console and of qemu's log, for an error message."""
+    lines: list[str] = []
+    for path in (vm.console, vm.log):
+        try:
+            with open(path, errors="replace") as f:
+                lines += [line.rstrip() for line in f if line.strip()][-CONSOLE_TAIL:]
+        except OSError:
+            pass
+    return " | ".join(lines) if lines else "(no console output)"
+
+
+def wait_socket(path: str, pid: int) -> None:
+    deadline = time.monotonic() + SOCKET_TIMEOUT
+    while not os.path.exists(path):
+        if os.waitpid(pid, os.WNOHANG)[0] != 0:
+            raise ExecutorError("virtiofsd exited before it listened")
+        if time.monotonic() > deadline:
+            raise ExecutorError(f"virtiofsd did not listen on {path} within {SOCKET_TIMEOUT:g}s")
+        time.sleep(0.002)
+
+
+class StatusPort:
+    """The guest's status port, read line by line from the pipe qemu writes."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buf = b""
+        self.closed = False
+
+    def feed(self) -> list[str]:
+        """What is readable now, as complete lines."""
+        chunk = os.read(self.fd, 4096)
+        if not chunk:
+            self.closed = True
+        self.buf += chunk
+        *lines, self.buf = self.buf.split(b"\n")
+        return [line.decode(errors="replace") for line in lines]
+
+
+def run(box: Sandbox, spec: Spec, root: Root) -> bool:
+    """Boot the VM over the assembled ``root``, wait for the job's end, report."""
+    vm = spec.vm
+    if vm is None:
+        raise ExecutorError("sandbox protocol: a vm spec without its commands")
+    path = exec_path(spec, root)
+    try:
+        append_exec(vm.initrd, path)
+    except OSError as e:
+        raise ExecutorError(f"cannot write the job's initramfs {vm.initrd}: {e}") from e
+    log = os.open(vm.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    fsd = spawn(vm.virtiofsd, {}, log)
+    wait_socket(vm.socket, fsd)
+    status_r, status_w = os.pipe2(os.O_CLOEXEC)
+    qemu = spawn(vm.qemu, {3: status_w, 4: 1, 5: 2}, log)
+    os.close(status_w)
+    os.close(log)
+    box.job_pid = qemu
+    box.control.report(Started(pid=qemu))
+    report = wait_guest(box, spec, vm, qemu, StatusPort(status_r))
+    os.close(status_r)
+    box.job_pid = 0
+    box.reap()  # virtiofsd, if it has not exited with qemu's socket
+    release.release(root, root.layers, spec.outputs)
+    box.finish(report)
+    return True
+
+
+def wait_guest(box: Sandbox, spec: Spec, vm: VmCommands, qemu: int, port: StatusPort) -> Exit:
+    """Read the status port until the job's exit; enforce the boot deadline and the timeout."""
+    pidfd = os.pidfd_open(qemu)
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    poller.register(port.fd, select.POLLIN)
+    box.control.watch(poller)
+    deadline: float | None = time.monotonic() + vm.boot_timeout
+    booted = False
+    timed_out = False
+    exit_line: list[str] = []
+    try:
+        while not exit_line:
+            left = None if deadline is None else deadline - time.monotonic()
+            wait_ms = None if left is None else max(0, int(left * 1000))
+            ready = {fd for fd, _ in poller.poll(wait_ms)}
+            if box.control.parent_gone(ready):
+                box.tear_down()
+                os._exit(1)
+            if port.fd in ready and not port.closed:
+                for line in port.feed():
+                    word, _, rest = line.partition(" ")
+                    if word == "booted" and not booted:
+                        booted = True
+                        timeout = spec.limits.timeout
+                        deadline = None if timeout is None else time.monotonic() + timeout
+                    elif word == "exit":
+                        exit_line = rest.split()
+                    elif word == "fail":
+                        raise ExecutorError(f"the VM's init failed: {rest}",
+                                            hint=f"guest console: {console_tail(vm)}")
+                if port.closed:
+                    poller.unregister(port.fd)
+            if exit_line:
+                break
+            if pidfd in ready:
+                raise ExecutorError(
+                    "the VM ended without reporting the job's exit"
+                    + ("" if booted else " (it did not boot)"),
+                    hint=f"guest console: {console_tail(vm)}",
+                )
+            if deadline is not None and time.monotonic() >= deadline:
+                if not booted:
+                    raise ExecutorError(
+                        f"the VM did not boot within {vm.boot_timeout:g}s: killed",
+                        hint=f"a hung boot (rare under TCG) or an overloaded host; "
+                        f"guest console: {console_tail(vm)}",
+                    )
+                timed_out = True
+                break
+        if timed_out:
+            os.kill(qemu, signal.SIGKILL)
+            os.waitpid(qemu, 0)
+            return Exit(code=128 + signal.SIGKILL, signal=signal.SIGKILL, timed_out=True)
+        if not select.select([pidfd], [], [], POWEROFF_TIMEOUT)[0]:
+            os.kill(qemu, signal.SIGKILL)  # the job is over: its VM goes, powered off or not
+        os.waitpid(qemu, 0)
+    finally:
+        os.close(pidfd)
+    try:
+        code, sig = int(exit_line[0]), int(exit_line[1])
+    except (IndexError, ValueError):
+        raise ExecutorError(f"the VM reported a malformed exit: {' '.join(exit_line)!r}") from None
+    return Exit(code=code, signal=sig or None)
+
