@@ -42,7 +42,7 @@ from typing import Any
 import anyio.to_thread
 
 from repeatr.assemble.ops import Dev, Op, Proc
-from repeatr.errors import JobInvalid
+from repeatr.errors import ExecutorError, JobInvalid
 from repeatr.executors._preflight import require_filesystem, require_root
 from repeatr.executors.base import (
     Capabilities,
@@ -102,6 +102,18 @@ class VmExecutor(HelperExecutor):
         require_filesystem("overlay", "load the module with `modprobe overlay`")
         qemu.find_qemu()
         qemu.require_parts()
+
+    def version(self) -> str:
+        """qemu's ``--version`` first line; ExecutorError if it will not run."""
+        import subprocess
+
+        path = qemu.find_qemu()
+        try:
+            out = subprocess.run([path, "--version"], capture_output=True, text=True,
+                                 timeout=10, check=True).stdout
+        except (OSError, subprocess.SubprocessError) as e:
+            raise ExecutorError(f"{path} --version failed: {e}") from e
+        return out.splitlines()[0].strip() if out.strip() else "unknown"
 
     def accel_kvm(self) -> bool:
         """Hardware KVM if the host has it; else TCG, with a warning (once) saying why."""

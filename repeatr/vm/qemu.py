@@ -59,6 +59,14 @@ def hardware_kvm() -> str | None:
     return None
 
 
+def accel_description() -> str:
+    """``kvm`` or ``tcg`` and why (``repeatr doctor``)."""
+    reason = hardware_kvm()
+    if reason is None:
+        return "kvm (hardware virtualisation)"
+    return f"tcg (software emulation: ~2 s per /bin/true run, a host core busy): {reason}"
+
+
 def tcg_warning(reason: str) -> str:
     return (f"the vm executor emulates the CPU in software (TCG): {reason}; a run costs "
             "~2 s more than on ns and keeps a host core busy while the guest runs")

@@ -1,0 +1,153 @@
+"""What is the vm executor's own: the guest's parts, the boot deadline,
+cancellation mid-boot, the job's view of the guest (several checks per boot).
+
+The conformance, limits and attack suites run on vm too (a chosen subset:
+``tests/conftest.py``, ``VM_CASES``); ``tests/run/test_vm_differential.py``
+compares output ware IDs with ns and runc.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from repeatr.errors import Category, ExecutorError
+from repeatr.executors.base import JobResult
+from repeatr.executors.vm import VmExecutor
+from repeatr.vm import cpio, guest
+from tests.rootfs import ScratchArea, processes_with
+
+from .conftest import Jobs, usable
+
+pytestmark = [pytest.mark.root, pytest.mark.runtime("vm")]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
+def parts() -> guest.GuestParts:
+    usable("vm")
+    return guest.prepare(VmExecutor().state)
+
+
+@pytest.fixture
+def sleeping_guest(parts: guest.GuestParts, tmp_path: Path) -> guest.GuestParts:
+    """The real kernel, with an /init that never reports (a hung boot)."""
+    init = b"#!/bin/sh\nexec /bin/sleep 100000\n"
+    (tmp_path / "initramfs").write_bytes(
+        parts.initramfs.read_bytes() + cpio.archive([cpio.file("init", init, 0o755)])
+    )
+    return guest.GuestParts(tmp_path, parts.kernel, tmp_path / "initramfs", parts.kernel_version)
+
+
+def vm_processes(workdir: Path) -> list[int]:
+    """qemu and virtiofsd processes of the run in ``workdir`` (their command lines name it)."""
+    return processes_with(os.fspath(workdir / "vm"))
+
+
+def test_parts_are_prepared_once_and_keyed_by_the_package(parts: guest.GuestParts) -> None:
+    assert parts.dir.name.startswith(parts.kernel_version + "-")
+    assert parts.kernel.read_bytes()[:4] == b"\x7fELF"
+    again = guest.prepare(parts.dir.parent.parent.parent)
+    assert again == parts
+    assert not [p for p in parts.dir.parent.iterdir() if p.name.startswith(".")], (
+        "a half-made preparation was left behind"
+    )
+
+
+def test_cpio_archives_are_newc_that_busybox_reads(tmp_path: Path) -> None:
+    """Each archive unpacks with busybox cpio; a later one's files replace an earlier one's."""
+    first = cpio.archive([cpio.directory("d"), cpio.file("d/f", b"one\n")])
+    second = cpio.archive([cpio.file("d/f", b"two\n", 0o600), cpio.symlink("d/l", "f")])
+    for data in (first, second):
+        proc = subprocess.run(["busybox", "cpio", "-idu"], input=data, cwd=tmp_path,
+                              capture_output=True, check=False)
+        assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "d" / "f").read_bytes() == b"two\n"
+    assert (tmp_path / "d" / "f").stat().st_mode & 0o777 == 0o600
+    assert os.readlink(tmp_path / "d" / "l") == "f"
+
+
+@pytest.mark.anyio
+async def test_a_guest_that_never_boots_is_killed_at_the_deadline(
+    area: ScratchArea, workdir: Path, sleeping_guest: guest.GuestParts
+) -> None:
+    ex = VmExecutor(parts=sleeping_guest, boot_timeout=3)
+    with pytest.raises(ExecutorError) as info:
+        await Jobs(area, workdir, ex).sh("echo never")
+    assert info.value.category == Category.EXECUTOR
+    assert vm_processes(workdir) == []
+
+
+@pytest.mark.anyio
+async def test_cancel_mid_boot_leaves_nothing(
+    area: ScratchArea, workdir: Path, sleeping_guest: guest.GuestParts
+) -> None:
+    ex = VmExecutor(parts=sleeping_guest, boot_timeout=600)
+    result: JobResult | None = None
+    with anyio.move_on_after(120) as scope:
+        async with anyio.create_task_group() as tg:
+
+            async def cancel_once_booting() -> None:
+                while not vm_processes(workdir):  # noqa: ASYNC110 (polling /proc)
+                    await anyio.sleep(0.05)
+                await anyio.sleep(0.5)  # qemu is running its guest
+                tg.cancel_scope.cancel()
+
+            async def run() -> None:
+                nonlocal result
+                result = (await Jobs(area, workdir, ex).sh("echo never")).result
+
+            tg.start_soon(cancel_once_booting)
+            tg.start_soon(run)
+    assert not scope.cancelled_caught, "qemu never started"
+    assert result is None
+    assert vm_processes(workdir) == []
+    assert not (workdir / "vm").exists()
+
+
+@pytest.fixture
+def vm_jobs(area: ScratchArea, workdir: Path) -> Iterator[Jobs]:
+    yield Jobs(area, workdir, usable("vm"))
+
+
+@pytest.mark.anyio
+async def test_the_job_sees_its_guest(vm_jobs: Jobs) -> None:
+    """One boot, many checks: what the job sees of the VM it runs in."""
+    script = r"""
+        echo "uid $(id -u) $(id -g)"
+        echo "pid1 $(cat /proc/1/comm)"
+        echo "ppid $PPID"
+        echo "nnp $(grep NoNewPrivs /proc/self/status | cut -f2)"
+        echo "seccomp $(grep '^Seccomp:' /proc/self/status | cut -f2)"
+        echo "fds $(ls /proc/self/fd | tr '\n' ' ')"
+        echo "dev $(ls /dev | tr '\n' ' ')"
+        echo "sys $(test -e /sys/kernel && echo yes || echo no)"
+        echo "ro $(echo 1 2>/dev/null > /proc/sys/kernel/ostype && echo writable || echo refused)"
+        printf 'crlf\n' | od -c | head -1
+        touch /task/mine && ls -n /task/mine | cut -d' ' -f3-4 | tr -s ' '
+    """
+    out = await vm_jobs.sh(script)
+    assert out.result.exit_code == 0, out.stderr
+    lines = out.stdout.decode().splitlines()
+    assert "uid 1000 1000" in lines
+    assert "pid1 runner" in lines  # the job is not PID 1: the guest's runner is
+    assert "ppid 1" in lines
+    assert "nnp 1" in lines
+    assert "seccomp 2" in lines
+    assert "fds 0 1 2 3 " in lines  # 3: ls's own directory
+    assert "sys no" in lines
+    assert "ro refused" in lines
+    assert any(line.endswith(r"c   r   l   f  \n") for line in lines), lines
+    dev = next(line for line in lines if line.startswith("dev "))
+    assert {"null", "zero", "urandom", "pts", "shm"} <= set(dev.split())
+    upper = vm_jobs.workdir / "upper" / "task" / "mine"
+    assert (upper.stat().st_uid, upper.stat().st_gid) == (1000, 1000)
