@@ -78,6 +78,7 @@ VM_CASES = frozenset({
     "test_pids_limit_stops_forks",
     "test_refuses_a_limit_it_cannot_enforce",
     "test_sigkill_parent_kills_job",
+    "test_unprivileged_ping_on_the_bridge",
 })
 #: Attacks (``tests/security``) run on ``vm``: one per kind of protection it
 #: gives (its own kernel and processes, the shared root, privileges, seccomp).

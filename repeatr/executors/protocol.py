@@ -235,11 +235,14 @@ class VmCommands(Message):
     tag = "vm"
     qemu: list[str]
     virtiofsd: list[str]
-    socket: str  # virtiofsd's; qemu starts once it exists
+    dir: str  # the run's VM dir: qemu's and virtiofsd's cwd
+    socket: str  # virtiofsd's, relative to ``dir`` (a unix socket path has 108 bytes at most)
     initrd: str
     console: str  # the guest kernel's console log
     log: str  # qemu's and virtiofsd's own stderr
     boot_timeout: float  # seconds for the guest to report "booted"
+    #: A bridge network: the tap qemu attaches to, made by the helper in the run's namespace.
+    tap: str | None = None
 
 
 class Spec(Message):

@@ -63,6 +63,8 @@ from repeatr.vm import guest, qemu
 GUEST_LAST_CAP = 40
 BOOT_TIMEOUT = 60.0  # seconds; TCG boots take ~2 s alone, several on a loaded host
 CPU_PERIOD_US = 100_000
+SOCKET = "fs.sock"  # virtiofsd's, in the VM dir (qemu's and virtiofsd's cwd)
+TAP = "rprtap0"  # in the run's own network namespace: one name fits every run
 DEFAULT_STATE = Path("/var/lib/repeatr")
 
 
@@ -90,6 +92,8 @@ class VmExecutor(HelperExecutor):
     def capabilities(self) -> Capabilities:
         return Capabilities(
             isolates=frozenset(Isolation),
+            # bridge: the guest's NIC on a tap in the namespace repeatr.net prepared
+            # (the isolation of "none", as for the other executors).
             networks=frozenset({NetworkPolicy.NONE}),
             job_is_pid1=False,  # the guest's PID 1 is its runner; the job is its child
             hostname=True,
@@ -151,11 +155,13 @@ class VmExecutor(HelperExecutor):
         return qemu.Machine(
             kernel=parts.kernel,
             initrd=d / "initrd",
-            socket=d / "fs.sock",
+            socket=Path(SOCKET),
             console=d / "console.log",
             memory=qemu.guest_memory(lim.memory_bytes() if lim else None),
             cpus=qemu.guest_cpus(lim.cpu if lim else None),
             kvm=kvm,
+            tap=TAP if job.network.policy is NetworkPolicy.BRIDGE else None,
+            mac=random_mac(),
         )
 
     def vm_commands(self, job: JobSpec) -> VmCommands | None:
@@ -165,11 +171,13 @@ class VmExecutor(HelperExecutor):
         return VmCommands(
             qemu=qemu.qemu_command(qemu.find_qemu(), m),
             virtiofsd=qemu.virtiofsd_command(os.fspath(job.root), m.socket),
+            dir=os.fspath(self.vm_dir(job)),
             socket=os.fspath(m.socket),
             initrd=os.fspath(m.initrd),
             console=os.fspath(m.console),
             log=os.fspath(self.vm_dir(job) / "qemu.log"),
             boot_timeout=self.boot_timeout,
+            tap=m.tap,
         )
 
     def job_files(self, job: JobSpec) -> dict[str, bytes]:
@@ -218,6 +226,13 @@ class VmExecutor(HelperExecutor):
             return await super().run(job, on_output=on_output, on_finished=on_finished)
         finally:
             shutil.rmtree(self.vm_dir(job), ignore_errors=True)
+
+
+def random_mac() -> str:
+    """A locally administered unicast MAC (qemu's default is the same for every VM)."""
+    octets = bytearray(os.urandom(6))
+    octets[0] = (octets[0] & 0xFC) | 0x02
+    return ":".join(f"{b:02x}" for b in octets)
 
 
 def guest_limits(job: JobSpec) -> str:

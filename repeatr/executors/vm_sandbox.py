@@ -63,15 +63,69 @@ def exec_path(spec: Spec, root: Root) -> str:
         os.close(rootfd)
 
 
-def append_exec(initrd: str, path: str) -> None:
-    """Append ``job/exec`` to the initramfs (a second newc archive after the first)."""
+def append_job_files(initrd: str, files: dict[str, bytes]) -> None:
+    """Append ``job/NAME`` files to the initramfs (a newc archive after the others)."""
     from repeatr.vm import cpio
 
     with open(initrd, "ab") as f:
-        f.write(cpio.archive([cpio.file("job/exec", os.fsencode(path))]))
+        f.write(cpio.archive([cpio.file(f"job/{k}", v) for k, v in files.items()]))
 
 
-def spawn(argv: list[str], fds: dict[int, int], log: int) -> int:
+def _ip(*args: str, stdin: bytes | None = None) -> str:
+    import subprocess
+
+    done = subprocess.run(["ip", *args], input=stdin, capture_output=True, check=False)
+    if done.returncode != 0:
+        raise ExecutorError(
+            f"bridging the VM's tap: `ip {' '.join(args)}` failed: "
+            f"{done.stderr.decode(errors='replace').strip()}",
+            hint="it needs iproute2 and /dev/net/tun (the tun driver)",
+        )
+    return done.stdout.decode()
+
+
+def bridge_tap(netns: str, tap: str) -> bytes:
+    """Join the run's network namespace and hand its ``eth0`` to the guest; ``job/net``.
+
+    repeatr.net prepared the namespace as for every executor: ``eth0``, one end
+    of a veth whose other end is on repeatr's bridge, with the run's leased
+    address and a default route. Here, inside that namespace only, a tap for
+    qemu and ``eth0`` are enslaved to a bridge of their own, and the address
+    and route move to the guest's NIC (its ``eth0``): the guest is on
+    repeatr's bridge with the run's address. Tap and bridge live in the run's
+    namespace, so they go with it, like the veth, when the run's network is
+    torn down (or collected by gc after a crash): nothing else to clean up.
+    """
+    fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        libc.setns(fd, libc.CLONE_NEWNET)
+    finally:
+        os.close(fd)
+    address = gateway = ""
+    for line in _ip("-o", "-4", "addr", "show", "dev", "eth0").splitlines():
+        words = line.split()
+        if "inet" in words:
+            address = words[words.index("inet") + 1]
+    for line in _ip("-4", "route", "show", "default").splitlines():
+        words = line.split()
+        if "via" in words:
+            gateway = words[words.index("via") + 1]
+    if not address or not gateway:
+        raise ExecutorError("the run's network namespace has no address or default route on eth0")
+    br = tap + "br"
+    _ip("-batch", "-", stdin=(
+        f"addr flush dev eth0\n"
+        f"link add {br} type bridge\n"
+        f"tuntap add dev {tap} mode tap\n"
+        f"link set eth0 master {br}\n"
+        f"link set {tap} master {br}\n"
+        f"link set {tap} up\n"
+        f"link set {br} up\n"
+    ).encode())
+    return f"{address} {gateway}\n".encode()
+
+
+def spawn(argv: list[str], fds: dict[int, int], log: int, cwd: str) -> int:
     """fork+exec ``argv``: stdin /dev/null, stdout and stderr ``log``, ``fds`` as given."""
     pid = os.fork()
     if pid == 0:
@@ -83,6 +137,7 @@ def spawn(argv: list[str], fds: dict[int, int], log: int) -> int:
             os.dup2(devnull, 0)
             os.dup2(log, 1)
             os.dup2(log, 2)
+            os.chdir(cwd)
             for target, fd in moved.items():
                 os.dup2(fd, target)  # dup2 clears FD_CLOEXEC on the target
             for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM):
@@ -105,11 +160,13 @@ def console_tail(vm: VmCommands) -> str:
     return " | ".join(lines) if lines else "(no console output)"
 
 
-def wait_socket(path: str, pid: int) -> None:
+def wait_socket(vm: VmCommands, pid: int) -> None:
+    path = os.path.join(vm.dir, vm.socket)
     deadline = time.monotonic() + SOCKET_TIMEOUT
     while not os.path.exists(path):
         if os.waitpid(pid, os.WNOHANG)[0] != 0:
-            raise ExecutorError("virtiofsd exited before it listened")
+            raise ExecutorError(f"virtiofsd exited before it listened: {console_tail(vm)}",
+                                hint=f"replay it by hand: {' '.join(vm.virtiofsd)}")
         if time.monotonic() > deadline:
             raise ExecutorError(f"virtiofsd did not listen on {path} within {SOCKET_TIMEOUT:g}s")
         time.sleep(0.002)
@@ -138,16 +195,20 @@ def run(box: Sandbox, spec: Spec, root: Root) -> bool:
     vm = spec.vm
     if vm is None:
         raise ExecutorError("sandbox protocol: a vm spec without its commands")
-    path = exec_path(spec, root)
+    files = {"exec": os.fsencode(exec_path(spec, root))}
+    if vm.tap is not None:
+        if spec.network.netns is None:
+            raise ExecutorError("a bridge network needs the namespace repeatr.net prepared")
+        files["net"] = bridge_tap(spec.network.netns, vm.tap)
     try:
-        append_exec(vm.initrd, path)
+        append_job_files(vm.initrd, files)
     except OSError as e:
         raise ExecutorError(f"cannot write the job's initramfs {vm.initrd}: {e}") from e
     log = os.open(vm.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-    fsd = spawn(vm.virtiofsd, {}, log)
-    wait_socket(vm.socket, fsd)
+    fsd = spawn(vm.virtiofsd, {}, log, vm.dir)
+    wait_socket(vm, fsd)
     status_r, status_w = os.pipe2(os.O_CLOEXEC)
-    qemu = spawn(vm.qemu, {3: status_w, 4: 1, 5: 2}, log)
+    qemu = spawn(vm.qemu, {3: status_w, 4: 1, 5: 2}, log, vm.dir)
     os.close(status_w)
     os.close(log)
     box.job_pid = qemu

@@ -74,6 +74,8 @@ for m in $mounts; do
 done
 [ -s /job/hostname ] && hostname "$(cat /job/hostname)"
 ip link set lo up
+# Unprivileged ping, as repeatr.net sets it in every network namespace it makes.
+echo "0 2147483647" >/proc/sys/net/ipv4/ping_group_range
 if [ -s /job/net ]; then
     # address/prefix gateway
     read -r addr gateway </job/net

@@ -94,7 +94,7 @@ class Machine:
 
     kernel: Path
     initrd: Path
-    socket: Path  # virtiofsd's vhost-user socket
+    socket: Path  # virtiofsd's vhost-user socket (relative to the cwd: 108 bytes at most)
     console: Path  # the kernel's console log
     memory: int = DEFAULT_MEMORY
     cpus: int = 1
