@@ -33,13 +33,20 @@ class ExecutorName(StrEnum):
 
 
 class Isolation(StrEnum):
-    """Kernel namespaces an executor gives the job."""
+    """Kernel namespaces an executor gives the job; ``kernel``: a kernel of its own (vm)."""
 
     MOUNT = "mount"
     PID = "pid"
     NET = "net"
     IPC = "ipc"
     UTS = "uts"
+    KERNEL = "kernel"
+
+
+#: Every namespace type an executor can give (all of ``Isolation`` but ``KERNEL``).
+NAMESPACES = frozenset(
+    {Isolation.MOUNT, Isolation.PID, Isolation.NET, Isolation.IPC, Isolation.UTS}
+)
 
 
 @dataclass(frozen=True)

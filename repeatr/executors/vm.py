@@ -45,6 +45,7 @@ from repeatr.assemble.ops import Dev, Op, Proc
 from repeatr.errors import ExecutorError, JobInvalid
 from repeatr.executors._preflight import require_filesystem, require_root
 from repeatr.executors.base import (
+    NAMESPACES,
     Capabilities,
     ExecutorName,
     FinishedCallback,
@@ -91,7 +92,7 @@ class VmExecutor(HelperExecutor):
     # --- host -------------------------------------------------------------------
     def capabilities(self) -> Capabilities:
         return Capabilities(
-            isolates=frozenset(Isolation),
+            isolates=NAMESPACES | {Isolation.KERNEL},
             # bridge: the guest's NIC on a tap in the namespace repeatr.net prepared
             # (the isolation of "none", as for the other executors).
             networks=frozenset({NetworkPolicy.NONE}),

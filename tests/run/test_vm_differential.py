@@ -33,6 +33,7 @@ def _ids(runner: Runner, formula: str) -> dict[str, dict[str, str]]:
         assert res.code == 0, f"{executor}: {res.stderr}"
         record = res.record()
         assert record["executor"] == executor
+        assert ("kernel" in record["isolation"]) == (executor == "vm")
         ids[executor] = record["results"]
     return ids
 
