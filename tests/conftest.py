@@ -60,6 +60,7 @@ def host_left_as_found() -> Iterator[None]:
 #: only (the executor's async code is the helper executors', tested on both).
 #: ``tests/executors/test_vm.py`` adds what is the VM's own (boot deadline,
 #: cancellation mid-boot, several checks per boot, the differential test).
+#: ``REPEATR_VM_TESTS=all`` runs every case on vm as well.
 VM_CASES = frozenset({
     "test_hello_stdout_and_stderr",
     "test_exit_code",
@@ -100,6 +101,8 @@ def _vm_param(item: pytest.Item) -> dict[str, object] | None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Deselect the vm cases not chosen above (said in the summary: "deselected")."""
+    if os.environ.get("REPEATR_VM_TESTS") == "all":
+        return  # every case on vm too (slow: a VM boot per case)
     keep: list[pytest.Item] = []
     drop: list[pytest.Item] = []
     for item in items:
