@@ -34,6 +34,7 @@ run's workdir: ``vm/initrd`` (base + the job's data), ``vm/fs.sock``,
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -55,7 +56,7 @@ from repeatr.executors.base import (
     OutputCallback,
 )
 from repeatr.executors.helper import HelperExecutor, disk_limit
-from repeatr.executors.protocol import NetworkPolicy, VmCommands
+from repeatr.executors.protocol import NetworkPolicy, Spec, VmCommands
 from repeatr.linux import capability
 from repeatr.model.limits import LimitName
 from repeatr.vm import guest, qemu
@@ -180,6 +181,15 @@ class VmExecutor(HelperExecutor):
             boot_timeout=self.boot_timeout,
             tap=m.tap,
         )
+
+    def debug_commands(self, spec: Spec) -> None:
+        super().debug_commands(spec)
+        if self.on_debug is None or spec.vm is None:
+            return
+        vm = spec.vm
+        self.on_debug(f"virtiofsd: {shlex.join(vm.virtiofsd)}  (in {vm.dir})")
+        self.on_debug(f"qemu: {shlex.join(vm.qemu)}  (in {vm.dir}; fds 3, 4, 5: the status "
+                      "port's pipe, the job's stdout and stderr)")
 
     def job_files(self, job: JobSpec) -> dict[str, bytes]:
         """The job's data for the guest (``job/*`` in the initramfs; see runner.c)."""

@@ -12,11 +12,12 @@ guest mounts its own there); import-light like it. The parent
    every mount of the plan); qemu starts once its socket exists, with the
    status port's pipe and the job's stdout and stderr as fds 3, 4 and 5.
 3. The guest's ``/init`` writes ``booted`` on the status port once the job
-   is about to start, then its runner ``exit CODE SIGNAL`` when the job
-   has ended, and powers off. A guest that does not say ``booted`` within
-   the boot deadline is killed and the run fails (some TCG boots hang: the
-   deadline, never a hang); the job's timeout (``limits.timeout``) runs from
-   ``booted`` and kills qemu when it passes (exit 137, ``timed_out``).
+   is about to start, then its runner ``exit CODE SIGNAL OOM`` when the job
+   has ended (OOM: the guest cgroup's count of OOM kills), and powers off.
+   A guest that does not say ``booted`` within the boot deadline is killed
+   and the run fails (some TCG boots hang: the deadline, never a hang);
+   the job's timeout (``limits.timeout``) runs from ``booted`` and kills
+   qemu when it passes (exit 137, ``timed_out``).
 4. qemu's exit status means nothing (a powered-off guest exits 0): only the
    status port says how the job ended. qemu ending without an exit report
    is an ExecutorError quoting the end of the guest's console.
@@ -282,8 +283,8 @@ def wait_guest(box: Sandbox, spec: Spec, vm: VmCommands, qemu: int, port: Status
     finally:
         os.close(pidfd)
     try:
-        code, sig = int(exit_line[0]), int(exit_line[1])
-    except (IndexError, ValueError):
+        code, sig, oom = (int(word) for word in exit_line)
+    except ValueError:
         raise ExecutorError(f"the VM reported a malformed exit: {' '.join(exit_line)!r}") from None
-    return Exit(code=code, signal=sig or None)
+    return Exit(code=code, signal=sig or None, oom=oom > 0)
 

@@ -13,7 +13,8 @@
  * drops every capability not in caps (bounding set first), takes the gid
  * and uid, sets no_new_privs, installs the seccomp filter and execs. The
  * parent, PID 1, reaps every process until the job is gone, writes
- * "exit CODE SIGNAL\n" on the status port (CODE 128+N for signal N) and
+ * "exit CODE SIGNAL OOM\n" on the status port (CODE 128+N for signal N, OOM
+ * the cgroup's count of OOM kills) and
  * powers the VM off, which ends whatever the job left behind.
  *
  * Static, libc only (built with `gcc -static -Os` when the guest is
@@ -163,7 +164,23 @@ static void job(void) {
     die("exec %s: %s", exec, strerror(errno));
 }
 
+/* The oom_kill count of the job's cgroup (0 without one). */
+static long oom_kills(const char *cgroup) {
+    if (!*cgroup) return 0;
+    char path[512];
+    snprintf(path, sizeof path, "%s/memory.events", cgroup);
+    FILE *f = fopen(path, "re");
+    if (!f) return 0;
+    char key[64];
+    long value, found = 0;
+    while (fscanf(f, "%63s %ld", key, &value) == 2)
+        if (!strcmp(key, "oom_kill")) found = value;
+    fclose(f);
+    return found;
+}
+
 int main(void) {
+    char *cgroup = text("/job/cgroup");
     pid_t pid = fork();
     if (pid < 0) die("fork: %s", strerror(errno));
     if (pid == 0) {
@@ -183,7 +200,7 @@ int main(void) {
     } else {
         code = WEXITSTATUS(status);
     }
-    dprintf(3, "exit %d %d\n", code, sig);
+    dprintf(3, "exit %d %d %ld\n", code, sig, oom_kills(cgroup));
     fsync(3);
     kill(-1, SIGKILL);
     sync();
