@@ -161,6 +161,24 @@ def console_tail(vm: VmCommands) -> str:
     return " | ".join(lines) if lines else "(no console output)"
 
 
+#: Where virtiofsd (qemu 7.2's) writes a pid file named after its socket's
+#: path, and never removes it: a tmpfs of the helper's own goes there.
+VIRTIOFSD_RUN = "/run/virtiofsd"
+
+
+def private_virtiofsd_run() -> None:
+    """A tmpfs on ``VIRTIOFSD_RUN`` in the helper's private mount namespace.
+
+    virtiofsd locks ``/run/virtiofsd/<socket path>.pid``: two runs whose
+    sockets have the same path (relative: ``fs.sock`` in each VM dir) would
+    collide ("Cannot lock pid file"), and the files would pile up on the
+    host. Here each run has its own, gone with the helper's namespace.
+    """
+    os.makedirs(VIRTIOFSD_RUN, mode=0o700, exist_ok=True)
+    libc.mount("tmpfs", VIRTIOFSD_RUN, "tmpfs",
+               libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC, "mode=0700,size=64k")
+
+
 def wait_socket(vm: VmCommands, pid: int) -> None:
     path = os.path.join(vm.dir, vm.socket)
     deadline = time.monotonic() + SOCKET_TIMEOUT
@@ -205,6 +223,7 @@ def run(box: Sandbox, spec: Spec, root: Root) -> bool:
         append_job_files(vm.initrd, files)
     except OSError as e:
         raise ExecutorError(f"cannot write the job's initramfs {vm.initrd}: {e}") from e
+    private_virtiofsd_run()
     log = os.open(vm.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
     fsd = spawn(vm.virtiofsd, {}, log, vm.dir)
     wait_socket(vm, fsd)

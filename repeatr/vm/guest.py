@@ -18,9 +18,9 @@ Parts, in ``<state>/vm/guest/<key>/`` (``DEFAULT_STATE``: ``/var/lib/repeatr``):
 goes in (busybox's version, the init and runner sources), so an upgrade
 prepares new parts and old ones are left for ``gc``. Preparing takes the
 lock ``<state>/vm/guest.lock`` (one host-wide preparation at a time; a
-second invocation waits, then finds the parts ready) and builds in a
-temporary dir renamed into place, so a killed preparation leaves no
-half-made parts.
+second invocation waits, then finds the parts ready) and builds in
+temporary dirs (``.``-prefixed) renamed into place, so a killed preparation
+leaves no half-made parts; the next one removes its temporary dirs.
 
 Each job's data is a second, small cpio appended to the base one
 (``job_archive``): the kernel unpacks both (the command line is limited to
@@ -217,7 +217,9 @@ def prepare(
             return parts
         if on_progress is not None:
             on_progress(f"preparing the VM guest (once per host): {package} {version}")
-        scratch = Path(tempfile.mkdtemp(prefix="repeatr-vm-guest-"))
+        for stale in base.glob(".*"):  # a preparation killed midway (we hold the lock)
+            shutil.rmtree(stale, ignore_errors=True)
+        scratch = Path(tempfile.mkdtemp(prefix=".scratch-", dir=base))
         building = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=base))
         try:
             build(building, package, scratch)

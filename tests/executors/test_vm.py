@@ -19,8 +19,9 @@ import pytest
 from repeatr.errors import Category, ExecutorError
 from repeatr.executors.base import JobResult
 from repeatr.executors.vm import VmExecutor
+from repeatr.executors.vm_sandbox import VIRTIOFSD_RUN
 from repeatr.vm import cpio, guest
-from tests.rootfs import ScratchArea, processes_with
+from tests.rootfs import ScratchArea, processes_with, remove_tree
 
 from .conftest import Jobs, usable
 
@@ -46,6 +47,10 @@ def sleeping_guest(parts: guest.GuestParts, tmp_path: Path) -> guest.GuestParts:
         parts.initramfs.read_bytes() + cpio.archive([cpio.file("init", init, 0o755)])
     )
     return guest.GuestParts(tmp_path, parts.kernel, tmp_path / "initramfs", parts.kernel_version)
+
+
+def virtiofsd_pid_files() -> list[str]:
+    return sorted(os.listdir(VIRTIOFSD_RUN)) if os.path.isdir(VIRTIOFSD_RUN) else []
 
 
 def vm_processes(workdir: Path) -> list[int]:
@@ -151,3 +156,26 @@ async def test_the_job_sees_its_guest(vm_jobs: Jobs) -> None:
     assert {"null", "zero", "urandom", "pts", "shm"} <= set(dev.split())
     upper = vm_jobs.workdir / "upper" / "task" / "mine"
     assert (upper.stat().st_uid, upper.stat().st_gid) == (1000, 1000)
+
+
+@pytest.mark.anyio
+async def test_two_vms_at_once_leave_no_trace(area: ScratchArea) -> None:
+    """virtiofsd's pid files (named after its socket, never removed) stay in the helper's
+    namespace: concurrent runs do not collide on them, and the host keeps none."""
+    before = virtiofsd_pid_files()
+    ex = usable("vm")
+    workdirs = [area.new_workdir() for _ in range(2)]
+    codes: list[int] = []
+
+    async def one(wd: Path) -> None:
+        codes.append((await Jobs(area, wd, ex).sh("exit 7")).result.exit_code)
+
+    try:
+        async with anyio.create_task_group() as tg:
+            for wd in workdirs:
+                tg.start_soon(one, wd)
+    finally:
+        for wd in workdirs:
+            remove_tree(wd)
+    assert codes == [7, 7]
+    assert virtiofsd_pid_files() == before
