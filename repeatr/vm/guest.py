@@ -15,8 +15,8 @@ Parts, in ``<state>/vm/guest/<key>/`` (``DEFAULT_STATE``: ``/var/lib/repeatr``):
   (``modules/order``), resolved with ``busybox depmod`` on the unpacked tree.
 
 ``key`` is the kernel package's version plus a digest of everything else that
-goes in (busybox's version, the init and runner sources), so an upgrade
-prepares new parts and old ones are left for ``gc``. Preparing takes the
+goes in (the busybox binary, the init and runner sources), so an upgrade
+prepares new parts, which replace the old ones. Preparing takes the
 lock ``<state>/vm/guest.lock`` (one host-wide preparation at a time; a
 second invocation waits, then finds the parts ready) and builds in
 temporary dirs (``.``-prefixed) renamed into place, so a killed preparation
@@ -45,7 +45,6 @@ from repeatr.vm import cpio
 
 KERNEL_PACKAGE = "linux-image-cloud-amd64"
 BUSYBOX = "/bin/busybox"
-BUSYBOX_PACKAGE = "busybox-static"
 #: Modules the guest needs (their dependencies come from modules.dep):
 #: virtio-pci devices (q35), the shared root, the stdio/status ports, the tap's NIC.
 MODULES = ("virtio_pci", "virtiofs", "virtio_console", "virtio_net")
@@ -99,20 +98,16 @@ def kernel_package() -> tuple[str, str]:
                         hint="run `apt-get update`")
 
 
-def busybox_version() -> str:
-    out = _run(["dpkg-query", "-W", "-f", "${Version}", BUSYBOX_PACKAGE])
-    return out.strip()
-
-
 def _source(name: str) -> bytes:
     return resources.files("repeatr.vm").joinpath(name).read_bytes()
 
 
-def parts_key(kernel_version: str, busybox: str) -> str:
+def sources_digest() -> str:
+    """What goes into the initramfs besides the kernel's modules: busybox, init, runner."""
     digest = hashlib.sha256()
-    for part in (busybox.encode(), _source("init.sh"), _source("runner.c")):
+    for part in (Path(BUSYBOX).read_bytes(), _source("init.sh"), _source("runner.c")):
         digest.update(hashlib.sha256(part).digest())
-    return f"{kernel_version}-{digest.hexdigest()[:12]}"
+    return digest.hexdigest()[:12]
 
 
 def extract_vmlinux(bzimage: bytes) -> bytes:
@@ -204,9 +199,23 @@ def prepare(
     """The guest's parts for this host, prepared now if they are not yet (see the module doc)."""
     from repeatr import locks
 
-    package, version = kernel_package()
-    key = parts_key(version, busybox_version())
     base = state / "vm" / "guest"
+    try:
+        digest = sources_digest()
+    except OSError as e:
+        raise ExecutorError(f"preparing the VM guest: {e}",
+                            hint="apt-get install busybox-static (scripts/setup does)") from e
+    try:
+        package, version = kernel_package()
+    except ExecutorError:
+        # No apt lists (cleaned, or never updated): parts prepared before with
+        # these sources still boot.
+        ready = sorted((p for p in base.glob(f"[!.]*-{digest}") if (p / "initramfs").exists()),
+                       key=lambda p: p.stat().st_mtime)
+        if not ready:
+            raise
+        return GuestParts.at(ready[-1], ready[-1].name.removesuffix(f"-{digest}"))
+    key = f"{version}-{digest}"
     parts = GuestParts.at(base / key, version)
     if parts.initramfs.exists():
         return parts
@@ -224,6 +233,9 @@ def prepare(
         try:
             build(building, package, scratch)
             building.rename(parts.dir)
+            for old in base.glob("[!.]*"):  # an older kernel's or sources' parts
+                if old != parts.dir:
+                    shutil.rmtree(old, ignore_errors=True)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
             shutil.rmtree(building, ignore_errors=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from repeatr.executors.base import JobResult
 from repeatr.executors.vm import VmExecutor
 from repeatr.executors.vm_sandbox import VIRTIOFSD_RUN
 from repeatr.vm import cpio, guest
-from tests.rootfs import ScratchArea, processes_with, remove_tree
+from tests.rootfs import REPO, ScratchArea, processes_with, remove_tree
 
 from .conftest import Jobs, usable
 
@@ -179,3 +180,16 @@ async def test_two_vms_at_once_leave_no_trace(area: ScratchArea) -> None:
             remove_tree(wd)
     assert codes == [7, 7]
     assert virtiofsd_pid_files() == before
+
+
+def test_prepared_parts_serve_without_apt(parts: guest.GuestParts, tmp_path: Path) -> None:
+    """With apt unusable (no apt-cache in PATH here), parts prepared before still boot."""
+    state = parts.dir.parent.parent.parent
+    code = (
+        "import sys; from pathlib import Path; from repeatr.vm import guest;"
+        f"print(guest.prepare(Path({os.fspath(state)!r})).dir)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env={"PATH": os.fspath(tmp_path)},
+                          capture_output=True, text=True, check=False, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert (Path(done.stdout.strip()) / "initramfs").exists()
