@@ -295,7 +295,8 @@ def wait_guest(box: Sandbox, spec: Spec, vm: VmCommands, qemu: int, port: Status
         if timed_out:
             os.kill(qemu, signal.SIGKILL)
             os.waitpid(qemu, 0)
-            return Exit(code=128 + signal.SIGKILL, signal=signal.SIGKILL, timed_out=True)
+            kill = int(signal.SIGKILL)  # a plain int: the protocol marshals no enums
+            return Exit(code=128 + kill, signal=kill, timed_out=True)
         if not select.select([pidfd], [], [], POWEROFF_TIMEOUT)[0]:
             os.kill(qemu, signal.SIGKILL)  # the job is over: its VM goes, powered off or not
         os.waitpid(qemu, 0)

@@ -21,6 +21,7 @@ from repeatr.errors import Category, ExecutorError
 from repeatr.executors.base import JobResult
 from repeatr.executors.vm import VmExecutor
 from repeatr.executors.vm_sandbox import VIRTIOFSD_RUN
+from repeatr.model.limits import Limits
 from repeatr.vm import cpio, guest
 from tests.rootfs import REPO, ScratchArea, processes_with, remove_tree
 
@@ -193,3 +194,15 @@ def test_prepared_parts_serve_without_apt(parts: guest.GuestParts, tmp_path: Pat
                           capture_output=True, text=True, check=False, cwd=REPO)
     assert done.returncode == 0, done.stderr
     assert (Path(done.stdout.strip()) / "initramfs").exists()
+
+
+@pytest.mark.anyio
+async def test_timeout_kills_the_vm(vm_jobs: Jobs) -> None:
+    """limits.timeout counts from the guest's boot (the conformance test's "on time" bound
+    includes no boot): when it passes, qemu is killed and the job reported as SIGKILLed."""
+    out = await vm_jobs.run(vm_jobs.job("sh", "-c", "echo started; sleep 1000",
+                                        limits=Limits(timeout=1)))
+    assert out.result.timed_out
+    assert out.result.reason == "timeout"
+    assert (out.result.exit_code, out.result.signal) == (137, 9)
+    assert vm_processes(vm_jobs.workdir) == []
