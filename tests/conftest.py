@@ -62,31 +62,29 @@ def host_left_as_found() -> Iterator[None]:
 #: cancellation mid-boot, several checks per boot, the differential test).
 #: ``REPEATR_VM_TESTS=all`` runs every case on vm as well.
 VM_CASES = frozenset({
-    "test_hello_stdout_and_stderr",
-    "test_exit_code",
-    "test_self_kill",
+    "test_hello_stdout_and_stderr",  # stdio over the ports, line by line
+    "test_self_kill",  # 128+signal
     "test_env_exactly_as_given",
-    "test_userinfo_root",
-    "test_capabilities_routine",
+    "test_capabilities_routine",  # uid 0 and 1000, the policy's capabilities
     "test_hostname",
-    "test_network",
-    "test_missing_exec",
+    "test_network",  # none: loopback only
+    "test_missing_exec",  # JobInvalid before any boot
     "test_bad_cwd",
-    "test_bind_ro_is_recursive",
-    "test_outputs_visible_while_mounts_exist",
-    "test_timeout_not_reached",
-    "test_memory_exceeded_is_killed_and_reported",
+    "test_memory_exceeded_is_killed_and_reported",  # the guest cgroup's OOM kill
     "test_pids_limit_stops_forks",
     "test_refuses_a_limit_it_cannot_enforce",
-    "test_sigkill_parent_kills_job",
-    "test_unprivileged_ping_on_the_bridge",
+    "test_sigkill_parent_kills_job",  # no qemu or virtiofsd outlives repeatr
+    "test_unprivileged_ping_on_the_bridge",  # bridge: the tap on the run's veth
 })
 #: Attacks (``tests/security``) run on ``vm``: one per kind of protection it
-#: gives (its own kernel and processes, the shared root, privileges, seccomp).
+#: gives (its own processes and network stack, the shared root, device nodes,
+#: read-only binds, privileges and seccomp).
 VM_ATTACKS = frozenset({
-    "host-path", "kill-host-process", "host-loopback", "abstract-socket", "ro-mount-write",
-    "symlink-output", "setuid-root", "mount", "userns-mount", "ware-device-nodes",
+    "host-path", "kill-host-process", "host-loopback", "ro-mount-write", "setuid-root",
+    "mount", "ware-device-nodes",
 })
+#: Covered on vm elsewhere: exit codes, uid 1000, outputs and ownership, the
+#: timeout (tests/executors/test_vm.py, tests/run/test_vm_differential.py).
 
 
 def _vm_param(item: pytest.Item) -> dict[str, object] | None:
