@@ -65,8 +65,9 @@ def bare_boot(area: Path, ex: VmExecutor, parts: guest.GuestParts) -> None:
                        log, os.fspath(d))
             os.waitpid(vm, 0)
             os.waitpid(fsd, 0)
-            # virtiofsd leaves its pid file (the helper gives it a private /run/virtiofsd)
-            name = os.fspath(d / "fs.sock").replace("/", ".") + ".pid"
+            # virtiofsd leaves its pid file, named after the socket's path as given
+            # (the helper gives it a private /run/virtiofsd instead)
+            name = os.fspath(m.socket).replace("/", ".") + ".pid"
             (Path("/run/virtiofsd") / name).unlink(missing_ok=True)
         finally:
             for fd in (log, status, null):
