@@ -67,8 +67,9 @@ def seccomp_features() -> dict[str, Any]:
 def _version(ex: Any) -> str:
     from repeatr.errors import ExecutorError
     from repeatr.executors.oci import OciExecutor
+    from repeatr.executors.vm import VmExecutor
 
-    if isinstance(ex, OciExecutor):
+    if isinstance(ex, OciExecutor | VmExecutor):
         try:
             return ex.version()
         except ExecutorError as e:
@@ -103,6 +104,12 @@ def executor_report(name: str, measure: bool, runs: int, area: Any) -> dict[str,
         entry.update(available=False, problem=e.message, fix=e.hint)
         return entry
     entry["version"] = _version(ex)
+    if name == "vm":
+        from repeatr.vm import qemu
+
+        # A VM run costs seconds: one timed run (after the warm-up) is enough to say so.
+        runs = 1
+        entry["accel"] = qemu.accel_description()
     if not measure:
         entry["note"] = "not measured (--no-measure)"
     elif area is None:
@@ -131,6 +138,8 @@ def _text(report: dict[str, Any]) -> str:
         lines.append(f"          isolates {', '.join(e['isolates'])}; networks "
                      f"{', '.join(e['networks'])}; limits {', '.join(e['limits']) or 'none'}")
         lines.append(f"          start cost: {cost}")
+        if "accel" in e:
+            lines.append(f"          acceleration: {e['accel']}")
     k = report["kernel"]
     lines += [
         "kernel:",

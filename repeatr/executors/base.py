@@ -30,16 +30,24 @@ class ExecutorName(StrEnum):
     RUNC = "runc"
     CRUN = "crun"
     GVISOR = "gvisor"
+    VM = "vm"
 
 
 class Isolation(StrEnum):
-    """Kernel namespaces an executor gives the job."""
+    """Kernel namespaces an executor gives the job; ``kernel``: a kernel of its own (vm)."""
 
     MOUNT = "mount"
     PID = "pid"
     NET = "net"
     IPC = "ipc"
     UTS = "uts"
+    KERNEL = "kernel"
+
+
+#: Every namespace type an executor can give (all of ``Isolation`` but ``KERNEL``).
+NAMESPACES = frozenset(
+    {Isolation.MOUNT, Isolation.PID, Isolation.NET, Isolation.IPC, Isolation.UTS}
+)
 
 
 class Capabilities(msgspec.Struct, frozen=True):
@@ -175,6 +183,7 @@ _IMPLEMENTATIONS: dict[ExecutorName, str] = {
     ExecutorName.RUNC: "repeatr.executors.runc:RuncExecutor",
     ExecutorName.CRUN: "repeatr.executors.crun:CrunExecutor",
     ExecutorName.GVISOR: "repeatr.executors.gvisor:GvisorExecutor",
+    ExecutorName.VM: "repeatr.executors.vm:VmExecutor",
 }
 
 

@@ -11,9 +11,11 @@
 
 ``gvisor`` (a user-space kernel, ~130 ms more) is never picked by ``auto``
 unless the job needs an application kernel (``Needs.user_space_kernel``); it
-is always available by name. An executor is skipped when its preflight fails
-(not installed, not root...), or when it cannot give the job its network
-policy, hostname, or enforce one of its limits. Every executor not chosen
+is always available by name. Nor is ``vm`` (a virtual machine per run: a
+kernel of its own, ~2 s per run without hardware KVM): only by name.
+An executor is skipped when its preflight fails (not installed, not
+root...), or when it cannot give the job its network policy, hostname, or
+enforce one of its limits. Every executor not chosen
 gets one line saying why.
 """
 
@@ -98,6 +100,8 @@ def choose(
     if ExecutorName.GVISOR not in order:
         reasons.append(f"{ExecutorName.GVISOR}: only when asked for (--executor gvisor): "
                        "strongest isolation, but ~130 ms more per run")
+    reasons.append(f"{ExecutorName.VM}: only when asked for (--executor vm): a kernel of "
+                   "its own, but a boot per run (~2 s under software emulation)")
     if chosen is None:
         raise ExecutorError(
             "no executor can run this job here:\n  " + "\n  ".join(reasons),

@@ -31,7 +31,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from repeatr.executors.base import Capabilities, ExecutorName, Isolation, JobSpec
+from repeatr.executors.base import NAMESPACES, Capabilities, ExecutorName, JobSpec
 from repeatr.executors.helper import disk_limit
 from repeatr.executors.oci import OciExecutor
 from repeatr.executors.protocol import NetworkPolicy
@@ -50,7 +50,7 @@ class GvisorExecutor(OciExecutor):
 
     def capabilities(self) -> Capabilities:
         return Capabilities(
-            isolates=frozenset(Isolation),
+            isolates=NAMESPACES,
             networks=frozenset({NetworkPolicy.NONE, NetworkPolicy.HOST}),
             job_is_pid1=False,  # PID 1, but the Sentry does not give it init's signal rules
             hostname=True,

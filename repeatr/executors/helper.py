@@ -67,6 +67,7 @@ from repeatr.executors.protocol import (
     OciCommands,
     Spec,
     Started,
+    VmCommands,
     spec_to_json,
 )
 from repeatr.executors.server import Helper, SandboxServer
@@ -86,6 +87,7 @@ MODES: dict[ExecutorName, Mode] = {
     ExecutorName.RUNC: "oci",
     ExecutorName.CRUN: "oci",
     ExecutorName.GVISOR: "oci",
+    ExecutorName.VM: "vm",
 }
 _ERRORS: dict[str, type[RepeatrError]] = {
     Category.ASSEMBLY_INVALID.name: AssemblyError,
@@ -330,6 +332,10 @@ class HelperExecutor(Executor):
         """An OCI runtime's command lines (None: the helper runs the job itself)."""
         return None
 
+    def vm_commands(self, job: JobSpec) -> VmCommands | None:
+        """The VM's command lines (None: no VM; ``repeatr.executors.vm``)."""
+        return None
+
     def spec(self, job: JobSpec) -> Spec:
         """The helper's ``Spec`` for ``job``; planned here, so bad mounts fail before it starts."""
         p = plan(self.helper_mounts(job), job.cradle)
@@ -355,6 +361,7 @@ class HelperExecutor(Executor):
             outputs=list(job.outputs),
             mountpoints=self.runtime_mountpoints(job),
             oci=self.oci_commands(job, cgroup),
+            vm=self.vm_commands(job),
         )
 
     def seccomp_profile(self, job: JobSpec) -> seccomp.Profile | None:

@@ -15,7 +15,7 @@ and when it exits every other process in the namespace is killed.
 from __future__ import annotations
 
 from repeatr.executors._preflight import require_filesystem, require_namespaces, require_root
-from repeatr.executors.base import Capabilities, ExecutorName, Isolation
+from repeatr.executors.base import NAMESPACES, Capabilities, ExecutorName
 from repeatr.executors.helper import HelperExecutor, cgroup_limits
 from repeatr.executors.protocol import NetworkPolicy
 
@@ -25,7 +25,7 @@ class NsExecutor(HelperExecutor):
 
     def capabilities(self) -> Capabilities:
         return Capabilities(
-            isolates=frozenset(Isolation),
+            isolates=NAMESPACES,
             networks=frozenset({NetworkPolicy.NONE, NetworkPolicy.HOST}),
             job_is_pid1=True,
             hostname=True,

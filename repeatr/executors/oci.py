@@ -46,9 +46,9 @@ from repeatr.errors import ExecutorError
 from repeatr.executors import seccomp
 from repeatr.executors._preflight import require_filesystem, require_namespaces, require_root
 from repeatr.executors.base import (
+    NAMESPACES,
     Capabilities,
     FinishedCallback,
-    Isolation,
     JobResult,
     JobSpec,
     OutputCallback,
@@ -211,7 +211,7 @@ class OciExecutor(HelperExecutor):
 
     def capabilities(self) -> Capabilities:
         return Capabilities(
-            isolates=frozenset(Isolation),
+            isolates=NAMESPACES,
             networks=frozenset({NetworkPolicy.NONE, NetworkPolicy.HOST}),
             job_is_pid1=True,
             hostname=True,

@@ -150,7 +150,7 @@ def expect(cls: type[M], data: dict[str, Any]) -> M:
 
 # --- the job spec (parent -> helper) -------------------------------------------
 if TYPE_CHECKING:
-    Mode = Literal["ns", "chroot", "oci"]
+    Mode = Literal["ns", "chroot", "oci", "vm"]
 
 
 class NetworkPolicy(StrEnum):
@@ -226,6 +226,28 @@ class OciCommands(Message):
     hide_cgroup2: bool = False
 
 
+class VmCommands(Message):
+    """The VM's processes and files (``vm`` mode, ``repeatr.executors.vm_sandbox``).
+
+    qemu inherits the status port's pipe and the job's stdout and stderr as
+    its fds 3, 4 and 5 (``repeatr.vm.qemu``); ``initrd`` is the base
+    initramfs with the job's data appended, to which the helper appends the
+    exec it found in the root.
+    """
+
+    tag = "vm"
+    qemu: list[str]
+    virtiofsd: list[str]
+    dir: str  # the run's VM dir: qemu's and virtiofsd's cwd
+    socket: str  # virtiofsd's, relative to ``dir`` (a unix socket path has 108 bytes at most)
+    initrd: str
+    console: str  # the guest kernel's console log
+    log: str  # qemu's and virtiofsd's own stderr
+    boot_timeout: float  # seconds for the guest to report "booted"
+    #: A bridge network: the tap qemu attaches to, made by the helper in the run's namespace.
+    tap: str | None = None
+
+
 class Spec(Message):
     """One job for the helper: what to assemble, what to run in it, how."""
 
@@ -253,6 +275,7 @@ class Spec(Message):
     #: Where the OCI runtime mounts in the root (made first, removed before packing).
     mountpoints: list[str]
     oci: OciCommands | None = None
+    vm: VmCommands | None = None
 
 
 # --- the helper's reports (helper -> parent) and the parent's last word -------------

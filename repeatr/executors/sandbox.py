@@ -49,6 +49,8 @@ of its own. ``oci`` unshares
 only the mount namespace, assembles the root there, and hands it to an OCI
 runtime (runc, crun, runsc) that runs as the helper's child
 (``repeatr.executors.oci_sandbox``): the runtime sees the assembled root.
+``vm`` does the same and shares the root into a virtual machine
+(``repeatr.executors.vm_sandbox``: virtiofsd and qemu are its children).
 
 Limits (``Spec.limits``): in ``ns`` and ``chroot`` modes the helper makes
 the run's cgroup (``repeatr.linux.cgroups``) and the job joins it before
@@ -402,6 +404,11 @@ class Sandbox:
 
             self.control.report(Assembled(pid=os.getpid()))
             return oci_sandbox.run(self, spec, root)
+        if spec.mode == "vm":
+            from repeatr.executors import vm_sandbox
+
+            self.control.report(Assembled(pid=os.getpid()))
+            return vm_sandbox.run(self, spec, root)
         group = self.make_group(spec)
         self.control.report(Assembled(pid=os.getpid()))
         errr, errw = os.pipe2(os.O_CLOEXEC)

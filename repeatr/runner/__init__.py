@@ -17,4 +17,4 @@ report. This package's ``__init__`` stays import-light: the CLI reads
 from __future__ import annotations
 
 #: What ``--executor`` accepts: ``auto`` (the best this host offers) or a name.
-EXECUTORS = ("auto", "ns", "chroot", "runc", "crun", "gvisor")
+EXECUTORS = ("auto", "ns", "chroot", "runc", "crun", "gvisor", "vm")

@@ -397,6 +397,10 @@ def make_executor(
     from repeatr.executors.helper import HelperExecutor
 
     cls = load_executor(name)
+    if name == "vm":
+        from repeatr.executors.vm import VmExecutor
+
+        return VmExecutor(on_debug=events.debug, server=server, on_warning=events.warn)
     if issubclass(cls, HelperExecutor):
         return cls(on_debug=events.debug, server=server)
     return cls(on_debug=events.debug)

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from repeatr.errors import Category, ExecutorError
-from repeatr.executors.base import Capabilities, Executor, ExecutorName, Isolation, load
+from repeatr.executors.base import (
+    NAMESPACES,
+    Capabilities,
+    Executor,
+    ExecutorName,
+    Isolation,
+    load,
+)
 from repeatr.executors.choose import AUTO_ORDER, Needs, choose
 from repeatr.model.limits import LimitName
 
@@ -88,6 +95,6 @@ def test_requested_executor() -> None:
 
 def test_order_is_isolation_then_speed() -> None:
     caps = [load(n)().capabilities() for n in AUTO_ORDER]
-    assert caps[0].isolates == frozenset(Isolation)
-    assert caps[-1].isolates < frozenset(Isolation)  # chroot: the host's network and hostname
+    assert caps[0].isolates == NAMESPACES
+    assert caps[-1].isolates < NAMESPACES  # chroot: the host's network and hostname
     assert Isolation.NET not in caps[-1].isolates

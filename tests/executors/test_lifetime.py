@@ -31,7 +31,8 @@ async def test_job_outlives_trio_spawn_thread(area: ScratchArea) -> None:
     try:
         async with anyio.create_task_group() as tg:
             for name in available_names():
-                tg.start_soon(one, load(name)())
+                if name != "vm":  # its helper is the same; a VM boot here costs a core for seconds
+                    tg.start_soon(one, load(name)())
     finally:
         for wd in workdirs:
             remove_tree(wd)

@@ -31,6 +31,7 @@ EXECUTORS = [pytest.param(n, marks=pytest.mark.runtime(n)) for n in ("ns", "runc
 # supported by protocol", whatever the sysctl says.
 BRIDGE_EXECUTORS = [
     *EXECUTORS[:3],
+    pytest.param("vm", marks=pytest.mark.runtime("vm")),
     pytest.param(
         "gvisor",
         marks=[

@@ -74,20 +74,20 @@ def test_no_is_honest(attacker: Attacker, executor: str, name: str) -> None:
 
 def test_parse_rejects_bad_cells(tmp_path: Path) -> None:
     head = (
-        f"{table.HEADING}\n\n| attack | what the job tries | chroot | ns | runc | crun | gvisor |\n"
-        "|---|---|---|---|---|---|---|\n"
+        f"{table.HEADING}\n\n| attack | what the job tries | chroot | ns | runc | crun | gvisor "
+        "| vm |\n|---|---|---|---|---|---|---|---|\n"
     )
-    good = head + "| `a` | x | stops | stops: why | no: shares the net | stops | stops |\n"
+    good = head + "| `a` | x | stops | stops: why | no: shares the net | stops | stops | stops |\n"
     rows = table.parse(good)
     assert rows[0].cells["runc"] == table.Cell(False, "shares the net")
     assert rows[0].cells["ns"] == table.Cell(True, "why")
     for bad in (
-        head + "| `a` | x | maybe | stops | stops | stops | stops |\n",
-        head + "| `a` | x | no | stops | stops | stops | stops |\n",
-        head + "| a | x | stops | stops | stops | stops | stops |\n",
-        head + "| `a` | x | stops | stops | stops | stops |\n",
-        head + "| `a` | x | stops | stops | stops | stops | stops |\n"
-        "| `a` | x | stops | stops | stops | stops | stops |\n",
+        head + "| `a` | x | maybe | stops | stops | stops | stops | stops |\n",
+        head + "| `a` | x | no | stops | stops | stops | stops | stops |\n",
+        head + "| a | x | stops | stops | stops | stops | stops | stops |\n",
+        head + "| `a` | x | stops | stops | stops | stops | stops |\n",
+        head + "| `a` | x | stops | stops | stops | stops | stops | stops |\n"
+        "| `a` | x | stops | stops | stops | stops | stops | stops |\n",
         "no heading\n",
     ):
         with pytest.raises(table.TableError):

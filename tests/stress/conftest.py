@@ -51,10 +51,11 @@ BIG_DIRS, BIG_FILES, BIG_FILE_SIZE, BIG_LARGE = 40, 100, 16 << 10, 32 << 20
 
 
 def usable_executors() -> list[str]:
-    """ns and chroot, plus every other executor whose preflight passes here (not gvisor: slow)."""
+    """ns and chroot, plus every other executor whose preflight passes here (not gvisor
+    or vm: slow)."""
     names = []
     for name in available_names():
-        if name == "gvisor":
+        if name in ("gvisor", "vm"):
             continue
         try:
             load(name)().preflight()

@@ -1,0 +1,208 @@
+"""What is the vm executor's own: the guest's parts, the boot deadline,
+cancellation mid-boot, the job's view of the guest (several checks per boot).
+
+The conformance, limits and attack suites run on vm too (a chosen subset:
+``tests/conftest.py``, ``VM_CASES``); ``tests/run/test_vm_differential.py``
+compares output ware IDs with ns and runc.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from repeatr.errors import Category, ExecutorError
+from repeatr.executors.base import JobResult
+from repeatr.executors.vm import VmExecutor
+from repeatr.executors.vm_sandbox import VIRTIOFSD_RUN
+from repeatr.model.limits import Limits
+from repeatr.vm import cpio, guest
+from tests.rootfs import REPO, ScratchArea, processes_with, remove_tree
+
+from .conftest import Jobs, usable
+
+pytestmark = [pytest.mark.root, pytest.mark.runtime("vm")]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
+def parts() -> guest.GuestParts:
+    usable("vm")
+    return guest.prepare(VmExecutor().state)
+
+
+@pytest.fixture
+def sleeping_guest(parts: guest.GuestParts, tmp_path: Path) -> guest.GuestParts:
+    """The real kernel, with an /init that never reports (a hung boot)."""
+    init = b"#!/bin/sh\nexec /bin/sleep 100000\n"
+    (tmp_path / "initramfs").write_bytes(
+        parts.initramfs.read_bytes() + cpio.archive([cpio.file("init", init, 0o755)])
+    )
+    return guest.GuestParts(tmp_path, parts.kernel, tmp_path / "initramfs", parts.kernel_version)
+
+
+def virtiofsd_pid_files() -> list[str]:
+    return sorted(os.listdir(VIRTIOFSD_RUN)) if os.path.isdir(VIRTIOFSD_RUN) else []
+
+
+def vm_processes(workdir: Path) -> list[int]:
+    """qemu and virtiofsd processes of the run in ``workdir`` (their command lines name it)."""
+    return processes_with(os.fspath(workdir / "vm"))
+
+
+def test_parts_are_prepared_once_and_keyed_by_the_package(parts: guest.GuestParts) -> None:
+    assert parts.dir.name.startswith(parts.kernel_version + "-")
+    assert parts.kernel.read_bytes()[:4] == b"\x7fELF"
+    again = guest.prepare(parts.dir.parent.parent.parent)
+    assert again == parts
+    assert not [p for p in parts.dir.parent.iterdir() if p.name.startswith(".")], (
+        "a half-made preparation was left behind"
+    )
+
+
+def test_cpio_archives_are_newc_that_busybox_reads(tmp_path: Path) -> None:
+    """Each archive unpacks with busybox cpio; a later one's files replace an earlier one's."""
+    first = cpio.archive([cpio.directory("d"), cpio.file("d/f", b"one\n")])
+    second = cpio.archive([cpio.file("d/f", b"two\n", 0o600), cpio.symlink("d/l", "f")])
+    for data in (first, second):
+        proc = subprocess.run(["busybox", "cpio", "-idu"], input=data, cwd=tmp_path,
+                              capture_output=True, check=False)
+        assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "d" / "f").read_bytes() == b"two\n"
+    assert (tmp_path / "d" / "f").stat().st_mode & 0o777 == 0o600
+    assert os.readlink(tmp_path / "d" / "l") == "f"
+
+
+@pytest.mark.anyio
+async def test_a_guest_that_never_boots_is_killed_at_the_deadline(
+    area: ScratchArea, workdir: Path, sleeping_guest: guest.GuestParts
+) -> None:
+    ex = VmExecutor(parts=sleeping_guest, boot_timeout=3)
+    with pytest.raises(ExecutorError) as info:
+        await Jobs(area, workdir, ex).sh("echo never")
+    assert info.value.category == Category.EXECUTOR
+    assert vm_processes(workdir) == []
+
+
+@pytest.mark.anyio
+async def test_cancel_mid_boot_leaves_nothing(
+    area: ScratchArea, workdir: Path, sleeping_guest: guest.GuestParts
+) -> None:
+    ex = VmExecutor(parts=sleeping_guest, boot_timeout=600)
+    result: JobResult | None = None
+    with anyio.move_on_after(120) as scope:
+        async with anyio.create_task_group() as tg:
+
+            async def cancel_once_booting() -> None:
+                while not vm_processes(workdir):  # noqa: ASYNC110 (polling /proc)
+                    await anyio.sleep(0.05)
+                await anyio.sleep(0.5)  # qemu is running its guest
+                tg.cancel_scope.cancel()
+
+            async def run() -> None:
+                nonlocal result
+                result = (await Jobs(area, workdir, ex).sh("echo never")).result
+
+            tg.start_soon(cancel_once_booting)
+            tg.start_soon(run)
+    assert not scope.cancelled_caught, "qemu never started"
+    assert result is None
+    assert vm_processes(workdir) == []
+    assert not (workdir / "vm").exists()
+
+
+@pytest.fixture
+def vm_jobs(area: ScratchArea, workdir: Path) -> Iterator[Jobs]:
+    yield Jobs(area, workdir, usable("vm"))
+
+
+@pytest.mark.anyio
+async def test_the_job_sees_its_guest(vm_jobs: Jobs) -> None:
+    """One boot, many checks: what the job sees of the VM it runs in."""
+    script = r"""
+        echo "uid $(id -u) $(id -g)"
+        echo "pid1 $(cat /proc/1/comm)"
+        echo "ppid $PPID"
+        echo "nnp $(grep NoNewPrivs /proc/self/status | cut -f2)"
+        echo "seccomp $(grep '^Seccomp:' /proc/self/status | cut -f2)"
+        echo "fds $(ls /proc/self/fd | tr '\n' ' ')"
+        echo "dev $(ls /dev | tr '\n' ' ')"
+        echo "sys $(test -e /sys/kernel && echo yes || echo no)"
+        echo "ro $(echo 1 2>/dev/null > /proc/sys/kernel/ostype && echo writable || echo refused)"
+        printf 'crlf\n' | od -c | head -1
+        touch /task/mine && ls -n /task/mine | cut -d' ' -f3-4 | tr -s ' '
+    """
+    out = await vm_jobs.sh(script)
+    assert out.result.exit_code == 0, out.stderr
+    lines = out.stdout.decode().splitlines()
+    assert "uid 1000 1000" in lines
+    assert "pid1 runner" in lines  # the job is not PID 1: the guest's runner is
+    assert "ppid 1" in lines
+    assert "nnp 1" in lines
+    assert "seccomp 2" in lines
+    assert "fds 0 1 2 3 " in lines  # 3: ls's own directory
+    assert "sys no" in lines
+    assert "ro refused" in lines
+    assert any(line.endswith(r"c   r   l   f  \n") for line in lines), lines
+    dev = next(line for line in lines if line.startswith("dev "))
+    assert {"null", "zero", "urandom", "pts", "shm"} <= set(dev.split())
+    upper = vm_jobs.workdir / "upper" / "task" / "mine"
+    assert (upper.stat().st_uid, upper.stat().st_gid) == (1000, 1000)
+
+
+@pytest.mark.anyio
+async def test_two_vms_at_once_leave_no_trace(area: ScratchArea) -> None:
+    """virtiofsd's pid files (named after its socket, never removed) stay in the helper's
+    namespace: concurrent runs do not collide on them, and the host keeps none."""
+    before = virtiofsd_pid_files()
+    ex = usable("vm")
+    workdirs = [area.new_workdir() for _ in range(2)]
+    codes: list[int] = []
+
+    async def one(wd: Path) -> None:
+        codes.append((await Jobs(area, wd, ex).sh("exit 7")).result.exit_code)
+
+    try:
+        async with anyio.create_task_group() as tg:
+            for wd in workdirs:
+                tg.start_soon(one, wd)
+    finally:
+        for wd in workdirs:
+            remove_tree(wd)
+    assert codes == [7, 7]
+    assert virtiofsd_pid_files() == before
+
+
+def test_prepared_parts_serve_without_apt(parts: guest.GuestParts, tmp_path: Path) -> None:
+    """With apt unusable (no apt-cache in PATH here), parts prepared before still boot."""
+    state = parts.dir.parent.parent.parent
+    code = (
+        "import sys; from pathlib import Path; from repeatr.vm import guest;"
+        f"print(guest.prepare(Path({os.fspath(state)!r})).dir)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env={"PATH": os.fspath(tmp_path)},
+                          capture_output=True, text=True, check=False, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert (Path(done.stdout.strip()) / "initramfs").exists()
+
+
+@pytest.mark.anyio
+async def test_timeout_kills_the_vm(vm_jobs: Jobs) -> None:
+    """limits.timeout counts from the guest's boot (the conformance test's "on time" bound
+    includes no boot): when it passes, qemu is killed and the job reported as SIGKILLed."""
+    out = await vm_jobs.run(vm_jobs.job("sh", "-c", "echo started; sleep 1000",
+                                        limits=Limits(timeout=1)))
+    assert out.result.timed_out
+    assert out.result.reason == "timeout"
+    assert (out.result.exit_code, out.result.signal) == (137, 9)
+    assert vm_processes(vm_jobs.workdir) == []
