@@ -115,12 +115,8 @@ async def run_formula(
     network = _network_policy(frm.action.network, caps.networks, executor.name, ev)
     if collect_dead:
         await collect_dead_runs(cache.root, net or NetSettings(), ev)
-    # Shielded: a cancel landing while the thread creates the dir would drop the
-    # result and leak the dir; the try/finally below owns it from the next line.
-    with anyio.CancelScope(shield=True):
-        work = await anyio.to_thread.run_sync(workdirs.create, cache.root, record.guid)
+    work: Path | None = None
     try:
-        ev.debug(f"work dir {work}")
         async with contextlib.AsyncExitStack() as held:
             # Inputs and the network do not depend on each other: prepare both at once.
             lowers: dict[str, str] = {}
@@ -142,25 +138,28 @@ async def run_formula(
                 tg.start_soon(inputs)
                 if network is NetworkPolicy.BRIDGE:
                     tg.start_soon(attach)
-            try:
-                # In a thread: it makes dirs and copies single-file wares (blocking).
-                job = await anyio.to_thread.run_sync(_job_spec, frm, work, lowers, network)
-                job = msgspec.structs.replace(
-                    job, hostname=hostname or None, outputs=tuple(sorted(frm.outputs or {}))
+            # One thread hop for the blocking part: the work dir, and the job in it
+            # (dirs made, single-file wares copied, a bridged job's /etc files).
+            # Shielded: a cancel landing meanwhile would drop the result and leak
+            # the dir; once it returns, the finally below owns the dir.
+            with anyio.CancelScope(shield=True):
+                work, job = await anyio.to_thread.run_sync(
+                    _work_and_job, cache.root, record.guid, frm, lowers, network, att
                 )
-                if att is not None:
-                    job = msgspec.structs.replace(
-                        job,
-                        mounts=(*job.mounts, *_dns_binds(att, work)),
-                        network=JobNetwork(
-                            policy=network, netns=os.fspath(att.netns) if att.netns else None
-                        ),
-                    )
-            except OSError as exc:
-                if is_no_space(exc):
-                    raise DiskFull.of(exc, work, "prepare the work dir") from exc
-                raise
-            job = msgspec.structs.replace(job, tty=tty)
+            ev.debug(f"work dir {work}")
+            job = msgspec.structs.replace(
+                job,
+                hostname=hostname or None,
+                outputs=tuple(sorted(frm.outputs or {})),
+                tty=tty,
+            )
+            if att is not None:
+                job = msgspec.structs.replace(
+                    job,
+                    network=JobNetwork(
+                        policy=network, netns=os.fspath(att.netns) if att.netns else None
+                    ),
+                )
             for op in executor.job_mounts(job):
                 ev.debug(f"mount: {op.describe()}")
             for step in job.cradle:
@@ -197,15 +196,21 @@ async def run_formula(
             # takes the kernel 25-35 ms) follows, before run_formula returns.
             ev.finished(record)
     finally:
-        with anyio.CancelScope(shield=True), anyio.move_on_after(TEARDOWN_TIMEOUT):
-            left = await anyio.to_thread.run_sync(workdirs.remove, work)
-            if left:
-                more = f" (and {len(left) - 3} more)" if len(left) > 3 else ""
-                ev.log(
-                    f"could not remove the work dir {work}: {'; '.join(left[:3])}{more}; "
-                    "`repeatr gc` removes it once this process has exited"
-                )
+        if work is not None:
+            await _remove_work_dir(work, ev)
     return RunOutcome(record, result, fetched)
+
+
+async def _remove_work_dir(work: Path, ev: RunEvents) -> None:
+    """Remove the run's work dir (shielded: also when the run is cancelled); log what is left."""
+    with anyio.CancelScope(shield=True), anyio.move_on_after(TEARDOWN_TIMEOUT):
+        left = await anyio.to_thread.run_sync(workdirs.remove, work)
+        if left:
+            more = f" (and {len(left) - 3} more)" if len(left) > 3 else ""
+            ev.log(
+                f"could not remove the work dir {work}: {'; '.join(left[:3])}{more}; "
+                "`repeatr gc` removes it once this process has exited"
+            )
 
 
 class NetSettings(msgspec.Struct, frozen=True):
@@ -353,6 +358,32 @@ async def _fetch_inputs(
         for path, ware in wares.items():
             tg.start_soon(fetch, path, ware)
     return shelves, fetched
+
+
+def _work_and_job(
+    root: Path,
+    guid: str,
+    frm: Formula,
+    lowers: dict[str, str],
+    network: NetworkPolicy,
+    att: Any,
+) -> tuple[Path, JobSpec]:
+    """The run's work dir, made, and the job in it (blocking: run in a worker thread).
+
+    A bridged job (``att``) gets its /etc files too. What fails removes the
+    dir again: the caller owns it only once this returns.
+    """
+    work = workdirs.create(root, guid)
+    try:
+        job = _job_spec(frm, work, lowers, network)
+        if att is not None:
+            job = msgspec.structs.replace(job, mounts=(*job.mounts, *_dns_binds(att, work)))
+    except BaseException as exc:
+        workdirs.remove(work)
+        if isinstance(exc, OSError) and is_no_space(exc):
+            raise DiskFull.of(exc, work, "prepare the work dir") from exc
+        raise
+    return work, job
 
 
 def _job_spec(
