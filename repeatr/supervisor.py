@@ -69,15 +69,25 @@ _RESOLVE_NO_SYMLINKS = 0x04
 _RESOLVE_BENEATH = 0x08
 
 
+def _no_debug(_msg: str) -> None:
+    pass
+
+
 class RunEvents(msgspec.Struct):
     """Where a run reports what happens; the CLI passes its own callbacks."""
 
     log: Callable[[str], None] = lambda _msg: None
-    debug: Callable[[str], None] = lambda _msg: None
+    #: Left out: debug lines that take work to build are not built.
+    debug: Callable[[str], None] = _no_debug
     output: Callable[[str, bytes], None] = lambda _stream, _line: None
     progress: Callable[[str, int], None] = lambda _phase, _done: None
     #: The run record, as soon as it is known: before teardown, which may still fail.
     finished: Callable[[RunRecord], None] = lambda _record: None
+
+
+    @property
+    def debugging(self) -> bool:
+        return self.debug is not _no_debug
 
 
 class RunOutcome(msgspec.Struct):
@@ -160,16 +170,18 @@ async def run_formula(
                         policy=network, netns=os.fspath(att.netns) if att.netns else None
                     ),
                 )
-            for op in executor.job_mounts(job):
-                ev.debug(f"mount: {op.describe()}")
-            for step in job.cradle:
-                ev.debug(f"cradle: {step.describe()}")
+            if ev.debugging:
+                for op in executor.job_mounts(job):
+                    ev.debug(f"mount: {op.describe()}")
+                for step in job.cradle:
+                    ev.debug(f"cradle: {step.describe()}")
             results: dict[str, str] = {}
 
             async def pack_outputs(_result: JobResult, view: Path) -> None:
                 results.update(await _pack_outputs(frm, context, view, ev))
 
-            ev.debug(f"executor {executor.name}: {shlex.join(job.argv)}")
+            if ev.debugging:
+                ev.debug(f"executor {executor.name}: {shlex.join(job.argv)}")
             result = await executor.run(
                 job,
                 on_output=_async_output(ev.output),

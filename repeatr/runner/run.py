@@ -87,13 +87,19 @@ class RunnerEvents(msgspec.Struct):
     #: run's before its teardown (a caller reading it need not wait for that).
     record: Callable[[bytes], None] = lambda _record: None
 
+    @property
+    def debugging(self) -> bool:
+        """Whether ``debug`` was given: if not, no debug line is even built (a spec's
+        JSON, command lines: work a batch would do for nothing, per formula)."""
+        return self.debug is not _ignore
+
     def for_supervisor(self, finished: Callable[[RunRecord], None] | None = None) -> RunEvents:
         """The supervisor's events: these callbacks, and ``finished`` for the record."""
         from repeatr.supervisor import RunEvents
 
-        events = RunEvents(
-            log=self.log, debug=self.debug, output=self.output, progress=self.progress
-        )
+        events = RunEvents(log=self.log, output=self.output, progress=self.progress)
+        if self.debugging:
+            events.debug = self.debug
         if finished is not None:
             events.finished = finished
         return events
@@ -397,9 +403,10 @@ def make_executor(
     from repeatr.executors.helper import HelperExecutor
 
     cls = load_executor(name)
+    on_debug = events.debug if events.debugging else None
     if issubclass(cls, HelperExecutor):
-        return cls(on_debug=events.debug, server=server)
-    return cls(on_debug=events.debug)
+        return cls(on_debug=on_debug, server=server)
+    return cls(on_debug=on_debug)
 
 
 def net_settings(bridge: str | None, subnet: str | None) -> NetSettings:
