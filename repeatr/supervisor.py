@@ -117,7 +117,7 @@ async def run_formula(
     context = loaded.context or Context()
     # The record names the host that ran it, as the original's (os.Hostname).
     record = start_record(formula_id(loaded.formula), hostname=os.uname().nodename)
-    caps = executor.capabilities()
+    caps = executor.known_capabilities()
     # The job's hostname: the formula's, else the run's guid, as the original's
     # executors set it (never the host's name, which would leak into the job).
     # An executor without a UTS namespace (chroot) shows the host's.

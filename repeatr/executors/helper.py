@@ -295,7 +295,7 @@ class HelperExecutor(Executor):
                 self.on_debug(f"runtime: {shlex.join(step)}")
 
     def check_job(self, job: JobSpec) -> None:
-        caps = self.capabilities()
+        caps = self.known_capabilities()
         policy = job.network.policy
         if job.network.netns is not None and Isolation.NET not in caps.isolates:
             raise ExecutorError(

@@ -286,8 +286,10 @@ async def execute(
 
     loaded = prepared.loaded
     assert loaded is not None
-    choose = chooser or choose_executor
-    executor = make_executor(choose(options.executor, loaded, events), events, server)
+    if chooser is not None:
+        executor = chooser.executor(chooser(options.executor, loaded, events), events, server)
+    else:
+        executor = make_executor(choose_executor(options.executor, loaded, events), events, server)
     memo = MemoStore(options.state)
     printed: list[bytes] = []
 
@@ -375,14 +377,29 @@ def choose_executor(requested: str, loaded: FormulaFile, events: RunnerEvents) -
 
 
 class ExecutorChooser:
-    """``choose_executor`` that remembers each choice, per executor asked for and needs.
+    """``choose_executor`` that remembers each choice, per executor asked for and needs,
+    and the executors it made.
 
     A batch shares one: its formulas mostly need the same, and choosing
-    (preflights, capabilities: ~0.8 ms) once per kind of job is enough.
+    (preflights, capabilities: ~0.8 ms) once per kind of job is enough; so
+    is making the executor, which then asks the host its capabilities once.
     """
 
     def __init__(self) -> None:
         self._chosen: dict[tuple[str, Needs], str] = {}
+        self._made: dict[tuple[str, SandboxServer | None], Executor] = {}
+
+    def executor(
+        self, name: str, events: RunnerEvents, server: SandboxServer | None = None
+    ) -> Executor:
+        """``make_executor``, one per name and server; a new one for a run whose
+        debug lines are wanted (they go to that run's ``events``)."""
+        if events.debugging:
+            return make_executor(name, events, server)
+        made = self._made.get((name, server))
+        if made is None:
+            made = self._made[(name, server)] = make_executor(name, events, server)
+        return made
 
     def __call__(self, requested: str, loaded: FormulaFile, events: RunnerEvents) -> str:
         key = (requested, needs(loaded, requested))
