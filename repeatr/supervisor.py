@@ -105,18 +105,22 @@ async def run_formula(
     net: NetSettings | None = None,
     tty: int | None = None,
     collect_dead: bool = True,
+    known_id: str = "",
 ) -> RunOutcome:
     """Run one formula with ``executor``; the record of what it produced.
 
     ``tty``: a terminal for an interactive job (``repeatr twerk``).
     ``collect_dead``: first reclaim what runs whose repeatr died left
     (:func:`collect_dead_runs`); a batch does that once, for all its formulas.
+    ``known_id``: the formula's ID if the caller computed it already (the
+    runner did, for the memo store); empty: computed here.
     """
     ev = events or RunEvents()
     frm = apply_defaults(loaded.formula)
     context = loaded.context or Context()
     # The record names the host that ran it, as the original's (os.Hostname).
-    record = start_record(formula_id(loaded.formula), hostname=os.uname().nodename)
+    fid = known_id or formula_id(loaded.formula)
+    record = start_record(fid, hostname=os.uname().nodename)
     caps = executor.known_capabilities()
     # The job's hostname: the formula's, else the run's guid, as the original's
     # executors set it (never the host's name, which would leak into the job).

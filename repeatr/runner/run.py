@@ -312,6 +312,7 @@ async def execute(
         net=net_settings(options.bridge, options.subnet),
         tty=options.tty,
         collect_dead=options.collect_dead,
+        known_id=prepared.formula_id,  # computed by prepare, for the memo store
     )
     code = outcome.record.exit_code
     record_json = printed[0] if printed else encode_pretty(outcome.record)
