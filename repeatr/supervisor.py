@@ -69,15 +69,25 @@ _RESOLVE_NO_SYMLINKS = 0x04
 _RESOLVE_BENEATH = 0x08
 
 
+def _no_debug(_msg: str) -> None:
+    pass
+
+
 class RunEvents(msgspec.Struct):
     """Where a run reports what happens; the CLI passes its own callbacks."""
 
     log: Callable[[str], None] = lambda _msg: None
-    debug: Callable[[str], None] = lambda _msg: None
+    #: Left out: debug lines that take work to build are not built.
+    debug: Callable[[str], None] = _no_debug
     output: Callable[[str, bytes], None] = lambda _stream, _line: None
     progress: Callable[[str, int], None] = lambda _phase, _done: None
     #: The run record, as soon as it is known: before teardown, which may still fail.
     finished: Callable[[RunRecord], None] = lambda _record: None
+
+
+    @property
+    def debugging(self) -> bool:
+        return self.debug is not _no_debug
 
 
 class RunOutcome(msgspec.Struct):
@@ -95,19 +105,23 @@ async def run_formula(
     net: NetSettings | None = None,
     tty: int | None = None,
     collect_dead: bool = True,
+    known_id: str = "",
 ) -> RunOutcome:
     """Run one formula with ``executor``; the record of what it produced.
 
     ``tty``: a terminal for an interactive job (``repeatr twerk``).
     ``collect_dead``: first reclaim what runs whose repeatr died left
     (:func:`collect_dead_runs`); a batch does that once, for all its formulas.
+    ``known_id``: the formula's ID if the caller computed it already (the
+    runner did, for the memo store); empty: computed here.
     """
     ev = events or RunEvents()
     frm = apply_defaults(loaded.formula)
     context = loaded.context or Context()
     # The record names the host that ran it, as the original's (os.Hostname).
-    record = start_record(formula_id(loaded.formula), hostname=os.uname().nodename)
-    caps = executor.capabilities()
+    fid = known_id or formula_id(loaded.formula)
+    record = start_record(fid, hostname=os.uname().nodename)
+    caps = executor.known_capabilities()
     # The job's hostname: the formula's, else the run's guid, as the original's
     # executors set it (never the host's name, which would leak into the job).
     # An executor without a UTS namespace (chroot) shows the host's.
@@ -115,12 +129,8 @@ async def run_formula(
     network = _network_policy(frm.action.network, caps.networks, executor.name, ev)
     if collect_dead:
         await collect_dead_runs(cache.root, net or NetSettings(), ev)
-    # Shielded: a cancel landing while the thread creates the dir would drop the
-    # result and leak the dir; the try/finally below owns it from the next line.
-    with anyio.CancelScope(shield=True):
-        work = await anyio.to_thread.run_sync(workdirs.create, cache.root, record.guid)
+    work: Path | None = None
     try:
-        ev.debug(f"work dir {work}")
         async with contextlib.AsyncExitStack() as held:
             # Inputs and the network do not depend on each other: prepare both at once.
             lowers: dict[str, str] = {}
@@ -142,35 +152,40 @@ async def run_formula(
                 tg.start_soon(inputs)
                 if network is NetworkPolicy.BRIDGE:
                     tg.start_soon(attach)
-            try:
-                # In a thread: it makes dirs and copies single-file wares (blocking).
-                job = await anyio.to_thread.run_sync(_job_spec, frm, work, lowers, network)
-                job = msgspec.structs.replace(
-                    job, hostname=hostname or None, outputs=tuple(sorted(frm.outputs or {}))
+            # One thread hop for the blocking part: the work dir, and the job in it
+            # (dirs made, single-file wares copied, a bridged job's /etc files).
+            # Shielded: a cancel landing meanwhile would drop the result and leak
+            # the dir; once it returns, the finally below owns the dir.
+            with anyio.CancelScope(shield=True):
+                work, job = await anyio.to_thread.run_sync(
+                    _work_and_job, cache.root, record.guid, frm, lowers, network, att
                 )
-                if att is not None:
-                    job = msgspec.structs.replace(
-                        job,
-                        mounts=(*job.mounts, *_dns_binds(att, work)),
-                        network=JobNetwork(
-                            policy=network, netns=os.fspath(att.netns) if att.netns else None
-                        ),
-                    )
-            except OSError as exc:
-                if is_no_space(exc):
-                    raise DiskFull.of(exc, work, "prepare the work dir") from exc
-                raise
-            job = msgspec.structs.replace(job, tty=tty)
-            for op in executor.job_mounts(job):
-                ev.debug(f"mount: {op.describe()}")
-            for step in job.cradle:
-                ev.debug(f"cradle: {step.describe()}")
+            ev.debug(f"work dir {work}")
+            job = msgspec.structs.replace(
+                job,
+                hostname=hostname or None,
+                outputs=tuple(sorted(frm.outputs or {})),
+                tty=tty,
+            )
+            if att is not None:
+                job = msgspec.structs.replace(
+                    job,
+                    network=JobNetwork(
+                        policy=network, netns=os.fspath(att.netns) if att.netns else None
+                    ),
+                )
+            if ev.debugging:
+                for op in executor.job_mounts(job):
+                    ev.debug(f"mount: {op.describe()}")
+                for step in job.cradle:
+                    ev.debug(f"cradle: {step.describe()}")
             results: dict[str, str] = {}
 
             async def pack_outputs(_result: JobResult, view: Path) -> None:
                 results.update(await _pack_outputs(frm, context, view, ev))
 
-            ev.debug(f"executor {executor.name}: {shlex.join(job.argv)}")
+            if ev.debugging:
+                ev.debug(f"executor {executor.name}: {shlex.join(job.argv)}")
             result = await executor.run(
                 job,
                 on_output=_async_output(ev.output),
@@ -197,15 +212,21 @@ async def run_formula(
             # takes the kernel 25-35 ms) follows, before run_formula returns.
             ev.finished(record)
     finally:
-        with anyio.CancelScope(shield=True), anyio.move_on_after(TEARDOWN_TIMEOUT):
-            left = await anyio.to_thread.run_sync(workdirs.remove, work)
-            if left:
-                more = f" (and {len(left) - 3} more)" if len(left) > 3 else ""
-                ev.log(
-                    f"could not remove the work dir {work}: {'; '.join(left[:3])}{more}; "
-                    "`repeatr gc` removes it once this process has exited"
-                )
+        if work is not None:
+            await _remove_work_dir(work, ev)
     return RunOutcome(record, result, fetched)
+
+
+async def _remove_work_dir(work: Path, ev: RunEvents) -> None:
+    """Remove the run's work dir (shielded: also when the run is cancelled); log what is left."""
+    with anyio.CancelScope(shield=True), anyio.move_on_after(TEARDOWN_TIMEOUT):
+        left = await anyio.to_thread.run_sync(workdirs.remove, work)
+        if left:
+            more = f" (and {len(left) - 3} more)" if len(left) > 3 else ""
+            ev.log(
+                f"could not remove the work dir {work}: {'; '.join(left[:3])}{more}; "
+                "`repeatr gc` removes it once this process has exited"
+            )
 
 
 class NetSettings(msgspec.Struct, frozen=True):
@@ -353,6 +374,32 @@ async def _fetch_inputs(
         for path, ware in wares.items():
             tg.start_soon(fetch, path, ware)
     return shelves, fetched
+
+
+def _work_and_job(
+    root: Path,
+    guid: str,
+    frm: Formula,
+    lowers: dict[str, str],
+    network: NetworkPolicy,
+    att: Any,
+) -> tuple[Path, JobSpec]:
+    """The run's work dir, made, and the job in it (blocking: run in a worker thread).
+
+    A bridged job (``att``) gets its /etc files too. What fails removes the
+    dir again: the caller owns it only once this returns.
+    """
+    work = workdirs.create(root, guid)
+    try:
+        job = _job_spec(frm, work, lowers, network)
+        if att is not None:
+            job = msgspec.structs.replace(job, mounts=(*job.mounts, *_dns_binds(att, work)))
+    except BaseException as exc:
+        workdirs.remove(work)
+        if isinstance(exc, OSError) and is_no_space(exc):
+            raise DiskFull.of(exc, work, "prepare the work dir") from exc
+        raise
+    return work, job
 
 
 def _job_spec(

@@ -39,10 +39,12 @@ def runner_events(out: Reporter, file: str | None = None) -> RunnerEvents:
     def debug(message: str) -> None:
         out.debug(tag + message)
 
-    return RunnerEvents(
+    events = RunnerEvents(
         log=log,
-        debug=debug,
         warn=warn,
         output=output,
         progress=lambda phase, done: out.progress(phase, done),
     )
+    if out.debug_enabled:  # left out otherwise: the runner then builds no debug lines
+        events.debug = debug
+    return events

@@ -158,6 +158,18 @@ class Executor(abc.ABC):
     @abc.abstractmethod
     def capabilities(self) -> Capabilities: ...
 
+    def known_capabilities(self) -> Capabilities:
+        """``capabilities()``, asked of the host once per executor object.
+
+        Capabilities look at the host (cgroup controllers, loop devices,
+        ``mkfs``): a few system calls, twice a run. A batch shares one executor
+        per kind of job (``repeatr.runner.run.ExecutorChooser``), so it asks once.
+        """
+        caps: Capabilities | None = self.__dict__.get("_known_capabilities")
+        if caps is None:
+            caps = self._known_capabilities = self.capabilities()
+        return caps
+
     def job_mounts(self, job: JobSpec) -> tuple[Op, ...]:
         """The mount operations this executor makes of ``job.mounts`` (``--debug`` shows them)."""
         return job.mounts

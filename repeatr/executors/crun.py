@@ -34,7 +34,7 @@ class CrunExecutor(OciExecutor):
     def config(self, job: JobSpec, cgroups_path: str) -> dict[str, Any]:
         cfg = super().config(job, cgroups_path)
         if job.seccomp:
-            caps = capability_names(job.capabilities, self.capabilities().last_capability)
+            caps = capability_names(job.capabilities, self.known_capabilities().last_capability)
             program = self.compiled(for_capabilities(caps))
             cfg["annotations"] = {BPF_ANNOTATION: base64.b64encode(program).decode()}
         return cfg

@@ -249,7 +249,7 @@ class OciExecutor(HelperExecutor):
         return None
 
     def config(self, job: JobSpec, cgroups_path: str) -> dict[str, Any]:
-        return config(job, cgroups_path, last_cap=self.capabilities().last_capability)
+        return config(job, cgroups_path, last_cap=self.known_capabilities().last_capability)
 
     def runtime_mountpoints(self, job: JobSpec) -> list[str]:
         """Where the runtime mounts in the root: the helper makes these first, so

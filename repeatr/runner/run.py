@@ -87,13 +87,19 @@ class RunnerEvents(msgspec.Struct):
     #: run's before its teardown (a caller reading it need not wait for that).
     record: Callable[[bytes], None] = lambda _record: None
 
+    @property
+    def debugging(self) -> bool:
+        """Whether ``debug`` was given: if not, no debug line is even built (a spec's
+        JSON, command lines: work a batch would do for nothing, per formula)."""
+        return self.debug is not _ignore
+
     def for_supervisor(self, finished: Callable[[RunRecord], None] | None = None) -> RunEvents:
         """The supervisor's events: these callbacks, and ``finished`` for the record."""
         from repeatr.supervisor import RunEvents
 
-        events = RunEvents(
-            log=self.log, debug=self.debug, output=self.output, progress=self.progress
-        )
+        events = RunEvents(log=self.log, output=self.output, progress=self.progress)
+        if self.debugging:
+            events.debug = self.debug
         if finished is not None:
             events.finished = finished
         return events
@@ -280,8 +286,10 @@ async def execute(
 
     loaded = prepared.loaded
     assert loaded is not None
-    choose = chooser or choose_executor
-    executor = make_executor(choose(options.executor, loaded, events), events, server)
+    if chooser is not None:
+        executor = chooser.executor(chooser(options.executor, loaded, events), events, server)
+    else:
+        executor = make_executor(choose_executor(options.executor, loaded, events), events, server)
     memo = MemoStore(options.state)
     printed: list[bytes] = []
 
@@ -304,6 +312,7 @@ async def execute(
         net=net_settings(options.bridge, options.subnet),
         tty=options.tty,
         collect_dead=options.collect_dead,
+        known_id=prepared.formula_id,  # computed by prepare, for the memo store
     )
     code = outcome.record.exit_code
     record_json = printed[0] if printed else encode_pretty(outcome.record)
@@ -369,14 +378,29 @@ def choose_executor(requested: str, loaded: FormulaFile, events: RunnerEvents) -
 
 
 class ExecutorChooser:
-    """``choose_executor`` that remembers each choice, per executor asked for and needs.
+    """``choose_executor`` that remembers each choice, per executor asked for and needs,
+    and the executors it made.
 
     A batch shares one: its formulas mostly need the same, and choosing
-    (preflights, capabilities: ~0.8 ms) once per kind of job is enough.
+    (preflights, capabilities: ~0.8 ms) once per kind of job is enough; so
+    is making the executor, which then asks the host its capabilities once.
     """
 
     def __init__(self) -> None:
         self._chosen: dict[tuple[str, Needs], str] = {}
+        self._made: dict[tuple[str, SandboxServer | None], Executor] = {}
+
+    def executor(
+        self, name: str, events: RunnerEvents, server: SandboxServer | None = None
+    ) -> Executor:
+        """``make_executor``, one per name and server; a new one for a run whose
+        debug lines are wanted (they go to that run's ``events``)."""
+        if events.debugging:
+            return make_executor(name, events, server)
+        made = self._made.get((name, server))
+        if made is None:
+            made = self._made[(name, server)] = make_executor(name, events, server)
+        return made
 
     def __call__(self, requested: str, loaded: FormulaFile, events: RunnerEvents) -> str:
         key = (requested, needs(loaded, requested))
@@ -397,13 +421,14 @@ def make_executor(
     from repeatr.executors.helper import HelperExecutor
 
     cls = load_executor(name)
+    on_debug = events.debug if events.debugging else None
     if name == "vm":
         from repeatr.executors.vm import VmExecutor
 
-        return VmExecutor(on_debug=events.debug, server=server, on_warning=events.warn)
+        return VmExecutor(on_debug=on_debug, server=server, on_warning=events.warn)
     if issubclass(cls, HelperExecutor):
-        return cls(on_debug=events.debug, server=server)
-    return cls(on_debug=events.debug)
+        return cls(on_debug=on_debug, server=server)
+    return cls(on_debug=on_debug)
 
 
 def net_settings(bridge: str | None, subnet: str | None) -> NetSettings:

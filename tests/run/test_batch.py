@@ -468,3 +468,36 @@ async def test_library_batch_chooses_the_executor_once_per_kind_of_job(runner: R
     assert len(remembered) == 2  # jobs=1: the first chose, the next two reused its choice
     assert not any("chosen for an earlier" in m for m in debug[named])  # other needs
     assert any(m == "executor: ns (auto)" for m in debug[named])
+
+
+def test_batch_debug_lines_name_their_formula(runner: Runner) -> None:
+    """With --debug, each formula's executor lines carry its own file name.
+
+    Without --debug a batch shares one executor per kind of job; with it, each
+    run gets its own (its debug lines go to that run's events)."""
+    files = [runner.formula("/bin/true", f"marker-{i}", name=f"d{i}.json") for i in range(3)]
+    res = runner.run("run", *map(str, files), "--executor", "ns", "--debug")
+    assert res.code == 0, res.stderr
+    spec_lines = [line for line in res.stderr.splitlines() if "sandbox spec: " in line]
+    assert len(spec_lines) == len(files), res.stderr
+    for i, f in enumerate(files):
+        mine = [line for line in spec_lines if f"{f}: sandbox spec: " in line]
+        assert len(mine) == 1, res.stderr
+        # Its own job's spec, not another formula's.
+        assert [m for m in range(3) if f'"marker-{m}"' in mine[0]] == [i]
+
+
+def test_batch_shares_an_executor_per_kind_and_asks_its_capabilities_once() -> None:
+    """ExecutorChooser: one executor per name without debug; its capabilities asked once."""
+    from repeatr.runner.run import ExecutorChooser
+
+    chooser = ExecutorChooser()
+    quiet = RunnerEvents()
+    first = chooser.executor("ns", quiet)
+    assert chooser.executor("ns", quiet) is first
+    assert chooser.executor("ns", RunnerEvents(log=print)) is first
+    assert chooser.executor("chroot", quiet) is not first
+    debugging = RunnerEvents(debug=lambda _m: None)
+    assert chooser.executor("ns", debugging) is not first
+    assert first.known_capabilities() is first.known_capabilities()
+    assert first.known_capabilities() == first.capabilities()
