@@ -62,7 +62,7 @@ from repeatr.graph.model import (
     formula_file,
 )
 from repeatr.memo import MemoStore, bytes_key
-from repeatr.runner.batch import BatchOptions, most_severe
+from repeatr.runner.batch import BatchOptions
 from repeatr.runner.run import RunnerEvents, RunOptions
 
 if TYPE_CHECKING:
@@ -517,17 +517,12 @@ class DaskRun:
             await client.run(cancel_run, self.topic)
 
     def outcome(self) -> GraphOutcome:
-        codes = []
-        for what in self.failed.values():
-            if isinstance(what, RepeatrError):
-                codes.append(what.exit_code)
-            elif not self.batch.ignore_job_exit:
-                codes.append(int(Category.JOB_FAILED))
-        return GraphOutcome(
-            done=dict(self.done),
-            failed=dict(self.failed),
-            skipped=tuple(n for n in self.graph.order if n in self.skipped),
-            exit_status=most_severe(codes),
+        return GraphOutcome.settle(
+            self.graph,
+            self.done,
+            self.failed,
+            self.skipped,
+            ignore_job_exit=self.batch.ignore_job_exit,
         )
 
 

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 import anyio
 import msgspec
 
-from repeatr.errors import Category, RepeatrError, collapse
+from repeatr.errors import RepeatrError, collapse
 from repeatr.graph.model import (
     Graph,
     GraphEvents,
@@ -41,7 +41,7 @@ from repeatr.graph.model import (
     NodeState,
     formula_file,
 )
-from repeatr.runner.batch import BatchOptions, most_severe
+from repeatr.runner.batch import BatchOptions
 from repeatr.runner.run import (
     ExecutorChooser,
     RunnerEvents,
@@ -257,17 +257,12 @@ class _Scheduler:
         self.events.state(name, NodeState.SKIPPED, 0.0)
 
     def outcome(self) -> GraphOutcome:
-        codes = []
-        for what in self.failed.values():
-            if isinstance(what, RepeatrError):
-                codes.append(what.exit_code)
-            elif not self.batch.ignore_job_exit:
-                codes.append(int(Category.JOB_FAILED))
-        return GraphOutcome(
-            done=dict(self.done),
-            failed=dict(self.failed),
-            skipped=tuple(n for n in self.graph.order if n in self.skipped),
-            exit_status=most_severe(codes),
+        return GraphOutcome.settle(
+            self.graph,
+            self.done,
+            self.failed,
+            self.skipped,
+            ignore_job_exit=self.batch.ignore_job_exit,
         )
 
 

@@ -16,7 +16,7 @@ pickle and is rebuilt there unchanged.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -179,3 +179,31 @@ class GraphOutcome:
     skipped: tuple[str, ...]
     #: The exit status, as ``repeatr.runner.batch.most_severe`` ranks the nodes'.
     exit_status: int
+
+    @classmethod
+    def settle(
+        cls,
+        graph: Graph,
+        done: Mapping[str, NodeResult],
+        failed: Mapping[str, NodeResult | RepeatrError],
+        skipped: Collection[str],
+        *,
+        ignore_job_exit: bool = False,
+    ) -> GraphOutcome:
+        """The outcome of a graph run (local or Dask), its exit status ranked
+        as a batch's (``repeatr.runner.batch.most_severe``)."""
+        from repeatr.errors import Category
+        from repeatr.runner.batch import most_severe
+
+        codes = []
+        for what in failed.values():
+            if isinstance(what, RepeatrError):
+                codes.append(what.exit_code)
+            elif not ignore_job_exit:
+                codes.append(int(Category.JOB_FAILED))
+        return cls(
+            done=dict(done),
+            failed=dict(failed),
+            skipped=tuple(n for n in graph.order if n in skipped),
+            exit_status=most_severe(codes),
+        )
