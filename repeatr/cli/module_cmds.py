@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from repeatr.cli.options import add_dask_options, positive
 from repeatr.cli.output import Format, Reporter
 from repeatr.errors import UsageError
 from repeatr.runner import EXECUTORS
@@ -81,7 +82,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     q.add_argument(
         "--jobs",
         "-j",
-        type=_positive,
+        type=positive,
         metavar="N",
         default=None,
         help="run at most N steps at once (default: the number of CPUs)",
@@ -99,16 +100,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         help="also copy every output to this warehouse (repeatable)",
     )
     _run_options(q)
-    q.add_argument(
-        "--dask", metavar="tcp://HOST:PORT", default=os.environ.get("REPEATR_DASK") or None,
-        help="run the steps on this Dask scheduler's workers (env REPEATR_DASK; needs"
-        " --warehouse; see docs/distributed.md)",
-    )
-    q.add_argument(
-        "--warehouse", metavar="URL",
-        help="with --dask: the warehouse every worker fetches inputs from and saves"
-        " outputs to (ca+http(s)://, or ca+file:// on storage every worker mounts)",
-    )
+    add_dask_options(q, "the steps")
     q.set_defaults(func=cmd_run)
 
     q = msub.add_parser(
@@ -181,16 +173,6 @@ def _run_options(q: argparse.ArgumentParser) -> None:
     q.add_argument(
         "--no-memo", action="store_true", help="run every step even if a record is stored"
     )
-
-
-def _positive(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a positive number")
-    return n
 
 
 def _options(args: argparse.Namespace, no_memo: bool = False) -> RunOptions:

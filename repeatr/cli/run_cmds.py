@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from repeatr.cli.options import add_dask_options, positive
 from repeatr.cli.output import Format, Reporter
 from repeatr.errors import Category, RepeatrError, UsageError
 from repeatr.runner import EXECUTORS
@@ -54,7 +55,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         help="formula file (JSON), or a pipe; several, or - to read their paths from stdin",
     )
     p.add_argument(
-        "--jobs", "-j", type=_positive, metavar="N", default=None,
+        "--jobs", "-j", type=positive, metavar="N", default=None,
         help="a batch runs at most N formulas at once (default: the number of CPUs)",
     )
     p.add_argument(
@@ -83,15 +84,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         help="when the job exits 0, also write DIR/record.json and, per output,"
         " DIR/<path with / as _>.ware_id (for make; see docs/make.md)",
     )
-    p.add_argument(
-        "--dask", metavar="tcp://HOST:PORT", default=os.environ.get("REPEATR_DASK") or None,
-        help="run on this Dask scheduler's workers (env REPEATR_DASK; needs --warehouse)",
-    )
-    p.add_argument(
-        "--warehouse", metavar="URL",
-        help="with --dask: the warehouse every worker reads inputs from and saves outputs to"
-        " (ca+http(s)://, or ca+file:// on storage every worker mounts)",
-    )
+    add_dask_options(p, "the formulas")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(
@@ -104,16 +97,6 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.set_defaults(func=cmd_gc)
-
-
-def _positive(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a positive number")
-    return n
 
 
 def _exit_status(exit_code: int, ignore_job_exit: bool) -> int:
