@@ -46,6 +46,7 @@ from repeatr.errors import (
     DiskFull,
     ExecutorError,
     FilesetError,
+    RepeatrError,
     UsageError,
     collapse,
     is_no_space,
@@ -106,6 +107,7 @@ async def run_formula(
     tty: int | None = None,
     collect_dead: bool = True,
     known_id: str = "",
+    keep_outputs: frozenset[str] = frozenset(),
 ) -> RunOutcome:
     """Run one formula with ``executor``; the record of what it produced.
 
@@ -114,6 +116,8 @@ async def run_formula(
     (:func:`collect_dead_runs`); a batch does that once, for all its formulas.
     ``known_id``: the formula's ID if the caller computed it already (the
     runner did, for the memo store); empty: computed here.
+    ``keep_outputs``: output paths to put into the cache as they are packed
+    (:meth:`Cache.keep_output`), for runs that read them next (a graph's).
     """
     ev = events or RunEvents()
     frm = apply_defaults(loaded.formula)
@@ -182,7 +186,9 @@ async def run_formula(
             results: dict[str, str] = {}
 
             async def pack_outputs(_result: JobResult, view: Path) -> None:
-                results.update(await _pack_outputs(frm, context, view, ev))
+                results.update(
+                    await _pack_outputs(frm, context, view, ev, cache, keep_outputs)
+                )
 
             if ev.debugging:
                 ev.debug(f"executor {executor.name}: {shlex.join(job.argv)}")
@@ -474,9 +480,20 @@ def _copy_file(src: str, dest: Path) -> Path:
 
 
 async def _pack_outputs(
-    frm: Formula, context: Context, view: Path, ev: RunEvents
+    frm: Formula,
+    context: Context,
+    view: Path,
+    ev: RunEvents,
+    cache: Cache,
+    keep: frozenset[str] = frozenset(),
 ) -> dict[str, str]:
-    """Pack every output (in parallel), save it where the context says; path -> ware ID."""
+    """Pack every output (in parallel), save it where the context says; path -> ware ID.
+
+    Those in ``keep`` also go into the cache, unpacked from the tree just
+    packed (the runs reading them find a shelf: no fetch, no unpack). That
+    is a shortcut, not the run's result: if it fails, the output is only
+    saved, and the message says so.
+    """
     from repeatr.fileset.pack import pack_dir
     from repeatr.warehouse import redact, warehouse_for
 
@@ -488,7 +505,7 @@ async def _pack_outputs(
         anyio.from_thread.check_cancelled()
         ev.progress("pack", done)
 
-    def pack_one(path: str, packtype: str, filters: Any) -> str:
+    def pack_one(path: str, packtype: str, filters: Any) -> tuple[str, Path]:
         where = _output_dir(view, path)
         target = context.save_urls.get(path)
         if target is None:
@@ -503,15 +520,14 @@ async def _pack_outputs(
                 if not ware.is_empty:
                     session.commit(ware)
                     ev.log(f"saved output {path} as {ware} to {redact(target)}")
-        return str(ware)
+        return str(ware), where
 
     async def pack(path: str) -> None:
         assert frm.outputs is not None
         out = frm.outputs[path]
+        filters = out.pack_filters()
         try:
-            results[path] = await anyio.to_thread.run_sync(
-                pack_one, path, out.packtype, out.pack_filters()
-            )
+            ware, where = await anyio.to_thread.run_sync(pack_one, path, out.packtype, filters)
         except FilesetError as exc:
             if exc.category is not Category.PACK_INVALID or exc.message.startswith("output "):
                 raise
@@ -519,6 +535,12 @@ async def _pack_outputs(
             raise FilesetError(
                 f"output {path}: {exc.message}", category=exc.category, hint=exc.hint
             ) from exc
+        results[path] = ware
+        if path in keep and not ware.endswith(":-"):
+            try:
+                await cache.keep_output(WareID.parse(ware), where, filters)
+            except (RepeatrError, OSError) as exc:
+                ev.log(f"output {path} saved but not cached (its readers fetch it): {exc}")
 
     async with _first_error(), anyio.create_task_group() as tg:
         for path in sorted(frm.outputs or {}):

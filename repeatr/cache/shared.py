@@ -33,6 +33,7 @@ from repeatr.model.wareid import WareID
 
 if TYPE_CHECKING:
     from repeatr.fileset.limits import Limits
+    from repeatr.model.filters import Filters
 
 #: How long releasing every shelf at the end may take (locks only: it is quick).
 RELEASE_TIMEOUT = 30.0
@@ -112,6 +113,30 @@ class SharedCache(Cache):
                 break
             # Whoever was taking it failed or was cancelled: try ourselves.
         yield handle
+
+    async def keep_output(self, ware: WareID, tree: Path, filters: Filters) -> ShelfHandle:
+        """:meth:`Cache.keep_output`, and the shelf held until the cache is closed: a
+        later run of this process that reads the output takes it from memory."""
+        if not self._open:
+            raise RuntimeError("SharedCache.keep_output outside `async with`")
+        if (taking := self._shelves.get(ware)) is not None:
+            await taking.ready.wait()
+            if taking.handle is not None:
+                return msgspec.structs.replace(taking.handle, unpacked=False)
+        taking = self._shelves[ware] = _Taking()
+        try:
+            manager = self.shelve_tree(
+                ware, tree, filters, checkpoint=anyio.from_thread.check_cancelled
+            )
+            handle = await anyio.to_thread.run_sync(manager.__enter__)
+        except BaseException:
+            del self._shelves[ware]
+            taking.ready.set()  # handle None: each waiter takes it itself
+            raise
+        taking.manager, taking.handle = manager, handle
+        self.holds += 1
+        taking.ready.set()
+        return handle
 
     async def _take(
         self, ware: WareID, sources: Sequence[str], progress: Callable[[int], None] | None

@@ -39,6 +39,7 @@ from repeatr.graph.model import (
     GraphOutcome,
     NodeResult,
     NodeState,
+    Output,
     formula_file,
 )
 from repeatr.runner.batch import BatchOptions
@@ -128,6 +129,9 @@ class _Scheduler:
     ready: list[tuple[int, str]] = field(default_factory=list)
     #: Node -> its place in the graph's order.
     place: dict[str, int] = field(default_factory=dict)
+    #: Node -> its output paths that other nodes read: put into the cache as
+    #: they are packed, so a reader's input is a shelf already (no fetch, no unpack).
+    read_outputs: dict[str, frozenset[str]] = field(default_factory=dict)
     running: int = 0
     #: Set when ``fail_fast`` cancelled the nodes still running.
     cut_short: bool = False
@@ -144,6 +148,12 @@ class _Scheduler:
             if not needs:
                 self.ready.append((place, name))  # in order: already a heap
             self.place[name] = place
+        read: dict[str, set[str]] = {}
+        for node in self.graph.nodes.values():
+            for source in node.inputs.values():
+                if isinstance(source, Output):
+                    read.setdefault(source.node, set()).add(source.path)
+        self.read_outputs = {name: frozenset(paths) for name, paths in read.items()}
 
     async def run_all(self, cache: SharedCache, server: SandboxServer) -> None:
         async with anyio.create_task_group() as tg:
@@ -199,6 +209,7 @@ class _Scheduler:
                     server=server,
                     data=data,
                     chooser=self.chooser,
+                    keep_outputs=self.read_outputs.get(name, frozenset()),
                 )
             except BaseExceptionGroup as group:
                 raise collapse(group) from None

@@ -235,6 +235,7 @@ async def run(
     server: SandboxServer | None = None,
     data: bytes | None = None,
     chooser: ExecutorChooser | None = None,
+    keep_outputs: frozenset[str] = frozenset(),
 ) -> RunResult:
     """Run the formula in ``formula_file`` (or answer it from the memo store).
 
@@ -245,6 +246,8 @@ async def run(
     ``data``: the formula file's bytes (a graph's node), not read from
     ``formula_file``, which then only names it.
     ``chooser``: remembers executor choices (a batch shares one); None: choose anew.
+    ``keep_outputs``: output paths put into ``cache`` as they are packed, for
+    the runs that read them next (a graph's; see ``run_formula``).
     Raises ``RepeatrError`` for what stopped the run; a job that exits
     non-zero is not an error (the result has its code).
     """
@@ -255,7 +258,10 @@ async def run(
     prepared = await anyio.to_thread.run_sync(prepare, formula_file, options, ev, data)
     if prepared.hit is not None:
         return answered(prepared, options, ev)
-    return await execute(prepared, options, ev, cache=cache, server=server, chooser=chooser)
+    return await execute(
+        prepared, options, ev, cache=cache, server=server, chooser=chooser,
+        keep_outputs=keep_outputs,
+    )
 
 
 def run_sync(
@@ -278,9 +284,10 @@ async def execute(
     cache: Cache | None = None,
     server: SandboxServer | None = None,
     chooser: ExecutorChooser | None = None,
+    keep_outputs: frozenset[str] = frozenset(),
 ) -> RunResult:
     """Run a prepared formula that the memo store did not answer (``run`` says what
-    ``cache``, ``server`` and ``chooser`` are)."""
+    ``cache``, ``server``, ``chooser`` and ``keep_outputs`` are)."""
     from repeatr.model.runrecord import encode_pretty
     from repeatr.supervisor import run_formula
 
@@ -313,6 +320,7 @@ async def execute(
         tty=options.tty,
         collect_dead=options.collect_dead,
         known_id=prepared.formula_id,  # computed by prepare, for the memo store
+        keep_outputs=keep_outputs,
     )
     code = outcome.record.exit_code
     record_json = printed[0] if printed else encode_pretty(outcome.record)
