@@ -184,39 +184,49 @@ async def run_formula(
                 for step in job.cradle:
                     ev.debug(f"cradle: {step.describe()}")
             results: dict[str, str] = {}
+            reported: list[RunRecord] = []
 
-            async def pack_outputs(_result: JobResult, view: Path) -> None:
-                results.update(
-                    await _pack_outputs(frm, context, view, ev, cache, keep_outputs)
+            def final(result: JobResult) -> RunRecord:
+                if result.reason:
+                    ev.log(f"the job was stopped: {result.reason}")
+                limits = frm.action.limits
+                return RunRecord(
+                    guid=record.guid,
+                    time=record.time,
+                    formula_id=record.formula_id,
+                    exit_code=result.exit_code,
+                    results=results,
+                    hostname=record.hostname,
+                    executor=str(executor.name),
+                    isolation=tuple(sorted(str(i) for i in caps.isolates)),
+                    limits=limits.to_json() if limits is not None else None,
+                    network=network,
+                    address=str(att.address.ip) if att is not None and att.address else "",
+                    stopped=result.reason or "",
                 )
+
+            async def job_finished(result: JobResult, view: Path) -> None:
+                # The job has exited and its outputs are packed and saved: the
+                # record is final. Report it now; the executor's own teardown
+                # (the sandbox helper leaving its namespaces) and ours follow,
+                # before run_formula returns, while whoever waited for the
+                # record (a graph's next node) goes on.
+                if frm.outputs:
+                    results.update(
+                        await _pack_outputs(frm, context, view, ev, cache, keep_outputs)
+                    )
+                reported.append(final(result))
+                ev.finished(reported[0])
 
             if ev.debugging:
                 ev.debug(f"executor {executor.name}: {shlex.join(job.argv)}")
             result = await executor.run(
-                job,
-                on_output=_async_output(ev.output),
-                on_finished=pack_outputs if frm.outputs else None,
+                job, on_output=_async_output(ev.output), on_finished=job_finished
             )
-            if result.reason:
-                ev.log(f"the job was stopped: {result.reason}")
-            limits = frm.action.limits
-            record = RunRecord(
-                guid=record.guid,
-                time=record.time,
-                formula_id=record.formula_id,
-                exit_code=result.exit_code,
-                results=results,
-                hostname=record.hostname,
-                executor=str(executor.name),
-                isolation=tuple(sorted(str(i) for i in caps.isolates)),
-                limits=limits.to_json() if limits is not None else None,
-                network=network,
-                address=str(att.address.ip) if att is not None and att.address else "",
-                stopped=result.reason or "",
-            )
-            # The result is known: report it now; teardown (the network's veth
-            # takes the kernel 25-35 ms) follows, before run_formula returns.
-            ev.finished(record)
+            if not reported:  # an executor that does not call on_finished
+                reported.append(final(result))
+                ev.finished(reported[0])
+            record = reported[0]
     finally:
         if work is not None:
             await _remove_work_dir(work, ev)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import heapq
 import json
 import time
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -184,10 +185,25 @@ class _Scheduler:
         self, name: str, tg: anyio.abc.TaskGroup, cache: SharedCache, server: SandboxServer
     ) -> None:
         started = time.monotonic()
+        slot = [name]
+
+        def release() -> None:
+            """The node's place among the ``jobs`` running: given back once."""
+            if slot:
+                slot.clear()
+                self.running -= 1
+
+        def settled(result: RunResult) -> None:
+            # The record is final (the run's teardown goes on): the readers may start.
+            if result.exit_code == 0 and name not in self.done:
+                self._succeeded(name, result, time.monotonic() - started)
+                release()
+                self._start_ready(tg, cache, server)
+
         try:
-            await self._run_node(name, started, tg, cache, server)
+            await self._run_node(name, started, tg, cache, server, settled)
         finally:
-            self.running -= 1
+            release()
         self._start_ready(tg, cache, server)
 
     async def _run_node(
@@ -197,6 +213,7 @@ class _Scheduler:
         tg: anyio.abc.TaskGroup,
         cache: SharedCache,
         server: SandboxServer,
+        settled: Callable[[RunResult], None],
     ) -> None:
         try:
             try:
@@ -204,7 +221,7 @@ class _Scheduler:
                 result = await run(
                     self._display(name),
                     self.options,
-                    self._runner_events(name),
+                    self._runner_events(name, settled),
                     cache=cache,
                     server=server,
                     data=data,
@@ -214,14 +231,23 @@ class _Scheduler:
             except BaseExceptionGroup as group:
                 raise collapse(group) from None
         except RepeatrError as err:
+            if name in self.done:
+                # Its record was final, its outputs saved: only the teardown failed.
+                self.events.log(f"{name}: after its record: {err}")
+                return
             self._failed(name, err, time.monotonic() - started, tg)
             return
+        if name in self.done:
+            return  # settled already (run reports every success before returning)
         seconds = time.monotonic() - started
-        node_result = _node_result(name, result)
         if result.exit_code != 0:
-            self._failed(name, node_result, seconds, tg)
+            self._failed(name, _node_result(name, result), seconds, tg)
             return
-        self.done[name] = node_result
+        self._succeeded(name, result, seconds)
+
+    def _succeeded(self, name: str, result: RunResult, seconds: float) -> None:
+        """``name`` exited 0: done, and each reader whose needs are all done is ready."""
+        self.done[name] = _node_result(name, result)
         state = NodeState.MEMOIZED if result.memo_hit else NodeState.DONE
         self.events.state(name, state, seconds)
         for reader in self.readers[name]:
@@ -234,7 +260,7 @@ class _Scheduler:
         node = self.graph.nodes[name]
         return node.origin or f"step {name!r}"
 
-    def _runner_events(self, name: str) -> RunnerEvents:
+    def _runner_events(self, name: str, settled: Callable[[RunResult], None]) -> RunnerEvents:
         ev = self.events
 
         def log(message: str) -> None:
@@ -245,6 +271,7 @@ class _Scheduler:
             warn=log,
             output=lambda stream, line: ev.output(name, stream, line),
             record=lambda record_json: ev.record(name, record_json),
+            settled=settled,
         )
 
     def _failed(

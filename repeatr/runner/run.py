@@ -86,6 +86,10 @@ class RunnerEvents(msgspec.Struct):
     #: The run record's JSON as soon as it is known: a memo hit's at once, a
     #: run's before its teardown (a caller reading it need not wait for that).
     record: Callable[[bytes], None] = lambda _record: None
+    #: The result, as soon as it is final: a memo hit's at once, a run's when
+    #: its record is (before the teardown that ``run`` still waits for, which
+    #: may still fail; ``outcome`` is None here). A graph starts the next node then.
+    settled: Callable[[RunResult], None] = lambda _result: None
 
     @property
     def debugging(self) -> bool:
@@ -223,7 +227,9 @@ def answered(prepared: Prepared, options: RunOptions, events: RunnerEvents) -> R
     events.record(prepared.hit)
     if options.output_dir is not None:
         write_output_dir(options.output_dir, prepared.hit)
-    return RunResult(prepared.formula_file, prepared.hit, 0, memo_hit=True)
+    result = RunResult(prepared.formula_file, prepared.hit, 0, memo_hit=True)
+    events.settled(result)
+    return result
 
 
 async def run(
@@ -310,6 +316,9 @@ async def execute(
         events.record(record_json)
         if record.exit_code == 0 and options.output_dir is not None:
             write_output_dir(options.output_dir, record_json)
+        events.settled(
+            RunResult(prepared.formula_file, record_json, record.exit_code, memo_hit=False)
+        )
 
     outcome = await run_formula(
         loaded,
