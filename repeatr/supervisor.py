@@ -515,7 +515,7 @@ async def _pack_outputs(
         anyio.from_thread.check_cancelled()
         ev.progress("pack", done)
 
-    def pack_one(path: str, packtype: str, filters: Any) -> tuple[str, Path]:
+    def pack_one(path: str, packtype: str, filters: Any) -> str:
         where = _output_dir(view, path)
         target = context.save_urls.get(path)
         if target is None:
@@ -530,14 +530,23 @@ async def _pack_outputs(
                 if not ware.is_empty:
                     session.commit(ware)
                     ev.log(f"saved output {path} as {ware} to {redact(target)}")
-        return str(ware), where
+        if path in keep and not ware.is_empty:
+            # In this thread, the tree just read: no hop, and warm in the page cache.
+            try:
+                cache.keep_output(
+                    ware, where, filters, checkpoint=anyio.from_thread.check_cancelled
+                )
+            except (RepeatrError, OSError) as exc:
+                ev.log(f"output {path} saved but not cached (its readers fetch it): {exc}")
+        return str(ware)
 
     async def pack(path: str) -> None:
         assert frm.outputs is not None
         out = frm.outputs[path]
-        filters = out.pack_filters()
         try:
-            ware, where = await anyio.to_thread.run_sync(pack_one, path, out.packtype, filters)
+            results[path] = await anyio.to_thread.run_sync(
+                pack_one, path, out.packtype, out.pack_filters()
+            )
         except FilesetError as exc:
             if exc.category is not Category.PACK_INVALID or exc.message.startswith("output "):
                 raise
@@ -545,12 +554,6 @@ async def _pack_outputs(
             raise FilesetError(
                 f"output {path}: {exc.message}", category=exc.category, hint=exc.hint
             ) from exc
-        results[path] = ware
-        if path in keep and not ware.endswith(":-"):
-            try:
-                await cache.keep_output(WareID.parse(ware), where, filters)
-            except (RepeatrError, OSError) as exc:
-                ev.log(f"output {path} saved but not cached (its readers fetch it): {exc}")
 
     async with _first_error(), anyio.create_task_group() as tg:
         for path in sorted(frm.outputs or {}):

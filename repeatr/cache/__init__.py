@@ -160,21 +160,23 @@ class Cache:
             checkpoint=checkpoint,
         )
 
-    async def keep_output(self, ware: WareID, tree: Path, filters: Filters) -> ShelfHandle:
-        """:meth:`shelve_tree` for async callers: the shelf made (or found), not held
-        (a :class:`~repeatr.cache.shared.SharedCache` holds it for its later runs).
+    def keep_output(
+        self,
+        ware: WareID,
+        tree: Path,
+        filters: Filters,
+        *,
+        checkpoint: Callable[[], None] | None = None,
+    ) -> ShelfHandle:
+        """:meth:`shelve_tree` in one call, blocking (a worker thread's: the one that
+        packed ``tree``): the shelf made, or found. Not held here; a
+        :class:`~repeatr.cache.shared.SharedCache` holds it for its later runs.
 
-        Cancellable like :meth:`open_shelf`: a cancelled call leaves no shelf.
+        ``checkpoint`` as for :meth:`shelf`: what it raises stops the unpack
+        and leaves no shelf.
         """
-        manager = self.shelve_tree(
-            ware, tree, filters, checkpoint=anyio.from_thread.check_cancelled
-        )
-
-        def made() -> ShelfHandle:
-            with manager as handle:
-                return handle
-
-        return await anyio.to_thread.run_sync(made)
+        with self.shelve_tree(ware, tree, filters, checkpoint=checkpoint) as handle:
+            return handle
 
     # ls, gc and verify import repeatr.cache.maintain (and the report types) only
     # when called: a run never needs them.

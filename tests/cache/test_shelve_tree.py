@@ -149,7 +149,8 @@ async def test_a_shared_cache_holds_a_kept_output_for_its_later_runs(
     out = _output(tmp_path / "out")
     ware = _packed(out, tmp_path / "ware.tgz", PACK_FLATTEN)
     async with SharedCache(root) as shared:
-        kept = await shared.keep_output(ware, out, PACK_FLATTEN)
+        # As a run keeps it: in the worker thread that packed it.
+        kept = await anyio.to_thread.run_sync(shared.keep_output, ware, out, PACK_FLATTEN)
         assert kept.unpacked
         # A run reading it: taken from memory (no source to fetch from is needed).
         async with shared.open_shelf(ware, []) as handle:
@@ -161,15 +162,22 @@ async def test_a_shared_cache_holds_a_kept_output_for_its_later_runs(
 
 
 @pytest.mark.anyio
-async def test_keeping_an_output_cancelled_leaves_nothing(tmp_path: Path, root: Path) -> None:
+async def test_a_kept_output_also_taken_by_a_run_is_released_at_the_close(
+    tmp_path: Path, root: Path
+) -> None:
     out = _output(tmp_path / "out")
     ware = _packed(out, tmp_path / "ware.tgz", PACK_FLATTEN)
-    cache = Cache(root)
-    with anyio.CancelScope() as scope:
-        scope.cancel()
-        await cache.keep_output(ware, out, PACK_FLATTEN)
-    assert scope.cancelled_caught
-    _assert_nothing_of(cache, ware)
+    Cache(root).keep_output(ware, out, PACK_FLATTEN)  # made by another process
+    async with SharedCache(root) as shared:
+        async with shared.open_shelf(ware, []) as taken:
+            assert not taken.unpacked
+        kept = await anyio.to_thread.run_sync(shared.keep_output, ware, out, PACK_FLATTEN)
+        assert not kept.unpacked and kept.path == taken.path
+        async with shared.open_shelf(ware, []) as again:
+            assert again.path == taken.path
+        assert shared.holds == 1
+    assert shared.gc(0).kept_in_use == []  # both holds released: gc removed it
+    assert Cache(root).ls() == []
 
 
 def _assert_nothing_of(cache: Cache, ware: WareID) -> None:
