@@ -16,7 +16,9 @@ awaits in shielded scopes, so a second Ctrl-C does not cut it short.
   mount namespace, so they vanish with it.
 - Outputs are packed in parallel while the container's mounts still exist
   (the executor's ``on_finished`` hook), then saved to the context's
-  ``saveUrls``.
+  ``saveUrls`` (and those in ``keep_outputs`` put into the cache, for the
+  runs that read them next). The record is final there and reported at once
+  (``RunEvents.finished``); the executor's teardown and ours follow.
 - The work dir is named by its owner; a run killed by SIGKILL leaves one that
   the next run (or ``repeatr gc``) removes (``repeatr.workdir``).
 """

@@ -11,6 +11,9 @@ not looked up again, and ``cache gc`` leaves it alone meanwhile.
 
 If the run taking a shelf fails or is cancelled (its fetch URLs may be the
 wrong ones for the others), the next run waiting for it tries with its own.
+
+A run's output that later runs read (a graph's) is put onto its shelf by
+``keep_output`` in the worker thread that packed it, and held the same way.
 """
 
 from __future__ import annotations

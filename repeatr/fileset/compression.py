@@ -20,8 +20,9 @@ one core: fine for a network-bound stream). The other formats get the same
 "at most one source read" wrapping (``read1``) on such streams.
 
 Writing is always gzip (the ``tar`` packtype's ware format): isal at a fast
-level in a background thread; the output is a standard single-member gzip
-that ``gzip -d`` and the original's Go reader accept.
+level, in a background thread once the archive passes one block (a smaller
+one is gzipped in line, to the same bytes); the output is a standard
+single-member gzip that ``gzip -d`` and the original's Go reader accept.
 """
 
 from __future__ import annotations

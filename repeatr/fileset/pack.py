@@ -27,6 +27,11 @@ symlinks), sockets included. It writes no archive (a tar written by
 cache's check that a shelf still is what its unpack produced
 (:attr:`repeatr.fileset.unpack.UnpackResult.strict_id`).
 
+``tree_members`` gives the entries ``pack_dir`` packs as archive members,
+without an archive: unpacked (hash verified against the pack's ware ID),
+they make what an unpack of the ware makes (how a graph puts a step's
+output straight into the cache).
+
 ``scan_stream`` (in :mod:`repeatr.fileset.scan`) is re-exported here: the
 tree hash of an existing archive, without extracting it.
 """

@@ -6,8 +6,12 @@ most ``BatchOptions.jobs`` nodes at once, one
 :class:`repeatr.cache.shared.SharedCache` and one
 :class:`repeatr.executors.server.SandboxServer` for the whole graph. A node
 is ready the moment the last node it needs has exited 0 (no waves: a slow
-node holds back only what reads it); ready nodes start in the graph's order
-while there is room. Its formula file is filled in from
+node holds back only what reads it), that is when its record is final
+(``RunnerEvents.settled``: outputs saved, record stored), before its run's
+teardown, which goes on beside the readers; ready nodes start in the
+graph's order while there is room. The outputs that other nodes read are
+put into the cache as they are packed (``keep_outputs``): a reader's input
+is a shelf already. Its formula file is filled in from
 their results (:func:`repeatr.graph.model.formula_file`) and given to
 :func:`repeatr.runner.run.run` as bytes (no temp file), so it is memoized
 like any ``repeatr run`` of a file with those bytes.
