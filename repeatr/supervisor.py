@@ -501,8 +501,8 @@ async def _pack_outputs(
 ) -> dict[str, str]:
     """Pack every output (in parallel), save it where the context says; path -> ware ID.
 
-    Those in ``keep`` also go into the cache, unpacked from the tree just
-    packed (the runs reading them find a shelf: no fetch, no unpack). That
+    Those in ``keep`` that are saved also go into the cache, unpacked from the
+    tree just packed (the runs reading them find a shelf: no fetch, no unpack). That
     is a shortcut, not the run's result: if it fails, the output is only
     saved, and the message says so.
     """
@@ -532,8 +532,10 @@ async def _pack_outputs(
                 if not ware.is_empty:
                     session.commit(ware)
                     ev.log(f"saved output {path} as {ware} to {redact(target)}")
-        if path in keep and not ware.is_empty:
-            # In this thread, the tree just read: no hop, and warm in the page cache.
+        if path in keep and target is not None and not ware.is_empty:
+            # Only a saved output: the cache is a shortcut to what a reader could
+            # fetch, never the only copy. In this thread, the tree just read: no
+            # hop, and warm in the page cache.
             try:
                 cache.keep_output(
                     ware, where, filters, checkpoint=anyio.from_thread.check_cancelled

@@ -189,12 +189,13 @@ class _Scheduler:
         self, name: str, tg: anyio.abc.TaskGroup, cache: SharedCache, server: SandboxServer
     ) -> None:
         started = time.monotonic()
-        slot = [name]
+        holds_a_place = True
 
         def release() -> None:
             """The node's place among the ``jobs`` running: given back once."""
-            if slot:
-                slot.clear()
+            nonlocal holds_a_place
+            if holds_a_place:
+                holds_a_place = False
                 self.running -= 1
 
         def settled(result: RunResult) -> None:

@@ -339,3 +339,17 @@ async def test_a_reader_starts_once_the_record_is_final_not_after_the_teardown(k
     # a's work dir was still there when b started (-j 1: b had a's place already).
     assert len(seen) == 1 and len(seen[0]) == 1
     assert rec.index("a", NodeState.DONE) < rec.index("b", NodeState.RUNNING)
+
+
+async def test_an_output_that_is_not_saved_is_not_cached_either(kit: Kit) -> None:
+    """The cache is a shortcut to what a reader could fetch, never the only copy: an
+    output read by another step but saved nowhere stays out of it (the reader fails
+    as it always did, finding the ware nowhere)."""
+    a = replace(kit.node("a", _append("a"), outputs=("/task/out",)), save_urls={})
+    b = kit.node("b", _append("b", "a"), reads=_reads("a"))
+    outcome = await run_graph(graph_of(a, b), kit.options, BatchOptions(jobs=2), Recorder().events())
+    assert set(outcome.done) == {"a"} and set(outcome.failed) == {"b"}
+    failure = outcome.failed["b"]
+    assert isinstance(failure, RepeatrError) and failure.category is Category.WARE_NOT_FOUND
+    unsaved = WareID.parse(outcome.done["a"].results["/task/out"])
+    assert unsaved not in {info.ware for info in Cache(kit.state).ls()}
