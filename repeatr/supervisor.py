@@ -16,7 +16,9 @@ awaits in shielded scopes, so a second Ctrl-C does not cut it short.
   mount namespace, so they vanish with it.
 - Outputs are packed in parallel while the container's mounts still exist
   (the executor's ``on_finished`` hook), then saved to the context's
-  ``saveUrls``.
+  ``saveUrls`` (and those in ``keep_outputs`` put into the cache, for the
+  runs that read them next). The record is final there and reported at once
+  (``RunEvents.finished``); the executor's teardown and ours follow.
 - The work dir is named by its owner; a run killed by SIGKILL leaves one that
   the next run (or ``repeatr gc``) removes (``repeatr.workdir``).
 """
@@ -46,6 +48,7 @@ from repeatr.errors import (
     DiskFull,
     ExecutorError,
     FilesetError,
+    RepeatrError,
     UsageError,
     collapse,
     is_no_space,
@@ -106,6 +109,7 @@ async def run_formula(
     tty: int | None = None,
     collect_dead: bool = True,
     known_id: str = "",
+    keep_outputs: frozenset[str] = frozenset(),
 ) -> RunOutcome:
     """Run one formula with ``executor``; the record of what it produced.
 
@@ -114,6 +118,8 @@ async def run_formula(
     (:func:`collect_dead_runs`); a batch does that once, for all its formulas.
     ``known_id``: the formula's ID if the caller computed it already (the
     runner did, for the memo store); empty: computed here.
+    ``keep_outputs``: output paths to put into the cache as they are packed
+    (:meth:`Cache.keep_output`), for runs that read them next (a graph's).
     """
     ev = events or RunEvents()
     frm = apply_defaults(loaded.formula)
@@ -180,37 +186,49 @@ async def run_formula(
                 for step in job.cradle:
                     ev.debug(f"cradle: {step.describe()}")
             results: dict[str, str] = {}
+            reported: list[RunRecord] = []
 
-            async def pack_outputs(_result: JobResult, view: Path) -> None:
-                results.update(await _pack_outputs(frm, context, view, ev))
+            def final(result: JobResult) -> RunRecord:
+                if result.reason:
+                    ev.log(f"the job was stopped: {result.reason}")
+                limits = frm.action.limits
+                return RunRecord(
+                    guid=record.guid,
+                    time=record.time,
+                    formula_id=record.formula_id,
+                    exit_code=result.exit_code,
+                    results=results,
+                    hostname=record.hostname,
+                    executor=str(executor.name),
+                    isolation=tuple(sorted(str(i) for i in caps.isolates)),
+                    limits=limits.to_json() if limits is not None else None,
+                    network=network,
+                    address=str(att.address.ip) if att is not None and att.address else "",
+                    stopped=result.reason or "",
+                )
+
+            async def job_finished(result: JobResult, view: Path) -> None:
+                # The job has exited and its outputs are packed and saved: the
+                # record is final. Report it now; the executor's own teardown
+                # (the sandbox helper leaving its namespaces) and ours follow,
+                # before run_formula returns, while whoever waited for the
+                # record (a graph's next node) goes on.
+                if frm.outputs:
+                    results.update(
+                        await _pack_outputs(frm, context, view, ev, cache, keep_outputs)
+                    )
+                reported.append(final(result))
+                ev.finished(reported[0])
 
             if ev.debugging:
                 ev.debug(f"executor {executor.name}: {shlex.join(job.argv)}")
             result = await executor.run(
-                job,
-                on_output=_async_output(ev.output),
-                on_finished=pack_outputs if frm.outputs else None,
+                job, on_output=_async_output(ev.output), on_finished=job_finished
             )
-            if result.reason:
-                ev.log(f"the job was stopped: {result.reason}")
-            limits = frm.action.limits
-            record = RunRecord(
-                guid=record.guid,
-                time=record.time,
-                formula_id=record.formula_id,
-                exit_code=result.exit_code,
-                results=results,
-                hostname=record.hostname,
-                executor=str(executor.name),
-                isolation=tuple(sorted(str(i) for i in caps.isolates)),
-                limits=limits.to_json() if limits is not None else None,
-                network=network,
-                address=str(att.address.ip) if att is not None and att.address else "",
-                stopped=result.reason or "",
-            )
-            # The result is known: report it now; teardown (the network's veth
-            # takes the kernel 25-35 ms) follows, before run_formula returns.
-            ev.finished(record)
+            if not reported:  # an executor that does not call on_finished
+                reported.append(final(result))
+                ev.finished(reported[0])
+            record = reported[0]
     finally:
         if work is not None:
             await _remove_work_dir(work, ev)
@@ -474,9 +492,20 @@ def _copy_file(src: str, dest: Path) -> Path:
 
 
 async def _pack_outputs(
-    frm: Formula, context: Context, view: Path, ev: RunEvents
+    frm: Formula,
+    context: Context,
+    view: Path,
+    ev: RunEvents,
+    cache: Cache,
+    keep: frozenset[str] = frozenset(),
 ) -> dict[str, str]:
-    """Pack every output (in parallel), save it where the context says; path -> ware ID."""
+    """Pack every output (in parallel), save it where the context says; path -> ware ID.
+
+    Those in ``keep`` that are saved also go into the cache, unpacked from the
+    tree just packed (the runs reading them find a shelf: no fetch, no unpack). That
+    is a shortcut, not the run's result: if it fails, the output is only
+    saved, and the message says so.
+    """
     from repeatr.fileset.pack import pack_dir
     from repeatr.warehouse import redact, warehouse_for
 
@@ -503,6 +532,16 @@ async def _pack_outputs(
                 if not ware.is_empty:
                     session.commit(ware)
                     ev.log(f"saved output {path} as {ware} to {redact(target)}")
+        if path in keep and target is not None and not ware.is_empty:
+            # Only a saved output: the cache is a shortcut to what a reader could
+            # fetch, never the only copy. In this thread, the tree just read: no
+            # hop, and warm in the page cache.
+            try:
+                cache.keep_output(
+                    ware, where, filters, checkpoint=anyio.from_thread.check_cancelled
+                )
+            except (RepeatrError, OSError) as exc:
+                ev.log(f"output {path} saved but not cached (its readers fetch it): {exc}")
         return str(ware)
 
     async def pack(path: str) -> None:

@@ -36,6 +36,7 @@ from repeatr.model.wareid import WareID
 if TYPE_CHECKING:
     from repeatr.cache.report import GcResult, Problem, ShelfInfo
     from repeatr.fileset.limits import Limits
+    from repeatr.model.filters import Filters
 
 __all__ = ["DEFAULT_ROOT", "Cache", "GcResult", "Problem", "ShelfHandle", "ShelfInfo"]
 
@@ -130,6 +131,52 @@ class Cache:
         finally:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(manager.__exit__, None, None, None)
+
+    def shelve_tree(
+        self,
+        ware: WareID,
+        tree: Path,
+        filters: Filters,
+        *,
+        checkpoint: Callable[[], None] | None = None,
+    ) -> AbstractContextManager[ShelfHandle]:
+        """:meth:`shelf`, made from ``tree`` (just packed as ``ware`` with ``filters``)
+        instead of fetched: a run's output, for the runs that read it next.
+
+        Under the same per-ware lock, leaving the same record, as an unpack
+        of the ware (it *is* one, of the tree's entries: the hash is verified,
+        so a tree changed since its pack is refused, HASH_MISMATCH, and
+        leaves nothing). A shelf already there is held as it is.
+        """
+        return fill.shelve_tree(
+            self.layout,
+            ware,
+            tree,
+            filters,
+            timeout=self.lock_timeout,
+            on_wait=self.on_wait,
+            limits=self.limits,
+            ware_disk=self.ware_disk,
+            checkpoint=checkpoint,
+        )
+
+    def keep_output(
+        self,
+        ware: WareID,
+        tree: Path,
+        filters: Filters,
+        *,
+        checkpoint: Callable[[], None] | None = None,
+    ) -> ShelfHandle:
+        """:meth:`shelve_tree` in one call, blocking (a worker thread's: the one that
+        packed ``tree``): the shelf made, or found. Not held here; a
+        :class:`~repeatr.cache.shared.SharedCache` holds it for its later runs.
+
+        ``checkpoint`` as for :meth:`shelf`: what it raises stops the unpack
+        and leaves no shelf.
+        """
+        with self.shelve_tree(ware, tree, filters, checkpoint=checkpoint) as handle:
+            return handle
 
     # ls, gc and verify import repeatr.cache.maintain (and the report types) only
     # when called: a run never needs them.

@@ -28,6 +28,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
+from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from repeatr import locks
@@ -41,6 +42,8 @@ from repeatr.owner import Owner
 
 if TYPE_CHECKING:
     from repeatr.fileset.limits import Limits
+    from repeatr.fileset.unpack import UnpackResult
+    from repeatr.model.filters import Filters
 
 
 def clean_stale(layout: Layout) -> list[str]:
@@ -65,6 +68,62 @@ def _unpack(
     checkpoint: Callable[[], None] | None = None,
 ) -> ShelfRecord:
     """Unpack ``ware`` onto its shelf. Caller holds the per-ware lock."""
+
+    def unpack(staged: Path) -> UnpackResult:
+        # Imported here: a warm run (the shelf exists) needs neither the archive
+        # reader nor the warehouses.
+        from repeatr.model.filters import UNPACK_LOSSLESS
+        from repeatr.warehouse.fetch import unpack_ware
+
+        return unpack_ware(
+            ware,
+            sources,
+            staged,
+            filters=UNPACK_LOSSLESS,
+            limits=limits,
+            progress=progress,
+            checkpoint=checkpoint,
+        )
+
+    return _fill(layout, ware, unpack)
+
+
+def _unpack_tree(
+    layout: Layout,
+    ware: WareID,
+    tree: Path,
+    filters: Filters,
+    limits: Limits,
+    checkpoint: Callable[[], None] | None = None,
+) -> ShelfRecord:
+    """Put ``tree`` (just packed as ``ware`` with ``filters``) onto ``ware``'s shelf.
+
+    Unpacked from the tree's entries as the pack saw them (no archive, no
+    warehouse), through the same unpack that verifies the hash: the shelf is
+    what an unpack of the ware makes, or nothing (HASH_MISMATCH if the tree
+    changed since). Caller holds the per-ware lock.
+    """
+
+    def unpack(staged: Path) -> UnpackResult:
+        from repeatr.fileset.pack import tree_members
+        from repeatr.fileset.unpack import unpack_members
+        from repeatr.model.filters import UNPACK_LOSSLESS
+
+        return unpack_members(
+            tree_members(tree, filters=filters, limits=limits),
+            staged,
+            expected=ware,
+            filters=UNPACK_LOSSLESS,
+            limits=limits,
+            checkpoint=checkpoint,
+        )
+
+    return _fill(layout, ware, unpack)
+
+
+def _fill(layout: Layout, ware: WareID, unpack: Callable[[Path], UnpackResult]) -> ShelfRecord:
+    """Make ``ware``'s shelf with ``unpack`` (into a path that does not exist yet),
+    recorded, then renamed into place. Caller holds the per-ware lock."""
     me = Owner.current()
     for leftover in layout.temps_of("unpack", ware):
         discard(layout, leftover, ware, me)
@@ -72,21 +131,8 @@ def _unpack(
     try:
         work.mkdir(mode=0o700)
         staged = work / "fileset"
-        # Imported here: a warm run (the shelf exists) needs neither the archive
-        # reader nor the warehouses.
-        from repeatr.model.filters import UNPACK_LOSSLESS
-        from repeatr.warehouse.fetch import unpack_ware
-
         try:
-            result = unpack_ware(
-                ware,
-                sources,
-                staged,
-                filters=UNPACK_LOSSLESS,
-                limits=limits,
-                progress=progress,
-                checkpoint=checkpoint,
-            )
+            result = unpack(staged)
         except DiskFull as exc:
             # Name the cache and the ware, and say how to make room there.
             if exc.__cause__ is None:  # the ware's disk limit, not the disk
@@ -225,13 +271,56 @@ def shelf(
     """See :meth:`repeatr.cache.Cache.shelf`."""
 
     def fill() -> ShelfRecord:
-        # Only an unpack needs these. The disk limit is measured now, on the
-        # filesystem the unpack writes to.
-        from repeatr.fileset.limits import DEFAULT_WARE_DISK, Limits
-
-        bounded = (limits or Limits()).with_disk(ware_disk or DEFAULT_WARE_DISK, layout.tmp)
+        bounded = _bounded(layout, limits, ware_disk)
         return _unpack(layout, ware, sources, bounded, progress, checkpoint)
 
+    with _held(layout, ware, fill, timeout=timeout, on_wait=on_wait, checkpoint=checkpoint) as h:
+        yield h
+
+
+@contextmanager
+def shelve_tree(
+    layout: Layout,
+    ware: WareID,
+    tree: Path,
+    filters: Filters,
+    *,
+    timeout: float | None,
+    on_wait: Callable[[str], None] | None = None,
+    limits: Limits | None = None,
+    ware_disk: str | None = None,
+    checkpoint: Callable[[], None] | None = None,
+) -> Iterator[ShelfHandle]:
+    """See :meth:`repeatr.cache.Cache.shelve_tree`."""
+
+    def fill() -> ShelfRecord:
+        bounded = _bounded(layout, limits, ware_disk)
+        return _unpack_tree(layout, ware, tree, filters, bounded, checkpoint)
+
+    with _held(layout, ware, fill, timeout=timeout, on_wait=on_wait, checkpoint=checkpoint) as h:
+        yield h
+
+
+def _bounded(layout: Layout, limits: Limits | None, ware_disk: str | None) -> Limits:
+    """The limits of an unpack into the cache, the disk limit measured now, on the
+    filesystem the unpack writes to."""
+    # Only an unpack needs these.
+    from repeatr.fileset.limits import DEFAULT_WARE_DISK, Limits
+
+    return (limits or Limits()).with_disk(ware_disk or DEFAULT_WARE_DISK, layout.tmp)
+
+
+@contextmanager
+def _held(
+    layout: Layout,
+    ware: WareID,
+    fill: Callable[[], ShelfRecord],
+    *,
+    timeout: float | None,
+    on_wait: Callable[[str], None] | None,
+    checkpoint: Callable[[], None] | None,
+) -> Iterator[ShelfHandle]:
+    """:func:`hold` with ``fill``, as a handle; a full disk in the bookkeeping said so."""
     entered = False
     try:
         layout.ensure_dirs()

@@ -11,6 +11,9 @@ not looked up again, and ``cache gc`` leaves it alone meanwhile.
 
 If the run taking a shelf fails or is cancelled (its fetch URLs may be the
 wrong ones for the others), the next run waiting for it tries with its own.
+
+A run's output that later runs read (a graph's) is put onto its shelf by
+``keep_output`` in the worker thread that packed it, and held the same way.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from repeatr.model.wareid import WareID
 
 if TYPE_CHECKING:
     from repeatr.fileset.limits import Limits
+    from repeatr.model.filters import Filters
 
 #: How long releasing every shelf at the end may take (locks only: it is quick).
 RELEASE_TIMEOUT = 30.0
@@ -67,6 +71,10 @@ class SharedCache(Cache):
             root, lock_timeout=lock_timeout, on_wait=on_wait, limits=limits, ware_disk=ware_disk
         )
         self._shelves: dict[WareID, _Taking] = {}
+        #: Shelves kept by worker threads (``keep_output``), not in the map yet.
+        self._kept: list[tuple[WareID, AbstractContextManager[ShelfHandle], ShelfHandle]] = []
+        #: Shelves kept while a run took the same ware: released at the close.
+        self._extra: list[AbstractContextManager[ShelfHandle]] = []
         self._open = False
         self.holds = 0
 
@@ -81,11 +89,13 @@ class SharedCache(Cache):
         tb: TracebackType | None,
     ) -> None:
         self._open = False
+        self._take_kept()
         held, self._shelves = self._shelves, {}
+        managers = [t.manager for t in held.values() if t.manager is not None] + self._extra
+        self._extra = []
         with anyio.CancelScope(shield=True), anyio.move_on_after(RELEASE_TIMEOUT):
-            for taking in held.values():
-                if taking.manager is not None:
-                    await anyio.to_thread.run_sync(taking.manager.__exit__, None, None, None)
+            for manager in managers:
+                await anyio.to_thread.run_sync(manager.__exit__, None, None, None)
 
     @asynccontextmanager
     async def open_shelf(
@@ -101,6 +111,7 @@ class SharedCache(Cache):
         """
         if not self._open:
             raise RuntimeError("SharedCache.open_shelf outside `async with`")
+        self._take_kept()
         while True:
             taking = self._shelves.get(ware)
             if taking is None:
@@ -112,6 +123,39 @@ class SharedCache(Cache):
                 break
             # Whoever was taking it failed or was cancelled: try ourselves.
         yield handle
+
+    def keep_output(
+        self,
+        ware: WareID,
+        tree: Path,
+        filters: Filters,
+        *,
+        checkpoint: Callable[[], None] | None = None,
+    ) -> ShelfHandle:
+        """:meth:`Cache.keep_output`, and the shelf held until the cache is closed: a
+        later run of this process that reads the output takes it from memory.
+
+        Called in a worker thread (no hop back to the event loop): the shelf is
+        handed over through a list that the loop's next :meth:`open_shelf`
+        (or the close) takes into its map.
+        """
+        if not self._open:
+            return super().keep_output(ware, tree, filters, checkpoint=checkpoint)
+        manager = self.shelve_tree(ware, tree, filters, checkpoint=checkpoint)
+        handle = manager.__enter__()
+        self._kept.append((ware, manager, handle))  # list.append: atomic under the GIL
+        return handle
+
+    def _take_kept(self) -> None:
+        """Shelves kept by worker threads since the last call: into the map (in the loop)."""
+        while self._kept:
+            ware, manager, handle = self._kept.pop(0)
+            if ware in self._shelves:  # taken meanwhile by a run: held twice until the close
+                self._extra.append(manager)
+                continue
+            taking = self._shelves[ware] = _Taking(handle=handle, manager=manager)
+            taking.ready.set()
+            self.holds += 1
 
     async def _take(
         self, ware: WareID, sources: Sequence[str], progress: Callable[[int], None] | None

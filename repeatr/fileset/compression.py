@@ -20,8 +20,9 @@ one core: fine for a network-bound stream). The other formats get the same
 "at most one source read" wrapping (``read1``) on such streams.
 
 Writing is always gzip (the ``tar`` packtype's ware format): isal at a fast
-level in a background thread; the output is a standard single-member gzip
-that ``gzip -d`` and the original's Go reader accept.
+level, in a background thread once the archive passes one block (a smaller
+one is gzipped in line, to the same bytes); the output is a standard
+single-member gzip that ``gzip -d`` and the original's Go reader accept.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import io
 import lzma
 import os
 import stat
+from collections.abc import Callable
 from enum import StrEnum
 from typing import BinaryIO, Protocol, cast
 
@@ -277,8 +279,94 @@ def _open_arriving(kind: Compression, source: _Arrived) -> io.RawIOBase:
 
 
 def open_gzip_writer(out: BinaryIO) -> BinaryIO:
-    """A writer that gzips into ``out`` (which it does not close) in a background thread."""
+    """A writer that gzips into ``out`` (which it does not close) in a background thread,
+    once more than a block has been written; what stays within one is gzipped in line."""
+    return cast(BinaryIO, _GzipWriter(out))
+
+
+def _threaded_gzip_writer(out: BinaryIO) -> BinaryIO:
     writer = igzip_threaded.open(  # type: ignore[no-untyped-call]
         out, "wb", compresslevel=GZIP_LEVEL, threads=1, block_size=BLOCK
     )
     return cast(BinaryIO, writer)
+
+
+class _GzipWriter:
+    """isal's threaded gzip writer, started only for a stream longer than one block.
+
+    Most outputs a pack writes are small (a log, a few files): starting,
+    feeding and joining a thread then cost ~1.5 ms, ten times the gzip
+    itself. So writes are kept until they pass ``BLOCK``; then the threaded
+    writer starts and gets them all, in the same calls, so its output is
+    what it would have been. A stream that ends within the block is written
+    here as that writer writes one block (its header, one raw deflate block
+    compressed with the same isal compressor and no dictionary, the final
+    empty block, the CRC and length): byte for byte the same archive either
+    way (``tests/fileset/test_compression.py`` checks it), so a ware's bytes
+    never depend on which path wrote them.
+    """
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+        self._writes: list[bytes] = []
+        self._size = 0
+        self._threaded: BinaryIO | None = None
+        self._closed = False
+
+    def write(self, data: bytes) -> int:
+        if self._threaded is not None:
+            return self._threaded.write(data)
+        self._writes.append(bytes(data))
+        self._size += len(data)
+        if self._size > BLOCK or _one_block is None:
+            self._threaded = _threaded_gzip_writer(self._out)
+            writes, self._writes = self._writes, []
+            for chunk in writes:
+                self._threaded.write(chunk)
+        return len(data)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._threaded is not None:
+            self._threaded.close()
+            return
+        if _one_block is None:  # pragma: no cover - an isal without it: no writes came
+            _threaded_gzip_writer(self._out).close()
+            return
+        data = b"".join(self._writes)
+        self._writes = []
+        self._out.write(_one_block(data))
+
+
+def _isal_one_block() -> Callable[[bytes], bytes] | None:
+    """What isal's threaded writer (one thread) writes for a stream of at most one block;
+    None if this isal lacks the compressor it uses (then every stream takes the thread)."""
+    import struct
+
+    from isal import isal_zlib
+
+    parallel = getattr(isal_zlib, "_ParallelCompress", None)
+    if parallel is None:  # pragma: no cover - isal's private API moved
+        return None
+    # As igzip_threaded._ThreadedGzipWriter._write_gzip_header packs it.
+    header = struct.pack("BBBBIBB", 0x1F, 0x8B, 0x08, 0, 0, 0xFF, 4 if GZIP_LEVEL == 0 else 0)
+    end = isal_zlib.compress(b"", wbits=-15)
+    no_dict = memoryview(b"")
+
+    def one_block(data: bytes) -> bytes:
+        if not data:
+            return header + end + struct.pack("<II", 0, 0)
+        # The threaded writer's output buffer, sized for this block.
+        size = len(data)
+        room = 2 * size + 500 if GZIP_LEVEL == 0 else size + max(size // 10, 500)
+        compressed, crc = parallel(buffersize=room, level=GZIP_LEVEL).compress_and_crc(
+            data, no_dict
+        )
+        return b"".join((header, compressed, end, struct.pack("<II", crc, size & 0xFFFFFFFF)))
+
+    return one_block
+
+
+_one_block = _isal_one_block()

@@ -27,6 +27,11 @@ symlinks), sockets included. It writes no archive (a tar written by
 cache's check that a shelf still is what its unpack produced
 (:attr:`repeatr.fileset.unpack.UnpackResult.strict_id`).
 
+``tree_members`` gives the entries ``pack_dir`` packs as archive members,
+without an archive: unpacked (hash verified against the pack's ware ID),
+they make what an unpack of the ware makes (how a graph puts a step's
+output straight into the cache).
+
 ``scan_stream`` (in :mod:`repeatr.fileset.scan`) is re-exported here: the
 tree hash of an existing archive, without extracting it.
 """
@@ -37,7 +42,8 @@ import errno
 import hashlib
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -48,11 +54,12 @@ from repeatr.fileset.entry import Entry, EntryType
 from repeatr.fileset.extract import Budget
 from repeatr.fileset.filtering import apply as apply_filters
 from repeatr.fileset.limits import Limits
+from repeatr.fileset.members import Plain
 from repeatr.fileset.treehash import TreeHasher
 from repeatr.model.filters import Filters
 from repeatr.model.wareid import TAR, TAR_STRICT, WareID
 
-__all__ = ["hash_dir_exact", "pack_dir", "scan_stream"]
+__all__ = ["hash_dir_exact", "pack_dir", "scan_stream", "tree_members"]
 
 _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _O_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -242,35 +249,17 @@ class _Packer:
 
     # --- the walk ------------------------------------------------------------
 
-    def run_file(self, root_st: os.stat_result) -> Iterator[bytes]:
-        """A single-file fileset: one entry, the root ``.``, a regular file."""
-        parent_fd = os.open(self.root.parent, _O_DIR)
-        try:
-            # The fd is the parent's: xattrs (exact) are read by name below.
-            leaf = self.root.name
-            st = os.lstat(leaf, dir_fd=parent_fd)
-            if (st.st_dev, st.st_ino) != (root_st.st_dev, root_st.st_ino):
-                raise FilesetError(
-                    f"{self.root} was replaced while it was being packed",
-                    category=Category.PACK_INVALID,
-                )
-            entry = self._entry(".", st, EntryType.FILE, parent_fd, leaf)
-            assert entry is not None  # only devices are dropped by filters
-            if self.exact:  # _entry read the root's by fd, here the parent's
-                entry.xattrs = _read_xattrs(f"/proc/self/fd/{parent_fd}/{leaf}")
-            yield from self._file_blocks(entry, parent_fd, leaf)
-            if self.emit:
-                yield tarwrite.END_OF_ARCHIVE
-        finally:
-            os.close(parent_fd)
+    def walk(self, root_st: os.stat_result) -> Generator[tuple[Entry, int, str]]:
+        """Every entry in pack order, filtered (and admitted), with its parent's fd and
+        its leaf name there (to read a file by); the fds are open until the next step.
 
-    def run(self, root_st: os.stat_result) -> Iterator[bytes]:
+        The root's fd is its own for a directory, its parent's for a single file.
+        """
         if stat.S_ISREG(root_st.st_mode):
-            yield from self.run_file(root_st)
+            yield from self._walk_file(root_st)
             return
         root_fd = os.open(self.root, _O_DIR)
         stack: list[tuple[int, str, Iterator[str]]] = []
-        emit = self.emit
         sockets = self.exact
         admit = self.budget.admit if self.budget is not None else None
         try:
@@ -278,9 +267,7 @@ class _Packer:
             if entry is not None:
                 if admit is not None:
                     admit(entry)
-                self.hasher.add(entry, None)
-                if emit:
-                    yield self._header(entry)
+                yield entry, root_fd, "."
             stack.append((root_fd, "", iter(_sorted_names(root_fd))))
             while stack:
                 fd, prefix, names = stack[-1]
@@ -297,9 +284,7 @@ class _Packer:
                     if etype is EntryType.DIR:
                         # A dir is never dropped by filters (only devices are).
                         assert entry is not None
-                        self.hasher.add(entry, None)
-                        if emit:
-                            yield self._header(entry)
+                        yield entry, fd, leaf
                         child = os.open(leaf, _O_DIR, dir_fd=fd)
                         try:
                             children = iter(_sorted_names(child))
@@ -308,25 +293,49 @@ class _Packer:
                             raise
                         stack.append((child, name + "/", children))
                         break
-                    if entry is None:
-                        continue
-                    if etype is EntryType.FILE:
-                        yield from self._file_blocks(entry, fd, leaf)
-                    else:
-                        self.hasher.add(entry, None)
-                        if emit:
-                            yield self._header(entry)
+                    if entry is not None:
+                        yield entry, fd, leaf
                 else:
                     stack.pop()
                     if fd != root_fd:
                         os.close(fd)
-            if emit:
-                yield tarwrite.END_OF_ARCHIVE
         finally:
             for fd, _prefix, _names in stack:
                 if fd != root_fd:
                     os.close(fd)
             os.close(root_fd)
+
+    def _walk_file(self, root_st: os.stat_result) -> Iterator[tuple[Entry, int, str]]:
+        """A single-file fileset: one entry, the root ``.``, a regular file."""
+        parent_fd = os.open(self.root.parent, _O_DIR)
+        try:
+            # The fd is the parent's: xattrs (exact) are read by name below.
+            leaf = self.root.name
+            st = os.lstat(leaf, dir_fd=parent_fd)
+            if (st.st_dev, st.st_ino) != (root_st.st_dev, root_st.st_ino):
+                raise FilesetError(
+                    f"{self.root} was replaced while it was being packed",
+                    category=Category.PACK_INVALID,
+                )
+            entry = self._entry(".", st, EntryType.FILE, parent_fd, leaf)
+            assert entry is not None  # only devices are dropped by filters
+            if self.exact:  # _entry read the root's by fd, here the parent's
+                entry.xattrs = _read_xattrs(f"/proc/self/fd/{parent_fd}/{leaf}")
+            yield entry, parent_fd, leaf
+        finally:
+            os.close(parent_fd)
+
+    def run(self, root_st: os.stat_result) -> Iterator[bytes]:
+        emit = self.emit
+        for entry, fd, leaf in self.walk(root_st):
+            if entry.type is EntryType.FILE:
+                yield from self._file_blocks(entry, fd, leaf)
+            else:
+                self.hasher.add(entry, None)
+                if emit:
+                    yield self._header(entry)
+        if emit:
+            yield tarwrite.END_OF_ARCHIVE
 
 
 def _root_stat(path: Path) -> os.stat_result | None:
@@ -436,6 +445,55 @@ def hash_dir_exact(
         return WareID.from_digest(packtype, None)
     packer = _Packer(path, None, Filters(), packtype, progress, exact=True)
     return _walk(packer, root_st, None)
+
+
+@contextmanager
+def tree_members(
+    path: Path, *, filters: Filters, limits: Limits = _DEFAULT_LIMITS
+) -> Iterator[Iterator[Plain]]:
+    """The entries ``pack_dir(path, filters=filters)`` packs, as archive members.
+
+    What the ware's archive would give, without writing one: unpacking these
+    (:func:`repeatr.fileset.unpack.unpack_members`, which verifies the tree
+    hash against the ware ID the pack gave) makes the tree an unpack of the
+    ware would make, on the same code path. Each file is read when its
+    member's content is (unpack does so before taking the next member); its
+    directory's fd stays open until then. A tree changed since it was packed
+    hashes differently: the unpack refuses it (HASH_MISMATCH).
+    """
+    path = Path(path)
+    root_st = _root_stat(path)
+    if root_st is None:
+        raise FilesetError(f"cannot read {path}: it does not exist", category=Category.PACK_INVALID)
+    packer = _Packer(path, None, filters, TAR, None, limits=limits)
+    walk = packer.walk(root_st)
+
+    def members() -> Iterator[Plain]:
+        for entry, fd, leaf in walk:
+            if entry.type is EntryType.FILE:
+                yield Plain(entry, _content(fd, leaf, entry.size))
+            else:
+                yield Plain(entry)
+
+    try:
+        yield members()
+    finally:
+        walk.close()  # closes the directories still open
+
+
+def _content(dir_fd: int, leaf: str, size: int) -> Iterator[bytes]:
+    """A file's first ``size`` bytes, in blocks (opened when first iterated)."""
+    ffd = os.open(leaf, _O_FILE, dir_fd=dir_fd)
+    try:
+        left = size
+        while left > 0:
+            data = os.read(ffd, min(BLOCK, left))
+            if not data:
+                return
+            left -= len(data)
+            yield data
+    finally:
+        os.close(ffd)
 
 
 def scan_stream(

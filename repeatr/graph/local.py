@@ -6,8 +6,12 @@ most ``BatchOptions.jobs`` nodes at once, one
 :class:`repeatr.cache.shared.SharedCache` and one
 :class:`repeatr.executors.server.SandboxServer` for the whole graph. A node
 is ready the moment the last node it needs has exited 0 (no waves: a slow
-node holds back only what reads it); ready nodes start in the graph's order
-while there is room. Its formula file is filled in from
+node holds back only what reads it), that is when its record is final
+(``RunnerEvents.settled``: outputs saved, record stored), before its run's
+teardown, which goes on beside the readers; ready nodes start in the
+graph's order while there is room. The outputs that other nodes read are
+put into the cache as they are packed (``keep_outputs``): a reader's input
+is a shelf already. Its formula file is filled in from
 their results (:func:`repeatr.graph.model.formula_file`) and given to
 :func:`repeatr.runner.run.run` as bytes (no temp file), so it is memoized
 like any ``repeatr run`` of a file with those bytes.
@@ -25,6 +29,7 @@ from __future__ import annotations
 import heapq
 import json
 import time
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -39,6 +44,7 @@ from repeatr.graph.model import (
     GraphOutcome,
     NodeResult,
     NodeState,
+    Output,
     formula_file,
 )
 from repeatr.runner.batch import BatchOptions
@@ -128,6 +134,9 @@ class _Scheduler:
     ready: list[tuple[int, str]] = field(default_factory=list)
     #: Node -> its place in the graph's order.
     place: dict[str, int] = field(default_factory=dict)
+    #: Node -> its output paths that other nodes read: put into the cache as
+    #: they are packed, so a reader's input is a shelf already (no fetch, no unpack).
+    read_outputs: dict[str, frozenset[str]] = field(default_factory=dict)
     running: int = 0
     #: Set when ``fail_fast`` cancelled the nodes still running.
     cut_short: bool = False
@@ -144,6 +153,12 @@ class _Scheduler:
             if not needs:
                 self.ready.append((place, name))  # in order: already a heap
             self.place[name] = place
+        read: dict[str, set[str]] = {}
+        for node in self.graph.nodes.values():
+            for source in node.inputs.values():
+                if isinstance(source, Output):
+                    read.setdefault(source.node, set()).add(source.path)
+        self.read_outputs = {name: frozenset(paths) for name, paths in read.items()}
 
     async def run_all(self, cache: SharedCache, server: SandboxServer) -> None:
         async with anyio.create_task_group() as tg:
@@ -174,10 +189,26 @@ class _Scheduler:
         self, name: str, tg: anyio.abc.TaskGroup, cache: SharedCache, server: SandboxServer
     ) -> None:
         started = time.monotonic()
+        holds_a_place = True
+
+        def release() -> None:
+            """The node's place among the ``jobs`` running: given back once."""
+            nonlocal holds_a_place
+            if holds_a_place:
+                holds_a_place = False
+                self.running -= 1
+
+        def settled(result: RunResult) -> None:
+            # The record is final (the run's teardown goes on): the readers may start.
+            if result.exit_code == 0 and name not in self.done:
+                self._succeeded(name, result, time.monotonic() - started)
+                release()
+                self._start_ready(tg, cache, server)
+
         try:
-            await self._run_node(name, started, tg, cache, server)
+            await self._run_node(name, started, tg, cache, server, settled)
         finally:
-            self.running -= 1
+            release()
         self._start_ready(tg, cache, server)
 
     async def _run_node(
@@ -187,6 +218,7 @@ class _Scheduler:
         tg: anyio.abc.TaskGroup,
         cache: SharedCache,
         server: SandboxServer,
+        settled: Callable[[RunResult], None],
     ) -> None:
         try:
             try:
@@ -194,23 +226,33 @@ class _Scheduler:
                 result = await run(
                     self._display(name),
                     self.options,
-                    self._runner_events(name),
+                    self._runner_events(name, settled),
                     cache=cache,
                     server=server,
                     data=data,
                     chooser=self.chooser,
+                    keep_outputs=self.read_outputs.get(name, frozenset()),
                 )
             except BaseExceptionGroup as group:
                 raise collapse(group) from None
         except RepeatrError as err:
+            if name in self.done:
+                # Its record was final, its outputs saved: only the teardown failed.
+                self.events.log(f"{name}: after its record: {err}")
+                return
             self._failed(name, err, time.monotonic() - started, tg)
             return
+        if name in self.done:
+            return  # settled already (run reports every success before returning)
         seconds = time.monotonic() - started
-        node_result = _node_result(name, result)
         if result.exit_code != 0:
-            self._failed(name, node_result, seconds, tg)
+            self._failed(name, _node_result(name, result), seconds, tg)
             return
-        self.done[name] = node_result
+        self._succeeded(name, result, seconds)
+
+    def _succeeded(self, name: str, result: RunResult, seconds: float) -> None:
+        """``name`` exited 0: done, and each reader whose needs are all done is ready."""
+        self.done[name] = _node_result(name, result)
         state = NodeState.MEMOIZED if result.memo_hit else NodeState.DONE
         self.events.state(name, state, seconds)
         for reader in self.readers[name]:
@@ -223,7 +265,7 @@ class _Scheduler:
         node = self.graph.nodes[name]
         return node.origin or f"step {name!r}"
 
-    def _runner_events(self, name: str) -> RunnerEvents:
+    def _runner_events(self, name: str, settled: Callable[[RunResult], None]) -> RunnerEvents:
         ev = self.events
 
         def log(message: str) -> None:
@@ -234,6 +276,7 @@ class _Scheduler:
             warn=log,
             output=lambda stream, line: ev.output(name, stream, line),
             record=lambda record_json: ev.record(name, record_json),
+            settled=settled,
         )
 
     def _failed(

@@ -86,6 +86,10 @@ class RunnerEvents(msgspec.Struct):
     #: The run record's JSON as soon as it is known: a memo hit's at once, a
     #: run's before its teardown (a caller reading it need not wait for that).
     record: Callable[[bytes], None] = lambda _record: None
+    #: The result, as soon as it is final: a memo hit's at once, a run's when
+    #: its record is (before the teardown that ``run`` still waits for, which
+    #: may still fail; ``outcome`` is None here). A graph starts the next node then.
+    settled: Callable[[RunResult], None] = lambda _result: None
 
     @property
     def debugging(self) -> bool:
@@ -223,7 +227,9 @@ def answered(prepared: Prepared, options: RunOptions, events: RunnerEvents) -> R
     events.record(prepared.hit)
     if options.output_dir is not None:
         write_output_dir(options.output_dir, prepared.hit)
-    return RunResult(prepared.formula_file, prepared.hit, 0, memo_hit=True)
+    result = RunResult(prepared.formula_file, prepared.hit, 0, memo_hit=True)
+    events.settled(result)
+    return result
 
 
 async def run(
@@ -235,6 +241,7 @@ async def run(
     server: SandboxServer | None = None,
     data: bytes | None = None,
     chooser: ExecutorChooser | None = None,
+    keep_outputs: frozenset[str] = frozenset(),
 ) -> RunResult:
     """Run the formula in ``formula_file`` (or answer it from the memo store).
 
@@ -245,6 +252,8 @@ async def run(
     ``data``: the formula file's bytes (a graph's node), not read from
     ``formula_file``, which then only names it.
     ``chooser``: remembers executor choices (a batch shares one); None: choose anew.
+    ``keep_outputs``: output paths put into ``cache`` as they are packed, for
+    the runs that read them next (a graph's; see ``run_formula``).
     Raises ``RepeatrError`` for what stopped the run; a job that exits
     non-zero is not an error (the result has its code).
     """
@@ -255,7 +264,10 @@ async def run(
     prepared = await anyio.to_thread.run_sync(prepare, formula_file, options, ev, data)
     if prepared.hit is not None:
         return answered(prepared, options, ev)
-    return await execute(prepared, options, ev, cache=cache, server=server, chooser=chooser)
+    return await execute(
+        prepared, options, ev, cache=cache, server=server, chooser=chooser,
+        keep_outputs=keep_outputs,
+    )
 
 
 def run_sync(
@@ -278,9 +290,10 @@ async def execute(
     cache: Cache | None = None,
     server: SandboxServer | None = None,
     chooser: ExecutorChooser | None = None,
+    keep_outputs: frozenset[str] = frozenset(),
 ) -> RunResult:
     """Run a prepared formula that the memo store did not answer (``run`` says what
-    ``cache``, ``server`` and ``chooser`` are)."""
+    ``cache``, ``server``, ``chooser`` and ``keep_outputs`` are)."""
     from repeatr.model.runrecord import encode_pretty
     from repeatr.supervisor import run_formula
 
@@ -303,6 +316,9 @@ async def execute(
         events.record(record_json)
         if record.exit_code == 0 and options.output_dir is not None:
             write_output_dir(options.output_dir, record_json)
+        events.settled(
+            RunResult(prepared.formula_file, record_json, record.exit_code, memo_hit=False)
+        )
 
     outcome = await run_formula(
         loaded,
@@ -313,6 +329,7 @@ async def execute(
         tty=options.tty,
         collect_dead=options.collect_dead,
         known_id=prepared.formula_id,  # computed by prepare, for the memo store
+        keep_outputs=keep_outputs,
     )
     code = outcome.record.exit_code
     record_json = printed[0] if printed else encode_pretty(outcome.record)

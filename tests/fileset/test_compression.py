@@ -19,13 +19,20 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import zstandard
 from isal import igzip
 
 from repeatr.errors import Category, FilesetError
-from repeatr.fileset.compression import Compression, open_decompressed
+from repeatr.fileset.compression import (
+    BLOCK,
+    Compression,
+    _threaded_gzip_writer,
+    open_decompressed,
+    open_gzip_writer,
+)
 from repeatr.fileset.reader import read_archive
 
 #: Long enough for a slow machine; a stream that waits for the stall to end
@@ -190,3 +197,49 @@ def test_a_broken_stream_is_a_corrupt_ware() -> None:
         for member in members:
             member.read_digest()
     assert caught.value.category is Category.WARE_CORRUPT
+
+
+def _gzipped(writes: list[bytes], writer: Callable[[io.BytesIO], Any]) -> bytes:
+    out = io.BytesIO()
+    gz = writer(out)
+    for chunk in writes:
+        gz.write(chunk)
+    gz.close()
+    return out.getvalue()
+
+
+def _write_patterns() -> Iterator[list[bytes]]:
+    rng = random.Random(15)
+    yield []
+    yield [b"x" * 512, b"\0" * 1024]  # a tar of one empty file
+    yield [b"a" * BLOCK]
+    yield [b"a" * (BLOCK - 1), b"b"]
+    yield [b"a" * BLOCK, b"b"]  # one byte past the block: the thread takes over
+    yield [rng.randbytes(700_000), rng.randbytes(700_000)]
+    yield [b"h" * 512] * 2100
+    for _ in range(12):
+        yield [
+            rng.randbytes(rng.randint(0, 60_000)) + b"z" * rng.randint(0, 60_000)
+            for _ in range(rng.randint(1, 40))
+        ]
+
+
+def test_a_pack_writes_the_same_gzip_with_or_without_its_thread() -> None:
+    """Small archives are gzipped in line, larger ones by isal's threaded writer: the
+    bytes are what the threaded writer alone gives, whatever the sizes and writes."""
+    for writes in _write_patterns():
+        mine = _gzipped(writes, open_gzip_writer)
+        assert mine == _gzipped(writes, _threaded_gzip_writer)
+        assert gzip.decompress(mine) == b"".join(writes)
+
+
+def test_a_small_archive_is_gzipped_without_a_thread() -> None:
+    before = threading.active_count()
+    out = io.BytesIO()
+    gz = open_gzip_writer(out)
+    gz.write(b"x" * 10_000)
+    assert threading.active_count() == before  # no thread for what fits one block
+    gz.write(b"y" * BLOCK)
+    assert threading.active_count() == before + 1  # past it: isal's writer thread
+    gz.close()
+    assert gzip.decompress(out.getvalue()) == b"x" * 10_000 + b"y" * BLOCK

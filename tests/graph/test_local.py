@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import random
 from dataclasses import replace
+from pathlib import Path
 
 import anyio
 import pytest
 
+from repeatr.cache import Cache
 from repeatr.cache.shared import SharedCache
 from repeatr.errors import Category, RepeatrError
+from repeatr.fileset.pack import hash_dir_exact
+from repeatr.fileset.unpack import unpack_stream
 from repeatr.graph.local import run_graph
 from repeatr.graph.model import NodeResult, NodeState, Output
+from repeatr.model.filters import UNPACK_LOSSLESS
+from repeatr.model.wareid import WareID
 from repeatr.runner.batch import BatchOptions
-from tests.rootfs import processes_with
+from repeatr.warehouse.cafile import CAFileWarehouse
+from tests.rootfs import processes_with, remove_tree
 
 from .conftest import Kit, Recorder, graph_of
 
@@ -274,3 +281,75 @@ async def test_dead_runs_are_reclaimed_once_per_graph(kit: Kit) -> None:
     assert [m for m in graph_log if "dead run" in m] == [
         f"removed the work dir of a dead run: {dead}"
     ]
+
+
+async def test_a_read_output_is_already_a_shelf_for_its_readers(kit: Kit) -> None:
+    """What a step packs and another reads goes into the cache as it is packed: the
+    reader's input is a shelf already (here its fetch URL has nothing: it could not
+    fetch), and that shelf is exactly what an unpack of the saved ware makes."""
+    empty = kit.state.parent / "empty-warehouse"
+    empty.mkdir()
+    a = kit.node("a", _append("a"), outputs=("/task/out", "/task/unread"))
+    b = kit.node("b", _append("b", "a"), reads=_reads("a"), outputs=("/task/out",))
+    b = replace(b, fetch_urls={**b.fetch_urls, "/in/a": (f"ca+file://{empty}/",)})
+    rec = Recorder()
+    outcome = await run_graph(graph_of(a, b), kit.options, BatchOptions(jobs=2), rec.events())
+    assert outcome.exit_status == 0 and set(outcome.done) == {"a", "b"}, outcome.failed
+    assert b"".join(rec.lines["b"]) == b"a\nb\n"
+    cache = Cache(kit.state)
+    kept = WareID.parse(outcome.done["a"].results["/task/out"])
+    # Only the output read by another step is kept; b's last one is not.
+    assert {info.ware for info in cache.ls()} == {WareID.parse(kit.busybox.ware), kept}
+    assert cache.verify() == []
+    fresh = _unpack_saved(kit, kept, kit.state.parent / "fresh")
+    assert hash_dir_exact(cache.layout.shelf(kept)) == fresh
+
+
+def _unpack_saved(kit: Kit, ware: WareID, dest: Path) -> WareID:
+    """The strict ID of what an unpack of ``ware`` from the warehouse makes (as the
+    cache unpacks: lossless), re-hashed from the disk; the tree removed after."""
+    with open(CAFileWarehouse(kit.warehouse).ware_path(ware), "rb") as stream:
+        unpacked = unpack_stream(stream, dest, expected=ware, filters=UNPACK_LOSSLESS)
+    try:
+        assert hash_dir_exact(dest) == unpacked.strict_id
+    finally:
+        remove_tree(dest)
+    return unpacked.strict_id
+
+
+async def test_a_reader_starts_once_the_record_is_final_not_after_the_teardown(kit: Kit) -> None:
+    """The next step starts as soon as the record of the one it reads is final (its
+    outputs saved, its record stored): the teardown (the sandbox helper leaving,
+    the work dir removed) goes on beside it."""
+    a = kit.node("a", _append("a"), outputs=("/task/out",))
+    b = kit.node("b", _append("b", "a"), reads=_reads("a"))
+    seen: list[list[str]] = []
+    rec = Recorder()
+    events = rec.events()
+    record_state = events.state
+
+    def state(name: str, what: NodeState, seconds: float) -> None:
+        record_state(name, what, seconds)
+        if name == "b" and what is NodeState.RUNNING:
+            seen.append(kit.work_dirs())
+
+    events.state = state
+    outcome = await run_graph(graph_of(a, b), kit.options, BatchOptions(jobs=1), events)
+    assert outcome.exit_status == 0 and set(outcome.done) == {"a", "b"}
+    # a's work dir was still there when b started (-j 1: b had a's place already).
+    assert len(seen) == 1 and len(seen[0]) == 1
+    assert rec.index("a", NodeState.DONE) < rec.index("b", NodeState.RUNNING)
+
+
+async def test_an_output_that_is_not_saved_is_not_cached_either(kit: Kit) -> None:
+    """The cache is a shortcut to what a reader could fetch, never the only copy: an
+    output read by another step but saved nowhere stays out of it (the reader fails
+    as it always did, finding the ware nowhere)."""
+    a = replace(kit.node("a", _append("a"), outputs=("/task/out",)), save_urls={})
+    b = kit.node("b", _append("b", "a"), reads=_reads("a"))
+    outcome = await run_graph(graph_of(a, b), kit.options, BatchOptions(jobs=2), Recorder().events())
+    assert set(outcome.done) == {"a"} and set(outcome.failed) == {"b"}
+    failure = outcome.failed["b"]
+    assert isinstance(failure, RepeatrError) and failure.category is Category.WARE_NOT_FOUND
+    unsaved = WareID.parse(outcome.done["a"].results["/task/out"])
+    assert unsaved not in {info.ware for info in Cache(kit.state).ls()}
