@@ -123,8 +123,10 @@ def counted(cls, *args, **kwargs):
     return process(cls, *args, **kwargs)
 dataclasses._process_class = counted
 leave = os._exit
-def report(code):
-    sys.stderr.write("DATACLASSES " + " ".join(m for m in made if m.startswith("repeatr")) + "\\n")
+main = os.getpid()
+def report(code):  # the CLI's own exit, not its forked sandbox server's
+    if os.getpid() == main:
+        sys.stderr.write("DATACLASSES " + " ".join(m for m in made if m.startswith("repeatr")) + "\\n")
     leave(code)
 os._exit = report
 sys.argv = ["repeatr", *sys.argv[1:]]
