@@ -171,7 +171,6 @@ def test_run_path_defines_few_dataclasses(runner: Runner) -> None:
     made = set(line.split()[1:])
     assert made <= {
         "repeatr.model.wareid.WareID", "repeatr.model.formula.HostMount",
-        "repeatr.model.jsonload.Normalised", "repeatr.model.jsonload._Frame",
         "repeatr.net.config.Network",
     }, made
 
