@@ -248,6 +248,7 @@ def start_forked(sock_fd: int, parent_pid: int) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGALRM):
         signal.signal(signum, signal.SIG_DFL)
+    signal.setitimer(signal.ITIMER_REAL, 0)  # one the CLI's handler set in us (a deferred Ctrl-C)
     os.environ.clear()
     os.environ.update(HELPER_ENV)
     sys.path[:] = isolated_path()  # for what it or a helper imports later (oci_sandbox, ...)

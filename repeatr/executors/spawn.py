@@ -166,6 +166,8 @@ def _become_server(ours: _socket.socket, theirs: _socket.socket, parent: int) ->
         from repeatr.executors.forkserver import start_forked
 
         code = start_forked(theirs.detach(), parent)
+    except KeyboardInterrupt:
+        pass  # a Ctrl-C before start_forked took the CLI's handlers away: the CLI reports it
     except BaseException:  # a traceback on stderr, as a spawned server's, then exit
         import traceback
 
