@@ -132,8 +132,9 @@ def fork_server() -> ServerProcess:
     would start (``repeatr.executors.forkserver.start_forked``): a session of
     its own, default signals, ``HELPER_ENV``, stdin and stdout on
     ``/dev/null``; it never returns into the caller's code. Import
-    ``repeatr.executors.forkserver`` before calling this, or every helper
-    it forks will import it again. OSError if it cannot fork.
+    ``repeatr.executors.forkserver`` before calling this if the caller will
+    import it anyway (the CLI does): else the server imports it after the
+    fork, and both processes pay for it. OSError if it cannot fork.
     """
     if not single_threaded():
         raise RuntimeError("fork_server: this process has threads (spawn_server is for that)")
