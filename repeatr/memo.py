@@ -19,9 +19,10 @@ beyond the standard library (check with ``python -X importtime -m repeatr run``)
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
+
+from repeatr.hashes import sha256
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ _NEEDS = b"needs "
 def memo_key(formula_id: str, executor: str, extra: tuple[str, ...] = ()) -> str:
     """A stable key for one way of running one formula."""
     material = "\0".join((_VERSION, formula_id, executor, *extra))
-    return hashlib.sha256(material.encode()).hexdigest()
+    return sha256(material.encode()).hexdigest()
 
 
 def file_key(formula_path: str, executor: str) -> str | None:
@@ -62,7 +63,7 @@ def file_key(formula_path: str, executor: str) -> str | None:
 
 def bytes_key(data: bytes, executor: str) -> str:
     """``file_key`` of a formula file holding ``data`` (a graph's node has no file)."""
-    return memo_key(f"file:{hashlib.sha256(data).hexdigest()}", executor)
+    return memo_key(f"file:{sha256(data).hexdigest()}", executor)
 
 
 def formula_key(formula_id: str, executor: str) -> str:

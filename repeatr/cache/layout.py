@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -122,7 +121,7 @@ class Layout(msgspec.Struct, frozen=True):
         return self._meta_base(ware).with_suffix(".used")
 
     def temp_name(self, kind: str, ware: WareID, owner: Owner) -> Path:
-        return self.tmp / f"{kind}.{ware.packtype}-{ware.hash}.{secrets.token_hex(4)}.{owner}"
+        return self.tmp / f"{kind}.{ware.packtype}-{ware.hash}.{os.urandom(4).hex()}.{owner}"
 
     def temps_of(self, kind: str, ware: WareID) -> list[Path]:
         """Every temp dir of ``kind`` for ``ware``, whoever made it."""

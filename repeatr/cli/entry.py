@@ -173,19 +173,26 @@ def resume_gc() -> None:
 def prestart_server(argv: Sequence[str]) -> ServerProcess | None:
     """For ``repeatr run`` (not a memo hit), start the sandbox server now.
 
-    Its start-up (an interpreter and the helper's modules) then runs on
-    another core while this process imports the CLI, anyio and the rest
-    (``repeatr.executors.spawn``). None when it is not worth it or cannot
-    start: the runner starts one itself when a job needs it, and reports why
-    it cannot. A server nobody uses ends with ``ServerProcess.close``.
+    Forked (``repeatr.executors.spawn.fork_server``), now that this process
+    is still single-threaded, right after importing the server's modules:
+    the run needs them anyway, so the server costs a fork, not a second
+    interpreter starting and importing them (~40 ms of CPU). Spawned
+    instead if some thread runs already (a ``sitecustomize``'s, say). None
+    when it is not worth it or cannot start: the runner starts one itself
+    when a job needs it, and reports why it cannot. A server nobody uses
+    ends with ``ServerProcess.close``.
     """
     if not argv or argv[0] != "run" or "-h" in argv or "--help" in argv or os.geteuid() != 0:
         return None
     if os.environ.get("REPEATR_DASK") or any(a.startswith("--dask") for a in argv):
         return None  # the jobs run on Dask workers
-    from repeatr.executors.spawn import spawn_server
+    from repeatr.executors.spawn import fork_server, single_threaded, spawn_server
 
     try:
+        if single_threaded():
+            import repeatr.executors.forkserver  # noqa: F401 (shared with the server: see above)
+
+            return fork_server()
         return spawn_server()
     except OSError:
         return None

@@ -1,8 +1,10 @@
 """The sandbox server: one per invocation, it forks a sandbox helper per job.
 
-Started by the parent (``repeatr.executors.spawn``) as a fresh, isolated,
-single-threaded interpreter (``python -I -S -c ... --server FD PARENT_PID``),
-so forking it is safe, unlike forking the threaded parent. Import-light like
+Started by the parent (``repeatr.executors.spawn``) as a single-threaded
+process, so forking it is safe, unlike forking the threaded parent: for
+``repeatr run``, a fork of the CLI made before it starts any thread or
+imports anyio (:func:`start_forked`); otherwise a fresh, isolated
+interpreter (``python -I -S -c ... --server FD PARENT_PID``, :func:`main`). Import-light like
 ``repeatr.executors.sandbox``, which it imports: a forked helper starts with
 everything loaded, in ~1 ms instead of an interpreter's start-up.
 
@@ -31,6 +33,7 @@ its stdout (``/dev/null``) and keeps stderr for a crash's traceback only.
 from __future__ import annotations
 
 import _socket
+import gc
 import os
 import select
 import signal
@@ -41,6 +44,7 @@ from repeatr.errors import ExecutorError
 from repeatr.executors.protocol import Fork, Forked
 from repeatr.executors.sandbox import Control, Sandbox, error_msg, leave, serve_parent
 from repeatr.executors.sandbox import main as replay_main
+from repeatr.executors.spawn import HELPER_ENV, isolated_path
 from repeatr.executors.wire import decode, encode, frame_length
 from repeatr.linux import libc
 
@@ -52,6 +56,8 @@ if TYPE_CHECKING:
 MAX_PACKET = 1 << 16
 #: File descriptors a :class:`Fork` carries: control socket, stdin, stdout, stderr.
 FORK_FDS = 4
+#: The forked server's name (``/proc/PID/comm``, at most 15 bytes), its helpers' too.
+PROCESS_NAME = "repeatr-sandbox"
 #: Seconds the helpers get to clean up when the invocation ends, before SIGKILL.
 HELPER_GRACE = 15.0
 
@@ -221,9 +227,44 @@ def main(argv: list[str]) -> int:
     """``--server FD PARENT_PID`` (from the parent), or ``--spec FILE`` (a replay by hand)."""
     if len(argv) != 4 or argv[1] != "--server":
         return replay_main(argv)
-    sock_fd, parent_pid = int(argv[2]), int(argv[3])
-    os.set_inheritable(sock_fd, False)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    return serve(int(argv[2]), int(argv[3]))
+
+
+def start_forked(sock_fd: int, parent_pid: int) -> int:
+    """Serve in a child forked from the CLI (``repeatr.executors.spawn.fork_server``).
+
+    Made what a spawned server is (``spawn_server``'s ``posix_spawn``): a
+    session of its own (Ctrl-C reaches the invocation, not us), SIGINT
+    ignored and every other signal the parent handled back to its default,
+    the helper's environment (``HELPER_ENV``: nothing of the invocation's
+    reaches a job through us) and ``sys.path`` (``isolated_path``), stdin
+    and stdout on ``/dev/null``, the cyclic GC on (the CLI pauses it during
+    its start-up). Named ``repeatr-sandbox``
+    (``/proc/PID/comm``, what ``ps`` shows; its helpers inherit it), since
+    its command line is the invocation's.
+    """
+    os.setsid()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGALRM):
+        signal.signal(signum, signal.SIG_DFL)
+    signal.setitimer(signal.ITIMER_REAL, 0)  # one the CLI's handler set in us (a deferred Ctrl-C)
+    os.environ.clear()
+    os.environ.update(HELPER_ENV)
+    sys.path[:] = isolated_path()  # for what it or a helper imports later (oci_sandbox, ...)
+    devnull = os.open("/dev/null", os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+    with open("/proc/self/comm", "w") as comm:
+        comm.write(PROCESS_NAME)
+    gc.enable()
+    return serve(sock_fd, parent_pid)
+
+
+def serve(sock_fd: int, parent_pid: int) -> int:
+    """The server on socket ``sock_fd`` for the process ``parent_pid``, until either goes."""
+    os.set_inheritable(sock_fd, False)
     try:
         parent = os.pidfd_open(parent_pid)
     except ProcessLookupError:

@@ -285,7 +285,8 @@ class HelperExecutor(Executor):
             return
         self.on_debug(
             f"sandbox server: {shlex.join(self.command(3))}"
-            "  (requests on fd 3; each job's helper is a fork of it)"
+            "  (requests on fd 3; each job's helper is a fork of it; `repeatr run`"
+            " forks one from itself at start instead)"
         )
         self.on_debug(f"sandbox spec: {spec_to_json(spec)}")
         self.on_debug(

@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import errno
 import functools
-import hashlib
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -60,6 +59,7 @@ from typing import Any
 
 import msgspec
 
+from repeatr.hashes import sha256
 from repeatr.linux import capability, libseccomp
 
 #: Changes whenever the rules change (shown by ``--debug``, part of the cache key).
@@ -292,7 +292,7 @@ def cache_key(profile: Profile) -> str:
         PROFILE, PROGRAM_FORMAT, profile.arches, profile.rules, sorted(profile.capabilities),
         libseccomp.version(),
     ))
-    return hashlib.sha256(ident.encode()).hexdigest()[:32]
+    return sha256(ident.encode()).hexdigest()[:32]
 
 
 def _trusted(cache_dir: Path) -> bool:

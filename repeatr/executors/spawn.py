@@ -1,11 +1,15 @@
 """Starting the sandbox server, with the standard library only.
 
-``repeatr.cli.entry`` calls :func:`spawn_server` for ``repeatr run`` before
-it imports the CLI, anyio and the rest, so the server's start-up (an
-interpreter, the helper's modules: ~25 ms of CPU) runs on the other core
-while the parent imports; ``repeatr.executors.server.SandboxServer`` adopts
-it (or spawns one itself, lazily). Hence no ``subprocess`` here, only
-``os.posix_spawn`` and ``_socket`` (cheap, built in).
+Two ways. :func:`fork_server`: ``repeatr.cli.entry`` forks it for ``repeatr
+run`` while the process is still single-threaded, before it imports the
+CLI, anyio and the rest, and right after importing the server's own modules
+(which the run needs anyway): the server then costs a fork (~1 ms of CPU)
+instead of an interpreter's start-up and those imports (~40 ms of CPU).
+:func:`spawn_server`: a process that may have threads by now (a batch or a
+graph started without one, a library caller) starts a fresh interpreter,
+with ``os.posix_spawn``. ``repeatr.executors.server.SandboxServer`` adopts
+either (or spawns one itself, lazily). Hence no ``subprocess`` here, only
+``_socket`` (cheap, built in).
 
 The command line is that of the helper (``HELPER_MAIN``): ``-I`` (no cwd or
 script dir on sys.path, every PYTHON* variable ignored, no user site) and
@@ -25,6 +29,10 @@ import sys
 
 import repeatr
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn
+
 _PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(repeatr.__file__)))
 #: The sandbox's entry point: the server (``--server FD PARENT_PID``) or a replay (``--spec FILE``).
 HELPER_MAIN = (
@@ -33,6 +41,25 @@ HELPER_MAIN = (
 )
 #: The helper's whole environment: nothing PYTHON*, a plain PATH, a UTF-8 locale.
 HELPER_ENV = {"PATH": os.defpath, "LC_ALL": "C.UTF-8"}
+
+
+def isolated_path() -> list[str]:
+    """The ``sys.path`` of ``helper_command``'s interpreter: the standard library, then repeatr.
+
+    What ``-I -S`` leaves (the stdlib's zip, directory and ``lib-dynload``),
+    then the package's parent: a server forked from the CLI
+    (``repeatr.executors.forkserver.start_forked``) takes it for the imports
+    it and its helpers do later, so they find nothing the spawned one would
+    not (no cwd, no ``PYTHONPATH``, no site-packages).
+    """
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    lib = os.path.join(sys.base_prefix, sys.platlibdir)
+    return [
+        os.path.join(lib, f"python{version.replace('.', '')}.zip"),
+        os.path.join(lib, f"python{version}"),
+        os.path.join(sys.base_exec_prefix, sys.platlibdir, f"python{version}", "lib-dynload"),
+        _PKG_PARENT,
+    ]
 
 
 def helper_command(python: str, *args: str) -> list[str]:
@@ -87,6 +114,67 @@ class ServerProcess:
         except ProcessLookupError:
             pass
         self.reap()
+
+
+def single_threaded() -> bool:
+    """Whether this process has one thread (the kernel's count: threads of C code too)."""
+    return len(os.listdir("/proc/self/task")) == 1
+
+
+def fork_server() -> ServerProcess:
+    """Fork a sandbox server from this process, which must be single-threaded.
+
+    Forking a process with other threads copies locks they may hold (the
+    allocator's, the import lock, a logging handler's) into a child that
+    has no thread to release them: RuntimeError then, a caller's mistake
+    (``repeatr.cli.entry.prestart_server`` checks :func:`single_threaded`
+    and spawns one instead). The child becomes a server as a spawned one
+    would start (``repeatr.executors.forkserver.start_forked``): a session of
+    its own, default signals, ``HELPER_ENV``, stdin and stdout on
+    ``/dev/null``; it never returns into the caller's code. Import
+    ``repeatr.executors.forkserver`` before calling this if the caller will
+    import it anyway (the CLI does): else the server imports it after the
+    fork, and both processes pay for it. OSError if it cannot fork.
+    """
+    if not single_threaded():
+        raise RuntimeError("fork_server: this process has threads (spawn_server is for that)")
+    ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+    parent = os.getpid()
+    try:
+        pid = os.fork()
+    except BaseException:
+        ours.close()
+        theirs.close()
+        raise
+    if pid == 0:
+        _become_server(ours, theirs, parent)
+    theirs.close()
+    try:
+        pidfd = os.pidfd_open(pid)
+    except BaseException:
+        ours.close()
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
+    return ServerProcess(pid, pidfd, ours.detach())
+
+
+def _become_server(ours: _socket.socket, theirs: _socket.socket, parent: int) -> NoReturn:
+    """In the child of :func:`fork_server`: serve, then exit; never back to the caller."""
+    code = 1
+    try:
+        ours.close()
+        from repeatr.executors.forkserver import start_forked
+
+        code = start_forked(theirs.detach(), parent)
+    except KeyboardInterrupt:
+        pass  # a Ctrl-C before start_forked took the CLI's handlers away: the CLI reports it
+    except BaseException:  # a traceback on stderr, as a spawned server's, then exit
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        os._exit(code)
 
 
 def spawn_server(python: str = sys.executable) -> ServerProcess:

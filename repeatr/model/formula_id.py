@@ -54,8 +54,7 @@ purpose with ``.venv/bin/python -m tests.model.test_formula_id``.
 
 from __future__ import annotations
 
-import hashlib
-
+from repeatr.hashes import sha384
 from repeatr.model import cbor
 from repeatr.model.base58 import b58encode
 from repeatr.model.defaults import apply_defaults
@@ -148,5 +147,5 @@ def encode_formula(frm: Formula) -> bytes:
 
 def formula_id(frm: Formula) -> str:
     """The formula ID of ``frm``: defaults applied, then hashed. The context is not an input."""
-    digest = hashlib.sha384(encode_formula(apply_defaults(frm))).digest()
+    digest = sha384(encode_formula(apply_defaults(frm))).digest()
     return b58encode(digest)

@@ -48,7 +48,6 @@ import re
 import types
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import msgspec
@@ -64,10 +63,11 @@ MAX_NESTING = 100
 # One token, after optional whitespace: a whole string (escapes honoured), a
 # structural byte, or a bare scalar (numbers and literals; msgspec judges
 # their spelling). Anything else stops the scan and is left to msgspec.
-_TOKEN = re.compile(
+# Compiled on first use (``re`` keeps it), not at import: only a file in the
+# dialect needs it, and compiling it costs ~2 ms of every run's start-up.
+_TOKEN = (
     rb'[ \t\r\n]*(?:(?P<str>"[^"\\]*(?:\\.[^"\\]*)*")|(?P<op>[][{}:,])'
-    rb"|(?P<scalar>[-0-9A-Za-z+.]+))",
-    re.DOTALL,
+    rb"|(?P<scalar>[-0-9A-Za-z+.]+))"
 )
 
 
@@ -81,27 +81,29 @@ class DialectError(Exception):
         self.message = message
 
 
-@dataclass(slots=True)
-class Normalised:
-    """Plain JSON for msgspec, and where commas were inserted (to map offsets back)."""
+class Normalised(msgspec.Struct):
+    """Plain JSON for msgspec, and where commas were inserted (to map offsets back).
+
+    Structs, not dataclasses, here: defining a dataclass compiles its
+    methods at import, ~1 ms each of every run's start-up.
+    """
 
     data: bytes
     #: Offsets in ``data`` of the commas :func:`normalise` inserted, ascending.
-    inserted: list[int] = field(default_factory=list)
+    inserted: list[int] = msgspec.field(default_factory=list)
 
     def original_offset(self, offset: int) -> int:
         """The offset in the user's file of ``offset`` in :attr:`data`."""
         return offset - bisect.bisect_left(self.inserted, offset)
 
 
-@dataclass(slots=True)
-class _Frame:
+class _Frame(msgspec.Struct):
     is_object: bool
     #: "start" (just opened), "key" (after a comma in an object), "colon",
     #: "value", "after" (a complete entry), "comma" (after a comma in an array).
     state: str
     at: str | int | None = None
-    keys: set[str] = field(default_factory=set)
+    keys: set[str] = msgspec.field(default_factory=set)
     index: int = -1
     comma: int = -1
 
@@ -173,7 +175,7 @@ def normalise(data: bytes) -> Normalised:
     top_done = False
     pos = 0
     n = len(data)
-    match = _TOKEN.match
+    match = re.compile(_TOKEN, re.DOTALL).match
     while pos < n:
         m = match(data, pos)
         if m is None:

@@ -23,7 +23,6 @@ leftovers can be found again):
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
@@ -33,6 +32,7 @@ import msgspec
 
 from repeatr.errors import UsageError
 from repeatr.executors.protocol import NetworkPolicy  # one definition, the helper's too
+from repeatr.hashes import sha256
 
 __all__ = ["NetworkPolicy"]  # re-exported
 
@@ -56,7 +56,7 @@ def check_run_id(run_id: str) -> str:
 
 def run_hash(run_id: str) -> str:
     """8 hex digits identifying a run in names that must stay short (interfaces)."""
-    return hashlib.sha256(run_id.encode()).hexdigest()[:8]
+    return sha256(run_id.encode()).hexdigest()[:8]
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,8 +7,9 @@
 For each NAME=TREE (run as ``python -m repeatr`` with TREE as cwd, so its
 ``repeatr`` package is the one imported; each tree byte-compiled first),
 prints the median of a warm single ``repeatr run`` of /bin/true (ns, input
-cached, memo off) and of a 200-formula batch (``-j 4``: wall, runs/s, CPU of
-repeatr and its children). The trees take turns, so load from elsewhere
+cached, memo off: wall, and CPU of repeatr and its children) and of a
+200-formula batch (``-j 4``: wall, runs/s, CPU of repeatr and its
+children). The trees take turns, so load from elsewhere
 hits them alike. Everything happens on a tmpfs the script mounts and unmounts.
 """
 
@@ -58,13 +59,15 @@ def main() -> None:
         for tree in trees.values():
             _run(tree, state, "run", true, "--no-memo", "-e", "ns")  # warm the cache
         single: dict[str, list[float]] = {k: [] for k in trees}
+        single_cpu: dict[str, list[float]] = {k: [] for k in trees}
         wall: dict[str, list[float]] = {k: [] for k in trees}
         cpu: dict[str, list[float]] = {k: [] for k in trees}
         for _ in range(args.runs):
             for name, tree in trees.items():
-                t0 = time.perf_counter()
+                c0, t0 = _cpu(), time.perf_counter()
                 _run(tree, state, "run", true, "--no-memo", "-e", "ns")
                 single[name].append(time.perf_counter() - t0)
+                single_cpu[name].append(_cpu() - c0)
         for _ in range(args.batches):
             for name, tree in trees.items():
                 c0, t0 = _cpu(), time.perf_counter()
@@ -74,7 +77,8 @@ def main() -> None:
         print(f"{os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}; medians of {args.runs}"
               f" single runs, {args.batches} batches of {args.formulas}")
         for name in trees:
-            line = f"{name:12} single {statistics.median(single[name]) * 1000:6.1f} ms"
+            line = (f"{name:12} single {statistics.median(single[name]) * 1000:6.1f} ms,"
+                    f" CPU {statistics.median(single_cpu[name]) * 1000:6.1f} ms")
             if wall[name]:
                 w = statistics.median(wall[name])
                 line += (f" | batch {w:5.2f} s = {args.formulas / w:5.1f} runs/s,"

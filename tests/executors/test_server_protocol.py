@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import signal
 import socket
@@ -16,7 +17,7 @@ import pytest
 from repeatr.errors import ExecutorError
 from repeatr.executors.protocol import Done, Error
 from repeatr.executors.server import SandboxServer
-from repeatr.executors.spawn import spawn_server
+from repeatr.executors.spawn import isolated_path, spawn_server
 from repeatr.executors.wire import decode, encode
 from tests.executors.conftest import children
 from tests.rootfs import REPO
@@ -154,3 +155,110 @@ async def test_forked_answer_carries_a_pidfd() -> None:
             assert f"Pid:\t{helper.pid}\n" in info
         finally:
             helper.close()
+
+
+FORKING_PARENT = """
+import anyio, os, sys
+import repeatr.executors.forkserver
+from repeatr.executors.server import SandboxServer
+from repeatr.executors.spawn import fork_server
+
+process = fork_server()  # single-threaded here: nothing has started a thread
+
+async def main():
+    server = SandboxServer(prestarted=process)
+    r, w = os.pipe()
+    helper = await server.fork(r, w, w)
+    print(server.pid, helper.pid, flush=True)
+    await anyio.sleep(100)
+
+anyio.run(main)
+"""
+
+
+def _comm(pid: int) -> str:
+    with open(f"/proc/{pid}/comm") as f:
+        return f.read().strip()
+
+
+def test_a_forked_server_serves_and_dies_with_the_parent() -> None:
+    parent = subprocess.Popen(
+        [sys.executable, "-c", FORKING_PARENT], stdout=subprocess.PIPE, text=True, cwd=REPO
+    )
+    try:
+        assert parent.stdout is not None
+        server, helper = map(int, parent.stdout.readline().split())
+        assert _alive(server) and _alive(helper)
+        assert _comm(server) == _comm(helper) == "repeatr-sandbox"
+        with open(f"/proc/{server}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        assert int(fields[1]) == parent.pid and int(fields[3]) == server  # a session of its own
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        _wait_until(lambda: not _alive(server) and not _alive(helper))
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        if parent.stdout is not None:
+            parent.stdout.close()
+
+
+THREADED = """
+import sys, threading
+from repeatr.executors.spawn import fork_server, single_threaded
+
+event = threading.Event()
+threading.Thread(target=event.wait).start()
+assert not single_threaded()
+try:
+    fork_server()
+except RuntimeError as e:
+    print(e)
+if sys.argv[1] == "prestart":
+    from repeatr.cli.entry import prestart_server
+
+    process = prestart_server(["run", "f.json"])
+    assert process is not None
+    import time
+
+    deadline = time.monotonic() + 20  # until it has exec'd (a forked one never does)
+    while time.monotonic() < deadline:
+        with open(f"/proc/{process.pid}/cmdline", "rb") as f:
+            spawned = b"repeatr.executors.forkserver" in f.read()
+        if spawned:
+            break
+        time.sleep(0.01)
+    print(spawned)
+    process.close()
+event.set()
+"""
+
+
+def test_fork_server_refuses_a_threaded_process() -> None:
+    """Forking copies locks other threads may hold: a threaded caller gets an error, no child."""
+    res = subprocess.run(
+        [sys.executable, "-c", THREADED, "fork"], capture_output=True, text=True, cwd=REPO,
+        timeout=60, check=False,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "this process has threads" in res.stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the CLI starts a server only as root")
+def test_the_cli_spawns_its_server_once_a_thread_runs() -> None:
+    res = subprocess.run(
+        [sys.executable, "-c", THREADED, "prestart"], capture_output=True, text=True, cwd=REPO,
+        timeout=60, check=False,
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines()[-1] == "True"  # spawned: the helper's own command line
+
+
+def test_a_forked_server_imports_from_where_a_spawned_one_would() -> None:
+    """``isolated_path``: what ``python -I -S`` has, then repeatr's parent dir; no cwd, no site."""
+    res = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", "import sys; print(repr(sys.path))"],
+        capture_output=True, text=True, check=True, timeout=60,
+    )
+    assert isolated_path() == [*ast.literal_eval(res.stdout), str(REPO)]

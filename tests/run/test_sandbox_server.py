@@ -13,12 +13,16 @@ from pathlib import Path
 
 import pytest
 
+from repeatr.executors.forkserver import PROCESS_NAME
 from repeatr.linux import cgroups
 from tests.rootfs import REPO, mountinfo, processes_with
 
 from .conftest import Runner, wait_for
 
 pytestmark = pytest.mark.root
+
+#: An environment variable that marks one invocation's processes (``_servers``).
+MARK = "REPEATR_TEST_INVOCATION"
 
 
 class CountingPython:
@@ -54,39 +58,68 @@ class CountingPython:
         return {"PATH": os.defpath, "PYTHONPATH": os.pathsep.join(paths)}
 
 
-def test_a_batch_execs_one_server(runner: Runner, tmp_path: Path) -> None:
+def test_a_batch_forks_its_server(runner: Runner, tmp_path: Path) -> None:
     python = CountingPython(tmp_path)
     files = [str(runner.formula("/bin/sh", "-c", f"echo {i}", name=f"f{i}.json")) for i in range(8)]
     res = python.run(runner, "run", "-e", "ns", "-j", "4", *files)
     assert res.returncode == 0, res.stderr
     assert sum(f"out| {i}" in res.stderr for i in range(8)) == 8, res.stderr
     # repeatr itself is exec'd as the real interpreter (argv[0] the wrapper's
-    # path): the wrapper ran once, for the one sandbox server.
-    assert python.execs() == 1
+    # path): the wrapper never ran, the server is a fork of repeatr (one for
+    # the batch: test_sigkill_mid_batch_leaves_nothing counts them).
+    assert python.execs() == 0
 
 
-def test_a_single_run_execs_one_server(runner: Runner, tmp_path: Path) -> None:
+def test_a_single_run_forks_its_server(runner: Runner, tmp_path: Path) -> None:
     python = CountingPython(tmp_path)
     f = runner.formula("/bin/true")
     res = python.run(runner, "run", "-e", "runc", str(f))
     assert res.returncode == 0, res.stderr
-    assert python.execs() == 1
+    assert python.execs() == 0
     # A memo hit by file never starts one: the fast path answers first.
     assert python.run(runner, "run", "-e", "runc", str(f)).returncode == 0
-    assert python.execs() == 1
+    assert python.execs() == 0
 
 
-def _servers(parent: int) -> list[int]:
-    """Sandbox servers (and their forked helpers) of the repeatr process ``parent``."""
+def _environ(pid: int) -> bytes:
+    """``/proc/PID/environ``: the block the process was exec'd with (a fork's: its parent's)."""
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        return f.read()
+
+
+def _servers(parent: int, mark: str) -> list[int]:
+    """Sandbox servers (and their forked helpers) of the repeatr process ``parent``.
+
+    Forked ones (the CLI's) are named ``repeatr-sandbox`` and carry the
+    environment block ``parent`` was exec'd with, so ``mark``, a variable
+    set only in that invocation's environment, finds them even once
+    ``parent`` is dead and they are reparented; spawned ones end their
+    command line with ``parent``'s pid.
+    """
     found = []
-    for pid in processes_with("repeatr.executors.forkserver"):
+    for pid in processes_with(""):
         try:
+            with open(f"/proc/{pid}/comm") as comm:
+                forked = comm.read().strip() == PROCESS_NAME
             with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if f.read().endswith(f"\0{parent}\0".encode()):
-                    found.append(pid)
+                cmdline = f.read()
+            ours = forked and f"{MARK}={mark}".encode() in _environ(pid).split(b"\0")
+            spawned = b"repeatr.executors.forkserver" in cmdline
+            if ours or (spawned and cmdline.endswith(f"\0{parent}\0".encode())):
+                found.append(pid)
         except OSError:
             pass
     return found
+
+
+def _marked(runner: Runner, *args: str) -> tuple[subprocess.Popen[bytes], str]:
+    """``repeatr ARGS`` started with a mark of its own in its environment (see ``_servers``)."""
+    mark = uuid.uuid4().hex
+    proc = subprocess.Popen(
+        runner.command(*args), env={**os.environ, MARK: mark}, cwd=REPO,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    return proc, mark
 
 
 def _sleeping(seconds: str) -> int:
@@ -109,18 +142,17 @@ def test_sigkill_mid_batch_leaves_nothing(runner: Runner) -> None:
                            limits={"memory": "64M"}))
         for i in range(4)
     ]
-    proc = subprocess.Popen(
-        runner.command("run", "-e", "ns", "-j", "4", *files),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO,
-    )
+    proc, mark = _marked(runner, "run", "-e", "ns", "-j", "4", *files)
     try:
         wait_for(lambda: _sleeping(seconds) == 4, timeout=60)
-        servers = _servers(proc.pid)
+        servers = _servers(proc.pid, mark)
         assert len(servers) == 5  # the server and its four helpers
         assert [c for c in cgroups.ours() if f"-{proc.pid}-" in os.path.basename(c)]
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        wait_for(lambda: not processes_with(f"sleep {seconds}") and not _servers(proc.pid))
+        wait_for(
+            lambda: not processes_with(f"sleep {seconds}") and not _servers(proc.pid, mark)
+        )
         assert _sleeping(seconds) == 0
     finally:
         if proc.poll() is None:
@@ -140,9 +172,40 @@ def test_sigkill_of_an_idle_invocation_ends_its_server(runner: Runner) -> None:
     """The server started before the imports dies with a repeatr killed at any moment."""
     f = runner.formula("/bin/sh", "-c", "sleep 1000")
     for delay in (0.0, 0.05, 0.2):
-        proc = subprocess.Popen(runner.command("run", "-e", "ns", str(f)), cwd=REPO,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc, mark = _marked(runner, "run", "-e", "ns", str(f))
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        wait_for(lambda: not _servers(proc.pid), timeout=20)  # noqa: B023 (waited here)
+        wait_for(lambda: not _servers(proc.pid, mark), timeout=20)  # noqa: B023 (waited here)
+
+
+def _ppid(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def _cmdline(pid: int) -> bytes:
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read()
+
+
+def test_the_server_is_a_fork_of_the_invocation_and_dies_with_it(runner: Runner) -> None:
+    """Forked by ``repeatr run`` itself (no interpreter of its own), gone when it is killed."""
+    seconds = f"{uuid.uuid4().int % 9000 + 1000}"
+    f = runner.formula("/bin/sh", "-c", f"sleep {seconds}")
+    proc, mark = _marked(runner, "run", "-e", "ns", str(f))
+    try:
+        wait_for(lambda: _sleeping(seconds) == 1, timeout=60)
+        servers = _servers(proc.pid, mark)
+        assert len(servers) == 2  # the server and the job's helper
+        (server,) = [pid for pid in servers if _ppid(pid) == proc.pid]
+        # Forked, never exec'd: repeatr's own command line, under the server's name.
+        assert _cmdline(server) == _cmdline(proc.pid)
+        assert os.listdir(f"/proc/{server}/task") == [str(server)]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        wait_for(lambda: not _servers(proc.pid, mark) and _sleeping(seconds) == 0)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

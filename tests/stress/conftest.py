@@ -36,6 +36,7 @@ from typing import Any
 import pytest
 
 from repeatr.executors.base import available_names, load
+from repeatr.executors.forkserver import PROCESS_NAME
 from repeatr.fileset.pack import pack_dir
 from repeatr.linux import libc
 from repeatr.model.filters import Filters
@@ -281,16 +282,33 @@ def processes_marked(marker: str) -> list[int]:
     return sorted(found)
 
 
-def helpers_of(pids: set[int]) -> list[int]:
-    """Sandbox helpers started by any of ``pids`` (its argv ends with its parent's pid)."""
+def helpers_of(pids: set[int], state: Path | None = None) -> list[int]:
+    """Sandbox servers and helpers started by any of ``pids`` or by a run on ``state``.
+
+    A spawned server's argv ends with its parent's pid (its helpers are forks
+    of it); one forked by ``repeatr run`` is named ``repeatr-sandbox`` and
+    has the run's own command line, hence ``--cache STATE``.
+    """
     found = []
-    for pid in processes_with(SANDBOX):
+    cache = None if state is None else f"\0--cache\0{state}\0".encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
+                cmdline = f.read()
+            with open(f"/proc/{pid}/comm") as f:
+                forked = f.read().strip() == PROCESS_NAME
         except OSError:
             continue
-        argv = [a for a in argv if a]
+        if forked:
+            if cache is not None and cache in b"\0" + cmdline:
+                found.append(pid)
+            continue
+        if SANDBOX.encode() not in cmdline:
+            continue
+        argv = [a for a in cmdline.split(b"\0") if a]
         if argv and argv[-1].isdigit() and int(argv[-1]) in pids:
             found.append(pid)
     return found
@@ -315,7 +333,8 @@ def assert_host_clean(
 ) -> None:
     """The post-condition of every stress and fault test (see the module docstring)."""
     wait_until(
-        lambda: not helpers_of(set(repeatr_pids)) and not any(processes_marked(m) for m in markers),
+        lambda: not helpers_of(set(repeatr_pids), stress.state)
+        and not any(processes_marked(m) for m in markers),
         settle,
         "no sandbox helper or job process is left",
     )

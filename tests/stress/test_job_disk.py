@@ -88,7 +88,8 @@ def test_sigkill_leaves_no_disk_behind(stress: Stress) -> None:
     with stress.started("run", str(f), "-e", "ns") as (proc, lines):
         lines.wait_for("out| holding")
         assert ours(stress) != []  # the limited disk is in use
-        helpers = helpers_of({proc.pid})
+        helpers = helpers_of({proc.pid}, stress.state)
+        assert helpers  # the server and the job's helper
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     wait_until(lambda: not any(os.path.exists(f"/proc/{p}") for p in helpers), 10,
