@@ -81,7 +81,7 @@ import sys
 import time
 
 from repeatr.assemble import release
-from repeatr.assemble.ops import Mkdir, Op, Overlay, Root, execute_all, op_from_json
+from repeatr.assemble.ops import Bind, Mkdir, Op, Overlay, Root, execute_all, op_from_json
 from repeatr.assemble.plan import plan
 from repeatr.errors import AssemblyError, Category, ExecutorError, RepeatrError
 from repeatr.executors.jobstart import JobStart
@@ -345,7 +345,12 @@ class Sandbox:
         root = Root(spec.root)
         os.makedirs(root.path, exist_ok=True)
         execute_all(p.mounts, root)
-        root.layers = release.layer_ids(root, p.mounts)
+        # Nothing is packed without outputs: nothing to release. A bind of a
+        # host path keeps it on (belt and braces: assembly already refuses
+        # any mount under one, so no mount point of ours can be in a host dir).
+        root.releasing = bool(spec.outputs) or any(isinstance(op, Bind) for op in p.mounts)
+        if root.releasing:
+            root.layers = release.layer_ids(root, p.mounts)
         # Mount points of what is mounted later (the job's /proc, a runtime's
         # mounts): made now, so they are recorded and removed before packing.
         release.prepare(root, [*(op.target for op in p.late), *spec.mountpoints])
