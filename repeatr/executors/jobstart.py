@@ -43,6 +43,7 @@ STEPS = (
 )
 STEP_MASK, STEP_READONLY = STEPS.index("mask") + 1, STEPS.index("read-only") + 1
 STEP_CWD, STEP_EXEC = STEPS.index("chdir(cwd)") + 1, STEPS.index("execve") + 1
+STEP_PROC_OPEN = STEPS.index("open(proc)") + 1
 STEP_NOT_EXECUTABLE = STEPS.index("exec: not executable") + 1
 STEP_NO_FILE = STEPS.index("exec: no such file") + 1
 STEP_NOT_IN_PATH = STEPS.index("exec: not in PATH") + 1
@@ -141,6 +142,12 @@ class JobStart:
         err = int.from_bytes(record[4:8], sys.byteorder, signed=True)
         index = int.from_bytes(record[8:12], sys.byteorder, signed=True)
         reason = os.strerror(err)
+        if step == STEP_PROC_OPEN and index >= 0:
+            dest = self.procs[index].dest
+            return AssemblyError(
+                f"proc -> {dest}: {dest} is a symlink or not a directory in the container"
+                f" ({reason})"
+            )
         if step in (STEP_MASK, STEP_READONLY):
             op = self.hardening[index >> 16][index & 0xFFFF]
             return AssemblyError(f"{op.describe()}: {OSError(err, reason)}")

@@ -437,6 +437,7 @@ class Sandbox:
         start = JobStart(spec, root, late, group, last_cap)
         try:
             errr, errw = os.pipe2(os.O_CLOEXEC)
+            start.fds.append(errr)
             try:
                 stdin = None
                 if not spec.interactive:
@@ -448,12 +449,9 @@ class Sandbox:
             finally:
                 os.close(errw)
             self.job_pid = pid
-            try:
-                record = read_exactly(errr, FAILURE_SIZE)
-            finally:
-                os.close(errr)
+            record = read_exactly(errr, FAILURE_SIZE)
         finally:
-            start.close()
+            start.close()  # errr among them
         if not record:  # end of stream: the exec succeeded
             return pid
         os.waitpid(pid, 0)

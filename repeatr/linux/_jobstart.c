@@ -175,10 +175,11 @@ static int open_in_root(int rootfd, const char *path, int flags) {
     return (int)syscall(SYS_openat2, rootfd, path, &how, sizeof(how));
 }
 
-/* An O_PATH descriptor of ``rel`` below ``dirfd``, refusing every symlink
- * (repeatr.assemble.resolve.open_in_root, without creating anything); -1
- * with errno. The descriptors are opened in the job's own mount namespace:
- * one from before its unshare would name the helper's mounts. */
+/* An O_PATH descriptor of directory ``rel`` below ``dirfd``, refusing every
+ * symlink (repeatr.assemble.resolve.open_in_root, without creating anything:
+ * the helper made the mount point): -1 with errno (ENOTDIR for a symlink).
+ * Opened in the job's own mount namespace: a descriptor from before its
+ * unshare would name the helper's mounts. */
 static int open_beneath(int dirfd, const char *rel) {
     char part[256];
     int fd = openat(dirfd, ".", O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -196,7 +197,7 @@ static int open_beneath(int dirfd, const char *rel) {
         memcpy(part, rel, n);
         part[n] = '\0';
         rel += n;
-        int next = openat(fd, part, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+        int next = openat(fd, part, O_PATH | O_NOFOLLOW | O_DIRECTORY | O_CLOEXEC);
         int err = errno;
         close(fd);
         errno = err;

@@ -6,12 +6,13 @@ cover the rest: ids, capabilities, seccomp, /proc, the old root)."""
 
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 
 import pytest
 
-from repeatr.errors import Category, JobInvalid
+from repeatr.errors import AssemblyError, Category, JobInvalid
 from repeatr.executors.base import Executor, JobResult
 from tests.executors.conftest import Jobs, usable
 
@@ -103,3 +104,20 @@ async def test_mounts_are_released_only_for_packing(
     result = await jobs.executor.run(job, on_output=on_output, on_finished=on_finished)
     assert result.exit_code == 0
     assert seen == [not outputs]
+
+
+async def test_proc_mount_point_through_a_symlink_is_refused(
+    jobs: Jobs, workdir: Path
+) -> None:
+    """An image whose /proc is a symlink to a host-looking path: the job's
+    /proc is never mounted there (the C child opens each component without
+    following a symlink, in its own mount namespace)."""
+    layer = workdir / "trap"
+    layer.mkdir()
+    (layer / "proc").symlink_to("/etc")
+    before = sorted(os.listdir("/etc"))
+    with pytest.raises(AssemblyError) as info:
+        await jobs.run(jobs.job("true", lowers=(layer,)))
+    assert info.value.category == Category.ASSEMBLY_INVALID
+    assert "symlink" in str(info.value)
+    assert sorted(os.listdir("/etc")) == before
