@@ -47,6 +47,10 @@ class Root:
         self.recording = False
         #: Mount IDs of the container's layers (``repeatr.assemble.release``).
         self.layers: frozenset[int] = frozenset()
+        #: Whether ``repeatr.assemble.release`` has work to do before packing
+        #: (the helper turns it off when nothing is packed and no mount point
+        #: can be in a host path).
+        self.releasing = True
 
     def open(self, dest: str, create: Create = None, created: list[str] | None = None) -> int:
         """An O_PATH descriptor of container path ``dest`` (the root itself for ``/``)."""

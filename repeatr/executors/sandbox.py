@@ -74,7 +74,6 @@ The helper never writes to its stdout/stderr: they belong to the job.
 
 from __future__ import annotations
 
-import errno
 import os
 import select
 import signal
@@ -82,13 +81,14 @@ import sys
 import time
 
 from repeatr.assemble import release
-from repeatr.assemble.ops import Mkdir, Op, Overlay, Root, execute_all, op_from_json
+from repeatr.assemble.ops import Bind, Mkdir, Op, Overlay, Root, execute_all, op_from_json
 from repeatr.assemble.plan import plan
-from repeatr.errors import AssemblyError, Category, ExecutorError, JobInvalid, RepeatrError
-from repeatr.executors.lookup import find_exec
+from repeatr.errors import AssemblyError, Category, ExecutorError, RepeatrError
+from repeatr.executors.jobstart import JobStart
 from repeatr.executors.protocol import Assembled, Done, Error, Exit, NetworkPolicy, Spec, Started
 from repeatr.executors.wire import read_frame, write_frame
 from repeatr.linux import capability, cgroups, libc, scratch, sysctl
+from repeatr.linux._jobstart import FAILURE_SIZE
 
 # Start-up time is most of a short job's cost: only cheap modules are imported
 # (no json, socket, typing, dataclasses, contextlib; traceback only on failure).
@@ -345,7 +345,12 @@ class Sandbox:
         root = Root(spec.root)
         os.makedirs(root.path, exist_ok=True)
         execute_all(p.mounts, root)
-        root.layers = release.layer_ids(root, p.mounts)
+        # Nothing is packed without outputs: nothing to release. A bind of a
+        # host path keeps it on (belt and braces: assembly already refuses
+        # any mount under one, so no mount point of ours can be in a host dir).
+        root.releasing = bool(spec.outputs) or any(isinstance(op, Bind) for op in p.mounts)
+        if root.releasing:
+            root.layers = release.layer_ids(root, p.mounts)
         # Mount points of what is mounted later (the job's /proc, a runtime's
         # mounts): made now, so they are recorded and removed before packing.
         release.prepare(root, [*(op.target for op in p.late), *spec.mountpoints])
@@ -411,23 +416,8 @@ class Sandbox:
             return vm_sandbox.run(self, spec, root)
         group = self.make_group(spec)
         self.control.report(Assembled(pid=os.getpid()))
-        errr, errw = os.pipe2(os.O_CLOEXEC)
-        devnull = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
-        pid = os.fork()
-        if pid == 0:
-            if self.control.sock is not None:
-                os.close(self.control.sock)
-            os.close(errr)
-            job_child(spec, last_cap, root, late, errw, devnull, group)
-        self.job_pid = pid
-        os.close(errw)
-        os.close(devnull)
-        report = read_frame(errr)  # end of stream: the exec succeeded
-        os.close(errr)
-        if report is not None:
-            os.waitpid(pid, 0)
-            self.job_pid = 0
-            self.control.report(report)
+        pid = self.start_job(spec, root, late, group, last_cap)
+        if pid is None:
             return False
         self.control.report(Started(pid=pid))
         status, timed_out = self.wait_job(pid, spec.limits.timeout)
@@ -438,6 +428,36 @@ class Sandbox:
         release.release(root, root.layers, spec.outputs)  # outputs are packed next
         self.finish(self.exit_report(status, timed_out, oom))
         return True
+
+    def start_job(
+        self, spec: Spec, root: Root, late: list[Op], group: cgroups.Group | None, last_cap: int
+    ) -> int | None:
+        """Start the job (``repeatr.executors.jobstart``); its pid, or None once its
+        failure to start is reported."""
+        start = JobStart(spec, root, late, group, last_cap)
+        try:
+            errr, errw = os.pipe2(os.O_CLOEXEC)
+            start.fds.append(errr)
+            try:
+                stdin = None
+                if not spec.interactive:
+                    stdin = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+                    start.fds.append(stdin)
+                close = [errr] if self.control.sock is None else [errr, self.control.sock]
+                # CLONE_VFORK: back once the job has exec'd or failed.
+                pid = start.start(stdin, errw, close)
+            finally:
+                os.close(errw)
+            self.job_pid = pid
+            record = read_exactly(errr, FAILURE_SIZE)
+        finally:
+            start.close()  # errr among them
+        if not record:  # end of stream: the exec succeeded
+            return pid
+        os.waitpid(pid, 0)
+        self.job_pid = 0
+        self.control.report(error_msg(start.failure_error(record)))
+        return None
 
     def finish(self, report: Exit) -> None:
         self.last_exit = report
@@ -452,100 +472,15 @@ def _disk_error(size: int, rw: str, e: OSError) -> ExecutorError:
     )
 
 
-# --- the job's side of the fork ----------------------------------------------
-def drop_privileges(uid: int, gid: int, caps: frozenset[int], last_cap: int) -> None:
-    """Bounding set, then uid/gid, then effective/permitted/inheritable/ambient."""
-    for cap in range(last_cap + 1):
-        if cap not in caps and libc.capbset_read(cap):
-            libc.capbset_drop(cap)
-    libc.ambient_clear_all()
-    libc.set_keepcaps(True)
-    os.setgroups([])
-    os.setresgid(gid, gid, gid)
-    os.setresuid(uid, uid, uid)
-    _, permitted, _ = libc.capget()
-    keep = [c for c in sorted(caps) if permitted >> c & 1]
-    libc.capset(keep, keep, keep)
-    for cap in keep:
-        libc.ambient_raise(cap)
-    libc.set_keepcaps(False)
-
-
-def parent_alive(errw: int) -> bool:
-    """The helper holds the read end of ``errw``: POLLERR means it is gone."""
-    p = select.poll()
-    p.register(errw, 0)
-    return not any(ev & (select.POLLERR | select.POLLHUP) for _, ev in p.poll(0))
-
-
-def job_child(
-    spec: Spec, last_cap: int, root: Root, late: list[Op], errw: int, devnull: int,
-    group: cgroups.Group | None,
-) -> NoReturn:
-    try:
-        if group is not None:
-            group.join()  # first: everything the job does is limited
-        if not spec.interactive:
-            os.dup2(devnull, 0)
-        os.setsid()
-        if spec.interactive:
-            # stdin is the pty the caller relays: make it this session's terminal,
-            # so the shell gets job control and Ctrl-C reaches the job.
-            import fcntl
-            import termios
-
-            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-        libc.set_pdeathsig(signal.SIGKILL)
-        if not parent_alive(errw):
-            os._exit(1)
-        # A session keyring of its own (as runc and crun give): the caller's
-        # would let the job use every key repeatr's session possesses.
-        libc.join_session_keyring()
-        for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_DFL)
-        # ns and chroot alike: PID 1 of the new pid namespace mounts its /proc
-        # (masked, read-only where runc makes it so) in a nested mount
-        # namespace, so pivot_root never moves the helper's root, then pivots
-        # and detaches the old root: no path leads back to the host's tree
-        # (chroot(2) would leave it one `chroot` + `cd ..` away).
-        libc.unshare(libc.CLONE_NEWNS)
-        execute_all(late, root)
-        os.chdir(root.path)
-        libc.pivot_root(".", ".")
-        libc.umount2(".", libc.MNT_DETACH)
-        os.chdir("/")
-        caps = capability.cap_numbers(frozenset(spec.capabilities), last_cap=last_cap)
-        drop_privileges(spec.uid, spec.gid, caps, last_cap)
-        libc.set_no_new_privs()
-        libc.set_pdeathsig(signal.SIGKILL)  # the uid change cleared it
-        if not parent_alive(errw):
-            os._exit(1)
-        try:
-            os.chdir(spec.cwd)
-        except OSError as e:
-            raise JobInvalid(f"cwd {spec.cwd}: {e.strerror}") from e
-        env = {k: v for k, v in spec.env}
-        rootfd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        path = find_exec(rootfd, spec.argv[0], env.get("PATH"), spec.cwd)
-        if spec.seccomp:  # last: the filter allows execve, not what came before it
-            libc.seccomp_set_filter(spec.seccomp)
-        try:
-            os.execve(path, spec.argv, env)
-        except OSError as e:
-            if e.errno in (errno.ENOENT, errno.EACCES, errno.ENOEXEC, errno.ENOTDIR, errno.ELOOP):
-                raise JobInvalid(f"exec {path}: {e.strerror}") from e
-            if e.errno == errno.E2BIG:
-                raise JobInvalid(
-                    f"exec {path}: argument list too long: exec and env take more than the"
-                    " kernel allows with this stack rlimit (a quarter of `ulimit -s`)"
-                ) from e
-            raise
-    except BaseException as e:
-        try:
-            write_frame(errw, error_msg(e))
-        finally:
-            os._exit(127)
-    os._exit(127)  # not reached
+def read_exactly(fd: int, size: int) -> bytes:
+    """``size`` bytes from ``fd``, or b"" at end of stream before any."""
+    data = b""
+    while len(data) < size:
+        chunk = os.read(fd, size - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data if len(data) == size else b""
 
 
 # --- the helper ----------------------------------------------------------------

@@ -7,6 +7,10 @@ with -1. The typed wrappers below are the public surface: paths go through
 
 Namespaces (``unshare``/``setns``) are per thread: call them only from a
 freshly started, single-threaded process (``repeatr.executors.sandbox``).
+
+The job's own start (its /proc, ``pivot_root``, capabilities, ids,
+no_new_privs, seccomp, ``execve``) is not here: it runs in a child that may
+not run Python, compiled in ``_jobstart.c`` (``repeatr.executors.jobstart``).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import struct
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # kept out of the helper's start-up time
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable
     from typing import Any, TypeAlias
 
     StrPath: TypeAlias = str | bytes | os.PathLike[str] | os.PathLike[bytes]
@@ -106,7 +110,6 @@ _mount = _declare(
     "mount", [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 )
 _umount2 = _declare("umount2", [ctypes.c_char_p, ctypes.c_int])
-_pivot_root = _declare("pivot_root", [ctypes.c_char_p, ctypes.c_char_p])
 
 
 class MountAttr(ctypes.Structure):
@@ -147,10 +150,6 @@ def umount2(target: StrPath, flags: int = 0) -> None:
     """umount2(2)."""
     _umount2(_b(target), flags)
 
-
-def pivot_root(new_root: StrPath, put_old: StrPath) -> None:
-    """pivot_root(2); ``pivot_root(".", ".")`` stacks the old root on the new one."""
-    _pivot_root(_b(new_root), _b(put_old))
 
 
 def mount_setattr(
@@ -204,35 +203,10 @@ def openat2(dirfd: int, path: StrPath, flags: int, resolve: int, mode: int = 0) 
     return int(fd)
 
 
-# --- keyrings ----------------------------------------------------------------
-# glibc has no keyctl (libkeyutils does): the raw system call. asm/unistd_64.h
-# (x86_64) and asm-generic/unistd.h (arm64, riscv64)
-SYS_keyctl = 250 if os.uname().machine == "x86_64" else 219
-# /usr/include/linux/keyctl.h
-KEYCTL_GET_KEYRING_ID = 0
-KEYCTL_JOIN_SESSION_KEYRING = 1
-KEY_SPEC_SESSION_KEYRING = -3
-
-
-def join_session_keyring() -> int:
-    """keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL): a new anonymous session keyring
-    for the calling thread (its serial); keys of the old one are no longer possessed."""
-    return int(_syscall(
-        ctypes.c_long(SYS_keyctl), ctypes.c_long(KEYCTL_JOIN_SESSION_KEYRING), ctypes.c_char_p(None)
-    ))
-
-
 # --- process attributes ----------------------------------------------------
 # /usr/include/linux/prctl.h
 PR_SET_PDEATHSIG = 1
-PR_SET_KEEPCAPS = 8
-PR_CAPBSET_READ = 23
-PR_CAPBSET_DROP = 24
 PR_SET_CHILD_SUBREAPER = 36
-PR_SET_NO_NEW_PRIVS = 38
-PR_CAP_AMBIENT = 47
-PR_CAP_AMBIENT_RAISE = 2
-PR_CAP_AMBIENT_CLEAR_ALL = 4
 
 _prctl = _declare(
     "prctl", [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
@@ -254,36 +228,6 @@ def set_child_subreaper() -> None:
     prctl(PR_SET_CHILD_SUBREAPER, 1)
 
 
-def set_no_new_privs() -> None:
-    """execve never grants privileges again (setuid bits, file caps)."""
-    prctl(PR_SET_NO_NEW_PRIVS, 1)
-
-
-# /usr/include/linux/prctl.h, linux/seccomp.h
-PR_SET_SECCOMP = 22
-SECCOMP_MODE_FILTER = 2
-_SOCK_FILTER_SIZE = 8  # struct sock_filter (linux/filter.h): u16 code, u8 jt, u8 jf, u32 k
-
-
-class SockFprog(ctypes.Structure):
-    """struct sock_fprog, /usr/include/linux/filter.h."""
-
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
-
-
-def seccomp_set_filter(program: bytes) -> None:
-    """Install a seccomp filter (classic BPF, ``struct sock_filter`` array) on this thread.
-
-    Needs no_new_privs (or CAP_SYS_ADMIN); the filter is inherited by every
-    child and kept across execve, and can never be removed.
-    """
-    if not program or len(program) % _SOCK_FILTER_SIZE:
-        raise OSError(22, f"seccomp filter of {len(program)} bytes is not a BPF program")
-    buf = ctypes.create_string_buffer(program, len(program))
-    prog = SockFprog(len(program) // _SOCK_FILTER_SIZE, ctypes.addressof(buf))
-    prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(prog))
-
-
 _sethostname = _declare("sethostname", [ctypes.c_char_p, ctypes.c_size_t])
 
 
@@ -291,84 +235,6 @@ def sethostname(name: str) -> None:
     """sethostname(2), in the calling process's UTS namespace."""
     raw = name.encode()
     _sethostname(raw, len(raw))
-
-
-# --- capabilities ----------------------------------------------------------
-# /usr/include/linux/capability.h
-LINUX_CAPABILITY_VERSION_3 = 0x20080522
-
-
-class CapHeader(ctypes.Structure):
-    """struct __user_cap_header_struct."""
-
-    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-
-class CapData(ctypes.Structure):
-    """struct __user_cap_data_struct (two of them for 64 capabilities)."""
-
-    _fields_ = [
-        ("effective", ctypes.c_uint32),
-        ("permitted", ctypes.c_uint32),
-        ("inheritable", ctypes.c_uint32),
-    ]
-
-
-_capget = _declare("capget", [ctypes.POINTER(CapHeader), ctypes.POINTER(CapData * 2)])
-_capset = _declare("capset", [ctypes.POINTER(CapHeader), ctypes.POINTER(CapData * 2)])
-
-
-def _mask(caps: Iterable[int]) -> int:
-    m = 0
-    for c in caps:
-        m |= 1 << c
-    return m
-
-
-def capget() -> tuple[int, int, int]:
-    """(effective, permitted, inheritable) of the calling thread, as bit masks."""
-    hdr = CapHeader(LINUX_CAPABILITY_VERSION_3, 0)
-    data = (CapData * 2)()
-    _capget(ctypes.byref(hdr), ctypes.byref(data))
-    eff = data[0].effective | data[1].effective << 32
-    prm = data[0].permitted | data[1].permitted << 32
-    inh = data[0].inheritable | data[1].inheritable << 32
-    return eff, prm, inh
-
-
-def capset(effective: Iterable[int], permitted: Iterable[int], inheritable: Iterable[int]) -> None:
-    """capset(2) for the calling thread."""
-    e, p, i = _mask(effective), _mask(permitted), _mask(inheritable)
-    hdr = CapHeader(LINUX_CAPABILITY_VERSION_3, 0)
-    data = (CapData * 2)(
-        CapData(e & 0xFFFFFFFF, p & 0xFFFFFFFF, i & 0xFFFFFFFF),
-        CapData(e >> 32, p >> 32, i >> 32),
-    )
-    _capset(ctypes.byref(hdr), ctypes.byref(data))
-
-
-def capbset_read(cap: int) -> bool:
-    """Is ``cap`` in the bounding set?"""
-    return prctl(PR_CAPBSET_READ, cap) == 1
-
-
-def capbset_drop(cap: int) -> None:
-    """Drop ``cap`` from the bounding set (needs CAP_SETPCAP)."""
-    prctl(PR_CAPBSET_DROP, cap)
-
-
-def set_keepcaps(on: bool) -> None:
-    """Keep permitted capabilities across setuid away from 0."""
-    prctl(PR_SET_KEEPCAPS, int(on))
-
-
-def ambient_clear_all() -> None:
-    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
-
-
-def ambient_raise(cap: int) -> None:
-    """Add ``cap`` to the ambient set (must be permitted and inheritable)."""
-    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap)
 
 
 # --- network interfaces ----------------------------------------------------

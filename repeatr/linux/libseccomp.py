@@ -1,8 +1,8 @@
 """libseccomp through ctypes: compile a seccomp filter to classic BPF bytes.
 
 Only the parent uses it (``repeatr.executors.seccomp``): the sandbox helper
-stays import-light and installs the finished bytes with
-``repeatr.linux.libc.seccomp_set_filter``. The library is Debian's
+stays import-light, and the job installs the finished bytes last before
+``execve`` (``repeatr/linux/_jobstart.c``). The library is Debian's
 ``libseccomp2`` (``libseccomp.so.2``); runc is built against the same one, so
 both resolve syscall names the same way.
 
