@@ -101,6 +101,7 @@ class VmExecutor(HelperExecutor):
             hostname=True,
             limits=frozenset({LimitName.TIMEOUT, LimitName.MEMORY, LimitName.PIDS,
                               LimitName.CPU, *disk_limit()}),
+            last_capability=GUEST_LAST_CAP,
         )
 
     def preflight(self) -> None:
@@ -193,7 +194,7 @@ class VmExecutor(HelperExecutor):
 
     def job_files(self, job: JobSpec) -> dict[str, bytes]:
         """The job's data for the guest (``job/*`` in the initramfs; see runner.c)."""
-        caps = capability.cap_numbers(job.capabilities, last_cap=GUEST_LAST_CAP)
+        caps = capability.grantable(job.capabilities, last_cap=GUEST_LAST_CAP)
         profile = self.seccomp_profile(job)
         program = b"" if profile is None else self.compiled(profile)
         mounts = [f"{'proc' if isinstance(op, Proc) else 'dev'}:{op.dest}"
