@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -68,6 +69,22 @@ def test_parts_are_prepared_once_and_keyed_by_the_package(parts: guest.GuestPart
     assert not [p for p in parts.dir.parent.iterdir() if p.name.startswith(".")], (
         "a half-made preparation was left behind"
     )
+
+
+def test_other_parts_are_spared_while_in_use(parts: guest.GuestParts, tmp_path: Path) -> None:
+    """Two repeatr versions on one host keep their own parts: a preparation removes
+    only parts no run used for STALE_AFTER (each use marks them)."""
+    now = time.time()
+    base = tmp_path / "guest"
+    ages = {"mine": 0.0, "other-version": 3600.0, "long-gone": guest.STALE_AFTER + 60}
+    for name, age in ages.items():
+        (base / name).mkdir(parents=True)
+        os.utime(base / name, (now - age, now - age))
+    assert guest.stale_parts(base, keep=base / "mine", now=now) == [base / "long-gone"]
+    old = now - guest.STALE_AFTER - 60
+    os.utime(parts.dir, (old, old))
+    assert guest.prepare(parts.dir.parent.parent.parent) == parts
+    assert parts.dir.stat().st_mtime > old + 60, "a use did not mark the parts"
 
 
 def test_cpio_archives_are_newc_that_busybox_reads(tmp_path: Path) -> None:
