@@ -163,8 +163,8 @@ async def test_the_job_sees_its_guest(vm_jobs: Jobs) -> None:
     assert out.result.exit_code == 0, out.stderr
     lines = out.stdout.decode().splitlines()
     assert "uid 1000 1000" in lines
-    assert "pid1 runner" in lines  # the job is not PID 1: the guest's runner is
-    assert "ppid 1" in lines
+    assert "pid1 sh" in lines  # PID 1 of its own pid namespace, as on ns
+    assert "ppid 0" in lines
     assert "nnp 1" in lines
     assert "seccomp 2" in lines
     assert "fds 0 1 2 3 " in lines  # 3: ls's own directory
