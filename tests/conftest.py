@@ -63,9 +63,11 @@ def host_left_as_found() -> Iterator[None]:
 #: ``REPEATR_VM_TESTS=all`` runs every case on vm as well.
 VM_CASES = frozenset({
     "test_hello_stdout_and_stderr",  # stdio over the ports, line by line
-    "test_self_kill",  # 128+signal
+    "test_self_kill",  # init's signal rules: the job is PID 1 (128+signal: the OOM case)
     "test_env_exactly_as_given",
     "test_capabilities_routine",  # uid 0 and 1000, the policy's capabilities
+    "test_capabilities_all",  # within repeatr's bounding set, as on the host's kernel
+    "test_pid_namespace",  # the job is PID 1 of its own pid namespace in the guest
     "test_hostname",
     "test_network",  # none: loopback only
     "test_missing_exec",  # JobInvalid before any boot
@@ -74,6 +76,8 @@ VM_CASES = frozenset({
     "test_pids_limit_stops_forks",
     "test_refuses_a_limit_it_cannot_enforce",
     "test_sigkill_parent_kills_job",  # no qemu or virtiofsd outlives repeatr
+    "test_cancel_job_ignoring_sigterm",  # cancelling kills qemu: nothing outlives the run
+    "test_killed_from_outside",  # skipped: the job's processes are the guest's
     "test_unprivileged_ping_on_the_bridge",  # bridge: the tap on the run's veth
 })
 #: Attacks (``tests/security``) run on ``vm``: one per kind of protection it
