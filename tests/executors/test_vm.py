@@ -22,6 +22,7 @@ from repeatr.errors import Category, ExecutorError
 from repeatr.executors.base import JobResult
 from repeatr.executors.vm import VmExecutor
 from repeatr.executors.vm_sandbox import VIRTIOFSD_RUN
+from repeatr.linux import libc
 from repeatr.model.limits import Limits
 from repeatr.vm import cpio, guest
 from tests.rootfs import REPO, ScratchArea, processes_with, remove_tree
@@ -223,3 +224,23 @@ async def test_timeout_kills_the_vm(vm_jobs: Jobs) -> None:
     assert out.result.reason == "timeout"
     assert (out.result.exit_code, out.result.signal) == (137, 9)
     assert vm_processes(vm_jobs.workdir) == []
+
+
+@pytest.mark.anyio
+async def test_the_host_disks_reserve_stops_a_vm_job(area: ScratchArea, tmp_path: Path) -> None:
+    """Without limits.disk, a guest filling the host's disk is stopped at its reserve,
+    as on every executor: qemu killed, the report says "reserve" (not a timeout)."""
+    small = tmp_path / "small"
+    small.mkdir()
+    libc.mount("tmpfs", os.fspath(small), "tmpfs", 0, "size=100m")
+    try:
+        jobs = Jobs(area, small / "run", usable("vm"))
+        (small / "run").mkdir()
+        fill = ("i=0; while [ $i -lt 200 ]; do head -c 1048576 /dev/zero >>/task/big || break; "
+                "i=$((i+1)); done; echo filled; sleep 1000")
+        out = await jobs.run(jobs.job("sh", "-c", fill, limits=Limits(timeout=120)))
+        assert (out.result.disk, out.result.timed_out) == ("reserve", False), out.result
+        assert (out.result.exit_code, out.result.signal) == (137, 9)
+        assert vm_processes(small / "run") == []
+    finally:
+        libc.umount2(os.fspath(small), libc.MNT_DETACH)
