@@ -73,6 +73,11 @@ VM_CASES = frozenset({
     "test_missing_exec",  # JobInvalid before any boot
     "test_bad_cwd",
     "test_memory_exceeded_is_killed_and_reported",  # the guest cgroup's OOM kill
+    "test_timeout_kills_the_job_on_time",  # from the job's start: qemu killed
+    "test_disk_limit_gives_the_job_enospc_and_says_why",  # the ext4 shared into the guest
+    "test_device_node_made_by_the_job_opens_nothing",  # the guest's /dev is nodev
+    "test_root_job_writes_no_sysctl",  # the guest's /proc/sys, sysrq-trigger read-only
+    "test_syscalls_newer_than_the_profile_fail_with_enosys",  # the guest kernel's table
     "test_pids_limit_stops_forks",
     "test_refuses_a_limit_it_cannot_enforce",
     "test_sigkill_parent_kills_job",  # no qemu or virtiofsd outlives repeatr
@@ -88,7 +93,7 @@ VM_ATTACKS = frozenset({
     "mount", "ware-device-nodes",
 })
 #: Covered on vm elsewhere: exit codes, uid 1000, outputs and ownership, the
-#: timeout (tests/executors/test_vm.py, tests/run/test_vm_differential.py).
+#: host disk's reserve (tests/executors/test_vm.py, tests/run/test_vm_differential.py).
 
 
 def _vm_param(item: pytest.Item) -> dict[str, object] | None:

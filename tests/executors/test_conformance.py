@@ -249,13 +249,7 @@ async def test_cancel_job_ignoring_sigterm(jobs: Jobs) -> None:
     marker = f"repeatr-cancel-{uuid.uuid4().hex}"
     job = jobs.job("sh", "-c", "trap '' TERM; echo ready; while :; do sleep 1; done", marker)
     ready = anyio.Event()
-    caps = jobs.executor.capabilities()
-    # What the run shows on the host: the job's processes, or a VM's qemu and
-    # virtiofsd (their command lines name the run's VM dir); under gVisor, nothing
-    # of the job's.
-    on_host = (marker if caps.host_processes
-               else os.fspath(jobs.workdir / "vm") if Isolation.KERNEL in caps.isolates
-               else None)
+    on_host = jobs.on_host(marker)
 
     async def on_output(stream: str, line: bytes) -> None:
         if line == b"ready\n":

@@ -215,18 +215,6 @@ def test_prepared_parts_serve_without_apt(parts: guest.GuestParts, tmp_path: Pat
 
 
 @pytest.mark.anyio
-async def test_timeout_kills_the_vm(vm_jobs: Jobs) -> None:
-    """limits.timeout counts from the guest's boot (the conformance test's "on time" bound
-    includes no boot): when it passes, qemu is killed and the job reported as SIGKILLed."""
-    out = await vm_jobs.run(vm_jobs.job("sh", "-c", "echo started; sleep 1000",
-                                        limits=Limits(timeout=1)))
-    assert out.result.timed_out
-    assert out.result.reason == "timeout"
-    assert (out.result.exit_code, out.result.signal) == (137, 9)
-    assert vm_processes(vm_jobs.workdir) == []
-
-
-@pytest.mark.anyio
 async def test_the_host_disks_reserve_stops_a_vm_job(area: ScratchArea, tmp_path: Path) -> None:
     """Without limits.disk, a guest filling the host's disk is stopped at its reserve,
     as on every executor: qemu killed, the report says "reserve" (not a timeout)."""
