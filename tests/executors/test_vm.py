@@ -157,6 +157,7 @@ async def test_the_job_sees_its_guest(vm_jobs: Jobs) -> None:
         echo "dev $(ls /dev | tr '\n' ' ')"
         echo "sys $(test -e /sys/kernel && echo yes || echo no)"
         echo "ro $(echo 1 2>/dev/null > /proc/sys/kernel/ostype && echo writable || echo refused)"
+        echo "sysrq $(grep -c ' /proc/sysrq-trigger ro,' /proc/self/mountinfo)"
         printf 'crlf\n' | od -c | head -1
         touch /task/mine && ls -n /task/mine | cut -d' ' -f3-4 | tr -s ' '
     """
@@ -171,6 +172,7 @@ async def test_the_job_sees_its_guest(vm_jobs: Jobs) -> None:
     assert "fds 0 1 2 3 " in lines  # 3: ls's own directory
     assert "sys no" in lines
     assert "ro refused" in lines
+    assert "sysrq 1" in lines  # the guest kernel has one (the host's may not): read-only
     assert any(line.endswith(r"c   r   l   f  \n") for line in lines), lines
     dev = next(line for line in lines if line.startswith("dev "))
     assert {"null", "zero", "urandom", "pts", "shm"} <= set(dev.split())
