@@ -234,3 +234,27 @@ async def test_the_host_disks_reserve_stops_a_vm_job(area: ScratchArea, tmp_path
         assert vm_processes(small / "run") == []
     finally:
         libc.umount2(os.fspath(small), libc.MNT_DETACH)
+
+
+def test_all_capabilities_are_repeatrs_own_in_the_guest_too(area: ScratchArea,
+                                                            workdir: Path) -> None:
+    """The guest kernel could grant every capability it knows; the job gets those in
+    repeatr's bounding set, as on the host's kernel (here: a child that dropped
+    CAP_MKNOD from its bounding set asks for ALL)."""
+    jobs = Jobs(area, workdir, VmExecutor())
+    job = jobs.job("true", uid=0, gid=0, capabilities=frozenset({"ALL"}))
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            libc.capbset_drop(27)  # CAP_MKNOD
+            os.write(w, VmExecutor().job_files(job)["caps"])
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        mask = int(f.read())
+    os.waitpid(pid, 0)
+    with open("/proc/self/status") as f:
+        ours = next(int(line.split()[1], 16) for line in f if line.startswith("CapBnd"))
+    assert mask == ours & ~(1 << 27) & ((1 << 41) - 1)
