@@ -63,17 +63,25 @@ def host_left_as_found() -> Iterator[None]:
 #: ``REPEATR_VM_TESTS=all`` runs every case on vm as well.
 VM_CASES = frozenset({
     "test_hello_stdout_and_stderr",  # stdio over the ports, line by line
-    "test_self_kill",  # 128+signal
+    "test_self_kill",  # init's signal rules: the job is PID 1 (128+signal: the OOM case)
     "test_env_exactly_as_given",
     "test_capabilities_routine",  # uid 0 and 1000, the policy's capabilities
+    "test_capabilities_all",  # within repeatr's bounding set, as on the host's kernel
+    "test_pid_namespace",  # the job is PID 1 of its own pid namespace in the guest
     "test_hostname",
     "test_network",  # none: loopback only
     "test_missing_exec",  # JobInvalid before any boot
     "test_bad_cwd",
     "test_memory_exceeded_is_killed_and_reported",  # the guest cgroup's OOM kill
+    "test_timeout_kills_the_job_on_time",  # from the job's start: qemu killed
+    "test_disk_limit_gives_the_job_enospc_and_says_why",  # the ext4 shared into the guest
+    "test_device_node_made_by_the_job_opens_nothing",  # the guest's /dev is nodev
+    "test_syscalls_newer_than_the_profile_fail_with_enosys",  # the guest kernel's table
     "test_pids_limit_stops_forks",
     "test_refuses_a_limit_it_cannot_enforce",
     "test_sigkill_parent_kills_job",  # no qemu or virtiofsd outlives repeatr
+    "test_cancel_job_ignoring_sigterm",  # cancelling kills qemu: nothing outlives the run
+    "test_killed_from_outside",  # skipped: the job's processes are the guest's
     "test_unprivileged_ping_on_the_bridge",  # bridge: the tap on the run's veth
 })
 #: Attacks (``tests/security``) run on ``vm``: one per kind of protection it
@@ -84,7 +92,7 @@ VM_ATTACKS = frozenset({
     "mount", "ware-device-nodes",
 })
 #: Covered on vm elsewhere: exit codes, uid 1000, outputs and ownership, the
-#: timeout (tests/executors/test_vm.py, tests/run/test_vm_differential.py).
+#: host disk's reserve (tests/executors/test_vm.py, tests/run/test_vm_differential.py).
 
 
 def _vm_param(item: pytest.Item) -> dict[str, object] | None:

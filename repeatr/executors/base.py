@@ -67,6 +67,12 @@ class Capabilities(msgspec.Struct, frozen=True):
     last_capability: int | None = None  # highest capability it can grant (None: the kernel's)
     env_order: bool = True  # the job's environ is in the JobSpec's order (runsc reorders it)
 
+    @property
+    def host_processes(self) -> bool:
+        """The job's processes are the host kernel's: in its /proc, killable from the host
+        (not under gVisor's Sentry, not in a VM's guest kernel)."""
+        return not self.user_space_kernel and Isolation.KERNEL not in self.isolates
+
 
 class JobSpec(msgspec.Struct, frozen=True):
     """One job, ready to run: everything the executor needs, already defaulted.

@@ -61,15 +61,6 @@ from repeatr.linux.sysctl import NETNS_SYSCTLS
 OCI_VERSION = "1.0.2"
 CPU_PERIOD_US = 100_000
 
-def host_bounding_set() -> frozenset[int]:
-    """Capabilities this process may hand on (its bounding set)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("CapBnd:"):
-                mask = int(line.split()[1], 16)
-                return frozenset(c for c in range(64) if mask >> c & 1)
-    return frozenset()
-
 
 def capability_names(requested: frozenset[str], limit: int | None = None) -> list[str]:
     """``CAP_*`` names for ``requested`` (``ALL`` allowed), within what the host can give
@@ -77,7 +68,7 @@ def capability_names(requested: frozenset[str], limit: int | None = None) -> lis
     last = capability.running_last_cap()
     if limit is not None:
         last = min(last, limit)
-    numbers = capability.cap_numbers(requested, last_cap=last) & host_bounding_set()
+    numbers = capability.grantable(requested, last_cap=last)
     by_number = {n: name for name, n in capability.CAPABILITIES.items()}
     return [by_number[n] for n in sorted(numbers) if n in by_number]
 

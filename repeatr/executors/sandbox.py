@@ -291,14 +291,16 @@ class Sandbox:
     def exit_report(self, status: int, timed_out: bool, oom: bool) -> Exit:
         code = os.waitstatus_to_exitcode(status)
         sig = -code if code < 0 else None
-        disk = ""
+        return Exit(code=128 + sig if sig else code, signal=sig, timed_out=timed_out, oom=oom,
+                    disk=self.disk_state())
+
+    def disk_state(self) -> str:
+        """The exit report's ``disk``: "reserve", "limit" (used up) or ""."""
         if self.disk_stopped:
-            disk = "reserve"
-        elif self.scratch is not None and scratch.is_full(self.scratch):
-            disk = "limit"
-        return Exit(
-            code=128 + sig if sig else code, signal=sig, timed_out=timed_out, oom=oom, disk=disk
-        )
+            return "reserve"
+        if self.scratch is not None and scratch.is_full(self.scratch):
+            return "limit"
+        return ""
 
     # --- assembling --------------------------------------------------------------
     def make_group(self, spec: Spec) -> cgroups.Group | None:

@@ -13,12 +13,14 @@ plan, in the sandbox helper's private mount namespace) and shared into the
 guest by virtiofsd, which creates files with the guest's uid and gid: what
 the job writes is owned on the host by the same uid/gid as on ``ns``, so
 outputs pack to the same ware IDs. ``/proc`` and ``/dev`` are the guest's,
-mounted by its init where the plan has them (``/proc/sys`` and friends
-read-only, ``/proc/kcore`` and friends masked, as runc does; a minimal
-``/dev`` of null, zero, full, random, urandom, tty, pts, shm, mqueue).
+mounted where the plan has them: ``/proc`` by the guest's runner from the
+job's pid namespace (``/proc/sys`` and friends read-only, ``/proc/kcore``
+and friends masked, as runc does: ``proc_names``), ``/dev`` by its init (a
+minimal one of null, zero, full, random, urandom, tty, pts, shm, mqueue).
 
 Inside the guest the job gets what ``ns`` gives it (``repeatr.vm.runner``):
-its uid and gid, only its policy's capabilities (bounding set too),
+PID 1 of a pid namespace of its own (it sees only its processes), its uid
+and gid, only its policy's capabilities (bounding set too),
 no_new_privs, the same default seccomp profile (the BPF program compiled
 here), its own session. Limits: ``memory`` sizes the guest's RAM (the
 limit plus the guest kernel's share) and is enforced by a cgroup in the
@@ -42,7 +44,7 @@ from typing import Any
 
 import anyio.to_thread
 
-from repeatr.assemble.ops import Dev, Op, Proc
+from repeatr.assemble.ops import MASKED_PATHS, READONLY_PATHS, Dev, Op, Proc
 from repeatr.errors import ExecutorError, JobInvalid
 from repeatr.executors._preflight import require_filesystem, require_root
 from repeatr.executors.base import (
@@ -97,10 +99,11 @@ class VmExecutor(HelperExecutor):
             # bridge: the guest's NIC on a tap in the namespace repeatr.net prepared
             # (the isolation of "none", as for the other executors).
             networks=frozenset({NetworkPolicy.NONE}),
-            job_is_pid1=False,  # the guest's PID 1 is its runner; the job is its child
+            job_is_pid1=True,  # of a pid namespace in the guest (runner.c)
             hostname=True,
             limits=frozenset({LimitName.TIMEOUT, LimitName.MEMORY, LimitName.PIDS,
                               LimitName.CPU, *disk_limit()}),
+            last_capability=GUEST_LAST_CAP,
         )
 
     def preflight(self) -> None:
@@ -193,7 +196,7 @@ class VmExecutor(HelperExecutor):
 
     def job_files(self, job: JobSpec) -> dict[str, bytes]:
         """The job's data for the guest (``job/*`` in the initramfs; see runner.c)."""
-        caps = capability.cap_numbers(job.capabilities, last_cap=GUEST_LAST_CAP)
+        caps = capability.grantable(job.capabilities, last_cap=GUEST_LAST_CAP)
         profile = self.seccomp_profile(job)
         program = b"" if profile is None else self.compiled(profile)
         mounts = [f"{'proc' if isinstance(op, Proc) else 'dev'}:{op.dest}"
@@ -207,6 +210,8 @@ class VmExecutor(HelperExecutor):
             "caps": str(sum(1 << c for c in caps)).encode(),
             "seccomp": program,
             "mounts": (" ".join(mounts) + "\n").encode(),
+            "proc-masked": proc_names(MASKED_PATHS),
+            "proc-readonly": proc_names(READONLY_PATHS),
             "hostname": os.fsencode(job.hostname or ""),
             "net": b"",
             "limits": guest_limits(job).encode(),
@@ -244,6 +249,12 @@ def random_mac() -> str:
     octets = bytearray(os.urandom(6))
     octets[0] = (octets[0] & 0xFC) | 0x02
     return ":".join(f"{b:02x}" for b in octets)
+
+
+def proc_names(paths: tuple[str, ...]) -> bytes:
+    """The names under ``/proc`` among ``paths``, one a line (for the guest's runner)."""
+    names = (p.removeprefix("/proc/") for p in paths if p.startswith("/proc/"))
+    return "".join(f"{name}\n" for name in names).encode()
 
 
 def guest_limits(job: JobSpec) -> str:

@@ -17,7 +17,9 @@ guest mounts its own there); import-light like it. The parent
    A guest that does not say ``booted`` within the boot deadline is killed
    and the run fails (some TCG boots hang: the deadline, never a hang);
    the job's timeout (``limits.timeout``) runs from ``booted`` and kills
-   qemu when it passes (exit 137, ``timed_out``).
+   qemu when it passes (exit 137, ``timed_out``), as does the watch on the
+   host disk's reserve (``"disk": "reserve"``); a used-up ``limits.disk``
+   is reported as on every mode (``"disk": "limit"``).
 4. qemu's exit status means nothing (a powered-off guest exits 0): only the
    status port says how the job ended. qemu ending without an exit report
    is an ExecutorError quoting the end of the guest's console.
@@ -251,12 +253,13 @@ def wait_guest(box: Sandbox, spec: Spec, vm: VmCommands, qemu: int, port: Status
     box.control.watch(poller)
     deadline: float | None = time.monotonic() + vm.boot_timeout
     booted = False
-    timed_out = False
+    killed = False  # at the timeout, or at the host disk's reserve (box.disk_stopped)
     exit_line: list[str] = []
+    watch = box.watch  # the host disk's reserve (no limits.disk), as for every mode
     try:
         while not exit_line:
-            left = None if deadline is None else deadline - time.monotonic()
-            wait_ms = None if left is None else max(0, int(left * 1000))
+            wake = deadline if watch is None else min(deadline or watch.next, watch.next)
+            wait_ms = None if wake is None else max(0, int((wake - time.monotonic()) * 1000))
             ready = {fd for fd, _ in poller.poll(wait_ms)}
             if box.control.parent_gone(ready):
                 box.tear_down()
@@ -283,6 +286,10 @@ def wait_guest(box: Sandbox, spec: Spec, vm: VmCommands, qemu: int, port: Status
                     + ("" if booted else " (it did not boot)"),
                     hint=f"guest console: {console_tail(vm)}",
                 )
+            if watch is not None and time.monotonic() >= watch.next and watch.tripped():
+                box.disk_stopped = True
+                killed = True
+                break
             if deadline is not None and time.monotonic() >= deadline:
                 if not booted:
                     raise ExecutorError(
@@ -290,13 +297,14 @@ def wait_guest(box: Sandbox, spec: Spec, vm: VmCommands, qemu: int, port: Status
                         hint=f"a hung boot (rare under TCG) or an overloaded host; "
                         f"guest console: {console_tail(vm)}",
                     )
-                timed_out = True
+                killed = True
                 break
-        if timed_out:
+        if killed:
             os.kill(qemu, signal.SIGKILL)
             os.waitpid(qemu, 0)
             kill = int(signal.SIGKILL)  # a plain int: the protocol marshals no enums
-            return Exit(code=128 + kill, signal=kill, timed_out=True)
+            return Exit(code=128 + kill, signal=kill, timed_out=not box.disk_stopped,
+                        disk=box.disk_state())
         if not select.select([pidfd], [], [], POWEROFF_TIMEOUT)[0]:
             os.kill(qemu, signal.SIGKILL)  # the job is over: its VM goes, powered off or not
         os.waitpid(qemu, 0)
@@ -306,5 +314,5 @@ def wait_guest(box: Sandbox, spec: Spec, vm: VmCommands, qemu: int, port: Status
         code, sig, oom = (int(word) for word in exit_line)
     except ValueError:
         raise ExecutorError(f"the VM reported a malformed exit: {' '.join(exit_line)!r}") from None
-    return Exit(code=code, signal=sig or None, oom=oom > 0)
+    return Exit(code=code, signal=sig or None, oom=oom > 0, disk=box.disk_state())
 

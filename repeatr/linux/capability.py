@@ -76,6 +76,31 @@ def cap_numbers(names: Iterable[str], *, last_cap: int = CAP_LAST_CAP) -> frozen
     return frozenset(out)
 
 
+def bounding_set() -> frozenset[int]:
+    """The capabilities this process may hand on (its bounding set, ``CapBnd``)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapBnd:"):
+                    mask = int(line.split()[1], 16)
+                    return frozenset(c for c in range(64) if mask >> c & 1)
+    except (OSError, ValueError):
+        pass
+    return frozenset()
+
+
+def grantable(names: Iterable[str], *, last_cap: int) -> frozenset[int]:
+    """The numbers a job asking for ``names`` gets, on every executor.
+
+    ``ALL`` is every capability up to ``last_cap`` (the job's kernel's last)
+    that repeatr itself may hand on: a job never gets a capability outside
+    repeatr's own bounding set, whether its kernel is the host's or a guest's
+    (a host that drops CAP_SYS_RESOURCE from repeatr's bounding set drops it
+    from every job's, in a VM too).
+    """
+    return cap_numbers(names, last_cap=last_cap) & bounding_set()
+
+
 def running_last_cap() -> int:
     """The highest capability number the running kernel knows."""
     try:

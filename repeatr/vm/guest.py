@@ -16,7 +16,11 @@ Parts, in ``<state>/vm/guest/<key>/`` (``DEFAULT_STATE``: ``/var/lib/repeatr``):
 
 ``key`` is the kernel package's version plus a digest of everything else that
 goes in (the busybox binary, the init and runner sources), so an upgrade
-prepares new parts, which replace the old ones. Preparing takes the
+prepares new parts. Each use marks its parts (their dir's mtime); parts
+unused for ``STALE_AFTER`` are removed when new ones are prepared, never
+sooner: two repeatr versions on one host (or a run booting from the old
+parts meanwhile) each keep theirs rather than removing the other's and
+preparing theirs again by turns. Preparing takes the
 lock ``<state>/vm/guest.lock`` (one host-wide preparation at a time; a
 second invocation waits, then finds the parts ready) and builds in
 temporary dirs (``.``-prefixed) renamed into place, so a killed preparation
@@ -29,12 +33,14 @@ Each job's data is a second, small cpio appended to the base one
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import lzma
 import os
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -49,6 +55,7 @@ BUSYBOX = "/bin/busybox"
 #: virtio-pci devices (q35), the shared root, the stdio/status ports, the tap's NIC.
 MODULES = ("virtio_pci", "virtiofs", "virtio_console", "virtio_net")
 LOCK_TIMEOUT = 600.0  # seconds: preparing downloads ~27 MB and compiles the runner
+STALE_AFTER = 7 * 86400.0  # seconds unused before another preparation removes parts
 _LZ4_MAGIC = b"\x02\x21\x4c\x18"  # lz4 legacy frame (the kernel's CONFIG_KERNEL_LZ4)
 _XZ_MAGIC = b"\xfd7zXZ\x00"
 
@@ -218,12 +225,12 @@ def prepare(
     key = f"{version}-{digest}"
     parts = GuestParts.at(base / key, version)
     if parts.initramfs.exists():
-        return parts
+        return _used(parts)
     base.mkdir(parents=True, exist_ok=True)
     with locks.acquire(state / "vm" / "guest.lock", resource="the VM guest's parts",
                        timeout=LOCK_TIMEOUT, on_wait=on_progress):
         if parts.initramfs.exists():
-            return parts
+            return _used(parts)
         if on_progress is not None:
             on_progress(f"preparing the VM guest (once per host): {package} {version}")
         for stale in base.glob(".*"):  # a preparation killed midway (we hold the lock)
@@ -233,13 +240,32 @@ def prepare(
         try:
             build(building, package, scratch)
             building.rename(parts.dir)
-            for old in base.glob("[!.]*"):  # an older kernel's or sources' parts
-                if old != parts.dir:
-                    shutil.rmtree(old, ignore_errors=True)
+            for old in stale_parts(base, keep=parts.dir):
+                shutil.rmtree(old, ignore_errors=True)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
             shutil.rmtree(building, ignore_errors=True)
     return parts
+
+
+def _used(parts: GuestParts) -> GuestParts:
+    """``parts``, marked as used now (``stale_parts`` spares them for ``STALE_AFTER``)."""
+    with contextlib.suppress(OSError):  # a read-only state dir: the parts still boot
+        os.utime(parts.dir)
+    return parts
+
+
+def stale_parts(base: Path, *, keep: Path, now: float | None = None) -> list[Path]:
+    """Parts under ``base`` other than ``keep`` that no run used for ``STALE_AFTER``."""
+    now = time.time() if now is None else now
+    stale = []
+    for old in base.glob("[!.]*"):
+        try:
+            if old != keep and now - old.stat().st_mtime > STALE_AFTER:
+                stale.append(old)
+        except OSError:
+            pass  # removed meanwhile
+    return stale
 
 
 def job_archive(files: dict[str, bytes]) -> bytes:

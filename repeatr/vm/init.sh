@@ -1,7 +1,8 @@
 #!/bin/sh
 # The guest's /init (repeatr.vm.guest): busybox sh, PID 1 until it execs the
-# job runner (runner.c). Mounts, modules, the shared root, the job's /proc
-# and /dev, hostname, limits and network, then "booted" on the status port.
+# job runner (runner.c). Mounts, modules, the shared root, the job's /dev
+# (its /proc is the runner's: mounted from the job's pid namespace),
+# hostname, limits and network, then "booted" on the status port.
 # A failure before that says why on the status port ("fail ...") and powers
 # off; the host gives up at its boot deadline anyway.
 export PATH=/bin
@@ -40,26 +41,14 @@ mount -t virtiofs -o nosuid,nodev root /newroot || fail "mount the shared root"
 read -r mounts </job/mounts
 for m in $mounts; do
     case "$m" in
-        proc:*)
-            d=/newroot${m#proc:}
-            mount -t proc -o nosuid,nodev,noexec proc "$d" || fail "mount proc on $d"
-            for ro in sys sysrq-trigger irq bus fs; do
-                [ -e "$d/$ro" ] && mount --bind "$d/$ro" "$d/$ro" && mount -o remount,bind,ro "$d/$ro" "$d/$ro"
-            done
-            for masked in kcore keys latency_stats timer_list timer_stats sched_debug scsi acpi; do
-                if [ -d "$d/$masked" ]; then mount -t tmpfs -o ro tmpfs "$d/$masked"
-                elif [ -e "$d/$masked" ]; then mount --bind /dev/null "$d/$masked"; fi
-            done
-            ;;
         dev:*)
             d=/newroot${m#dev:}
-            mount -t tmpfs -o nosuid,strictatime,mode=755,size=65536k tmpfs "$d" || fail "mount /dev on $d"
-            mknod -m 666 "$d/null" c 1 3
-            mknod -m 666 "$d/zero" c 1 5
-            mknod -m 666 "$d/full" c 1 7
-            mknod -m 666 "$d/random" c 1 8
-            mknod -m 666 "$d/urandom" c 1 9
-            mknod -m 666 "$d/tty" c 5 0
+            # nodev, with the few devices bound from the guest's devtmpfs, as on
+            # ns: a node the job makes (CAP_MKNOD) opens nothing.
+            mount -t tmpfs -o nosuid,nodev,noexec,mode=755,size=64k tmpfs "$d" || fail "mount /dev on $d"
+            for n in null zero full random urandom tty; do
+                : >"$d/$n" && mount --bind "/dev/$n" "$d/$n" || fail "bind /dev/$n"
+            done
             mkdir "$d/pts" "$d/shm" "$d/mqueue"
             mount -t devpts -o nosuid,noexec,newinstance,ptmxmode=0666,mode=0620 devpts "$d/pts"
             ln -s pts/ptmx "$d/ptmx"

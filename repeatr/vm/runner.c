@@ -8,7 +8,12 @@
  * (a decimal bit mask), seccomp (a BPF program, raw sock_filter records;
  * empty: none), cgroup (a cgroup v2 dir to join, or empty).
  *
- * It forks the job: the child moves /newroot over / and chroots there (the
+ * It forks the job into a pid namespace of its own, so the job is PID 1 there
+ * and sees only its own processes, as on every other executor (not the guest's
+ * kernel threads or this runner). The child mounts the job's /proc (from
+ * inside that namespace: a proc mount shows its mounter's pid namespace) with
+ * runc's masked and read-only paths (/job/mounts: "proc:DEST" words), moves
+ * /newroot over / and chroots there (the
  * initramfs is no longer reachable), joins the cgroup, changes to the cwd,
  * drops every capability not in caps (bounding set first), takes the gid
  * and uid, sets no_new_privs, installs the seccomp filter and execs. The
@@ -28,6 +33,7 @@
 #include <linux/capability.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -125,6 +131,43 @@ static void drop_privileges(unsigned long long caps, uid_t uid, gid_t gid) {
     prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0);
 }
 
+#define PROC_FLAGS (MS_NOSUID | MS_NODEV | MS_NOEXEC)
+
+/* A /proc mount at DEST with runc's masked paths (/job/proc-masked: a directory
+ * gets an empty read-only tmpfs, a file /dev/null) and read-only ones
+ * (/job/proc-readonly: bound on themselves, remounted read-only); both lists
+ * are names under /proc, one a line (repeatr.assemble.ops). */
+static void mount_proc(const char *dest) {
+    char dir[4096], path[4200];
+    snprintf(dir, sizeof dir, "/newroot%s", dest);
+    if (mount("proc", dir, "proc", PROC_FLAGS, NULL) < 0) die("mount proc on %s: %s", dest, strerror(errno));
+    struct stat st;
+    char *readonly = text("/job/proc-readonly"), *masked = text("/job/proc-masked");
+    for (char *name = strtok(readonly, "\n"); name; name = strtok(NULL, "\n")) {
+        snprintf(path, sizeof path, "%s/%s", dir, name);
+        if (stat(path, &st) < 0) continue;
+        if (mount(path, path, NULL, MS_BIND | MS_REC, NULL) < 0 ||
+            mount(NULL, path, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | PROC_FLAGS, NULL) < 0)
+            die("read-only %s: %s", path, strerror(errno));
+    }
+    for (char *name = strtok(masked, "\n"); name; name = strtok(NULL, "\n")) {
+        snprintf(path, sizeof path, "%s/%s", dir, name);
+        if (stat(path, &st) < 0) continue;
+        int r = S_ISDIR(st.st_mode) ? mount("tmpfs", path, "tmpfs", MS_RDONLY | PROC_FLAGS, NULL)
+                                    : mount("/dev/null", path, NULL, MS_BIND, NULL);
+        if (r < 0) die("mask %s: %s", path, strerror(errno));
+    }
+    free(readonly);
+    free(masked);
+}
+
+/* The job's /proc mounts: "proc:DEST" words of /job/mounts (dev: is /init's). */
+static void mount_procs(void) {
+    char *mounts = text("/job/mounts"), *save = NULL;
+    for (char *word = strtok_r(mounts, " \n", &save); word; word = strtok_r(NULL, " \n", &save))
+        if (!strncmp(word, "proc:", 5)) mount_proc(word + 5);
+}
+
 static void job(void) {
     char *exec = text("/job/exec");
     char **argv = strings("/job/argv");
@@ -143,6 +186,7 @@ static void job(void) {
         snprintf(procs, sizeof procs, "%s/cgroup.procs", cgroup);
         write_file(procs, "0");
     }
+    mount_procs();
     if (chdir("/newroot") < 0) die("chdir /newroot: %s", strerror(errno));
     if (mount(".", "/", NULL, MS_MOVE, NULL) < 0) die("move the root: %s", strerror(errno));
     if (chroot(".") < 0) die("chroot: %s", strerror(errno));
@@ -181,6 +225,7 @@ static long oom_kills(const char *cgroup) {
 
 int main(void) {
     char *cgroup = text("/job/cgroup");
+    if (unshare(CLONE_NEWPID) < 0) die("unshare the pid namespace: %s", strerror(errno));
     pid_t pid = fork();
     if (pid < 0) die("fork: %s", strerror(errno));
     if (pid == 0) {

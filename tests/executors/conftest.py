@@ -13,7 +13,14 @@ import pytest
 from repeatr.assemble.cradle import cradle_steps, system_mounts
 from repeatr.assemble.ops import Op, Overlay
 from repeatr.errors import ExecutorError
-from repeatr.executors.base import Executor, JobResult, JobSpec, available_names, load
+from repeatr.executors.base import (
+    Executor,
+    Isolation,
+    JobResult,
+    JobSpec,
+    available_names,
+    load,
+)
 from repeatr.executors.protocol import JobNetwork, NetworkPolicy
 from repeatr.linux import cgroups
 from tests.rootfs import (
@@ -164,6 +171,17 @@ class Jobs:
             cradle=cradle_steps(cwd=kw["cwd"], home=home, uid=uid, gid=gid) if cradle else (),
             **kw,
         )
+
+    def on_host(self, marker: str) -> str | None:
+        """What a run of a job whose command line holds ``marker`` shows on the host:
+        the marker (the job's processes are the host's), a VM's dir (qemu and
+        virtiofsd name it), or None (gVisor: nothing of the job's)."""
+        caps = self.executor.capabilities()
+        if caps.host_processes:
+            return marker
+        if Isolation.KERNEL in caps.isolates:
+            return os.fspath(self.workdir / "vm")
+        return None
 
     async def run(self, job: JobSpec) -> Outcome:
         lines: list[tuple[str, bytes]] = []

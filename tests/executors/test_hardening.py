@@ -43,7 +43,10 @@ def _not_gvisor(jobs: Jobs, why: str) -> None:
 SYSCTL_WRITE_BACK = (
     "for f in /proc/sys/kernel/core_pattern /proc/sys/vm/swappiness; do "
     "v=$(cat $f) && echo \"$v\" > $f 2>/dev/null && echo \"wrote $f\"; done; "
-    "test -w /proc/sysrq-trigger && echo 'writable /proc/sysrq-trigger'; "
+    # Its mount, not `test -w`: busybox's test says root may write anything. (No
+    # write either: a writable one would act on the kernel.)
+    "test -e /proc/sysrq-trigger && ! grep -q ' /proc/sysrq-trigger ro,' /proc/self/mountinfo "
+    "&& echo 'writable /proc/sysrq-trigger'; "
     "echo checked"
 )
 

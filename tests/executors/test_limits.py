@@ -19,7 +19,7 @@ from repeatr.errors import Category, ExecutorError
 from repeatr.executors.base import Executor, JobSpec, available_names
 from repeatr.linux import cgroups
 from repeatr.model.limits import LimitName, Limits
-from tests.executors.conftest import Jobs, usable
+from tests.executors.conftest import Jobs, Outcome, usable
 from tests.rootfs import processes_with
 
 pytestmark = [pytest.mark.root, pytest.mark.anyio]
@@ -48,15 +48,24 @@ def executor(request: pytest.FixtureRequest) -> Executor:
 @pytest.mark.parametrize("executor", enforcing(LimitName.TIMEOUT), indirect=True)
 async def test_timeout_kills_the_job_on_time(jobs: Jobs) -> None:
     marker = f"repeatr-timeout-{uuid.uuid4().hex}"
-    t0 = time.monotonic()
-    out = await jobs.run(jobs.job("sh", "-c", "sleep 1000 & sleep 1000", marker,
-                                  limits=Limits(timeout=1)))
-    elapsed = time.monotonic() - t0
-    assert out.result.timed_out
-    assert out.result.reason == "timeout"
-    assert (out.result.exit_code, out.result.signal) == (137, 9)
+    started = 0.0
+
+    async def on_output(stream: str, line: bytes) -> None:
+        nonlocal started
+        started = started or time.monotonic()
+
+    # Timed from the job's first line: the timeout is the job's, not its executor's
+    # start-up (a VM boots first, for seconds under TCG).
+    job = jobs.job("sh", "-c", "echo started; sleep 1000 & sleep 1000", marker,
+                   limits=Limits(timeout=1))
+    result = await jobs.executor.run(job, on_output=on_output)
+    elapsed = time.monotonic() - started
+    assert started, "the job never started"
+    assert result.timed_out
+    assert result.reason == "timeout"
+    assert (result.exit_code, result.signal) == (137, 9)
     assert elapsed < 2.0, f"took {elapsed:.2f}s for a 1s timeout"
-    assert processes_with(marker) == []
+    assert processes_with(jobs.on_host(marker) or marker) == []
 
 
 @pytest.mark.parametrize("executor", enforcing(LimitName.TIMEOUT), indirect=True)
@@ -106,19 +115,26 @@ async def test_pids_limit_contains_a_fork_bomb(jobs: Jobs) -> None:
     assert len(os.listdir("/proc")) < before + 20  # nothing of the bomb is left on the host
 
 
-CPU_LOOP = "i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done"
+#: The loop's own time, in hundredths of a second (from /proc/uptime): a VM's boot
+#: or any executor's start-up is not the job's CPU.
+CPU_LOOP = (
+    "read t0 _ </proc/uptime; i=0; while [ $i -lt 50000 ]; do i=$((i+1)); done; "
+    "read t1 _ </proc/uptime; echo $t0 $t1"
+)
+
+
+def _loop_seconds(out: Outcome) -> float:
+    t0, t1 = (float(t) for t in out.stdout.split())
+    return t1 - t0
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("executor", enforcing(LimitName.CPU), indirect=True)
 async def test_cpu_limit_slows_a_busy_loop(jobs: Jobs) -> None:
-    t0 = time.monotonic()
     free = await jobs.sh(CPU_LOOP)
-    free_s = time.monotonic() - t0
-    t0 = time.monotonic()
-    limited = await jobs.sh(CPU_LOOP, limits=Limits(cpu=0.1, timeout=60))
-    limited_s = time.monotonic() - t0
+    limited = await jobs.sh(CPU_LOOP, limits=Limits(cpu=0.1, timeout=300))
     assert free.result.exit_code == limited.result.exit_code == 0
+    free_s, limited_s = _loop_seconds(free), _loop_seconds(limited)
     assert limited_s > 3 * free_s, f"{limited_s:.2f}s at 0.1 cores vs {free_s:.2f}s free"
 
 

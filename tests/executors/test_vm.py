@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from repeatr.errors import Category, ExecutorError
 from repeatr.executors.base import JobResult
 from repeatr.executors.vm import VmExecutor
 from repeatr.executors.vm_sandbox import VIRTIOFSD_RUN
+from repeatr.linux import libc
 from repeatr.model.limits import Limits
 from repeatr.vm import cpio, guest
 from tests.rootfs import REPO, ScratchArea, processes_with, remove_tree
@@ -68,6 +70,22 @@ def test_parts_are_prepared_once_and_keyed_by_the_package(parts: guest.GuestPart
     assert not [p for p in parts.dir.parent.iterdir() if p.name.startswith(".")], (
         "a half-made preparation was left behind"
     )
+
+
+def test_other_parts_are_spared_while_in_use(parts: guest.GuestParts, tmp_path: Path) -> None:
+    """Two repeatr versions on one host keep their own parts: a preparation removes
+    only parts no run used for STALE_AFTER (each use marks them)."""
+    now = time.time()
+    base = tmp_path / "guest"
+    ages = {"mine": 0.0, "other-version": 3600.0, "long-gone": guest.STALE_AFTER + 60}
+    for name, age in ages.items():
+        (base / name).mkdir(parents=True)
+        os.utime(base / name, (now - age, now - age))
+    assert guest.stale_parts(base, keep=base / "mine", now=now) == [base / "long-gone"]
+    old = now - guest.STALE_AFTER - 60
+    os.utime(parts.dir, (old, old))
+    assert guest.prepare(parts.dir.parent.parent.parent) == parts
+    assert parts.dir.stat().st_mtime > old + 60, "a use did not mark the parts"
 
 
 def test_cpio_archives_are_newc_that_busybox_reads(tmp_path: Path) -> None:
@@ -139,6 +157,7 @@ async def test_the_job_sees_its_guest(vm_jobs: Jobs) -> None:
         echo "dev $(ls /dev | tr '\n' ' ')"
         echo "sys $(test -e /sys/kernel && echo yes || echo no)"
         echo "ro $(echo 1 2>/dev/null > /proc/sys/kernel/ostype && echo writable || echo refused)"
+        echo "sysrq $(grep -c ' /proc/sysrq-trigger ro,' /proc/self/mountinfo)"
         printf 'crlf\n' | od -c | head -1
         touch /task/mine && ls -n /task/mine | cut -d' ' -f3-4 | tr -s ' '
     """
@@ -146,13 +165,14 @@ async def test_the_job_sees_its_guest(vm_jobs: Jobs) -> None:
     assert out.result.exit_code == 0, out.stderr
     lines = out.stdout.decode().splitlines()
     assert "uid 1000 1000" in lines
-    assert "pid1 runner" in lines  # the job is not PID 1: the guest's runner is
-    assert "ppid 1" in lines
+    assert "pid1 sh" in lines  # PID 1 of its own pid namespace, as on ns
+    assert "ppid 0" in lines
     assert "nnp 1" in lines
     assert "seccomp 2" in lines
     assert "fds 0 1 2 3 " in lines  # 3: ls's own directory
     assert "sys no" in lines
     assert "ro refused" in lines
+    assert "sysrq 1" in lines  # the guest kernel has one (the host's may not): read-only
     assert any(line.endswith(r"c   r   l   f  \n") for line in lines), lines
     dev = next(line for line in lines if line.startswith("dev "))
     assert {"null", "zero", "urandom", "pts", "shm"} <= set(dev.split())
@@ -197,12 +217,44 @@ def test_prepared_parts_serve_without_apt(parts: guest.GuestParts, tmp_path: Pat
 
 
 @pytest.mark.anyio
-async def test_timeout_kills_the_vm(vm_jobs: Jobs) -> None:
-    """limits.timeout counts from the guest's boot (the conformance test's "on time" bound
-    includes no boot): when it passes, qemu is killed and the job reported as SIGKILLed."""
-    out = await vm_jobs.run(vm_jobs.job("sh", "-c", "echo started; sleep 1000",
-                                        limits=Limits(timeout=1)))
-    assert out.result.timed_out
-    assert out.result.reason == "timeout"
-    assert (out.result.exit_code, out.result.signal) == (137, 9)
-    assert vm_processes(vm_jobs.workdir) == []
+async def test_the_host_disks_reserve_stops_a_vm_job(area: ScratchArea, tmp_path: Path) -> None:
+    """Without limits.disk, a guest filling the host's disk is stopped at its reserve,
+    as on every executor: qemu killed, the report says "reserve" (not a timeout)."""
+    small = tmp_path / "small"
+    small.mkdir()
+    libc.mount("tmpfs", os.fspath(small), "tmpfs", 0, "size=100m")
+    try:
+        jobs = Jobs(area, small / "run", usable("vm"))
+        (small / "run").mkdir()
+        fill = ("i=0; while [ $i -lt 200 ]; do head -c 1048576 /dev/zero >>/task/big || break; "
+                "i=$((i+1)); done; echo filled; sleep 1000")
+        out = await jobs.run(jobs.job("sh", "-c", fill, limits=Limits(timeout=120)))
+        assert (out.result.disk, out.result.timed_out) == ("reserve", False), out.result
+        assert (out.result.exit_code, out.result.signal) == (137, 9)
+        assert vm_processes(small / "run") == []
+    finally:
+        libc.umount2(os.fspath(small), libc.MNT_DETACH)
+
+
+def test_all_capabilities_are_repeatrs_own_in_the_guest_too(area: ScratchArea,
+                                                            workdir: Path) -> None:
+    """The guest kernel could grant every capability it knows; the job gets those in
+    repeatr's bounding set, as on the host's kernel (here: a child that dropped
+    CAP_MKNOD from its bounding set asks for ALL)."""
+    jobs = Jobs(area, workdir, VmExecutor())
+    job = jobs.job("true", uid=0, gid=0, capabilities=frozenset({"ALL"}))
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            libc.capbset_drop(27)  # CAP_MKNOD
+            os.write(w, VmExecutor().job_files(job)["caps"])
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        mask = int(f.read())
+    os.waitpid(pid, 0)
+    with open("/proc/self/status") as f:
+        ours = next(int(line.split()[1], 16) for line in f if line.startswith("CapBnd"))
+    assert mask == ours & ~(1 << 27) & ((1 << 41) - 1)
