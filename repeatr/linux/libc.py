@@ -206,6 +206,7 @@ def openat2(dirfd: int, path: StrPath, flags: int, resolve: int, mode: int = 0) 
 # --- process attributes ----------------------------------------------------
 # /usr/include/linux/prctl.h
 PR_SET_PDEATHSIG = 1
+PR_CAPBSET_DROP = 24
 PR_SET_CHILD_SUBREAPER = 36
 
 _prctl = _declare(
@@ -221,6 +222,11 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 
 def set_pdeathsig(sig: int) -> None:
     """Get ``sig`` when the parent *thread* dies. Credential changes clear it."""
     prctl(PR_SET_PDEATHSIG, sig)
+
+
+def capbset_drop(cap: int) -> None:
+    """Drop ``cap`` from this thread's bounding set (needs CAP_SETPCAP)."""
+    prctl(PR_CAPBSET_DROP, cap)
 
 
 def set_child_subreaper() -> None:
