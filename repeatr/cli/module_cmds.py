@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from repeatr.cli.options import add_dask_options, positive
+from repeatr.cli.options import add_dask_options, add_run_options, positive, run_options
 from repeatr.cli.output import Format, Reporter
 from repeatr.errors import UsageError
 from repeatr.runner import EXECUTORS
@@ -19,7 +19,6 @@ from repeatr.runner import EXECUTORS
 if TYPE_CHECKING:
     from repeatr.distributed.client import DaskGraphRunner
     from repeatr.module.run import Loaded, ModuleOutcome, Prepared
-    from repeatr.runner.run import RunOptions
 
 #: The drawings ``module graph`` makes (repeatr.module.render.FORMATS; not
 #: imported here: building the parser must not load the module library).
@@ -99,7 +98,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="also copy every output to this warehouse (repeatable)",
     )
-    _run_options(q)
+    add_run_options(q, "the steps")
     add_dask_options(q, "the steps")
     q.set_defaults(func=cmd_run)
 
@@ -159,32 +158,6 @@ def _path(q: argparse.ArgumentParser) -> None:
         nargs="?",
         default=None,
         help="the module's directory (default: the nearest module.tl above the working directory)",
-    )
-
-
-def _run_options(q: argparse.ArgumentParser) -> None:
-    q.add_argument(
-        "--executor",
-        "-e",
-        choices=EXECUTORS,
-        default="auto",
-        help="what runs the jobs (default: the best this host offers)",
-    )
-    q.add_argument(
-        "--no-memo", action="store_true", help="run every step even if a record is stored"
-    )
-
-
-def _options(args: argparse.Namespace, no_memo: bool = False) -> RunOptions:
-    from repeatr.cli.main import cache_root
-    from repeatr.runner.run import RunOptions
-
-    return RunOptions(
-        state=Path(cache_root(args)),
-        executor=args.executor,
-        use_memo=not no_memo,
-        ware_disk=getattr(args, "ware_disk_limit", None)
-        or os.environ.get("REPEATR_WARE_DISK_LIMIT"),
     )
 
 
@@ -275,7 +248,7 @@ def cmd_run(args: argparse.Namespace, out: Reporter) -> int:
     _header(out, loaded)
     prepared = prepare(loaded)
     _pins(out, prepared)
-    options = _options(args, args.no_memo)
+    options = run_options(args)
     batch = BatchOptions(jobs=args.jobs or os.cpu_count() or 1, fail_fast=args.fail_fast)
     runner = _dask_runner(args)
 
@@ -304,7 +277,7 @@ def cmd_plan(args: argparse.Namespace, out: Reporter) -> int:
 
     loaded = load(Path.cwd(), args.path)
     prepared = prepare(loaded, dry=True)
-    steps = plan(prepared, _options(args))
+    steps = plan(prepared, run_options(args))
     if out.format is Format.JSON:
         out.result(
             "",

@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from repeatr.runner import EXECUTORS
+
+if TYPE_CHECKING:
+    from repeatr.runner.run import RunOptions
 
 
 def positive(value: str) -> int:
@@ -28,4 +35,43 @@ def add_dask_options(p: argparse.ArgumentParser, what: str) -> None:
         "--warehouse", metavar="URL",
         help="with --dask: the warehouse every worker fetches inputs from and saves"
         " outputs to (ca+http(s)://, or ca+file:// on storage every worker mounts)",
+    )
+
+
+def add_run_options(p: argparse.ArgumentParser, what: str) -> None:
+    """How ``what`` run: ``--executor``, ``--no-memo``, ``--bridge``, ``--subnet``."""
+    p.add_argument(
+        "--executor", "-e", choices=EXECUTORS, default="auto",
+        help=f"what runs {what} (default: the best this host offers)",
+    )
+    p.add_argument(
+        "--no-memo", action="store_true", help=f"run {what} even if a record is stored"
+    )
+    p.add_argument(
+        "--bridge", metavar="NAME", default=os.environ.get("REPEATR_BRIDGE"),
+        help='host bridge for "network": "bridge" (env REPEATR_BRIDGE, default repeatr0)',
+    )
+    p.add_argument(
+        "--subnet", metavar="CIDR", default=os.environ.get("REPEATR_SUBNET"),
+        help="its IPv4 subnet (env REPEATR_SUBNET, default 10.213.0.0/16)",
+    )
+
+
+def run_options(args: argparse.Namespace) -> RunOptions:
+    """The ``RunOptions`` of parsed arguments; what a command does not take keeps its default."""
+    from repeatr.cli.main import cache_root
+    from repeatr.runner.run import RunOptions
+
+    output_dir = getattr(args, "output_dir", None)
+    return RunOptions(
+        state=Path(cache_root(args)),
+        executor=args.executor,
+        use_memo=not getattr(args, "no_memo", False),
+        bridge=getattr(args, "bridge", None),
+        subnet=getattr(args, "subnet", None),
+        # None: the default share of free space (repeatr.fileset.limits, only
+        # imported by an unpack: not on the memo hit path).
+        ware_disk=getattr(args, "ware_disk_limit", None)
+        or os.environ.get("REPEATR_WARE_DISK_LIMIT"),
+        output_dir=Path(output_dir) if output_dir is not None else None,
     )

@@ -7,14 +7,13 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from repeatr.cli.options import add_dask_options, positive
+from repeatr.cli.options import add_dask_options, add_run_options, positive, run_options
 from repeatr.cli.output import Format, Reporter
 from repeatr.errors import Category, RepeatrError, UsageError
-from repeatr.runner import EXECUTORS
 
 if TYPE_CHECKING:
     from repeatr.runner.batch import BatchItem
-    from repeatr.runner.run import RunOptions, RunResult
+    from repeatr.runner.run import RunResult
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -62,19 +61,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "--fail-fast", action="store_true",
         help="a batch stops at the first formula that fails (the rest are cancelled)",
     )
-    p.add_argument(
-        "--executor", "-e", choices=EXECUTORS, default="auto",
-        help="what runs the job (default: the best this host offers)",
-    )
-    p.add_argument("--no-memo", action="store_true", help="run even if a record is stored")
-    p.add_argument(
-        "--bridge", metavar="NAME", default=os.environ.get("REPEATR_BRIDGE"),
-        help='host bridge for "network": "bridge" (env REPEATR_BRIDGE, default repeatr0)',
-    )
-    p.add_argument(
-        "--subnet", metavar="CIDR", default=os.environ.get("REPEATR_SUBNET"),
-        help="its IPv4 subnet (env REPEATR_SUBNET, default 10.213.0.0/16)",
-    )
+    add_run_options(p, "the job")
     p.add_argument(
         "--ignore-job-exit", action="store_true",
         help="exit 0 even when the job fails (the original's behaviour)",
@@ -101,24 +88,6 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def _exit_status(exit_code: int, ignore_job_exit: bool) -> int:
     return 0 if exit_code == 0 or ignore_job_exit else int(Category.JOB_FAILED)
-
-
-def run_options(args: argparse.Namespace) -> RunOptions:
-    from repeatr.cli.main import cache_root
-    from repeatr.runner.run import RunOptions
-
-    return RunOptions(
-        state=Path(cache_root(args)),
-        executor=args.executor,
-        use_memo=not args.no_memo,
-        bridge=args.bridge,
-        subnet=args.subnet,
-        # None: the default share of free space (repeatr.fileset.limits, only
-        # imported by an unpack: not on the memo hit path).
-        ware_disk=getattr(args, "ware_disk_limit", None)
-        or os.environ.get("REPEATR_WARE_DISK_LIMIT"),
-        output_dir=Path(args.output_dir) if args.output_dir is not None else None,
-    )
 
 
 def cmd_run(args: argparse.Namespace, out: Reporter) -> int:

@@ -59,6 +59,7 @@ from repeatr.graph.model import (
     Node,
     NodeResult,
     NodeState,
+    NodeTally,
     formula_file,
 )
 from repeatr.memo import MemoStore, bytes_key
@@ -179,7 +180,7 @@ async def run_graph_dask(
 
 
 @dataclass
-class DaskRun:
+class DaskRun(NodeTally):
     """One graph on one cluster: what each node gave, and where it ran."""
 
     graph: Graph
@@ -358,8 +359,7 @@ class DaskRun:
         stored = await anyio.to_thread.run_sync(MemoStore(self.options.state).get, key)
         if stored is None:
             return None
-        results: dict[str, str] = json.loads(stored).get("results") or {}
-        return NodeResult(name, 0, results, stored, memo_hit=True)
+        return NodeResult.of_record(name, stored, memo_hit=True)
 
     def _formula(self, name: str) -> bytes:
         """The node's formula file, filled in from the nodes it needs (all done)."""
@@ -515,15 +515,6 @@ class DaskRun:
             if unsettled:
                 await client.cancel(unsettled)  # type: ignore[no-untyped-call]
             await client.run(cancel_run, self.topic)
-
-    def outcome(self) -> GraphOutcome:
-        return GraphOutcome.settle(
-            self.graph,
-            self.done,
-            self.failed,
-            self.skipped,
-            ignore_job_exit=self.batch.ignore_job_exit,
-        )
 
 
 

@@ -22,7 +22,6 @@ leaves: the next run there (or ``repeatr gc``) removes it.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable
@@ -181,8 +180,9 @@ class RepeatrWorker(WorkerPlugin):
         result = self._portal.call(self._run, display, formula, settings, events(name, emit))
         if result is None:
             raise Cancelled(f"{name}: cancelled by the client")
-        results: dict[str, str] = json.loads(result.record_json).get("results") or {}
-        return NodeResult(name, result.exit_code, results, result.record_json, result.memo_hit)
+        return NodeResult.of_record(
+            name, result.record_json, result.exit_code, result.memo_hit
+        )
 
     async def _run(
         self, display: str, formula: bytes, settings: Settings, ev: RunnerEvents

@@ -27,7 +27,6 @@ every node, each tearing down what it took, and raises the cancellation.
 from __future__ import annotations
 
 import heapq
-import json
 import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
@@ -44,6 +43,7 @@ from repeatr.graph.model import (
     GraphOutcome,
     NodeResult,
     NodeState,
+    NodeTally,
     Output,
     formula_file,
 )
@@ -110,7 +110,7 @@ async def run_graph(
 
 
 @dataclass
-class _Scheduler:
+class _Scheduler(NodeTally):
     """Which node may start, and what each gave (one per ``run_graph`` call).
 
     Everything here runs in the event loop's thread, between awaits: no locks.
@@ -299,22 +299,6 @@ class _Scheduler:
         self.skipped.add(name)
         self.events.state(name, NodeState.SKIPPED, 0.0)
 
-    def outcome(self) -> GraphOutcome:
-        return GraphOutcome.settle(
-            self.graph,
-            self.done,
-            self.failed,
-            self.skipped,
-            ignore_job_exit=self.batch.ignore_job_exit,
-        )
-
 
 def _node_result(name: str, result: RunResult) -> NodeResult:
-    record = json.loads(result.record_json)
-    return NodeResult(
-        name=name,
-        exit_code=result.exit_code,
-        results=dict(record.get("results") or {}),
-        record_json=result.record_json,
-        memo_hit=result.memo_hit,
-    )
+    return NodeResult.of_record(name, result.record_json, result.exit_code, result.memo_hit)

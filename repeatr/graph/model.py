@@ -19,10 +19,13 @@ import json
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from repeatr.errors import ExecutorError, RepeatrError, UsageError
 from repeatr.model.wareid import WareID
+
+if TYPE_CHECKING:
+    from repeatr.runner.batch import BatchOptions
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,14 @@ class NodeResult:
     #: The run record, as printed.
     record_json: bytes
     memo_hit: bool = False
+
+    @classmethod
+    def of_record(
+        cls, name: str, record_json: bytes, exit_code: int = 0, memo_hit: bool = False
+    ) -> NodeResult:
+        """The result of a node whose run printed ``record_json`` (a memo hit's: exit 0)."""
+        record = json.loads(record_json)
+        return cls(name, exit_code, dict(record.get("results") or {}), record_json, memo_hit)
 
 
 @dataclass(frozen=True)
@@ -206,4 +217,23 @@ class GraphOutcome:
             failed=dict(failed),
             skipped=tuple(n for n in graph.order if n in skipped),
             exit_status=most_severe(codes),
+        )
+
+
+class NodeTally:
+    """What a graph runner (local or Dask) knows of its nodes so far; ``outcome`` sums it up."""
+
+    graph: Graph
+    batch: BatchOptions
+    done: dict[str, NodeResult]
+    failed: dict[str, NodeResult | RepeatrError]
+    skipped: set[str]
+
+    def outcome(self) -> GraphOutcome:
+        return GraphOutcome.settle(
+            self.graph,
+            self.done,
+            self.failed,
+            self.skipped,
+            ignore_job_exit=self.batch.ignore_job_exit,
         )

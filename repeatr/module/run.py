@@ -142,8 +142,7 @@ def plan(prepared: Prepared, options: RunOptions) -> list[StepPlan]:
         if found.hit is None:
             out.append(StepPlan(name, "run", "not run before"))
             continue
-        record = json.loads(found.hit)
-        known[name] = NodeResult(name, 0, dict(record.get("results") or {}), found.hit, True)
+        known[name] = NodeResult.of_record(name, found.hit, memo_hit=True)
         out.append(StepPlan(name, "memoized"))
     return out
 
