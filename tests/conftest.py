@@ -76,6 +76,7 @@ VM_CASES = frozenset({
     "test_timeout_kills_the_job_on_time",  # from the job's start: qemu killed
     "test_disk_limit_gives_the_job_enospc_and_says_why",  # the ext4 shared into the guest
     "test_device_node_made_by_the_job_opens_nothing",  # the guest's /dev is nodev
+    "test_fresh_proc_in_a_user_namespace_is_refused",  # no initramfs /proc in the job's ns
     "test_syscalls_newer_than_the_profile_fail_with_enosys",  # the guest kernel's table
     "test_pids_limit_stops_forks",
     "test_refuses_a_limit_it_cannot_enforce",

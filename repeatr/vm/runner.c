@@ -12,9 +12,10 @@
  * and sees only its own processes, as on every other executor (not the guest's
  * kernel threads or this runner). The child mounts the job's /proc (from
  * inside that namespace: a proc mount shows its mounter's pid namespace) with
- * runc's masked and read-only paths (/job/mounts: "proc:DEST" words), moves
- * /newroot over / and chroots there (the
- * initramfs is no longer reachable), joins the cgroup, changes to the cwd,
+ * runc's masked and read-only paths (/job/mounts: "proc:DEST" words) after
+ * joining the cgroup, in a mount namespace of its own where it then detaches
+ * the initramfs's /proc and /sys, moves /newroot over / and chroots there
+ * (the initramfs is no longer reachable), changes to the cwd,
  * drops every capability not in caps (bounding set first), takes the gid
  * and uid, sets no_new_privs, installs the seccomp filter and execs. The
  * parent, PID 1, reaps every process until the job is gone, writes
@@ -186,7 +187,16 @@ static void job(void) {
         snprintf(procs, sizeof procs, "%s/cgroup.procs", cgroup);
         write_file(procs, "0");
     }
+    /* A mount namespace of the job's own, without the initramfs's /proc and
+     * /sys: a proc or sysfs mounted in full anywhere in its namespace lets a
+     * job with CAP_SYS_ADMIN in a user namespace of its own mount a fresh,
+     * unmasked one (the kernel's mount_too_revealing), as on the host. */
+    if (unshare(CLONE_NEWNS) < 0) die("unshare the mount namespace: %s", strerror(errno));
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+        die("make the mounts private: %s", strerror(errno));
     mount_procs();
+    if (umount2("/sys", MNT_DETACH) < 0) die("detach /sys: %s", strerror(errno));
+    if (umount2("/proc", MNT_DETACH) < 0) die("detach /proc: %s", strerror(errno));
     if (chdir("/newroot") < 0) die("chdir /newroot: %s", strerror(errno));
     if (mount(".", "/", NULL, MS_MOVE, NULL) < 0) die("move the root: %s", strerror(errno));
     if (chroot(".") < 0) die("chroot: %s", strerror(errno));

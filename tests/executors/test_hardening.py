@@ -69,15 +69,25 @@ async def test_proc_secrets_are_masked(jobs: Jobs) -> None:
     assert out.stdout == b"checked\n", out.stdout
 
 
-async def test_fresh_proc_in_a_user_namespace_is_refused(jobs: Jobs) -> None:
+FRESH_PROC = (
+    "unshare -Urpfm --mount-proc sh -c "
+    "'v=$(cat /proc/sys/vm/swappiness) && echo $v > /proc/sys/vm/swappiness "
+    "&& echo wrote'; echo checked"
+)
+
+
+@pytest.mark.parametrize("seccomp", [True, False], ids=["seccomp", "kernel-alone"])
+async def test_fresh_proc_in_a_user_namespace_is_refused(jobs: Jobs, seccomp: bool) -> None:
     """A new proc (in a user and pid namespace of the job's own) would be unmasked
-    and writable: the kernel refuses it while the masked one is all there is."""
+    and writable: the kernel refuses it while the masked one is all there is in
+    the job's mount namespace, seccomp or not (on vm the initramfs's own /proc
+    once was there too, below the job's root, and only seccomp stopped it)."""
     _not_gvisor(jobs, "/proc is the Sentry's")
     out = await jobs.sh(
-        "unshare -Urpfm --mount-proc sh -c "
-        "'v=$(cat /proc/sys/vm/swappiness) && echo $v > /proc/sys/vm/swappiness "
-        "&& echo wrote'; echo checked",
-        capabilities=ROUTINE | {"CAP_SETFCAP"}, **ROOT,  # governor's: may map uid 0 (5.12+)
+        FRESH_PROC,
+        capabilities=ROUTINE | {"CAP_SETFCAP"},  # governor's: may map uid 0 (5.12+)
+        seccomp=seccomp,
+        **ROOT,
     )
     assert out.stdout == b"checked\n", out.stdout
 
