@@ -35,16 +35,17 @@ class Repos:
     commit: str  # main's HEAD
     sub_commit: str
 
-    def bare_copy(self, dest: Path) -> Path:
-        """A bare clone, ready for git's dumb HTTP protocol (update-server-info)."""
-        git(dest.parent, "clone", "--quiet", "--bare", os.fspath(self.main), os.fspath(dest))
+    def bare_copy(self, dest: Path, repo: Path | None = None) -> Path:
+        """A bare clone of ``repo`` (main), ready for git's dumb HTTP protocol."""
+        source = os.fspath(repo or self.main)
+        git(dest.parent, "clone", "--quiet", "--bare", source, os.fspath(dest))
         git(dest, "update-server-info")
         return dest
 
 
 def make_repos(base: Path) -> Repos:
     """``sub``: one file and a nested gitlink; ``main``: files, an executable, a
-    symlink, a dir, and ``sm`` a submodule of ``sub`` (absolute URL)."""
+    symlink, a dir, and ``sm`` a submodule of ``sub`` (the relative URL ``../sub``)."""
     deep = base / "deep"
     deep.mkdir(parents=True)
     git(deep, "init", "--quiet")
@@ -69,6 +70,8 @@ def make_repos(base: Path) -> Repos:
     os.chmod(main / "dir" / "run.sh", 0o755)
     (main / "link").symlink_to("a.txt")
     git(main, "add", ".")
-    git(main, "submodule", "add", "--quiet", os.fspath(sub), "sm")
+    # Relative, as hosted repositories name their siblings: ../sub from main
+    # (its own upstream while it has no remote), or from main.git's URL.
+    git(main, "submodule", "add", "--quiet", "../sub", "sm")
     git(main, "commit", "--quiet", "-m", "main")
     return Repos(main, sub, git(main, "rev-parse", "HEAD"), git(sub, "rev-parse", "HEAD"))

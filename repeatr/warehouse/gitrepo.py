@@ -16,6 +16,9 @@ deep. We do the same with Debian's ``git`` binary:
   fetched from the URL ``.gitmodules`` gives for that path (a relative URL
   is resolved against the superproject's source, as git does); its root
   gets the root's metadata. Gitlinks inside a submodule become empty dirs.
+  A repository fetched from a remote source may not name a local path or
+  ``file://`` URL there (that would make this host read its own repositories
+  into the ware): such a ware is refused (WARE_CORRUPT).
 
 git verifies every object against its hash, so the ware ID (the commit) is
 not re-hashed. Only the protocols above are allowed
@@ -240,6 +243,29 @@ def _resolve(base: str, url: str) -> str:
     return os.path.normpath(os.path.join(base, url))
 
 
+def _is_local(address: str) -> bool:
+    return urlsplit(address).scheme in ("", "file")
+
+
+def _submodule_address(ware: WareID, base: str, path: str, url: str) -> str:
+    """Where submodule ``path`` of ``ware`` (fetched from ``base``) is fetched from.
+
+    A repository fetched from elsewhere may not point its submodules at this
+    host's own repositories: its ``.gitmodules`` would make us (root) read
+    them into the ware. git refuses ``file:`` submodules by default too.
+    """
+    address = _resolve(base, url)
+    if _is_local(address) and not _is_local(base):
+        raise FilesetError(
+            f"git ware {ware}: submodule {path!r} points at a repository on this host"
+            f" ({url!r}), but the ware came from {base}: refused",
+            category=Category.WARE_CORRUPT,
+            hint="a remote repository's submodules must be remote too (http(s)://, git://,"
+            " ssh://, or a relative URL)",
+        )
+    return address
+
+
 def _fetch(repo: _Repo, ware: WareID, sources: Sequence[str]) -> str:
     """Fetch until a source has the commit; the address that had it."""
     said: list[str] = []
@@ -335,7 +361,7 @@ def read_git(
     subs = repo.submodule_urls(ware.hash)
     for path, commit in _gitlinks(repo, ware.hash).items():
         if path in subs and not repo.has_commit(commit):
-            _fetch(repo, WareID(GIT, commit), [_resolve(base, subs[path])])
+            _fetch(repo, WareID(GIT, commit), [_submodule_address(ware, base, path, subs[path])])
     with repo.blobs() as blobs:
         yield _members(repo, blobs, ware.hash, "", subs)
 

@@ -15,7 +15,7 @@ from repeatr.fileset.pack import hash_dir_exact
 from repeatr.model.filters import UNPACK_LOSSLESS, UNPACK_LOWPRIV
 from repeatr.model.wareid import WareID
 from repeatr.warehouse.fetch import unpack_ware
-from tests.gitrepos import Repos, make_repos
+from tests.gitrepos import Repos, git, make_repos
 
 from .conftest import Served
 
@@ -74,6 +74,7 @@ def test_local_path_and_dumb_http_give_the_same_tree(
 ) -> None:
     ware = WareID.parse(f"git:{repos.commit}")
     repos.bare_copy(http_root.root / "main.git")
+    repos.bare_copy(http_root.root / "sub", repos.sub)  # ../sub from main.git's URL
     by_file = unpack_ware(ware, [os.fspath(repos.main)], tmp_path / "a", filters=UNPACK_LOSSLESS)
     by_http = unpack_ware(
         ware,
@@ -86,6 +87,31 @@ def test_local_path_and_dumb_http_give_the_same_tree(
     mine = unpack_ware(ware, [f"{http_root.url}/main.git"], tmp_path / "c", filters=UNPACK_LOWPRIV)
     assert os.lstat(tmp_path / "c" / "a.txt").st_uid == os.geteuid()
     assert mine.ware_id == ware
+
+
+@pytest.mark.parametrize("url", ["absolute", "file"])
+def test_a_remote_repository_may_not_fetch_this_hosts_repositories(
+    repos: Repos, http_root: Served, tmp_path: Path, url: str
+) -> None:
+    # A hosted superproject whose .gitmodules names a repository on this host:
+    # fetching it as root would copy that repository's commit into the ware.
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    git(evil, "init", "--quiet")
+    local = os.fspath(repos.sub) if url == "absolute" else f"file://{repos.sub}"
+    git(evil, "submodule", "add", "--quiet", local, "stolen")
+    git(evil, "commit", "--quiet", "-m", "evil")
+    ware = WareID.parse(f"git:{git(evil, 'rev-parse', 'HEAD')}")
+    repos.bare_copy(http_root.root / "evil.git", evil)
+    dest = tmp_path / "out"
+    with pytest.raises(RepeatrError) as caught:
+        unpack_ware(ware, [f"{http_root.url}/evil.git"], dest, filters=UNPACK_LOSSLESS)
+    assert caught.value.category == Category.WARE_CORRUPT
+    assert "'stolen'" in str(caught.value) and local in str(caught.value)
+    assert not dest.exists()
+    # The same repository from this host may name its neighbours, as git allows.
+    unpack_ware(ware, [os.fspath(evil)], dest, filters=UNPACK_LOSSLESS)
+    assert (dest / "stolen" / "s.txt").read_text() == "in the submodule\n"
 
 
 def test_missing_commit_and_unreachable_repo(repos: Repos, refused_url: str, tmp_path: Path) -> None:
