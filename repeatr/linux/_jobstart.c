@@ -15,12 +15,12 @@
  * The child does what the Python job child did, in the same order:
  * join the run's cgroups, stdin, setsid (and the controlling tty of an
  * interactive job), PR_SET_PDEATHSIG, a session keyring of its own,
- * signals back to default, unshare(CLONE_NEWNS), the late mounts (/proc,
+ * every signal back to default, unshare(CLONE_NEWNS), the late mounts (/proc,
  * masked and read-only as runc), pivot_root into the root and detach the
  * old one, the bounding set, then ids, then capabilities (and ambient),
  * no_new_privs, the death signal again, chdir to the job's cwd, the exec
  * lookup inside the root (openat2 RESOLVE_IN_ROOT, as the job's user),
- * seccomp last, execve.
+ * seccomp last, no signal blocked, execve.
  *
  * A failure is written to the error pipe as one struct jobstart_failure
  * (step, errno, index); the caller turns it into the same Error report as
@@ -115,7 +115,6 @@ struct job {
     uint64_t caps;
     int last_cap;
     struct sock_fprog seccomp; /* len 0: none */
-    sigset_t old_mask;
 };
 
 static void fd_path(char *buf, size_t size, int fd) {
@@ -335,13 +334,16 @@ static Py_ssize_t find_exec(const struct job *job) {
 static int job_child(void *arg) {
     const struct job *job = arg;
     /* Every signal is blocked (the caller's doing): no handler of the
-     * interpreter's may run here. Back to default before anything else. */
+     * interpreter's may run here. Back to default before anything else:
+     * every one, an ignored one too (as crun does). SIG_IGN survives execve,
+     * so one the helper ignores (SIGPIPE, SIGXFSZ: the interpreter's; SIGINT:
+     * the server's) or that whoever started `repeatr run` ignored (a shell's
+     * `trap '' QUIT`, nohup) would be the job's too. */
     for (int sig = 1; sig < NSIG; sig++) {
         struct sigaction sa;
         if (sigaction(sig, NULL, &sa) < 0)
             continue; /* not a signal number (32, 33: glibc's own) */
-        int reset = sig == SIGPIPE || sig == SIGXFSZ || sig == SIGINT || sig == SIGTERM;
-        if (!reset && (sa.sa_handler == SIG_DFL || sa.sa_handler == SIG_IGN))
+        if (sa.sa_handler == SIG_DFL)
             continue;
         memset(&sa, 0, sizeof(sa));
         sa.sa_handler = SIG_DFL;
@@ -402,7 +404,11 @@ static int job_child(void *arg) {
     /* last: the filter allows execve, not what came before it */
     if (job->seccomp.len && prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &job->seccomp, 0, 0) < 0)
         fail(job, STEP_SECCOMP, errno, 0);
-    if (sigprocmask(SIG_SETMASK, &job->old_mask, NULL) < 0)
+    /* None blocked: the mask survives execve, and the helper's is whatever
+     * its invoker's was (a blocked SIGTERM would be the job's). */
+    sigset_t none;
+    sigemptyset(&none);
+    if (sigprocmask(SIG_SETMASK, &none, NULL) < 0)
         fail(job, STEP_SIGNALS, errno, 0);
     execve(job->candidates[found], job->argv, job->envp);
     fail(job, STEP_EXEC, errno, (int)found);
@@ -601,9 +607,9 @@ static PyObject *start_job(PyObject *self, PyObject *args, PyObject *kwargs) {
     if (!stack)
         goto out;
 
-    sigset_t all;
+    sigset_t all, old_mask;
     sigfillset(&all);
-    int err = pthread_sigmask(SIG_SETMASK, &all, &job.old_mask);
+    int err = pthread_sigmask(SIG_SETMASK, &all, &old_mask);
     if (err) {
         errno = err;
         PyErr_SetFromErrno(PyExc_OSError);
@@ -613,7 +619,7 @@ static PyObject *start_job(PyObject *self, PyObject *args, PyObject *kwargs) {
      * child has exec'd or exited. The stack grows down on x86_64 and arm64. */
     pid_t pid = clone(job_child, stack + CHILD_STACK, CLONE_VM | CLONE_VFORK | SIGCHLD, &job);
     int clone_errno = errno;
-    pthread_sigmask(SIG_SETMASK, &job.old_mask, NULL);
+    pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
     if (pid < 0) {
         errno = clone_errno;
         PyErr_SetFromErrnoWithFilename(PyExc_OSError, "clone");

@@ -14,6 +14,7 @@ import pytest
 
 from repeatr.errors import AssemblyError, Category, JobInvalid
 from repeatr.executors.base import Executor, JobResult
+from repeatr.linux import _jobstart, capability, libc
 from tests.executors.conftest import Jobs, usable
 
 pytestmark = [pytest.mark.root, pytest.mark.anyio]
@@ -121,3 +122,56 @@ async def test_proc_mount_point_through_a_symlink_is_refused(
     assert info.value.category == Category.ASSEMBLY_INVALID
     assert "symlink" in str(info.value)
     assert sorted(os.listdir("/etc")) == before
+
+
+def _start_in_private_root(root: Path, out: int) -> int:
+    """In a forked child of the test: ``cat /proc/self/status`` started by the
+    C child, in a root that is a bind of the host's in a mount namespace of
+    this child's own; 0 if the job started and exited 0."""
+    libc.unshare(libc.CLONE_NEWNS)
+    libc.mount(None, "/", None, libc.MS_REC | libc.MS_PRIVATE)
+    libc.mount("/", root, None, libc.MS_BIND | libc.MS_REC)
+    os.dup2(out, 1)
+    devnull = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+    errr, errw = os.pipe2(os.O_CLOEXEC)
+    last_cap = capability.running_last_cap()
+    pid = _jobstart.start_job(
+        root=os.fsencode(root), argv=[b"cat", b"/proc/self/status"], envp=[],
+        candidates=[b"/bin/cat"], slash=True, cwd=b"/", procs=[], cgroup_fds=[],
+        close_fds=[errr], stdin_fd=devnull, errw=errw, uid=0, gid=0,
+        caps=(1 << (last_cap + 1)) - 1, last_cap=last_cap, seccomp=b"",
+    )
+    os.close(errw)
+    failure = os.read(errr, _jobstart.FAILURE_SIZE)
+    _, status = os.waitpid(pid, 0)
+    return 0 if not failure and status == 0 else 2
+
+
+def test_c_child_resets_what_its_caller_ignores_and_blocks(tmp_path: Path) -> None:
+    """The C child itself, whatever its caller's signal state (the helper
+    inherits its invoker's, through the server): every signal back to
+    default and none blocked at the exec, as crun does; SIG_IGN and the
+    mask survive execve. SIGTERM is one the old child reset, SIGQUIT and
+    SIGUSR1 are not; SIGUSR2 blocked is the caller's mask."""
+    root = tmp_path / "root"
+    root.mkdir()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (a child)
+        code = 1
+        try:
+            os.close(r)
+            for sig in (signal.SIGQUIT, signal.SIGUSR1, signal.SIGTERM):
+                signal.signal(sig, signal.SIG_IGN)
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2})
+            code = _start_in_private_root(root, w)
+        finally:
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        out = f.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, out
+    status_fields = _status(out)
+    assert int(status_fields["SigBlk"], 16) == 0, status_fields["SigBlk"]
+    assert int(status_fields["SigIgn"], 16) == 0, status_fields["SigIgn"]

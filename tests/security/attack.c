@@ -446,6 +446,31 @@ static int fd_leak(int argc, char **argv) {
     return blocked();
 }
 
+/* signals: the job starts with every signal at its default and none blocked
+ * (SigIgn, SigBlk of /proc/self/status), whatever its invoker ignored or blocked */
+static int signals_(int argc, char **argv) {
+    (void)argc; (void)argv;
+    char buf[8192];
+    if (read_file("/proc/self/status", buf, sizeof buf) < 0) {
+        note("/proc/self/status: %s", strerror(errno));
+        return blocked();
+    }
+    char found[256] = "";
+    int inherited = 0;
+    static const char *const fields[] = {"SigBlk:", "SigIgn:"};
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        const char *at = strstr(buf, fields[i]);
+        if (!at) { note("no %s", fields[i]); continue; }
+        unsigned long long mask = strtoull(at + strlen(fields[i]), NULL, 16);
+        size_t len = strlen(found);
+        snprintf(found + len, sizeof found - len, " %s %016llx", fields[i], mask);
+        if (mask) inherited = 1;
+    }
+    if (inherited) return succeeded("inherited signal state:%s", found);
+    note("all default, none blocked:%s", found);
+    return blocked();
+}
+
 /* --- system calls -------------------------------------------------------- */
 
 static void in_child(int (*fn)(void)) {
@@ -845,6 +870,7 @@ static const struct { const char *name; int (*fn)(int, char **); } commands[] = 
     {"chroot-twice", chroot_twice},
     {"euid", euid},
     {"fd-leak", fd_leak},
+    {"signals", signals_},
     {"userns-mount", userns_mount},
     {"mount", mount_},
     {"unshare", unshare_},

@@ -17,6 +17,7 @@ import gzip
 import os
 import re
 import select
+import signal
 import socket
 import stat
 import subprocess
@@ -447,6 +448,23 @@ def _syscall(sub: str, uid: int) -> Attack:
         return run_tool(a, sub, uid=uid)
 
     return fn
+
+
+def _hostile_invoker() -> None:
+    """In the child that execs ``repeatr run``: what a shell or a CI runner may leave
+    (``trap '' QUIT``, ``nohup``, a blocked SIGUSR2), inherited through every exec."""
+    for sig in (signal.SIGQUIT, signal.SIGUSR1, signal.SIGTSTP, signal.SIGTTOU, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2, signal.SIGWINCH})
+
+
+@attack("invoker-signals")
+def invoker_signals(a: Attacker) -> Verdict:
+    """The job's signal state is its own, not its invoker's: a job that ignores SIGQUIT
+    or blocks SIGUSR2 because `repeatr run` was started so is not hermetic, and a
+    blocked or ignored signal is one its own supervisor cannot use on it."""
+    run = a.run(["/bin/attack", "signals"], uid=1000, invoker=_hostile_invoker)
+    return tool_verdict(run, "signals")
 
 
 for _name, _sub, _uid in (
