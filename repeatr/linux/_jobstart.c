@@ -12,15 +12,17 @@
  * syscall(2): glibc's wrappers would signal the helper's threads, whose
  * memory the child shares).
  *
- * The child does what the Python job child did, in the same order:
- * join the run's cgroups, stdin, setsid (and the controlling tty of an
- * interactive job), PR_SET_PDEATHSIG, a session keyring of its own,
- * every signal back to default, unshare(CLONE_NEWNS), the late mounts (/proc,
- * masked and read-only as runc), pivot_root into the root and detach the
- * old one, the bounding set, then ids, then capabilities (and ambient),
- * no_new_privs, the death signal again, chdir to the job's cwd, the exec
- * lookup inside the root (openat2 RESOLVE_IN_ROOT, as the job's user),
- * seccomp last, no signal blocked, execve.
+ * The child does what the Python job child did, in the same order, and
+ * what runc and crun do besides: every signal back to default (an ignored
+ * one too), join the run's cgroups, stdin, every other descriptor
+ * close-on-exec, setsid (and the controlling tty of an interactive job),
+ * PR_SET_PDEATHSIG, a session keyring of its own, unshare(CLONE_NEWNS),
+ * the late mounts (/proc, masked and read-only as runc), pivot_root into
+ * the root and detach the old one, the bounding set, then ids, then
+ * capabilities (and ambient), no_new_privs, the death signal again, chdir
+ * to the job's cwd, the exec lookup inside the root (openat2
+ * RESOLVE_IN_ROOT, as the job's user), seccomp last, no signal blocked,
+ * execve.
  *
  * A failure is written to the error pipe as one struct jobstart_failure
  * (step, errno, index); the caller turns it into the same Error report as
@@ -61,6 +63,12 @@
 #ifndef SYS_openat2
 #define SYS_openat2 437 /* asm-generic/unistd.h */
 #endif
+#ifndef SYS_close_range
+#define SYS_close_range 436 /* asm-generic/unistd.h */
+#endif
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2) /* linux/close_range.h */
+#endif
 #ifndef PR_CAP_AMBIENT
 #define PR_CAP_AMBIENT 47 /* linux/prctl.h */
 #define PR_CAP_AMBIENT_RAISE 2
@@ -72,7 +80,7 @@ enum step {
     STEP_CGROUP = 1, STEP_STDIN, STEP_SETSID, STEP_TTY, STEP_PDEATHSIG, STEP_KEYRING,
     STEP_SIGNALS, STEP_UNSHARE, STEP_PROC_MOUNT, STEP_PROC_OPEN, STEP_MASK, STEP_READONLY,
     STEP_PIVOT, STEP_CAPS, STEP_IDS, STEP_NO_NEW_PRIVS, STEP_CWD, STEP_NOT_EXECUTABLE,
-    STEP_NO_FILE, STEP_NOT_IN_PATH, STEP_SECCOMP, STEP_EXEC,
+    STEP_NO_FILE, STEP_NOT_IN_PATH, STEP_SECCOMP, STEP_EXEC, STEP_CLOSE_FDS,
 };
 
 struct jobstart_failure {
@@ -359,6 +367,12 @@ static int job_child(void *arg) {
     }
     if (job->stdin_fd >= 0 && dup2(job->stdin_fd, 0) < 0)
         fail(job, STEP_STDIN, errno, 0);
+    /* Nothing but stdio reaches the job, as runc makes sure: every other
+     * descriptor close-on-exec (the error pipe and the cgroups' stay open
+     * until the execve), whether or not whoever opened it said so (an
+     * inheritable one of the helper's, or of whoever started a replay). */
+    if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
+        fail(job, STEP_CLOSE_FDS, errno, 0);
     if (setsid() < 0)
         fail(job, STEP_SETSID, errno, 0);
     /* An interactive job's stdin is the pty the caller relays: this
