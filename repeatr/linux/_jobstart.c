@@ -14,7 +14,7 @@
  *
  * The child does what the Python job child did, in the same order, and
  * what runc and crun do besides: every signal back to default (an ignored
- * one too), join the run's cgroups, stdin, every other descriptor
+ * one too), umask 0022, join the run's cgroups, stdin, every other descriptor
  * close-on-exec, setsid (and the controlling tty of an interactive job),
  * PR_SET_PDEATHSIG, a session keyring of its own, unshare(CLONE_NEWNS),
  * the late mounts (/proc, masked and read-only as runc), pivot_root into
@@ -358,6 +358,10 @@ static int job_child(void *arg) {
         if (sigaction(sig, &sa, NULL) < 0)
             fail(job, STEP_SIGNALS, errno, sig);
     }
+    /* The job's umask is runc's and crun's, not whatever the invoker of
+     * `repeatr run` had (the modes of its outputs, hence their hashes). Not
+     * the helper's: the child has its own copy (no CLONE_FS). */
+    umask(022);
     for (Py_ssize_t i = 0; i < job->n_close; i++)
         close(job->close_fds[i]);
     for (Py_ssize_t i = 0; i < job->n_cgroups; i++) {

@@ -471,6 +471,23 @@ static int signals_(int argc, char **argv) {
     return blocked();
 }
 
+/* umask: the job starts with umask 0022 (as runc and crun give), whatever
+ * its invoker's was (Umask of /proc/self/status) */
+static int umask_(int argc, char **argv) {
+    (void)argc; (void)argv;
+    char buf[8192];
+    if (read_file("/proc/self/status", buf, sizeof buf) < 0) {
+        note("/proc/self/status: %s", strerror(errno));
+        return blocked();
+    }
+    const char *at = strstr(buf, "Umask:");
+    if (!at) { note("no Umask in /proc/self/status"); return blocked(); }
+    unsigned long mask = strtoul(at + strlen("Umask:"), NULL, 8);
+    if (mask != 022) return succeeded("umask %04lo, not 0022", mask);
+    note("umask 0022");
+    return blocked();
+}
+
 /* --- system calls -------------------------------------------------------- */
 
 static void in_child(int (*fn)(void)) {
@@ -871,6 +888,7 @@ static const struct { const char *name; int (*fn)(int, char **); } commands[] = 
     {"euid", euid},
     {"fd-leak", fd_leak},
     {"signals", signals_},
+    {"umask", umask_},
     {"userns-mount", userns_mount},
     {"mount", mount_},
     {"unshare", unshare_},

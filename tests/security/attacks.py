@@ -467,6 +467,14 @@ def invoker_signals(a: Attacker) -> Verdict:
     return tool_verdict(run, "signals")
 
 
+@attack("invoker-umask")
+def invoker_umask(a: Attacker) -> Verdict:
+    """The job's umask is 0022, as runc and crun give, not its invoker's: the
+    modes of what it writes (its outputs' hashes) must not depend on who ran it."""
+    run = a.run(["/bin/attack", "umask"], uid=1000, invoker=lambda: os.umask(0o077) and None)
+    return tool_verdict(run, "umask")
+
+
 for _name, _sub, _uid in (
     ("mount", "mount", 0),
     ("unshare", "unshare", 0),
