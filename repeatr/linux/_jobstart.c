@@ -15,7 +15,7 @@
  * The child does what the Python job child did, in the same order, and
  * what runc and crun do besides: every signal back to default (an ignored
  * one too), umask 0022, join the run's cgroups, stdin, every other descriptor
- * close-on-exec, setsid (and the controlling tty of an interactive job),
+ * close-on-exec, oom_score_adj 0, setsid (and the controlling tty of an interactive job),
  * PR_SET_PDEATHSIG, a session keyring of its own, unshare(CLONE_NEWNS),
  * the late mounts (/proc, masked and read-only as runc), pivot_root into
  * the root and detach the old one, the bounding set, then ids, then
@@ -80,7 +80,7 @@ enum step {
     STEP_CGROUP = 1, STEP_STDIN, STEP_SETSID, STEP_TTY, STEP_PDEATHSIG, STEP_KEYRING,
     STEP_SIGNALS, STEP_UNSHARE, STEP_PROC_MOUNT, STEP_PROC_OPEN, STEP_MASK, STEP_READONLY,
     STEP_PIVOT, STEP_CAPS, STEP_IDS, STEP_NO_NEW_PRIVS, STEP_CWD, STEP_NOT_EXECUTABLE,
-    STEP_NO_FILE, STEP_NOT_IN_PATH, STEP_SECCOMP, STEP_EXEC, STEP_CLOSE_FDS,
+    STEP_NO_FILE, STEP_NOT_IN_PATH, STEP_SECCOMP, STEP_EXEC, STEP_CLOSE_FDS, STEP_OOM_SCORE,
 };
 
 struct jobstart_failure {
@@ -377,6 +377,17 @@ static int job_child(void *arg) {
      * inheritable one of the helper's, or of whoever started a replay). */
     if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
         fail(job, STEP_CLOSE_FDS, errno, 0);
+    /* oom_score_adj 0, as Docker asks of runc: not the invoker's (a service's
+     * -1000 would leave a job the OOM killer never picks, and a job without
+     * a memory limit would have the host's processes killed in its place).
+     * Raising a value is always allowed; EACCES only means a privileged
+     * supervisor raised the invoker's floor above 0: more killable, harmless. */
+    int oom = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+    if (oom < 0)
+        fail(job, STEP_OOM_SCORE, errno, 0);
+    if (write(oom, "0", 1) != 1 && errno != EACCES)
+        fail(job, STEP_OOM_SCORE, errno, 1);
+    close(oom);
     if (setsid() < 0)
         fail(job, STEP_SETSID, errno, 0);
     /* An interactive job's stdin is the pty the caller relays: this

@@ -488,6 +488,21 @@ static int umask_(int argc, char **argv) {
     return blocked();
 }
 
+/* oom-score: the job's oom_score_adj is 0, whatever its invoker's was (a
+ * service's -1000 would make a job the OOM killer never picks) */
+static int oom_score(int argc, char **argv) {
+    (void)argc; (void)argv;
+    char buf[64];
+    if (read_file("/proc/self/oom_score_adj", buf, sizeof buf) < 0) {
+        note("/proc/self/oom_score_adj: %s", strerror(errno));
+        return blocked();
+    }
+    long adj = strtol(buf, NULL, 10);
+    if (adj != 0) return succeeded("oom_score_adj %ld, not 0", adj);
+    note("oom_score_adj 0");
+    return blocked();
+}
+
 /* --- system calls -------------------------------------------------------- */
 
 static void in_child(int (*fn)(void)) {
@@ -889,6 +904,7 @@ static const struct { const char *name; int (*fn)(int, char **); } commands[] = 
     {"fd-leak", fd_leak},
     {"signals", signals_},
     {"umask", umask_},
+    {"oom-score", oom_score},
     {"userns-mount", userns_mount},
     {"mount", mount_},
     {"unshare", unshare_},

@@ -475,6 +475,30 @@ def invoker_umask(a: Attacker) -> Verdict:
     return tool_verdict(run, "umask")
 
 
+#: The invoker's oom_score_adj. A service's ``OOMScoreAdjust=-900`` is the harmful
+#: one; a value below 0 needs CAP_SYS_RESOURCE, which this host's root lacks
+#: (spec/host-notes.md), and either sign is passed on by the same inheritance.
+INVOKER_OOM_SCORE = 500
+
+
+def _oom_scored_invoker() -> None:
+    fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
+    try:
+        os.write(fd, str(INVOKER_OOM_SCORE).encode())
+    finally:
+        os.close(fd)
+
+
+@attack("invoker-oom-score")
+def invoker_oom_score(a: Attacker) -> Verdict:
+    """The job's oom_score_adj is 0, not its invoker's: a job started by an
+    OOM-protected service would otherwise be the last process the OOM killer
+    picks, and a job without a memory limit would have the host's other
+    processes killed in its place."""
+    run = a.run(["/bin/attack", "oom-score"], uid=1000, invoker=_oom_scored_invoker)
+    return tool_verdict(run, "oom-score")
+
+
 for _name, _sub, _uid in (
     ("mount", "mount", 0),
     ("unshare", "unshare", 0),
