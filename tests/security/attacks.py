@@ -520,23 +520,18 @@ for _name, _sub, _uid in (
     attack(_name)(_syscall(_sub, _uid))
 
 
-#: The descriptor ``fd-leak``'s invoker leaves open (inheritable) to a host file.
-STRAY_FD = 57
-
-
 @attack("fd-leak")
 def fd_leak(a: Attacker) -> Verdict:
     """Only 0, 1, 2, though ``repeatr run`` itself was started holding more (a shell's
-    ``57<file``): the server, each helper and the job's start each pass on only
+    ``9<file``): the server, each helper and the job's start each pass on only
     what they mean to."""
     secret = a.dir / "host-secret"
     secret.write_text("the host's\n")
-
-    def stray_fd() -> None:
-        fd = os.open(secret, os.O_RDONLY)  # inheritable, as a shell's redirection
-        os.dup2(fd, STRAY_FD)
-
-    run = a.run(["/bin/attack", "fd-leak"], uid=1000, invoker=stray_fd)
+    stray = os.open(secret, os.O_RDONLY | os.O_CLOEXEC)  # pass_fds: inheritable in the child
+    try:
+        run = a.run(["/bin/attack", "fd-leak"], uid=1000, pass_fds=(stray,))
+    finally:
+        os.close(stray)
     return tool_verdict(run, "fd-leak")
 
 
