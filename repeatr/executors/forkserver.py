@@ -42,7 +42,14 @@ import time
 
 from repeatr.errors import ExecutorError
 from repeatr.executors.protocol import Fork, Forked
-from repeatr.executors.sandbox import Control, Sandbox, error_msg, leave, serve_parent
+from repeatr.executors.sandbox import (
+    Control,
+    Sandbox,
+    default_signals,
+    error_msg,
+    leave,
+    serve_parent,
+)
 from repeatr.executors.sandbox import main as replay_main
 from repeatr.executors.spawn import HELPER_ENV, isolated_path
 from repeatr.executors.wire import decode, encode, frame_length
@@ -264,6 +271,7 @@ def start_forked(sock_fd: int, parent_pid: int) -> int:
 
 def serve(sock_fd: int, parent_pid: int) -> int:
     """The server on socket ``sock_fd`` for the process ``parent_pid``, until either goes."""
+    default_signals()  # nothing its invoker ignored or blocked reaches a helper or a job
     os.set_inheritable(sock_fd, False)
     try:
         parent = os.pidfd_open(parent_pid)

@@ -39,7 +39,8 @@ STEPS = (
     "keyctl(KEYCTL_JOIN_SESSION_KEYRING)", "sigaction", "unshare(CLONE_NEWNS)", "mount(proc)",
     "open(proc)", "mask", "read-only", "pivot_root", "capabilities", "setresuid/setresgid",
     "prctl(PR_SET_NO_NEW_PRIVS)", "chdir(cwd)", "exec: not executable", "exec: no such file",
-    "exec: not in PATH", "seccomp", "execve",
+    "exec: not in PATH", "seccomp", "execve", "close_range(CLOSE_RANGE_CLOEXEC)",
+    "write(oom_score_adj)",
 )
 STEP_MASK, STEP_READONLY = STEPS.index("mask") + 1, STEPS.index("read-only") + 1
 STEP_CWD, STEP_EXEC = STEPS.index("chdir(cwd)") + 1, STEPS.index("execve") + 1

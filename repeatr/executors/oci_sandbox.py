@@ -42,6 +42,7 @@ from repeatr.errors import ExecutorError, JobInvalid
 from repeatr.executors.lookup import check_cwd, find_exec
 from repeatr.executors.protocol import Started
 from repeatr.linux import cgroups, libc
+from repeatr.linux.oomscore import default_oom_score
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -190,6 +191,7 @@ def spawn(argv: list[str], devnull: int, *, quiet: bool) -> int:
                 os.dup2(devnull, 2)
             for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, signal.SIG_DFL)
+            default_oom_score()  # the runtime's, hence the job's: not the invoker's
             os.execv(argv[0], argv)
         finally:
             os._exit(127)

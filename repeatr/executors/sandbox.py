@@ -486,6 +486,29 @@ def read_exactly(fd: int, size: int) -> bytes:
 
 
 # --- the helper ----------------------------------------------------------------
+#: Ignored signals that are the helper's own doing, not its invoker's: the
+#: interpreter's (SIGPIPE, SIGXFSZ) and the server's (SIGINT: Ctrl-C is the
+#: parent's). Every child that execs sets them back to default.
+OWN_IGNORED = frozenset({signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT})
+
+
+def default_signals() -> None:
+    """Every signal this process's invoker ignored back to default, none blocked.
+
+    SIG_IGN and the signal mask survive fork and execve: one ignored or
+    blocked by whoever started ``repeatr run`` (a shell's ``trap '' QUIT``,
+    ``nohup``, a CI runner's mask) would reach the server, each helper, an
+    OCI runtime and through it the job (runc passes the mask on). Called
+    first thing by the server and by a replay (``main``).
+    """
+    for sig in signal.valid_signals():
+        if sig in (signal.SIGKILL, signal.SIGSTOP) or sig in OWN_IGNORED:
+            continue
+        if signal.getsignal(sig) == signal.SIG_IGN:
+            signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+
+
 def read_spec_file(path: str) -> Spec:
     """The spec ``--debug`` printed, saved in ``path`` (replay by hand).
 
@@ -513,6 +536,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 3 or argv[1] != "--spec":
         os.write(2, b"usage: ... --spec FILE (a sandbox spec saved from --debug)\n")
         return 2
+    default_signals()
     box = Sandbox(Control(None, None))
     signal.signal(signal.SIGTERM, box.on_term)
     try:

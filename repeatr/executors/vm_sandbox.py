@@ -43,6 +43,7 @@ from repeatr.errors import ExecutorError
 from repeatr.executors.lookup import check_cwd, find_exec
 from repeatr.executors.protocol import Exit, Started
 from repeatr.linux import libc
+from repeatr.linux.oomscore import default_oom_score
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -145,6 +146,7 @@ def spawn(argv: list[str], fds: dict[int, int], log: int, cwd: str) -> int:
                 os.dup2(fd, target)  # dup2 clears FD_CLOEXEC on the target
             for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, signal.SIG_DFL)
+            default_oom_score()  # qemu's (the guest's memory), not the invoker's
             os.execv(argv[0], argv)
         finally:
             os._exit(127)

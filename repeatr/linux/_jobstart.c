@@ -12,15 +12,17 @@
  * syscall(2): glibc's wrappers would signal the helper's threads, whose
  * memory the child shares).
  *
- * The child does what the Python job child did, in the same order:
- * join the run's cgroups, stdin, setsid (and the controlling tty of an
- * interactive job), PR_SET_PDEATHSIG, a session keyring of its own,
- * signals back to default, unshare(CLONE_NEWNS), the late mounts (/proc,
- * masked and read-only as runc), pivot_root into the root and detach the
- * old one, the bounding set, then ids, then capabilities (and ambient),
- * no_new_privs, the death signal again, chdir to the job's cwd, the exec
- * lookup inside the root (openat2 RESOLVE_IN_ROOT, as the job's user),
- * seccomp last, execve.
+ * The child does what the Python job child did, in the same order, and
+ * what runc and crun do besides: every signal back to default (an ignored
+ * one too), umask 0022, join the run's cgroups, stdin, every other descriptor
+ * close-on-exec, oom_score_adj 0, setsid (and the controlling tty of an interactive job),
+ * PR_SET_PDEATHSIG, a session keyring of its own, unshare(CLONE_NEWNS),
+ * the late mounts (/proc, masked and read-only as runc), pivot_root into
+ * the root and detach the old one, the bounding set, then ids, then
+ * capabilities (and ambient), no_new_privs, the death signal again, chdir
+ * to the job's cwd, the exec lookup inside the root (openat2
+ * RESOLVE_IN_ROOT, as the job's user), seccomp last, no signal blocked,
+ * execve.
  *
  * A failure is written to the error pipe as one struct jobstart_failure
  * (step, errno, index); the caller turns it into the same Error report as
@@ -61,6 +63,12 @@
 #ifndef SYS_openat2
 #define SYS_openat2 437 /* asm-generic/unistd.h */
 #endif
+#ifndef SYS_close_range
+#define SYS_close_range 436 /* asm-generic/unistd.h */
+#endif
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2) /* linux/close_range.h */
+#endif
 #ifndef PR_CAP_AMBIENT
 #define PR_CAP_AMBIENT 47 /* linux/prctl.h */
 #define PR_CAP_AMBIENT_RAISE 2
@@ -72,7 +80,7 @@ enum step {
     STEP_CGROUP = 1, STEP_STDIN, STEP_SETSID, STEP_TTY, STEP_PDEATHSIG, STEP_KEYRING,
     STEP_SIGNALS, STEP_UNSHARE, STEP_PROC_MOUNT, STEP_PROC_OPEN, STEP_MASK, STEP_READONLY,
     STEP_PIVOT, STEP_CAPS, STEP_IDS, STEP_NO_NEW_PRIVS, STEP_CWD, STEP_NOT_EXECUTABLE,
-    STEP_NO_FILE, STEP_NOT_IN_PATH, STEP_SECCOMP, STEP_EXEC,
+    STEP_NO_FILE, STEP_NOT_IN_PATH, STEP_SECCOMP, STEP_EXEC, STEP_CLOSE_FDS, STEP_OOM_SCORE,
 };
 
 struct jobstart_failure {
@@ -115,7 +123,6 @@ struct job {
     uint64_t caps;
     int last_cap;
     struct sock_fprog seccomp; /* len 0: none */
-    sigset_t old_mask;
 };
 
 static void fd_path(char *buf, size_t size, int fd) {
@@ -335,19 +342,26 @@ static Py_ssize_t find_exec(const struct job *job) {
 static int job_child(void *arg) {
     const struct job *job = arg;
     /* Every signal is blocked (the caller's doing): no handler of the
-     * interpreter's may run here. Back to default before anything else. */
+     * interpreter's may run here. Back to default before anything else:
+     * every one, an ignored one too (as crun does). SIG_IGN survives execve,
+     * so one the helper ignores (SIGPIPE, SIGXFSZ: the interpreter's; SIGINT:
+     * the server's) or that whoever started `repeatr run` ignored (a shell's
+     * `trap '' QUIT`, nohup) would be the job's too. */
     for (int sig = 1; sig < NSIG; sig++) {
         struct sigaction sa;
         if (sigaction(sig, NULL, &sa) < 0)
             continue; /* not a signal number (32, 33: glibc's own) */
-        int reset = sig == SIGPIPE || sig == SIGXFSZ || sig == SIGINT || sig == SIGTERM;
-        if (!reset && (sa.sa_handler == SIG_DFL || sa.sa_handler == SIG_IGN))
+        if (sa.sa_handler == SIG_DFL)
             continue;
         memset(&sa, 0, sizeof(sa));
         sa.sa_handler = SIG_DFL;
         if (sigaction(sig, &sa, NULL) < 0)
             fail(job, STEP_SIGNALS, errno, sig);
     }
+    /* The job's umask is runc's and crun's, not whatever the invoker of
+     * `repeatr run` had (the modes of its outputs, hence their hashes). Not
+     * the helper's: the child has its own copy (no CLONE_FS). */
+    umask(022);
     for (Py_ssize_t i = 0; i < job->n_close; i++)
         close(job->close_fds[i]);
     for (Py_ssize_t i = 0; i < job->n_cgroups; i++) {
@@ -357,6 +371,23 @@ static int job_child(void *arg) {
     }
     if (job->stdin_fd >= 0 && dup2(job->stdin_fd, 0) < 0)
         fail(job, STEP_STDIN, errno, 0);
+    /* Nothing but stdio reaches the job, as runc makes sure: every other
+     * descriptor close-on-exec (the error pipe and the cgroups' stay open
+     * until the execve), whether or not whoever opened it said so (an
+     * inheritable one of the helper's, or of whoever started a replay). */
+    if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
+        fail(job, STEP_CLOSE_FDS, errno, 0);
+    /* oom_score_adj 0, as Docker asks of runc: not the invoker's (a service's
+     * -1000 would leave a job the OOM killer never picks, and a job without
+     * a memory limit would have the host's processes killed in its place).
+     * Raising a value is always allowed; EACCES only means a privileged
+     * supervisor raised the invoker's floor above 0: more killable, harmless. */
+    int oom = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+    if (oom < 0)
+        fail(job, STEP_OOM_SCORE, errno, 0);
+    if (write(oom, "0", 1) != 1 && errno != EACCES)
+        fail(job, STEP_OOM_SCORE, errno, 1);
+    close(oom);
     if (setsid() < 0)
         fail(job, STEP_SETSID, errno, 0);
     /* An interactive job's stdin is the pty the caller relays: this
@@ -402,7 +433,11 @@ static int job_child(void *arg) {
     /* last: the filter allows execve, not what came before it */
     if (job->seccomp.len && prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &job->seccomp, 0, 0) < 0)
         fail(job, STEP_SECCOMP, errno, 0);
-    if (sigprocmask(SIG_SETMASK, &job->old_mask, NULL) < 0)
+    /* None blocked: the mask survives execve, and the helper's is whatever
+     * its invoker's was (a blocked SIGTERM would be the job's). */
+    sigset_t none;
+    sigemptyset(&none);
+    if (sigprocmask(SIG_SETMASK, &none, NULL) < 0)
         fail(job, STEP_SIGNALS, errno, 0);
     execve(job->candidates[found], job->argv, job->envp);
     fail(job, STEP_EXEC, errno, (int)found);
@@ -601,9 +636,9 @@ static PyObject *start_job(PyObject *self, PyObject *args, PyObject *kwargs) {
     if (!stack)
         goto out;
 
-    sigset_t all;
+    sigset_t all, old_mask;
     sigfillset(&all);
-    int err = pthread_sigmask(SIG_SETMASK, &all, &job.old_mask);
+    int err = pthread_sigmask(SIG_SETMASK, &all, &old_mask);
     if (err) {
         errno = err;
         PyErr_SetFromErrno(PyExc_OSError);
@@ -613,7 +648,7 @@ static PyObject *start_job(PyObject *self, PyObject *args, PyObject *kwargs) {
      * child has exec'd or exited. The stack grows down on x86_64 and arm64. */
     pid_t pid = clone(job_child, stack + CHILD_STACK, CLONE_VM | CLONE_VFORK | SIGCHLD, &job);
     int clone_errno = errno;
-    pthread_sigmask(SIG_SETMASK, &job.old_mask, NULL);
+    pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
     if (pid < 0) {
         errno = clone_errno;
         PyErr_SetFromErrnoWithFilename(PyExc_OSError, "clone");

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from repeatr.errors import AssemblyError, Category, JobInvalid
 from repeatr.executors.base import Executor, JobResult
+from repeatr.linux import _jobstart, capability, libc
 from tests.executors.conftest import Jobs, usable
 
 pytestmark = [pytest.mark.root, pytest.mark.anyio]
@@ -121,3 +123,88 @@ async def test_proc_mount_point_through_a_symlink_is_refused(
     assert info.value.category == Category.ASSEMBLY_INVALID
     assert "symlink" in str(info.value)
     assert sorted(os.listdir("/etc")) == before
+
+
+def _start_in_private_root(root: Path, out: int, argv: list[str]) -> int:
+    """In a forked child of the test: ``argv`` (an absolute path first) started
+    by the C child, in a root that is a bind of the host's, in a mount
+    namespace of this child's own; the job's exit code (99: it did not start)."""
+    libc.unshare(libc.CLONE_NEWNS)
+    libc.mount(None, "/", None, libc.MS_REC | libc.MS_PRIVATE)
+    libc.mount("/", root, None, libc.MS_BIND | libc.MS_REC)
+    os.dup2(out, 1)
+    devnull = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+    errr, errw = os.pipe2(os.O_CLOEXEC)
+    last_cap = capability.running_last_cap()
+    pid = _jobstart.start_job(
+        root=os.fsencode(root), argv=[os.fsencode(a) for a in argv], envp=[],
+        candidates=[os.fsencode(argv[0])], slash=True, cwd=b"/", procs=[], cgroup_fds=[],
+        close_fds=[errr], stdin_fd=devnull, errw=errw, uid=0, gid=0,
+        caps=(1 << (last_cap + 1)) - 1, last_cap=last_cap, seccomp=b"",
+    )
+    os.close(errw)
+    failure = os.read(errr, _jobstart.FAILURE_SIZE)
+    _, status = os.waitpid(pid, 0)
+    return 99 if failure else os.waitstatus_to_exitcode(status)
+
+
+def _job_of_a_child(
+    tmp_path: Path, argv: list[str], prepare: Callable[[], None]
+) -> tuple[int, bytes]:
+    """``argv`` started by the C child in a forked child of the test that
+    ``prepare``d itself first: the job's exit code and stdout."""
+    root = tmp_path / "root"
+    root.mkdir()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (a child)
+        code = 98
+        try:
+            os.close(r)
+            prepare()
+            code = _start_in_private_root(root, w, argv)
+        finally:
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        out = f.read()
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), out
+
+
+def test_c_child_resets_what_its_caller_ignores_and_blocks(tmp_path: Path) -> None:
+    """The C child itself, whatever its caller's signal state (the helper
+    inherits its invoker's, through the server): every signal back to
+    default and none blocked at the exec, as crun does; SIG_IGN and the
+    mask survive execve. SIGTERM is one the old child reset, SIGQUIT and
+    SIGUSR1 are not; SIGUSR2 blocked is the caller's mask."""
+
+    def hostile_caller() -> None:
+        for sig in (signal.SIGQUIT, signal.SIGUSR1, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2})
+
+    code, out = _job_of_a_child(tmp_path, ["/bin/cat", "/proc/self/status"], hostile_caller)
+    assert code == 0, out
+    status = _status(out)
+    assert int(status["SigBlk"], 16) == 0, status["SigBlk"]
+    assert int(status["SigIgn"], 16) == 0, status["SigIgn"]
+
+
+def test_c_child_passes_on_no_descriptor_but_stdio(tmp_path: Path) -> None:
+    """An inheritable descriptor of the caller's (a slip in the helper, or
+    one a replay's invoker left open) is not the job's: everything above 2
+    is close-on-exec in the C child, as runc makes it."""
+    secret = tmp_path / "secret"
+    secret.write_text("the host's\n")
+    fd_number = 57
+
+    def caller_with_a_stray_fd() -> None:
+        fd = os.open(secret, os.O_RDONLY)  # inheritable: no O_CLOEXEC
+        os.dup2(fd, fd_number)  # inheritable too
+
+    code, out = _job_of_a_child(
+        tmp_path, ["/bin/readlink", f"/proc/self/fd/{fd_number}"], caller_with_a_stray_fd
+    )
+    assert os.fsencode(secret) not in out
+    assert code == 1, out  # readlink: no such descriptor

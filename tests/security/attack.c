@@ -446,6 +446,63 @@ static int fd_leak(int argc, char **argv) {
     return blocked();
 }
 
+/* signals: the job starts with every signal at its default and none blocked
+ * (SigIgn, SigBlk of /proc/self/status), whatever its invoker ignored or blocked */
+static int signals_(int argc, char **argv) {
+    (void)argc; (void)argv;
+    char buf[8192];
+    if (read_file("/proc/self/status", buf, sizeof buf) < 0) {
+        note("/proc/self/status: %s", strerror(errno));
+        return blocked();
+    }
+    char found[256] = "";
+    int inherited = 0;
+    static const char *const fields[] = {"SigBlk:", "SigIgn:"};
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        const char *at = strstr(buf, fields[i]);
+        if (!at) { note("no %s", fields[i]); continue; }
+        unsigned long long mask = strtoull(at + strlen(fields[i]), NULL, 16);
+        size_t len = strlen(found);
+        snprintf(found + len, sizeof found - len, " %s %016llx", fields[i], mask);
+        if (mask) inherited = 1;
+    }
+    if (inherited) return succeeded("inherited signal state:%s", found);
+    note("all default, none blocked:%s", found);
+    return blocked();
+}
+
+/* umask: the job starts with umask 0022 (as runc and crun give), whatever
+ * its invoker's was (Umask of /proc/self/status) */
+static int umask_(int argc, char **argv) {
+    (void)argc; (void)argv;
+    char buf[8192];
+    if (read_file("/proc/self/status", buf, sizeof buf) < 0) {
+        note("/proc/self/status: %s", strerror(errno));
+        return blocked();
+    }
+    const char *at = strstr(buf, "Umask:");
+    if (!at) { note("no Umask in /proc/self/status"); return blocked(); }
+    unsigned long mask = strtoul(at + strlen("Umask:"), NULL, 8);
+    if (mask != 022) return succeeded("umask %04lo, not 0022", mask);
+    note("umask 0022");
+    return blocked();
+}
+
+/* oom-score: the job's oom_score_adj is 0, whatever its invoker's was (a
+ * service's -1000 would make a job the OOM killer never picks) */
+static int oom_score(int argc, char **argv) {
+    (void)argc; (void)argv;
+    char buf[64];
+    if (read_file("/proc/self/oom_score_adj", buf, sizeof buf) < 0) {
+        note("/proc/self/oom_score_adj: %s", strerror(errno));
+        return blocked();
+    }
+    long adj = strtol(buf, NULL, 10);
+    if (adj != 0) return succeeded("oom_score_adj %ld, not 0", adj);
+    note("oom_score_adj 0");
+    return blocked();
+}
+
 /* --- system calls -------------------------------------------------------- */
 
 static void in_child(int (*fn)(void)) {
@@ -845,6 +902,9 @@ static const struct { const char *name; int (*fn)(int, char **); } commands[] = 
     {"chroot-twice", chroot_twice},
     {"euid", euid},
     {"fd-leak", fd_leak},
+    {"signals", signals_},
+    {"umask", umask_},
+    {"oom-score", oom_score},
     {"userns-mount", userns_mount},
     {"mount", mount_},
     {"unshare", unshare_},

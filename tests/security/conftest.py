@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -243,18 +243,26 @@ class Attacker:
 
     def run(
         self, argv: list[str], *, host_cwd: Path | None = None, timeout: float = RUN_TIMEOUT,
+        invoker: Callable[[], None] | None = None, pass_fds: tuple[int, ...] = (),
         **formula: Any,
     ) -> Run:
-        """Run a formula; ``host_cwd`` is where ``repeatr run`` itself runs."""
-        return self.run_formula(self.formula(argv, **formula), host_cwd=host_cwd, timeout=timeout)
+        """Run a formula; ``host_cwd`` is where ``repeatr run`` itself runs, ``invoker``
+        what its invoker does to it before the exec (``preexec_fn``: signal state...),
+        ``pass_fds`` the descriptors it leaves open for it (the others are closed)."""
+        return self.run_formula(
+            self.formula(argv, **formula), host_cwd=host_cwd, timeout=timeout, invoker=invoker,
+            pass_fds=pass_fds,
+        )
 
     def run_formula(
-        self, path: Path, *, host_cwd: Path | None = None, timeout: float = RUN_TIMEOUT
+        self, path: Path, *, host_cwd: Path | None = None, timeout: float = RUN_TIMEOUT,
+        invoker: Callable[[], None] | None = None, pass_fds: tuple[int, ...] = (),
     ) -> Run:
         t0 = time.monotonic()
         proc = subprocess.Popen(
             self.command(path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            cwd=host_cwd or self.dir, start_new_session=True,
+            cwd=host_cwd or self.dir, start_new_session=True, preexec_fn=invoker,
+            pass_fds=pass_fds,
         )
         try:
             out, err = proc.communicate(timeout=timeout)

@@ -93,3 +93,34 @@ def test_process_attacks_work_on_the_host(lab: Lab) -> None:
         if victim.poll() is None:
             victim.kill()
             victim.wait()
+
+
+def test_invoker_state_payloads_work_on_the_host(lab: Lab) -> None:
+    """What a hostile invoker leaves (``attacks._hostile_invoker`` and the others)
+    is what a process it starts directly has: the attacks ``invoker-*`` and
+    ``fd-leak`` then see repeatr's doing, not a payload that cannot see it."""
+    from .attacks import _hostile_invoker, _oom_scored_invoker
+
+    secret = lab.new_dir("control") / "host-secret"
+    secret.write_text("the host's\n")
+
+    def invoker() -> None:
+        _hostile_invoker()
+        _oom_scored_invoker()
+        os.umask(0o077)
+
+    stray = os.open(secret, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        for sub, expected in (
+            ("signals", "SUCCEEDED signals inherited signal state"),
+            ("umask", "SUCCEEDED umask umask 0077"),
+            ("oom-score", "SUCCEEDED oom-score oom_score_adj 500"),
+            ("fd-leak", f"SUCCEEDED fd-leak inherited fds: {stray}->{secret}"),
+        ):
+            proc = subprocess.run(
+                [os.fspath(lab.tool), sub], capture_output=True, text=True, check=True,
+                timeout=30, cwd="/", preexec_fn=invoker, pass_fds=(stray,),
+            )
+            assert proc.stdout.strip().startswith(expected), proc.stdout
+    finally:
+        os.close(stray)
