@@ -31,9 +31,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import anyio
-import anyio.abc
-import anyio.lowlevel
 import msgspec
 
 from repeatr.assemble.ops import Op
@@ -112,6 +109,8 @@ class ControlChannel:
         self._buf = bytearray()
 
     async def receive_exactly(self, n: int) -> bytes:
+        import anyio
+
         while len(self._buf) < n:
             try:
                 chunk = self.sock.recv(65536)
@@ -126,6 +125,8 @@ class ControlChannel:
         return data
 
     async def send(self, data: bytes) -> None:
+        import anyio
+
         view = memoryview(data)
         while view:
             try:
@@ -150,6 +151,8 @@ class HelperHandle(msgspec.Struct):
         return self.process.pid
 
     async def receive(self) -> Message:
+        import anyio
+
         try:
             header = await self.control.receive_exactly(4)
             data = await self.control.receive_exactly(frame_length(header))
@@ -176,6 +179,9 @@ class HelperHandle(msgspec.Struct):
 
 async def _pump(fd: int, name: str, cb: OutputCallback) -> None:
     """Read the pipe ``fd`` until end of stream, line by line to ``cb``."""
+    import anyio
+    import anyio.lowlevel
+
     buf = b""
     while True:
         try:
@@ -414,6 +420,8 @@ class HelperExecutor(Executor):
         self, server: SandboxServer, spec: Spec, tty: int | None
     ) -> HelperHandle:
         """Fork a helper for the job (stdio: pipes to us, or ``tty``) and send it ``spec``."""
+        import anyio
+
         if tty is not None:
             process = await server.fork(tty, tty, tty)
             handle = HelperHandle(process, ControlChannel(process.control))
@@ -444,6 +452,8 @@ class HelperExecutor(Executor):
 
     async def terminate(self, handle: HelperHandle) -> None:
         """SIGTERM, then SIGKILL (through its pidfd); call from a shielded scope."""
+        import anyio
+
         proc = handle.process
         with anyio.move_on_after(self.kill_timeout):
             if not proc.exited():
@@ -477,6 +487,8 @@ class HelperExecutor(Executor):
         on_output: OutputCallback,
         on_finished: FinishedCallback | None,
     ) -> JobResult:
+        import anyio
+
         t0 = time.monotonic()
         reported: Error | None = None
         result: JobResult | None = None

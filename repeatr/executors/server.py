@@ -27,8 +27,6 @@ import socket
 import sys
 from types import TracebackType
 
-import anyio
-
 from repeatr.errors import ExecutorError
 from repeatr.executors.protocol import Error, Fork, Forked
 from repeatr.executors.spawn import ServerProcess, exited, spawn_server
@@ -53,6 +51,8 @@ class Helper:
 
     async def wait(self) -> None:
         """Until it has exited (the server reaps it)."""
+        import anyio
+
         if not self.exited():
             await anyio.wait_readable(self.pidfd)
 
@@ -76,6 +76,8 @@ class SandboxServer:
         self.python = python
         self._process = prestarted
         self._sock: socket.socket | None = None
+        import anyio
+
         self._lock = anyio.Lock()
         self._closed = False
         #: How many server processes this object started or adopted (a test counts them).
@@ -116,6 +118,8 @@ class SandboxServer:
 
     async def fork(self, stdin: int, stdout: int, stderr: int) -> Helper:
         """A new sandbox helper with these stdio fds (the server gets copies)."""
+        import anyio
+
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             async with self._lock:
@@ -144,6 +148,8 @@ class SandboxServer:
         raise ExecutorError(f"sandbox server protocol: got {answer.tag}, not forked")
 
     async def _exchange(self, msg: Fork, fds: list[int]) -> tuple[Error | Forked | Fork, list[int]]:
+        import anyio
+
         sock = self._socket()
         try:
             while True:
@@ -186,6 +192,8 @@ class SandboxServer:
 
     async def aclose(self) -> None:
         """Close its socket and wait for it to exit (SIGKILL after ``CLOSE_TIMEOUT``)."""
+        import anyio
+
         if self._closed:
             return
         self._closed = True
