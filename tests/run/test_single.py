@@ -278,3 +278,34 @@ def test_signals_at_random_moments_leave_the_host_as_found(
         assert runner.work_dirs() == []
         assert len(mountinfo()) == before
     assert any(line.startswith("lean") for line in trace.read_text().splitlines())
+
+
+def test_sigkill_of_a_lean_run_leaves_what_the_next_one_cleans(
+    runner: Runner, tmp_path: Path
+) -> None:
+    _warm(runner)
+    trace = tmp_path / "trace"
+    before = len(mountinfo())
+    marker = "sleep 4141"
+    f = runner.formula("/bin/sh", "-c", marker, name="k.json")
+    env = dict(os.environ, REPEATR_SINGLE_TRACE=os.fspath(trace))
+    proc = subprocess.Popen(
+        runner.command("run", str(f)), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        wait_for(lambda: bool(processes_with(marker)))
+        assert len(runner.work_dirs()) == 1
+        proc.kill()
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+    wait_for(lambda: not processes_with(marker), timeout=10)  # the job died with its run
+    wait_for(lambda: not processes_with(str(f)), timeout=10)  # and the sandbox server
+    assert len(mountinfo()) == before
+    res = _run(runner, trace, "run", "--no-memo", str(runner.formula("/bin/true")), lean=True)
+    assert res.code == 0, res.stderr
+    assert _last_trace(trace).startswith("lean")
+    assert "removed the work dir of a dead run" in res.stderr
+    assert runner.work_dirs() == []
