@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from repeatr.cli.entry import pending_signal, resume_gc, set_in_loop, state_root
-from repeatr.errors import Cancelled, ExecutorError, RepeatrError
+from repeatr.errors import Cancelled, Category, ExecutorError, RepeatrError
 
 if TYPE_CHECKING:
     from repeatr.cli.output import Reporter
@@ -156,7 +156,11 @@ def lean_run(argv: list[str], server: ServerProcess | None) -> int | None:
     except OSError:
         _trace("full: cannot stat the formula")
         return None
-    decided = plan(args)
+    try:
+        decided = plan(args)
+    except Exception as exc:  # the full path reports it (an internal error, exit 2)
+        _trace(f"full: unexpected {exc!r}")
+        return None
     if isinstance(decided, str):
         _trace(f"full: {decided}")
         return None
@@ -301,7 +305,7 @@ class Lean:
             code = self._execute(server, events, out)
             if code != 0:
                 out.log(f"the job exited {code}", level="warning")
-            return 0 if code == 0 or self.args.ignore_job_exit else 20
+            return 0 if code == 0 or self.args.ignore_job_exit else int(Category.JOB_FAILED)
         except RepeatrError as err:
             out.error(err)
             return err.exit_code
