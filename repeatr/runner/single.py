@@ -538,10 +538,13 @@ def _drive(
     while True:
         if deadline is not None and helper.exited() and not open_pipes:
             break
-        timeout = -1 if deadline is None else max(0.0, deadline - time.monotonic())
-        if deadline is not None and timeout == 0 and not helper.exited():
-            raise ExecutorError("the sandbox helper did not exit after the job")
-        ready = poller.poll(-1 if timeout == -1 else max(1, int(timeout * 1000)))
+        timeout_ms = -1  # until something happens; once the helper has exited, the pipes' ends
+        if deadline is not None and not helper.exited():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ExecutorError("the sandbox helper did not exit after the job")
+            timeout_ms = max(1, int(left * 1000))
+        ready = poller.poll(timeout_ms)
         for fd, _ev in ready:
             if fd == wake:
                 with contextlib.suppress(BlockingIOError):
