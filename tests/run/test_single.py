@@ -220,7 +220,8 @@ def test_what_the_lean_path_does_not_cover_falls_back(
     assert _last_trace(trace) == f"full: {why}"
     full = _run(runner, trace, "run", "--no-memo", *argv, lean=False, stdin=stdin)
     assert lean.code == full.code
-    assert _normal(lean.stdout) == _normal(full.stdout)
+    # A batch prints each record as its formula finishes: in either order.
+    assert sorted(_normal(lean.stdout).splitlines()) == sorted(_normal(full.stdout).splitlines())
 
 
 def test_plan_leaves_bridges_remote_saves_and_other_executors(
