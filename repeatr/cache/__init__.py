@@ -24,10 +24,6 @@ from contextlib import AbstractContextManager, asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import anyio
-import anyio.from_thread
-import anyio.to_thread
-
 from repeatr.cache import fill
 from repeatr.cache.info import ShelfHandle
 from repeatr.cache.layout import Layout
@@ -122,6 +118,10 @@ class Cache:
         nothing behind. Releasing runs shielded, so a cancelled run still
         drops its in-use mark.
         """
+        import anyio
+        import anyio.from_thread
+        import anyio.to_thread
+
         manager = self.shelf(
             ware, sources, progress=progress, checkpoint=anyio.from_thread.check_cancelled
         )

@@ -40,9 +40,10 @@ def run_on_dask(args: argparse.Namespace, out: Reporter, files: list[str]) -> in
     if args.output_dir is not None and not single:
         raise UsageError("run: --output-dir takes one formula, not a batch")
     require()
+    from repeatr.cli.events import print_record
     from repeatr.cli.main import run_cancellable
     from repeatr.cli.options import run_options
-    from repeatr.cli.run_cmds import print_error, print_record
+    from repeatr.cli.run_cmds import print_error
     from repeatr.distributed.client import check_warehouse, run_graph_dask
     from repeatr.distributed.formulas import flat_graph
     from repeatr.runner.batch import BatchOptions, most_severe

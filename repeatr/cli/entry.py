@@ -209,9 +209,19 @@ def entry() -> None:
         if memo_hit(argv):
             leave(0)
         server = prestart_server(argv)
-        from repeatr.cli.main import main
+        lean = None
+        if server is not None:
+            # A single run of the common case, without an event loop (see
+            # repeatr.runner.single); None: the full CLI takes it from the start.
+            from repeatr.runner.single import lean_run
 
-        code = main(argv, prestarted=server)
+            lean = lean_run(argv, server)
+        if lean is not None:
+            code = lean
+        else:
+            from repeatr.cli.main import main
+
+            code = main(argv, prestarted=server)
     except KeyboardInterrupt as interrupt:
         # A Ctrl-C or SIGTERM before main() was ready (or a second one after it
         # reported the first): still "cancelled", never death by SIGINT.

@@ -48,3 +48,16 @@ def runner_events(out: Reporter, file: str | None = None) -> RunnerEvents:
     if out.debug_enabled:  # left out otherwise: the runner then builds no debug lines
         events.debug = debug
     return events
+
+
+def print_record(out: Reporter, record_json: bytes, file: str | None = None) -> None:
+    """A run's record on stdout: as it is stored (text), or in a result event (json)."""
+    if out.format is Format.JSON:
+        import json
+
+        named = {"file": file} if file is not None else {}
+        out.result("", **named, record=json.loads(record_json))
+    else:
+        text = record_json.decode()
+        out.stdout.write(text if file is None else f"{file}\n{text}")
+        out.stdout.flush()

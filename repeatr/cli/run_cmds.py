@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from repeatr.cli.events import print_record
 from repeatr.cli.options import add_dask_options, add_run_options, positive, run_options
 from repeatr.cli.output import Format, Reporter
 from repeatr.errors import Category, RepeatrError, UsageError
@@ -130,18 +131,6 @@ def cmd_run(args: argparse.Namespace, out: Reporter) -> int:
     if result.exit_code != 0:
         out.log(f"the job exited {result.exit_code}", level="warning")
     return _exit_status(result.exit_code, args.ignore_job_exit)
-
-
-def print_record(out: Reporter, record_json: bytes, file: str | None = None) -> None:
-    if out.format is Format.JSON:
-        import json
-
-        named = {"file": file} if file is not None else {}
-        out.result("", **named, record=json.loads(record_json))
-    else:
-        text = record_json.decode()
-        out.stdout.write(text if file is None else f"{file}\n{text}")
-        out.stdout.flush()
 
 
 def _run_batch(args: argparse.Namespace, out: Reporter, files: list[str]) -> int:

@@ -31,9 +31,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import anyio
-import anyio.abc
-import anyio.lowlevel
 import msgspec
 
 from repeatr.assemble.ops import Op
@@ -112,6 +109,8 @@ class ControlChannel:
         self._buf = bytearray()
 
     async def receive_exactly(self, n: int) -> bytes:
+        import anyio
+
         while len(self._buf) < n:
             try:
                 chunk = self.sock.recv(65536)
@@ -126,6 +125,8 @@ class ControlChannel:
         return data
 
     async def send(self, data: bytes) -> None:
+        import anyio
+
         view = memoryview(data)
         while view:
             try:
@@ -150,6 +151,8 @@ class HelperHandle(msgspec.Struct):
         return self.process.pid
 
     async def receive(self) -> Message:
+        import anyio
+
         try:
             header = await self.control.receive_exactly(4)
             data = await self.control.receive_exactly(frame_length(header))
@@ -174,9 +177,37 @@ class HelperHandle(msgspec.Struct):
         self.stdout = self.stderr = None
 
 
+class Lines:
+    """A job's output stream cut into lines (longer than ``MAX_LINE``: in pieces)."""
+
+    def __init__(self) -> None:
+        self._buf = b""
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """The lines ``chunk`` completes."""
+        buf = self._buf + chunk
+        lines = []
+        while (i := buf.find(b"\n")) >= 0:
+            lines.append(buf[: i + 1])
+            buf = buf[i + 1 :]
+        if len(buf) >= MAX_LINE:
+            lines.append(buf)
+            buf = b""
+        self._buf = buf
+        return lines
+
+    def end(self) -> list[bytes]:
+        """At end of stream: the last line, if it had no newline."""
+        rest, self._buf = self._buf, b""
+        return [rest] if rest else []
+
+
 async def _pump(fd: int, name: str, cb: OutputCallback) -> None:
     """Read the pipe ``fd`` until end of stream, line by line to ``cb``."""
-    buf = b""
+    import anyio
+    import anyio.lowlevel
+
+    lines = Lines()
     while True:
         try:
             chunk = os.read(fd, 65536)
@@ -186,15 +217,10 @@ async def _pump(fd: int, name: str, cb: OutputCallback) -> None:
         if not chunk:
             break
         await anyio.lowlevel.checkpoint()  # a job that floods its output starves nobody
-        buf += chunk
-        while (i := buf.find(b"\n")) >= 0:
-            line, buf = buf[: i + 1], buf[i + 1 :]
+        for line in lines.feed(chunk):
             await cb(name, line)
-        if len(buf) >= MAX_LINE:
-            await cb(name, buf)
-            buf = b""
-    if buf:
-        await cb(name, buf)
+    for line in lines.end():
+        await cb(name, line)
 
 
 def cgroup_limits() -> frozenset[LimitName]:
@@ -226,7 +252,8 @@ def _shown_command(argv: tuple[str, ...]) -> str:
     return shlex.join(shown)
 
 
-def _raise_reported(msg: Error, job: JobSpec) -> None:
+def raise_reported(msg: Error, job: JobSpec) -> None:
+    """Raise the error the helper reported, as ours."""
     cls = _ERRORS.get(msg.category, ExecutorError)
     message = msg.message
     if cls is JobInvalid:
@@ -234,6 +261,14 @@ def _raise_reported(msg: Error, job: JobSpec) -> None:
     if msg.traceback:
         message += "\n" + msg.traceback
     raise cls(message, hint=msg.hint)
+
+
+def job_result(msg: Exit, duration: float) -> JobResult:
+    """The job's result from the helper's ``Exit``."""
+    return JobResult(
+        msg.code, msg.signal, duration, timed_out=msg.timed_out, oom_killed=msg.oom,
+        disk=msg.disk,
+    )
 
 
 def job_limits(job: JobSpec) -> JobLimits:
@@ -414,6 +449,8 @@ class HelperExecutor(Executor):
         self, server: SandboxServer, spec: Spec, tty: int | None
     ) -> HelperHandle:
         """Fork a helper for the job (stdio: pipes to us, or ``tty``) and send it ``spec``."""
+        import anyio
+
         if tty is not None:
             process = await server.fork(tty, tty, tty)
             handle = HelperHandle(process, ControlChannel(process.control))
@@ -444,6 +481,8 @@ class HelperExecutor(Executor):
 
     async def terminate(self, handle: HelperHandle) -> None:
         """SIGTERM, then SIGKILL (through its pidfd); call from a shielded scope."""
+        import anyio
+
         proc = handle.process
         with anyio.move_on_after(self.kill_timeout):
             if not proc.exited():
@@ -477,6 +516,8 @@ class HelperExecutor(Executor):
         on_output: OutputCallback,
         on_finished: FinishedCallback | None,
     ) -> JobResult:
+        import anyio
+
         t0 = time.monotonic()
         reported: Error | None = None
         result: JobResult | None = None
@@ -500,10 +541,7 @@ class HelperExecutor(Executor):
                             )
                     else:
                         assert isinstance(msg, Exit)
-                        result = JobResult(
-                            msg.code, msg.signal, time.monotonic() - t0,
-                            timed_out=msg.timed_out, oom_killed=msg.oom, disk=msg.disk,
-                        )
+                        result = job_result(msg, time.monotonic() - t0)
                         if on_finished is not None:
                             view = Path(f"/proc/{handle.pid}/root") / spec.root.lstrip("/")
                             await on_finished(result, view)
@@ -525,6 +563,6 @@ class HelperExecutor(Executor):
         if failure is not None:
             raise failure
         if reported is not None:
-            _raise_reported(reported, job)
+            raise_reported(reported, job)
         assert result is not None
         return result

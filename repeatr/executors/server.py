@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from types import TracebackType
-
-import anyio
 
 from repeatr.errors import ExecutorError
 from repeatr.executors.protocol import Error, Fork, Forked
@@ -53,6 +53,8 @@ class Helper:
 
     async def wait(self) -> None:
         """Until it has exited (the server reaps it)."""
+        import anyio
+
         if not self.exited():
             await anyio.wait_readable(self.pidfd)
 
@@ -76,6 +78,8 @@ class SandboxServer:
         self.python = python
         self._process = prestarted
         self._sock: socket.socket | None = None
+        import anyio
+
         self._lock = anyio.Lock()
         self._closed = False
         #: How many server processes this object started or adopted (a test counts them).
@@ -116,6 +120,8 @@ class SandboxServer:
 
     async def fork(self, stdin: int, stdout: int, stderr: int) -> Helper:
         """A new sandbox helper with these stdio fds (the server gets copies)."""
+        import anyio
+
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             async with self._lock:
@@ -134,16 +140,11 @@ class SandboxServer:
             raise
         finally:
             theirs.close()
-        if isinstance(answer, Forked) and len(fds) == 1:
-            return Helper(answer.pid, fds[0], ours)
-        ours.close()
-        for fd in fds:
-            os.close(fd)
-        if isinstance(answer, Error):
-            raise ExecutorError(answer.message, hint=answer.hint)
-        raise ExecutorError(f"sandbox server protocol: got {answer.tag}, not forked")
+        return _helper(answer, fds, ours)
 
-    async def _exchange(self, msg: Fork, fds: list[int]) -> tuple[Error | Forked | Fork, list[int]]:
+    async def _exchange(self, msg: Fork, fds: list[int]) -> tuple[Error | Forked, list[int]]:
+        import anyio
+
         sock = self._socket()
         try:
             while True:
@@ -162,30 +163,15 @@ class SandboxServer:
                     await anyio.wait_readable(sock)
         except OSError as e:
             raise self._gone(str(e)) from None
-        if not data:
-            raise self._gone("end of stream")
-        try:
-            if frame_length(data[:4]) != len(data) - 4:
-                raise ValueError("a truncated answer")
-            answer = decode(data[4:])
-        except ValueError as e:
-            for fd in got:
-                os.close(fd)
-            raise ExecutorError(f"sandbox server protocol: {e}") from None
-        if not isinstance(answer, Error | Forked):
-            for fd in got:
-                os.close(fd)
-            raise ExecutorError(f"sandbox server protocol: got {answer.tag}")
-        return answer, got
+        return _answer(data, got, self._gone)
 
     def _gone(self, why: str) -> ExecutorError:
-        return ExecutorError(
-            f"the sandbox server (pid {self.pid}) is gone ({why})",
-            hint="rerun with --debug; its traceback, if any, is on stderr",
-        )
+        return _gone(self.pid, why)
 
     async def aclose(self) -> None:
         """Close its socket and wait for it to exit (SIGKILL after ``CLOSE_TIMEOUT``)."""
+        import anyio
+
         if self._closed:
             return
         self._closed = True
@@ -207,3 +193,106 @@ class SandboxServer:
                     signal.pidfd_send_signal(process.pidfd, signal.SIGKILL)
                 await anyio.wait_readable(process.pidfd)
             process.reap()
+
+
+def _gone(pid: int | None, why: str) -> ExecutorError:
+    return ExecutorError(
+        f"the sandbox server (pid {pid}) is gone ({why})",
+        hint="rerun with --debug; its traceback, if any, is on stderr",
+    )
+
+
+def _answer(
+    data: bytes, got: list[int], gone: Callable[[str], ExecutorError]
+) -> tuple[Error | Forked, list[int]]:
+    """The server's answer in ``data`` (with the fds ``got``), checked."""
+    if not data:
+        raise gone("end of stream")
+    try:
+        if frame_length(data[:4]) != len(data) - 4:
+            raise ValueError("a truncated answer")
+        answer = decode(data[4:])
+    except ValueError as e:
+        for fd in got:
+            os.close(fd)
+        raise ExecutorError(f"sandbox server protocol: {e}") from None
+    if not isinstance(answer, Error | Forked):
+        for fd in got:
+            os.close(fd)
+        raise ExecutorError(f"sandbox server protocol: got {answer.tag}")
+    return answer, got
+
+
+def _helper(answer: Error | Forked, fds: list[int], ours: socket.socket) -> Helper:
+    """The helper of a ``Forked`` answer (``ours``: our end of its control socket)."""
+    if isinstance(answer, Forked) and len(fds) == 1:
+        return Helper(answer.pid, fds[0], ours)
+    ours.close()
+    for fd in fds:
+        os.close(fd)
+    if isinstance(answer, Error):
+        raise ExecutorError(answer.message, hint=answer.hint)
+    raise ExecutorError(f"sandbox server protocol: got {answer.tag}, not forked")
+
+
+def _wait_fd(fd: int, events: int, timeout: float) -> bool:
+    """Whether ``fd`` became ready for ``events`` within ``timeout`` seconds."""
+    poller = select.poll()
+    poller.register(fd, events)
+    return bool(poller.poll(int(timeout * 1000)))
+
+
+class BlockingServer:
+    """The same server and messages as :class:`SandboxServer`, for a caller without an
+    event loop (``repeatr.runner.single``): each call blocks, at most its timeout."""
+
+    def __init__(self, process: ServerProcess) -> None:
+        self._process = process
+        sock = socket.socket(fileno=process.sock)
+        process.sock = -1  # ours to close now
+        self._sock: socket.socket | None = sock
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    def fork(self, stdin: int, stdout: int, stderr: int) -> Helper:
+        """A new sandbox helper with these stdio fds (the server gets copies)."""
+        if self._sock is None:
+            raise ExecutorError("the sandbox server is closed")
+        sock = self._sock
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            try:
+                socket.send_fds(sock, [encode(Fork())], [theirs.fileno(), stdin, stdout, stderr])
+                if not _wait_fd(sock.fileno(), select.POLLIN, REQUEST_TIMEOUT):
+                    raise ExecutorError(
+                        f"the sandbox server (pid {self.pid}) did not answer"
+                        f" in {REQUEST_TIMEOUT:.0f} s"
+                    )
+                data, got, _flags, _addr = socket.recv_fds(
+                    sock, 1 << 16, 4, socket.MSG_CMSG_CLOEXEC
+                )
+            except OSError as e:
+                raise _gone(self.pid, str(e)) from None
+            answer, fds = _answer(data, got, lambda why: _gone(self.pid, why))
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        return _helper(answer, fds, ours)
+
+    def close(self) -> None:
+        """Close its socket and wait for it to exit (SIGKILL after ``CLOSE_TIMEOUT``)."""
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        process = self._process
+        if process.closed:
+            return
+        if not _wait_fd(process.pidfd, select.POLLIN, CLOSE_TIMEOUT):
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(process.pidfd, signal.SIGKILL)
+            _wait_fd(process.pidfd, select.POLLIN, CLOSE_TIMEOUT)
+        process.reap()

@@ -29,7 +29,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import anyio
 import msgspec
 
 from repeatr.errors import RepeatrError
@@ -70,6 +69,8 @@ def collect(host: NetHost = DEFAULT_HOST) -> GCReport:
 
 async def gc(host: NetHost = DEFAULT_HOST) -> GCReport:
     """:func:`collect` in a worker thread."""
+    import anyio.to_thread
+
     return await anyio.to_thread.run_sync(collect, host)
 
 

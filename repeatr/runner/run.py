@@ -39,7 +39,8 @@ if TYPE_CHECKING:
     from repeatr.executors.server import SandboxServer
     from repeatr.model.formula import FormulaFile
     from repeatr.model.runrecord import RunRecord
-    from repeatr.supervisor import NetSettings, RunEvents, RunOutcome
+    from repeatr.runner.steps import NetSettings, RunEvents
+    from repeatr.supervisor import RunOutcome
 
 
 def _ignore(_message: str) -> None:
@@ -99,7 +100,7 @@ class RunnerEvents(msgspec.Struct):
 
     def for_supervisor(self, finished: Callable[[RunRecord], None] | None = None) -> RunEvents:
         """The supervisor's events: these callbacks, and ``finished`` for the record."""
-        from repeatr.supervisor import RunEvents
+        from repeatr.runner.steps import RunEvents
 
         events = RunEvents(log=self.log, output=self.output, progress=self.progress)
         if self.debugging:
@@ -450,7 +451,7 @@ def make_executor(
 
 def net_settings(bridge: str | None, subnet: str | None) -> NetSettings:
     """The bridge and subnet for ``"network": "bridge"``: host settings, not the formula's."""
-    from repeatr.supervisor import NetSettings
+    from repeatr.runner.steps import NetSettings
 
     if not (bridge or subnet):
         return NetSettings()

@@ -119,13 +119,24 @@ def main() -> None:
                 f"machine: {os.cpu_count()} cpus, {os.uname().release}; load {loadavg()};"
                 f" medians of {args.runs} single runs and of {args.repeats} rounds of {n}"
             )
-            singles: dict[str, list[float]] = {"repeatr": [], "podman": [], "floor": []}
+            singles: dict[str, list[Usage]] = {"repeatr": [], "full": [], "podman": [], "floor": []}
+            single = warm.argv("run", str(true), "--no-memo", "-e", "ns")
+            # The same run on the full path (anyio, argparse): REPEATR_SINGLE=0.
+            full_env = dict(os.environ, REPEATR_SINGLE="0")
             for _ in range(args.runs):
-                singles["repeatr"].append(warm.run("run", str(true), "--no-memo", "-e", "ns")[1])
-                singles["podman"].append(measured(podman.argv("/bin/true"), env=podman.env)[0])
-                singles["floor"].append(measured([PY, "-c", LEAN])[0])
-            one, pod, floor = (median_ms(singles[k]) for k in ("repeatr", "podman", "floor"))
-            print(f"{'(b) warm repeatr run /bin/true -e ns':50} {one:7.1f} ms")
+                singles["repeatr"].append(measured(single))
+                singles["full"].append(measured(single, env=full_env))
+                singles["podman"].append(measured(podman.argv("/bin/true"), env=podman.env))
+                singles["floor"].append(measured([PY, "-c", LEAN]))
+            one, full, pod, floor = (
+                median_ms([u.seconds for u in singles[k]])
+                for k in ("repeatr", "full", "podman", "floor")
+            )
+            cpu = {k: median_ms([u.cpu for u in singles[k]]) for k in ("repeatr", "full")}
+            print(f"{'(b) warm repeatr run /bin/true -e ns':50} {one:7.1f} ms"
+                  f"  ({cpu['repeatr']:.0f} ms CPU, lean path: no event loop)")
+            print(f"{'(b) the same on the full path (REPEATR_SINGLE=0)':50} {full:7.1f} ms"
+                  f"  ({cpu['full']:.0f} ms CPU)")
             print(f"{'(b) podman run --rm (runc) /bin/true':50} {pod:7.1f} ms"
                   f"  -> ratio {one / pod:.2f}x")
             print(f"{'(b) floor: python, import anyio, empty anyio.run':50} {floor:7.1f} ms"

@@ -157,7 +157,7 @@ def test_replay_of_a_bad_spec_file_says_so(tmp_path: Path) -> None:
 
 def test_one_network_type_from_the_formula_to_the_helper() -> None:
     from repeatr.net.config import NetworkPolicy as NetPolicy
-    from repeatr.supervisor import _network_policy
+    from repeatr.runner.steps import network_policy as _network_policy
 
     class Events:
         def log(self, text: str) -> None:
