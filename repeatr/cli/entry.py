@@ -16,7 +16,7 @@ import gc
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from types import FrameType
 
 # typing costs the memo hit path ~2 ms: annotations only.
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 #: The state (cache) directory when neither --cache nor REPEATR_CACHE says otherwise.
 DEFAULT_STATE = "/var/lib/repeatr"
+_LONG = {"-e": "--executor", "-q": "--quiet", "-j": "--jobs"}
 _FLAGS = {"-q", "--quiet", "--ignore-job-exit", "--fail-fast"}
 _VALUED = {
     "--cache", "-e", "--executor", "--format", "--bridge", "--subnet", "--ware-disk-limit",
@@ -40,28 +41,45 @@ def state_root(cache_option: str | None) -> str:
     return cache_option or os.environ.get("REPEATR_CACHE") or DEFAULT_STATE
 
 
-def memo_hit(argv: Sequence[str]) -> bool:
-    """Print the stored record and return True if ``argv`` is a memoized ``repeatr run``."""
-    if not argv or argv[0] != "run" or os.environ.get("REPEATR_DASK"):
-        return False  # on Dask, the client's memo answers for the file it sends
+def scan_run(
+    argv: Sequence[str], valued: Set[str], flags: Set[str]
+) -> tuple[dict[str, str], frozenset[str], list[str]] | str:
+    """``argv`` (``run ...``) without argparse (the fast paths'): the valued options and
+    the flags given, by their long names, and the files; or why not (an option not
+    in ``valued`` or ``flags``)."""
+    if not argv or argv[0] != "run":
+        return "not a run"
     opts: dict[str, str] = {}
+    given: set[str] = set()
     files: list[str] = []
     args = list(argv[1:])
     while args:
         arg = args.pop(0)
         name, eq, value = arg.partition("=")
-        if name in _VALUED:
+        if name in valued:
             if not eq:
                 if not args:
-                    return False
+                    return f"{name} without a value"
                 value = args.pop(0)
-            opts[{"-e": "--executor"}.get(name, name)] = value
-        elif arg in _FLAGS:
-            continue
+            opts[_LONG.get(name, name)] = value
+        elif arg in flags:
+            given.add(_LONG.get(arg, arg))
         elif arg.startswith("-"):
-            return False  # --no-memo, --debug, --help, anything new: the full CLI decides
+            return f"option {arg}"
         else:
             files.append(arg)
+    return opts, frozenset(given), files
+
+
+def memo_hit(argv: Sequence[str]) -> bool:
+    """Print the stored record and return True if ``argv`` is a memoized ``repeatr run``."""
+    if os.environ.get("REPEATR_DASK"):
+        return False  # on Dask, the client's memo answers for the file it sends
+    # --no-memo, --debug, --help, anything new: the full CLI decides
+    scanned = scan_run(argv, _VALUED, _FLAGS)
+    if isinstance(scanned, str):
+        return False
+    opts, _flags, files = scanned
     if len(files) != 1 or opts.get("--format", "text") not in ("text", "json", "ansi", "dumb"):
         return False
     from repeatr.memo import MemoStore

@@ -222,6 +222,28 @@ def load(
     return loaded
 
 
+def publish(
+    record: RunRecord,
+    prepared: Prepared,
+    options: RunOptions,
+    events: RunnerEvents,
+    memo: MemoStore,
+) -> bytes:
+    """A run's final record, as printed: stored in the memo store if the job exited 0
+    (and ``prepared`` has keys), reported, and written to ``--output-dir``."""
+    from repeatr.model.runrecord import encode_pretty
+
+    assert prepared.loaded is not None
+    record_json = encode_pretty(record)
+    if record.exit_code == 0:
+        needs = saved_files(prepared.loaded, dict(record.results))
+        _remember(events, memo, prepared.keys, record_json, needs)
+    events.record(record_json)
+    if record.exit_code == 0 and options.output_dir is not None:
+        write_output_dir(options.output_dir, record_json)
+    return record_json
+
+
 def answered(prepared: Prepared, options: RunOptions, events: RunnerEvents) -> RunResult:
     """The result of a memo hit: its record reported, ``--output-dir`` written."""
     assert prepared.hit is not None
@@ -309,14 +331,8 @@ async def execute(
 
     def finished(record: RunRecord) -> None:
         # Called as soon as the result is known, before teardown.
-        record_json = encode_pretty(record)
+        record_json = publish(record, prepared, options, events, memo)
         printed.append(record_json)
-        if record.exit_code == 0:
-            needs = saved_files(loaded, dict(record.results))
-            _remember(events, memo, prepared.keys, record_json, needs)
-        events.record(record_json)
-        if record.exit_code == 0 and options.output_dir is not None:
-            write_output_dir(options.output_dir, record_json)
         events.settled(
             RunResult(prepared.formula_file, record_json, record.exit_code, memo_hit=False)
         )

@@ -48,7 +48,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from repeatr.cli.entry import pending_signal, resume_gc, set_in_loop, state_root
+from repeatr.cli.entry import pending_signal, resume_gc, scan_run, set_in_loop, state_root
 from repeatr.errors import Cancelled, Category, ExecutorError, RepeatrError
 
 if TYPE_CHECKING:
@@ -87,27 +87,10 @@ class _Cancel(Exception):
 
 def parse(argv: list[str]) -> Args | str:
     """``argv`` as :class:`Args`, or why this path does not take it."""
-    if not argv or argv[0] != "run":
-        return "not a run"
-    opts: dict[str, str] = {}
-    flags: set[str] = set()
-    files: list[str] = []
-    args = list(argv[1:])
-    while args:
-        arg = args.pop(0)
-        name, eq, value = arg.partition("=")
-        if name in _VALUED:
-            if not eq:
-                if not args:
-                    return f"{name} without a value"
-                value = args.pop(0)
-            opts[{"-e": "--executor"}.get(name, name)] = value
-        elif arg in _FLAGS:
-            flags.add({"-q": "--quiet"}.get(arg, arg))
-        elif arg.startswith("-"):
-            return f"option {arg}"
-        else:
-            files.append(arg)
+    scanned = scan_run(argv, _VALUED, _FLAGS)
+    if isinstance(scanned, str):
+        return scanned
+    opts, flags, files = scanned
     if len(files) != 1:
         return "not one formula"
     from repeatr.cli.output import ALIASES, Format
@@ -349,8 +332,8 @@ class Lean:
     def _steps(self, server: BlockingServer, events: RunnerEvents, wake: int) -> int:
         from repeatr import workdir as workdirs
         from repeatr.cache import Cache
-        from repeatr.model.runrecord import encode_pretty, start_record
-        from repeatr.runner.run import _remember, make_executor, saved_files, write_output_dir
+        from repeatr.model.runrecord import start_record
+        from repeatr.runner.run import make_executor, publish
         from repeatr.runner.steps import (
             NetSettings,
             collect_dead,
@@ -372,13 +355,7 @@ class Lean:
         memo = MemoStore(options.state)
 
         def finished(rec: RunRecord) -> None:
-            record_json = encode_pretty(rec)
-            if rec.exit_code == 0:
-                needs = saved_files(loaded, dict(rec.results))
-                _remember(events, memo, prepared.keys, record_json, needs)
-            events.record(record_json)
-            if rec.exit_code == 0 and options.output_dir is not None:
-                write_output_dir(options.output_dir, record_json)
+            publish(rec, prepared, options, events, memo)
 
         ev = events.for_supervisor(finished)
         executor = make_executor(self.executor_name, events)
