@@ -508,6 +508,7 @@ class HelperExecutor(Executor):
                             view = Path(f"/proc/{handle.pid}/root") / spec.root.lstrip("/")
                             await on_finished(result, view)
                         await handle.send(Done())
+                    handle.process.release()  # the job is over: its place is free
                     with anyio.move_on_after(self.kill_timeout):
                         await handle.process.wait()
                     if not handle.process.exited():

@@ -25,6 +25,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from types import TracebackType
 
 import anyio
@@ -40,13 +41,21 @@ REQUEST_TIMEOUT = 30.0
 CLOSE_TIMEOUT = 20.0
 
 
+def _nothing() -> None:
+    pass
+
+
 class Helper:
     """A sandbox helper the server forked: pid, pidfd, our end of its control socket."""
 
-    def __init__(self, pid: int, pidfd: int, control: socket.socket) -> None:
+    def __init__(
+        self, pid: int, pidfd: int, control: socket.socket, release: Callable[[], None] = _nothing
+    ) -> None:
         self.pid = pid
         self.pidfd = pidfd
         self.control = control
+        #: Gives back its place among the server's jobs (once, from ``close``).
+        self._release = release
 
     def exited(self) -> bool:
         return exited(self.pidfd)
@@ -61,20 +70,36 @@ class Helper:
             signal.pidfd_send_signal(self.pidfd, sig)
 
     def close(self) -> None:
+        """Close our end of it; called once it has exited (or been killed): its place is free."""
         self.control.close()
         if self.pidfd >= 0:
             os.close(self.pidfd)
             self.pidfd = -1
+        self.release()
+
+    def release(self) -> None:
+        """Give back its place among the server's jobs (``limit_jobs``), once: the job is
+        over (``close`` does it too, for a helper that never got that far)."""
+        release, self._release = self._release, _nothing
+        release()
 
 
 class SandboxServer:
     """One sandbox server for every job of an invocation (see the module doc)."""
 
     def __init__(
-        self, *, python: str = sys.executable, prestarted: ServerProcess | None = None
+        self,
+        *,
+        python: str = sys.executable,
+        prestarted: ServerProcess | None = None,
+        jobs: int | None = None,
     ) -> None:
         self.python = python
         self._process = prestarted
+        #: At most this many helpers alive at once (None: no bound); ``limit_jobs``.
+        self._slots: anyio.CapacityLimiter | None = None
+        if jobs is not None:
+            self.limit_jobs(jobs)
         self._sock: socket.socket | None = None
         self._lock = anyio.Lock()
         self._closed = False
@@ -114,8 +139,49 @@ class SandboxServer:
         self._sock = sock
         return sock
 
+    def limit_jobs(self, jobs: int) -> None:
+        """At most ``jobs`` (at least 1) jobs at once: what ``-j`` bounds.
+
+        A helper holds a place from ``fork`` until the job is over
+        (:meth:`Helper.release`: its exit reported and its outputs packed,
+        or its error) or, at the latest, until it is closed; a ``fork``
+        beyond the bound waits for a place. What comes before (reading the
+        formula, the memo lookup, fetching inputs, the work dir) and after
+        (the helper's own exit, removing the work dir) is outside it.
+        """
+        if self._slots is None:
+            self._slots = anyio.CapacityLimiter(max(1, jobs))
+        else:
+            self._slots.total_tokens = max(1, jobs)
+
+    @property
+    def jobs(self) -> int | None:
+        """The bound on helpers alive at once (None: none)."""
+        return None if self._slots is None else int(self._slots.total_tokens)
+
     async def fork(self, stdin: int, stdout: int, stderr: int) -> Helper:
-        """A new sandbox helper with these stdio fds (the server gets copies)."""
+        """A new sandbox helper with these stdio fds (the server gets copies).
+
+        With a bound (``limit_jobs``), waits first for a place; the helper
+        gives it back when it is closed.
+        """
+        release = _nothing
+        if self._slots is not None:
+            slots, token = self._slots, object()
+            await slots.acquire_on_behalf_of(token)
+
+            def release() -> None:
+                slots.release_on_behalf_of(token)
+
+        try:
+            return await self._fork(stdin, stdout, stderr, release)
+        except BaseException:
+            release()
+            raise
+
+    async def _fork(
+        self, stdin: int, stdout: int, stderr: int, release: Callable[[], None]
+    ) -> Helper:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             async with self._lock:
@@ -135,7 +201,7 @@ class SandboxServer:
         finally:
             theirs.close()
         if isinstance(answer, Forked) and len(fds) == 1:
-            return Helper(answer.pid, fds[0], ours)
+            return Helper(answer.pid, fds[0], ours, release)
         ours.close()
         for fd in fds:
             os.close(fd)

@@ -2,7 +2,8 @@
 
 ``run_graph`` runs each node of a :class:`repeatr.graph.model.Graph` through
 the engine's batch path (:mod:`repeatr.runner.batch`): one task group, at
-most ``BatchOptions.jobs`` nodes at once, one
+most ``BatchOptions.jobs`` jobs at once (a few more nodes being prepared
+beside them: ``repeatr.runner.batch.in_flight``), one
 :class:`repeatr.cache.shared.SharedCache` and one
 :class:`repeatr.executors.server.SandboxServer` for the whole graph. A node
 is ready the moment the last node it needs has exited 0 (no waves: a slow
@@ -47,7 +48,7 @@ from repeatr.graph.model import (
     Output,
     formula_file,
 )
-from repeatr.runner.batch import BatchOptions
+from repeatr.runner.batch import BatchOptions, in_flight
 from repeatr.runner.run import (
     ExecutorChooser,
     RunnerEvents,
@@ -101,6 +102,7 @@ async def run_graph(
                 scheduler.options = msgspec.structs.replace(options, collect_dead=False)
             if server is None:
                 server = await stack.enter_async_context(SandboxServer())
+            server.limit_jobs(batch.jobs)
             await scheduler.run_all(cache, server)
     finally:
         # Cancelled (by fail_fast, or the whole graph), running or not yet
@@ -115,8 +117,10 @@ class _Scheduler:
 
     Everything here runs in the event loop's thread, between awaits: no locks.
     Nodes start from a queue of ready ones, in the graph's order, while fewer
-    than ``batch.jobs`` run (not from tasks racing for a limiter, whose order
-    a backend may shuffle: trio does). So ``-j 1`` runs the original's order.
+    than ``in_flight(batch.jobs)`` run (not from tasks racing for a limiter,
+    whose order a backend may shuffle: trio does); their jobs are bounded to
+    ``batch.jobs`` by the sandbox server (as a batch's). ``-j 1`` runs one
+    node at a time, in the original's order.
     """
 
     graph: Graph
@@ -176,7 +180,7 @@ class _Scheduler:
         self, tg: anyio.abc.TaskGroup, cache: SharedCache, server: SandboxServer
     ) -> None:
         """Start ready nodes, earliest in the graph's order first, while there is room."""
-        while self.ready and self.running < max(1, self.batch.jobs):
+        while self.ready and self.running < in_flight(self.batch.jobs):
             if tg.cancel_scope.cancel_called:
                 return
             _, name = heapq.heappop(self.ready)
