@@ -211,9 +211,14 @@ async def run_batch(
     chooser = ExecutorChooser()  # once per kind of job, not once per formula
 
     async def one(
-        index: int, file: str, shared: SharedCache, sandbox: SandboxServer, tg: anyio.abc.TaskGroup
+        index: int,
+        file: str,
+        shared: SharedCache,
+        sandbox: SandboxServer,
+        tg: anyio.abc.TaskGroup,
+        place: object,
     ) -> None:
-        async with limiter:
+        try:
             ev = events_for(file)
             try:
                 try:
@@ -229,6 +234,18 @@ async def run_batch(
             on_done(item)
             if batch.fail_fast and item.exit_status(batch.ignore_job_exit):
                 tg.cancel_scope.cancel()
+        finally:
+            limiter.release_on_behalf_of(place)
+
+    async def start(
+        index: int, shared: SharedCache, sandbox: SandboxServer, tg: anyio.abc.TaskGroup
+    ) -> None:
+        # The place is taken here, in the order given, not by the task racing
+        # the others for it (trio starts new tasks in a random order): so -j 1
+        # runs the formulas in their order on either backend.
+        place = object()
+        await limiter.acquire_on_behalf_of(place)
+        tg.start_soon(one, index, files[index], shared, sandbox, tg, place)
 
     async def all_of(shared: SharedCache, sandbox: SandboxServer) -> None:
         sandbox.limit_jobs(batch.jobs)
@@ -238,16 +255,16 @@ async def run_batch(
                 try:
                     async for file in paths:
                         files.append(file)
-                        tg.start_soon(one, len(files) - 1, file, shared, sandbox, tg)
+                        await start(len(files) - 1, shared, sandbox, tg)
                 finally:
                     # Cancelled mid-way (--fail-fast, Ctrl-C): close a generator now, not at GC.
                     if (aclose := getattr(paths, "aclose", None)) is not None:
                         with anyio.CancelScope(shield=True):
                             await aclose()
             else:
-                for file in formula_files:
-                    files.append(file)
-                    tg.start_soon(one, len(files) - 1, file, shared, sandbox, tg)
+                files.extend(formula_files)  # all listed: those never started are skipped
+                for index in range(len(files)):
+                    await start(index, shared, sandbox, tg)
 
     async def with_server(shared: SharedCache) -> None:
         nonlocal options

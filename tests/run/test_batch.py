@@ -548,3 +548,26 @@ def test_jobs_bound_the_jobs_not_the_formulas(runner: Runner, tmp_path: Path) ->
     assert log.split().count("s") == n and log.split().count("e") == n
     assert _most_at_once(log) == 2, log
     assert in_flight(2) > 2 and in_flight(1) == 1
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_one_job_at_a_time_runs_the_order_given(
+    runner: Runner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str
+) -> None:
+    """``-j 1``: one formula at a time, in the order given, on either backend (trio
+    starts new tasks in a random order: the places are taken in the order given)."""
+    monkeypatch.setenv("REPEATR_ASYNC_BACKEND", backend)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "log").touch()
+    (shared / "log").chmod(0o666)  # the job's user is not root
+    files = [
+        runner.formula(
+            "/bin/sh", "-c", f"echo {i} >> /shared/log", inputs={"/shared": f"mount:rw:{shared}"},
+            name=f"n{i}.json",
+        )
+        for i in range(6)
+    ]
+    res = runner.run("run", "-e", "ns", "-j", "1", *map(str, files), timeout=300)
+    assert res.code == 0, res.stderr
+    assert (shared / "log").read_text().split() == [str(i) for i in range(6)]
