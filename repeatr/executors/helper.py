@@ -500,6 +500,7 @@ class HelperExecutor(Executor):
                             )
                     else:
                         assert isinstance(msg, Exit)
+                        handle.process.release()  # the job has exited: its place is free
                         result = JobResult(
                             msg.code, msg.signal, time.monotonic() - t0,
                             timed_out=msg.timed_out, oom_killed=msg.oom, disk=msg.disk,
@@ -508,7 +509,7 @@ class HelperExecutor(Executor):
                             view = Path(f"/proc/{handle.pid}/root") / spec.root.lstrip("/")
                             await on_finished(result, view)
                         await handle.send(Done())
-                    handle.process.release()  # the job is over: its place is free
+                    handle.process.release()  # an error: the job is over (or never ran)
                     with anyio.move_on_after(self.kill_timeout):
                         await handle.process.wait()
                     if not handle.process.exited():

@@ -26,6 +26,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable
+from contextvars import ContextVar
 from types import TracebackType
 
 import anyio
@@ -34,6 +35,12 @@ from repeatr.errors import ExecutorError
 from repeatr.executors.protocol import Error, Fork, Forked
 from repeatr.executors.spawn import ServerProcess, exited, spawn_server
 from repeatr.executors.wire import decode, encode, frame_length
+
+#: The place of the current task's formula in its batch's order (the batch sets it in
+#: each formula's task; None elsewhere). With a bound on jobs, a fork of turn N waits
+#: until every earlier turn has had its place or is passed (``SandboxServer.pass_turn``):
+#: the jobs start in the order given, however long each formula took to prepare.
+JOB_TURN: ContextVar[int | None] = ContextVar("repeatr_job_turn", default=None)
 
 #: Seconds one exchange with the server may take (it answers in ~1 ms).
 REQUEST_TIMEOUT = 30.0
@@ -78,8 +85,8 @@ class Helper:
         self.release()
 
     def release(self) -> None:
-        """Give back its place among the server's jobs (``limit_jobs``), once: the job is
-        over (``close`` does it too, for a helper that never got that far)."""
+        """Give back its place among the server's jobs (``limit_jobs``), once: the job has
+        exited (``close`` does it too, for a helper that never got that far)."""
         release, self._release = self._release, _nothing
         release()
 
@@ -103,6 +110,10 @@ class SandboxServer:
         self._sock: socket.socket | None = None
         self._lock = anyio.Lock()
         self._closed = False
+        #: The lowest turn (``JOB_TURN``) not yet given a place or passed; those done beyond it.
+        self._next_turn = 0
+        self._turns_done: set[int] = set()
+        self._turn_moved = anyio.Event()
         #: How many server processes this object started or adopted (a test counts them).
         self.starts = 0
 
@@ -142,17 +153,32 @@ class SandboxServer:
     def limit_jobs(self, jobs: int) -> None:
         """At most ``jobs`` (at least 1) jobs at once: what ``-j`` bounds.
 
-        A helper holds a place from ``fork`` until the job is over
-        (:meth:`Helper.release`: its exit reported and its outputs packed,
-        or its error) or, at the latest, until it is closed; a ``fork``
-        beyond the bound waits for a place. What comes before (reading the
-        formula, the memo lookup, fetching inputs, the work dir) and after
-        (the helper's own exit, removing the work dir) is outside it.
+        A helper holds a place from ``fork`` until its job has exited
+        (:meth:`Helper.release`: the exit reported, or an error) or, at the
+        latest, until it is closed; a ``fork`` beyond the bound waits for a
+        place. What comes before (reading the formula, the memo lookup,
+        fetching inputs, the work dir) and after (packing outputs, the
+        record, the helper's own exit, removing the work dir) is outside it.
         """
         if self._slots is None:
             self._slots = anyio.CapacityLimiter(max(1, jobs))
         else:
             self._slots.total_tokens = max(1, jobs)
+
+    def pass_turn(self, turn: int) -> None:
+        """Turn ``turn`` (``JOB_TURN``) has had its place, or will not fork (a memo
+        hit, an error, cancelled): the next turns may have theirs. Idempotent."""
+        if turn < self._next_turn or turn in self._turns_done:
+            return
+        self._turns_done.add(turn)
+        moved = False
+        while self._next_turn in self._turns_done:
+            self._turns_done.discard(self._next_turn)
+            self._next_turn += 1
+            moved = True
+        if moved:
+            self._turn_moved.set()
+            self._turn_moved = anyio.Event()
 
     @property
     def jobs(self) -> int | None:
@@ -168,7 +194,13 @@ class SandboxServer:
         release = _nothing
         if self._slots is not None:
             slots, token = self._slots, object()
+            turn = JOB_TURN.get()
+            if turn is not None:
+                while turn > self._next_turn:
+                    await self._turn_moved.wait()
             await slots.acquire_on_behalf_of(token)
+            if turn is not None:
+                self.pass_turn(turn)
 
             def release() -> None:
                 slots.release_on_behalf_of(token)

@@ -1,10 +1,11 @@
 """Many formulas, one event loop: a batch under a capacity limiter.
 
 Every formula runs as its own task in one task group. At most ``jobs`` of
-their *jobs* run at once (from the helper's fork until the job is over: the
-sandbox server's bound, ``SandboxServer.limit_jobs``), like ``make -j``;
+their *jobs* run at once (from the helper's fork until the job has exited:
+the sandbox server's bound, ``SandboxServer.limit_jobs``), like ``make -j``;
 a few more formulas (``in_flight``) are read, looked up in the memo store
-and prepared meanwhile, or finish after their job (the work dir's removal),
+and prepared meanwhile, or finish after their job (outputs packed, the
+record, the work dir's removal),
 so no core idles while a formula waits on a CPU-light stage. Their sandbox
 helpers are forked by one sandbox server (``repeatr.executors.server``) for
 the whole batch. Each is memoized on its
@@ -201,7 +202,7 @@ async def run_batch(
     it reclaimed from dead runs, once, before the first formula).
     """
     from repeatr.cache.shared import SharedCache
-    from repeatr.executors.server import SandboxServer
+    from repeatr.executors.server import JOB_TURN, SandboxServer
 
     files: list[str] = []
     done: dict[int, BatchItem] = {}
@@ -218,6 +219,7 @@ async def run_batch(
         tg: anyio.abc.TaskGroup,
         place: object,
     ) -> None:
+        turn = JOB_TURN.set(index)  # this task's own context: its jobs start in this order
         try:
             ev = events_for(file)
             try:
@@ -235,6 +237,8 @@ async def run_batch(
             if batch.fail_fast and item.exit_status(batch.ignore_job_exit):
                 tg.cancel_scope.cancel()
         finally:
+            JOB_TURN.reset(turn)
+            sandbox.pass_turn(index)  # a memo hit, an error, cancelled: the next may go
             limiter.release_on_behalf_of(place)
 
     async def start(
