@@ -119,7 +119,8 @@ class _Scheduler:
     Nodes start from a queue of ready ones, in the graph's order, while fewer
     than ``in_flight(batch.jobs)`` run (not from tasks racing for a limiter,
     whose order a backend may shuffle: trio does); their jobs are bounded to
-    ``batch.jobs`` by the sandbox server (as a batch's). ``-j 1`` runs one
+    ``batch.jobs`` by the sandbox server, which gives the places in the
+    order the nodes started (each node's turn, ``JOB_TURN``), as a batch's. ``-j 1`` runs one
     node at a time, in the original's order.
     """
 
@@ -142,6 +143,8 @@ class _Scheduler:
     #: they are packed, so a reader's input is a shelf already (no fetch, no unpack).
     read_outputs: dict[str, frozenset[str]] = field(default_factory=dict)
     running: int = 0
+    #: Nodes started so far: the next one's turn for a job's place (``JOB_TURN``).
+    turns: int = 0
     #: Set when ``fail_fast`` cancelled the nodes still running.
     cut_short: bool = False
     #: The executor is chosen once per kind of job, not once per node.
@@ -187,11 +190,21 @@ class _Scheduler:
             self.running += 1
             # Running from now: its task starts on the loop's next turn.
             self.events.state(name, NodeState.RUNNING, 0.0)
-            tg.start_soon(self._node, name, tg, cache, server, name=name)
+            self.turns += 1
+            tg.start_soon(self._node, name, self.turns - 1, tg, cache, server, name=name)
 
     async def _node(
-        self, name: str, tg: anyio.abc.TaskGroup, cache: SharedCache, server: SandboxServer
+        self,
+        name: str,
+        turn: int,
+        tg: anyio.abc.TaskGroup,
+        cache: SharedCache,
+        server: SandboxServer,
     ) -> None:
+        from repeatr.executors.server import JOB_TURN
+
+        # This task's own context: job places go to the nodes in the order started.
+        JOB_TURN.set(turn)
         started = time.monotonic()
         holds_a_place = True
 
@@ -212,6 +225,7 @@ class _Scheduler:
         try:
             await self._run_node(name, started, tg, cache, server, settled)
         finally:
+            server.pass_turn(turn)  # a memo hit, an error, cancelled: the next may go
             release()
         self._start_ready(tg, cache, server)
 
