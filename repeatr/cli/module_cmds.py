@@ -84,7 +84,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         type=positive,
         metavar="N",
         default=None,
-        help="run at most N steps at once (default: the number of CPUs)",
+        help="run at most N steps' jobs at once (default: the number of CPUs)",
     )
     q.add_argument(
         "--fail-fast",

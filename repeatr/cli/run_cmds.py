@@ -39,8 +39,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "works as in the original's scripts.\n\n"
         "batches: with several FORMULAs, or - (their paths on stdin, one a line:\n"
         "`find . -name '*.json' | repeatr run -j 8 -`), they run in one process,\n"
-        "-j at a time, sharing the inputs they have in common. Each record is\n"
-        "printed when its formula finishes, after a line with its file name\n"
+        "at most -j jobs at a time (like make -j: a few more formulas are read\n"
+        "and prepared meanwhile), sharing the inputs they have in common. Each\n"
+        "record is printed when its formula finishes, after a line with its file name\n"
         "(--format json: a result event naming the file); a formula that fails is\n"
         "reported with its file name and the others go on (--fail-fast: they are\n"
         "cancelled). Exit status: 0 when every formula succeeded, else the most\n"
@@ -56,7 +57,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--jobs", "-j", type=positive, metavar="N", default=None,
-        help="a batch runs at most N formulas at once (default: the number of CPUs)",
+        help="a batch runs at most N jobs at once (default: the number of CPUs);"
+        " -j 1: one formula at a time, in the order given",
     )
     p.add_argument(
         "--fail-fast", action="store_true",

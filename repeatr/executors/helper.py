@@ -541,11 +541,13 @@ class HelperExecutor(Executor):
                             )
                     else:
                         assert isinstance(msg, Exit)
+                        handle.process.release()  # the job has exited: its place is free
                         result = job_result(msg, time.monotonic() - t0)
                         if on_finished is not None:
                             view = Path(f"/proc/{handle.pid}/root") / spec.root.lstrip("/")
                             await on_finished(result, view)
                         await handle.send(Done())
+                    handle.process.release()  # an error: the job is over (or never ran)
                     with anyio.move_on_after(self.kill_timeout):
                         await handle.process.wait()
                     if not handle.process.exited():

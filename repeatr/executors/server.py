@@ -27,6 +27,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable
+from contextvars import ContextVar
 from types import TracebackType
 
 from repeatr.errors import ExecutorError
@@ -34,19 +35,33 @@ from repeatr.executors.protocol import Error, Fork, Forked
 from repeatr.executors.spawn import ServerProcess, exited, spawn_server
 from repeatr.executors.wire import decode, encode, frame_length
 
+#: The place of the current task's formula in its batch's order (the batch sets it in
+#: each formula's task; None elsewhere). With a bound on jobs, a fork of turn N waits
+#: until every earlier turn has had its place or is passed (``SandboxServer.pass_turn``):
+#: the jobs start in the order given, however long each formula took to prepare.
+JOB_TURN: ContextVar[int | None] = ContextVar("repeatr_job_turn", default=None)
+
 #: Seconds one exchange with the server may take (it answers in ~1 ms).
 REQUEST_TIMEOUT = 30.0
 #: Seconds the server gets to exit once its socket is closed (its helpers' grace included).
 CLOSE_TIMEOUT = 20.0
 
 
+def _nothing() -> None:
+    pass
+
+
 class Helper:
     """A sandbox helper the server forked: pid, pidfd, our end of its control socket."""
 
-    def __init__(self, pid: int, pidfd: int, control: socket.socket) -> None:
+    def __init__(
+        self, pid: int, pidfd: int, control: socket.socket, release: Callable[[], None] = _nothing
+    ) -> None:
         self.pid = pid
         self.pidfd = pidfd
         self.control = control
+        #: Gives back its place among the server's jobs (once, from ``close``).
+        self._release = release
 
     def exited(self) -> bool:
         return exited(self.pidfd)
@@ -63,25 +78,45 @@ class Helper:
             signal.pidfd_send_signal(self.pidfd, sig)
 
     def close(self) -> None:
+        """Close our end of it; called once it has exited (or been killed): its place is free."""
         self.control.close()
         if self.pidfd >= 0:
             os.close(self.pidfd)
             self.pidfd = -1
+        self.release()
+
+    def release(self) -> None:
+        """Give back its place among the server's jobs (``limit_jobs``), once: the job has
+        exited (``close`` does it too, for a helper that never got that far)."""
+        release, self._release = self._release, _nothing
+        release()
 
 
 class SandboxServer:
     """One sandbox server for every job of an invocation (see the module doc)."""
 
     def __init__(
-        self, *, python: str = sys.executable, prestarted: ServerProcess | None = None
+        self,
+        *,
+        python: str = sys.executable,
+        prestarted: ServerProcess | None = None,
+        jobs: int | None = None,
     ) -> None:
         self.python = python
         self._process = prestarted
+        #: At most this many helpers alive at once (None: no bound); ``limit_jobs``.
+        self._slots: anyio.CapacityLimiter | None = None
+        if jobs is not None:
+            self.limit_jobs(jobs)
         self._sock: socket.socket | None = None
         import anyio
 
         self._lock = anyio.Lock()
         self._closed = False
+        #: The lowest turn (``JOB_TURN``) not yet given a place or passed; those done beyond it.
+        self._next_turn = 0
+        self._turns_done: set[int] = set()
+        self._turn_moved = anyio.Event()
         #: How many server processes this object started or adopted (a test counts them).
         self.starts = 0
 
@@ -118,8 +153,74 @@ class SandboxServer:
         self._sock = sock
         return sock
 
+    def limit_jobs(self, jobs: int) -> None:
+        """At most ``jobs`` (at least 1) jobs at once: what ``-j`` bounds.
+
+        A helper holds a place from ``fork`` until its job has exited
+        (:meth:`Helper.release`: the exit reported, or an error) or, at the
+        latest, until it is closed; a ``fork`` beyond the bound waits for a
+        place. What comes before (reading the formula, the memo lookup,
+        fetching inputs, the work dir) and after (packing outputs, the
+        record, the helper's own exit, removing the work dir) is outside it.
+        """
+        import anyio
+
+        if self._slots is None:
+            self._slots = anyio.CapacityLimiter(max(1, jobs))
+        else:
+            self._slots.total_tokens = max(1, jobs)
+
+    def pass_turn(self, turn: int) -> None:
+        """Turn ``turn`` (``JOB_TURN``) has had its place, or will not fork (a memo
+        hit, an error, cancelled): the next turns may have theirs. Idempotent."""
+        if turn < self._next_turn or turn in self._turns_done:
+            return
+        self._turns_done.add(turn)
+        moved = False
+        while self._next_turn in self._turns_done:
+            self._turns_done.discard(self._next_turn)
+            self._next_turn += 1
+            moved = True
+        if moved:
+            import anyio
+
+            self._turn_moved.set()
+            self._turn_moved = anyio.Event()
+
+    @property
+    def jobs(self) -> int | None:
+        """The bound on helpers alive at once (None: none)."""
+        return None if self._slots is None else int(self._slots.total_tokens)
+
     async def fork(self, stdin: int, stdout: int, stderr: int) -> Helper:
-        """A new sandbox helper with these stdio fds (the server gets copies)."""
+        """A new sandbox helper with these stdio fds (the server gets copies).
+
+        With a bound (``limit_jobs``), waits first for a place; the helper
+        gives it back when it is closed.
+        """
+        release = _nothing
+        if self._slots is not None:
+            slots, token = self._slots, object()
+            turn = JOB_TURN.get()
+            if turn is not None:
+                while turn > self._next_turn:
+                    await self._turn_moved.wait()
+            await slots.acquire_on_behalf_of(token)
+            if turn is not None:
+                self.pass_turn(turn)
+
+            def release() -> None:
+                slots.release_on_behalf_of(token)
+
+        try:
+            return await self._fork(stdin, stdout, stderr, release)
+        except BaseException:
+            release()
+            raise
+
+    async def _fork(
+        self, stdin: int, stdout: int, stderr: int, release: Callable[[], None]
+    ) -> Helper:
         import anyio
 
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -140,7 +241,7 @@ class SandboxServer:
             raise
         finally:
             theirs.close()
-        return _helper(answer, fds, ours)
+        return _helper(answer, fds, ours, release)
 
     async def _exchange(self, msg: Fork, fds: list[int]) -> tuple[Error | Forked, list[int]]:
         import anyio
@@ -223,10 +324,16 @@ def _answer(
     return answer, got
 
 
-def _helper(answer: Error | Forked, fds: list[int], ours: socket.socket) -> Helper:
-    """The helper of a ``Forked`` answer (``ours``: our end of its control socket)."""
+def _helper(
+    answer: Error | Forked,
+    fds: list[int],
+    ours: socket.socket,
+    release: Callable[[], None] = _nothing,
+) -> Helper:
+    """The helper of a ``Forked`` answer (``ours``: our end of its control socket;
+    ``release`` gives back its place among the server's jobs)."""
     if isinstance(answer, Forked) and len(fds) == 1:
-        return Helper(answer.pid, fds[0], ours)
+        return Helper(answer.pid, fds[0], ours, release)
     ours.close()
     for fd in fds:
         os.close(fd)

@@ -2,7 +2,8 @@
 
 ``run_graph`` runs each node of a :class:`repeatr.graph.model.Graph` through
 the engine's batch path (:mod:`repeatr.runner.batch`): one task group, at
-most ``BatchOptions.jobs`` nodes at once, one
+most ``BatchOptions.jobs`` jobs at once (a few more nodes being prepared
+beside them: ``repeatr.runner.batch.in_flight``), one
 :class:`repeatr.cache.shared.SharedCache` and one
 :class:`repeatr.executors.server.SandboxServer` for the whole graph. A node
 is ready the moment the last node it needs has exited 0 (no waves: a slow
@@ -47,7 +48,7 @@ from repeatr.graph.model import (
     Output,
     formula_file,
 )
-from repeatr.runner.batch import BatchOptions
+from repeatr.runner.batch import BatchOptions, in_flight
 from repeatr.runner.run import (
     ExecutorChooser,
     RunnerEvents,
@@ -101,6 +102,7 @@ async def run_graph(
                 scheduler.options = msgspec.structs.replace(options, collect_dead=False)
             if server is None:
                 server = await stack.enter_async_context(SandboxServer())
+            server.limit_jobs(batch.jobs)
             await scheduler.run_all(cache, server)
     finally:
         # Cancelled (by fail_fast, or the whole graph), running or not yet
@@ -115,8 +117,11 @@ class _Scheduler(NodeTally):
 
     Everything here runs in the event loop's thread, between awaits: no locks.
     Nodes start from a queue of ready ones, in the graph's order, while fewer
-    than ``batch.jobs`` run (not from tasks racing for a limiter, whose order
-    a backend may shuffle: trio does). So ``-j 1`` runs the original's order.
+    than ``in_flight(batch.jobs)`` run (not from tasks racing for a limiter,
+    whose order a backend may shuffle: trio does); their jobs are bounded to
+    ``batch.jobs`` by the sandbox server, which gives the places in the
+    order the nodes started (each node's turn, ``JOB_TURN``), as a batch's. ``-j 1`` runs one
+    node at a time, in the original's order.
     """
 
     graph: Graph
@@ -138,6 +143,8 @@ class _Scheduler(NodeTally):
     #: they are packed, so a reader's input is a shelf already (no fetch, no unpack).
     read_outputs: dict[str, frozenset[str]] = field(default_factory=dict)
     running: int = 0
+    #: Nodes started so far: the next one's turn for a job's place (``JOB_TURN``).
+    turns: int = 0
     #: Set when ``fail_fast`` cancelled the nodes still running.
     cut_short: bool = False
     #: The executor is chosen once per kind of job, not once per node.
@@ -176,18 +183,28 @@ class _Scheduler(NodeTally):
         self, tg: anyio.abc.TaskGroup, cache: SharedCache, server: SandboxServer
     ) -> None:
         """Start ready nodes, earliest in the graph's order first, while there is room."""
-        while self.ready and self.running < max(1, self.batch.jobs):
+        while self.ready and self.running < in_flight(self.batch.jobs):
             if tg.cancel_scope.cancel_called:
                 return
             _, name = heapq.heappop(self.ready)
             self.running += 1
             # Running from now: its task starts on the loop's next turn.
             self.events.state(name, NodeState.RUNNING, 0.0)
-            tg.start_soon(self._node, name, tg, cache, server, name=name)
+            self.turns += 1
+            tg.start_soon(self._node, name, self.turns - 1, tg, cache, server, name=name)
 
     async def _node(
-        self, name: str, tg: anyio.abc.TaskGroup, cache: SharedCache, server: SandboxServer
+        self,
+        name: str,
+        turn: int,
+        tg: anyio.abc.TaskGroup,
+        cache: SharedCache,
+        server: SandboxServer,
     ) -> None:
+        from repeatr.executors.server import JOB_TURN
+
+        # This task's own context: job places go to the nodes in the order started.
+        JOB_TURN.set(turn)
         started = time.monotonic()
         holds_a_place = True
 
@@ -208,6 +225,7 @@ class _Scheduler(NodeTally):
         try:
             await self._run_node(name, started, tg, cache, server, settled)
         finally:
+            server.pass_turn(turn)  # a memo hit, an error, cancelled: the next may go
             release()
         self._start_ready(tg, cache, server)
 

@@ -1,8 +1,14 @@
 """Many formulas, one event loop: a batch under a capacity limiter.
 
-Every formula runs as its own task in one task group; at most ``jobs`` run at
-once. Their sandbox helpers are forked by one sandbox server
-(``repeatr.executors.server``) for the whole batch. Each is memoized on its
+Every formula runs as its own task in one task group. At most ``jobs`` of
+their *jobs* run at once (from the helper's fork until the job has exited:
+the sandbox server's bound, ``SandboxServer.limit_jobs``), like ``make -j``;
+a few more formulas (``in_flight``) are read, looked up in the memo store
+and prepared meanwhile, or finish after their job (outputs packed, the
+record, the work dir's removal),
+so no core idles while a formula waits on a CPU-light stage. Their sandbox
+helpers are forked by one sandbox server (``repeatr.executors.server``) for
+the whole batch. Each is memoized on its
 own (``repeatr.runner.run``), and they share one
 :class:`repeatr.cache.shared.SharedCache`, so an input used by several is
 fetched and unpacked once and held until the batch ends. A formula that
@@ -111,12 +117,25 @@ class BatchItem(msgspec.Struct, frozen=True):
 
 
 class BatchOptions(msgspec.Struct, frozen=True):
-    #: How many formulas run at once (at least 1).
+    #: How many jobs run at once (at least 1); see ``in_flight``.
     jobs: int
     #: The first failure cancels the formulas still running or waiting.
     fail_fast: bool = False
     #: A job that exits non-zero is not a failure (``--ignore-job-exit``).
     ignore_job_exit: bool = False
+
+
+def in_flight(jobs: int) -> int:
+    """How many formulas (or graph nodes) are under way at once at ``-j jobs``.
+
+    ``jobs`` bounds the jobs themselves (:meth:`SandboxServer.limit_jobs`);
+    the others are being read, looked up and prepared, or torn down, which
+    take little CPU: run inside the bound, they left cores idle while a
+    formula waited for a thread hop or a helper's exit. ``-j 1`` stays one
+    formula at a time, in the order given (nothing ahead).
+    """
+    jobs = max(1, jobs)
+    return 1 if jobs == 1 else 2 * jobs + 2
 
 
 async def paths_from(fd: int) -> AsyncIterator[str]:
@@ -183,17 +202,25 @@ async def run_batch(
     it reclaimed from dead runs, once, before the first formula).
     """
     from repeatr.cache.shared import SharedCache
-    from repeatr.executors.server import SandboxServer
+    from repeatr.executors.server import JOB_TURN, SandboxServer
 
     files: list[str] = []
     done: dict[int, BatchItem] = {}
-    limiter = anyio.CapacityLimiter(max(1, batch.jobs))
+    # -j bounds the jobs (the server's bound, set below); a few more formulas
+    # are under way beside them (``in_flight``).
+    limiter = anyio.CapacityLimiter(in_flight(batch.jobs))
     chooser = ExecutorChooser()  # once per kind of job, not once per formula
 
     async def one(
-        index: int, file: str, shared: SharedCache, sandbox: SandboxServer, tg: anyio.abc.TaskGroup
+        index: int,
+        file: str,
+        shared: SharedCache,
+        sandbox: SandboxServer,
+        tg: anyio.abc.TaskGroup,
+        place: object,
     ) -> None:
-        async with limiter:
+        turn = JOB_TURN.set(index)  # this task's own context: its jobs start in this order
+        try:
             ev = events_for(file)
             try:
                 try:
@@ -209,24 +236,39 @@ async def run_batch(
             on_done(item)
             if batch.fail_fast and item.exit_status(batch.ignore_job_exit):
                 tg.cancel_scope.cancel()
+        finally:
+            JOB_TURN.reset(turn)
+            sandbox.pass_turn(index)  # a memo hit, an error, cancelled: the next may go
+            limiter.release_on_behalf_of(place)
+
+    async def start(
+        index: int, shared: SharedCache, sandbox: SandboxServer, tg: anyio.abc.TaskGroup
+    ) -> None:
+        # The place is taken here, in the order given, not by the task racing
+        # the others for it (trio starts new tasks in a random order): so -j 1
+        # runs the formulas in their order on either backend.
+        place = object()
+        await limiter.acquire_on_behalf_of(place)
+        tg.start_soon(one, index, files[index], shared, sandbox, tg, place)
 
     async def all_of(shared: SharedCache, sandbox: SandboxServer) -> None:
+        sandbox.limit_jobs(batch.jobs)
         async with anyio.create_task_group() as tg:
             if isinstance(formula_files, AsyncIterable):
                 paths = aiter(formula_files)
                 try:
                     async for file in paths:
                         files.append(file)
-                        tg.start_soon(one, len(files) - 1, file, shared, sandbox, tg)
+                        await start(len(files) - 1, shared, sandbox, tg)
                 finally:
                     # Cancelled mid-way (--fail-fast, Ctrl-C): close a generator now, not at GC.
                     if (aclose := getattr(paths, "aclose", None)) is not None:
                         with anyio.CancelScope(shield=True):
                             await aclose()
             else:
-                for file in formula_files:
-                    files.append(file)
-                    tg.start_soon(one, len(files) - 1, file, shared, sandbox, tg)
+                files.extend(formula_files)  # all listed: those never started are skipped
+                for index in range(len(files)):
+                    await start(index, shared, sandbox, tg)
 
     async def with_server(shared: SharedCache) -> None:
         nonlocal options

@@ -262,3 +262,56 @@ def test_a_forked_server_imports_from_where_a_spawned_one_would() -> None:
         capture_output=True, text=True, check=True, timeout=60,
     )
     assert isolated_path() == [*ast.literal_eval(res.stdout), str(REPO)]
+
+
+async def test_limit_jobs_holds_a_fork_until_a_place_is_free() -> None:
+    """``limit_jobs(1)``: a second fork waits until the first helper's job is over
+    (``release``), then gets its helper; a closed helper gives its place back too."""
+    async with SandboxServer(jobs=1) as server:
+        first = await server.fork(0, 1, 2)
+        got: list[int] = []
+
+        async def second() -> None:
+            helper = await server.fork(0, 1, 2)
+            got.append(helper.pid)
+            helper.close()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(second)
+            await anyio.wait_all_tasks_blocked()
+            assert got == [], "forked past the bound"
+            assert sorted(children(server.pid or 0)) == [first.pid]
+            first.release()  # the job is over: its place is free (the helper may still exit)
+            first.release()  # once only: a second call gives back nothing more
+        assert len(got) == 1 and got[0] != first.pid
+        first.close()
+        assert server.jobs == 1
+        with anyio.fail_after(10):  # every place is free again: this fork does not wait
+            third = await server.fork(0, 1, 2)
+        third.close()
+
+
+async def test_places_go_in_turn_order() -> None:
+    """With a bound, a fork of turn 1 waits for turn 0 (even with a place free) until
+    turn 0 has had its place or is passed (a memo hit, an error)."""
+    from repeatr.executors.server import JOB_TURN
+
+    async with SandboxServer(jobs=2) as server:
+        got: list[int] = []
+
+        async def fork_in_turn(turn: int) -> None:
+            JOB_TURN.set(turn)  # this task's own context
+            helper = await server.fork(0, 1, 2)
+            got.append(turn)
+            helper.close()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(fork_in_turn, 1)
+            await anyio.wait_all_tasks_blocked()
+            assert got == [], "turn 1 forked before turn 0"
+            server.pass_turn(0)  # turn 0 will not fork
+        assert got == [1]
+        server.pass_turn(0)  # again: nothing changes
+        with anyio.fail_after(10):
+            await fork_in_turn(2)  # its turn has come
+        assert got == [1, 2]

@@ -18,7 +18,7 @@ from repeatr.graph.local import run_graph
 from repeatr.graph.model import NodeResult, NodeState, Output
 from repeatr.model.filters import UNPACK_LOSSLESS
 from repeatr.model.wareid import WareID
-from repeatr.runner.batch import BatchOptions
+from repeatr.runner.batch import BatchOptions, in_flight
 from repeatr.warehouse.cafile import CAFileWarehouse
 from tests.rootfs import processes_with, remove_tree
 
@@ -73,12 +73,13 @@ async def test_fan_out_of_32_shares_one_cache(kit: Kit) -> None:
     assert outcome.exit_status == 0 and len(outcome.done) == 33
     for leaf in leaves:
         assert b"".join(rec.lines[leaf.name]) == f"root\n{leaf.name}\n".encode()
-    # At most -j at once, and -j at once: every leaf waited only for the limiter.
+    # At most in_flight(-j) nodes under way at once (their jobs: -j, the sandbox
+    # server's bound), and that many: every leaf waited only for its place.
     running = peak = 0
     for _name, state, _t in rec.states:
         running += (state is NodeState.RUNNING) - (state in FINAL - {NodeState.SKIPPED})
         peak = max(peak, running)
-    assert peak == 4
+    assert peak == in_flight(4)
 
 
 async def test_a_node_starts_when_what_it_reads_is_done_not_in_waves(kit: Kit) -> None:

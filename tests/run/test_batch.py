@@ -501,3 +501,73 @@ def test_batch_shares_an_executor_per_kind_and_asks_its_capabilities_once() -> N
     assert chooser.executor("ns", debugging) is not first
     assert first.known_capabilities() is first.known_capabilities()
     assert first.known_capabilities() == first.capabilities()
+
+
+#: A job that logs its start and end in /shared/log and, in between, waits (up to
+#: 5 s) for a partner to be running too, unless every job has started already:
+#: so the bound is reached whatever the host's load, and its being passed shows.
+_OVERLAP_JOB = """
+echo s >> /shared/log
+i=0
+while [ "$(grep -c s /shared/log)" -lt {n} ] \\
+    && [ $(( $(grep -c s /shared/log) - $(grep -c e /shared/log) )) -lt 2 ] \\
+    && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+sleep 0.2
+echo e >> /shared/log
+"""
+
+
+def _most_at_once(log: str) -> int:
+    running = most = 0
+    for line in log.split():
+        running += 1 if line == "s" else -1
+        most = max(most, running)
+    return most
+
+
+def test_jobs_bound_the_jobs_not_the_formulas(runner: Runner, tmp_path: Path) -> None:
+    """``-j 2``: at most 2 jobs at once, however many formulas are under way around them
+    (read, prepared, torn down: ``in_flight``), and the bound is reached."""
+    from repeatr.runner.batch import in_flight
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "log").touch()
+    (shared / "log").chmod(0o666)  # the job's user is not root
+    n = 8
+    files = [
+        runner.formula(
+            "/bin/sh", "-c", _OVERLAP_JOB.format(n=n), f"job {i}",
+            inputs={"/shared": f"mount:rw:{shared}"}, name=f"o{i}.json",
+        )
+        for i in range(n)
+    ]
+    res = runner.run("run", "-e", "ns", "-j", "2", *map(str, files), timeout=300)
+    assert res.code == 0, res.stderr
+    log = (shared / "log").read_text()
+    assert log.split().count("s") == n and log.split().count("e") == n
+    assert _most_at_once(log) == 2, log
+    assert in_flight(2) > 2 and in_flight(1) == 1
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_one_job_at_a_time_runs_the_order_given(
+    runner: Runner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str
+) -> None:
+    """``-j 1``: one formula at a time, in the order given, on either backend (trio
+    starts new tasks in a random order: the places are taken in the order given)."""
+    monkeypatch.setenv("REPEATR_ASYNC_BACKEND", backend)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "log").touch()
+    (shared / "log").chmod(0o666)  # the job's user is not root
+    files = [
+        runner.formula(
+            "/bin/sh", "-c", f"echo {i} >> /shared/log", inputs={"/shared": f"mount:rw:{shared}"},
+            name=f"n{i}.json",
+        )
+        for i in range(6)
+    ]
+    res = runner.run("run", "-e", "ns", "-j", "1", *map(str, files), timeout=300)
+    assert res.code == 0, res.stderr
+    assert (shared / "log").read_text().split() == [str(i) for i in range(6)]
