@@ -26,7 +26,7 @@ import select
 import signal
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from types import TracebackType
 
@@ -102,6 +102,8 @@ class SandboxServer:
         prestarted: ServerProcess | None = None,
         jobs: int | None = None,
     ) -> None:
+        import anyio
+
         self.python = python
         self._process = prestarted
         #: At most this many helpers alive at once (None: no bound); ``limit_jobs``.
@@ -109,8 +111,6 @@ class SandboxServer:
         if jobs is not None:
             self.limit_jobs(jobs)
         self._sock: socket.socket | None = None
-        import anyio
-
         self._lock = anyio.Lock()
         self._closed = False
         #: The lowest turn (``JOB_TURN``) not yet given a place or passed; those done beyond it.
@@ -186,6 +186,17 @@ class SandboxServer:
 
             self._turn_moved.set()
             self._turn_moved = anyio.Event()
+
+    @contextlib.contextmanager
+    def turn(self, turn: int) -> Iterator[None]:
+        """The current task's forks take turn ``turn`` (``JOB_TURN``); passed on exit,
+        whether it forked or not (a memo hit, an error, cancelled), so the next may go."""
+        token = JOB_TURN.set(turn)
+        try:
+            yield
+        finally:
+            JOB_TURN.reset(token)
+            self.pass_turn(turn)
 
     @property
     def jobs(self) -> int | None:

@@ -201,10 +201,6 @@ class _Scheduler(NodeTally):
         cache: SharedCache,
         server: SandboxServer,
     ) -> None:
-        from repeatr.executors.server import JOB_TURN
-
-        # This task's own context: job places go to the nodes in the order started.
-        JOB_TURN.set(turn)
         started = time.monotonic()
         holds_a_place = True
 
@@ -223,9 +219,9 @@ class _Scheduler(NodeTally):
                 self._start_ready(tg, cache, server)
 
         try:
-            await self._run_node(name, started, tg, cache, server, settled)
+            with server.turn(turn):  # job places go to the nodes in the order started
+                await self._run_node(name, started, tg, cache, server, settled)
         finally:
-            server.pass_turn(turn)  # a memo hit, an error, cancelled: the next may go
             release()
         self._start_ready(tg, cache, server)
 

@@ -202,7 +202,7 @@ async def run_batch(
     it reclaimed from dead runs, once, before the first formula).
     """
     from repeatr.cache.shared import SharedCache
-    from repeatr.executors.server import JOB_TURN, SandboxServer
+    from repeatr.executors.server import SandboxServer
 
     files: list[str] = []
     done: dict[int, BatchItem] = {}
@@ -219,26 +219,24 @@ async def run_batch(
         tg: anyio.abc.TaskGroup,
         place: object,
     ) -> None:
-        turn = JOB_TURN.set(index)  # this task's own context: its jobs start in this order
         try:
-            ev = events_for(file)
-            try:
+            with sandbox.turn(index):  # its jobs start in this order
+                ev = events_for(file)
                 try:
-                    result = await run(
-                        file, options, ev, cache=shared, server=sandbox, chooser=chooser
-                    )
-                    item = BatchItem(file, result=result)
-                except BaseExceptionGroup as group:
-                    raise collapse(group) from None
-            except RepeatrError as err:
-                item = BatchItem(file, error=err)
-            done[index] = item
-            on_done(item)
-            if batch.fail_fast and item.exit_status(batch.ignore_job_exit):
-                tg.cancel_scope.cancel()
+                    try:
+                        result = await run(
+                            file, options, ev, cache=shared, server=sandbox, chooser=chooser
+                        )
+                        item = BatchItem(file, result=result)
+                    except BaseExceptionGroup as group:
+                        raise collapse(group) from None
+                except RepeatrError as err:
+                    item = BatchItem(file, error=err)
+                done[index] = item
+                on_done(item)
+                if batch.fail_fast and item.exit_status(batch.ignore_job_exit):
+                    tg.cancel_scope.cancel()
         finally:
-            JOB_TURN.reset(turn)
-            sandbox.pass_turn(index)  # a memo hit, an error, cancelled: the next may go
             limiter.release_on_behalf_of(place)
 
     async def start(
