@@ -127,8 +127,12 @@ class MemoStore:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(tmp, flags, 0o600)
         try:
-            with os.fdopen(fd, "wb") as f:  # its close (the flush) fails too on a full disk
-                f.write(data)
+            try:  # os.write, not a file object: no buffer, no flush on close (~20 us)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
             os.replace(tmp, path)
         except BaseException:
             os.unlink(tmp)  # no partial entry, whatever failed

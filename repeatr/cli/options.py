@@ -66,7 +66,9 @@ def run_options(args: argparse.Namespace) -> RunOptions:
     return RunOptions(
         state=Path(cache_root(args)),
         executor=args.executor,
+        # --no-memo: neither answered from the memo store nor stored in it.
         use_memo=not getattr(args, "no_memo", False),
+        store_memo=not getattr(args, "no_memo", False),
         bridge=getattr(args, "bridge", None),
         subnet=getattr(args, "subnet", None),
         # None: the default share of free space (repeatr.fileset.limits, only

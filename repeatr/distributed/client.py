@@ -432,6 +432,8 @@ class DaskRun(NodeTally):
         """Store a success in the client's memo store, as ``repeatr run`` of its file would."""
         from repeatr.runner.run import prepare, saved_files
 
+        if not self.options.store_memo:  # --no-memo
+            return
         data = self._formula(name)
         options = msgspec.structs.replace(self.options, use_memo=False)
         prepared = await anyio.to_thread.run_sync(

@@ -53,7 +53,7 @@ from repeatr.executors.sandbox import (
 from repeatr.executors.sandbox import main as replay_main
 from repeatr.executors.spawn import HELPER_ENV, isolated_path
 from repeatr.executors.wire import decode, encode, frame_length
-from repeatr.linux import libc
+from repeatr.linux import capability, libc
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -287,4 +287,5 @@ def serve(sock_fd: int, parent_pid: int) -> int:
             except OSError:
                 pass
     os.closerange(max(sock_fd, parent) + 1, os.sysconf("SC_OPEN_MAX"))
+    capability.running_last_cap()  # once here, not in every helper
     return Server(_socket.socket(fileno=sock_fd), parent).serve()

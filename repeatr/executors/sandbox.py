@@ -86,7 +86,7 @@ from repeatr.assemble.plan import plan
 from repeatr.errors import AssemblyError, Category, ExecutorError, RepeatrError
 from repeatr.executors.jobstart import JobStart
 from repeatr.executors.protocol import Assembled, Done, Error, Exit, NetworkPolicy, Spec, Started
-from repeatr.executors.wire import read_frame, write_frame
+from repeatr.executors.wire import read_frame, write_frames
 from repeatr.linux import capability, cgroups, libc, scratch, sysctl
 from repeatr.linux._jobstart import FAILURE_SIZE
 
@@ -122,10 +122,21 @@ class Control:
     def __init__(self, sock: int | None, parent: int | None) -> None:
         self.sock = sock
         self.parent = parent
+        #: Reports held back (``hold``), sent with the next one.
+        self._held: list[Message] = []
+
+    def hold(self, msg: Message) -> None:
+        """Report ``msg`` with the next report, in one write: ``Assembled`` goes with
+        ``Started`` (or the error), and the parent wakes once for both, not twice."""
+        if self.sock is None:
+            self.report(msg)
+        else:
+            self._held.append(msg)
 
     def report(self, msg: Message) -> None:
         if self.sock is not None:
-            write_frame(self.sock, msg)
+            held, self._held = self._held, []
+            write_frames(self.sock, [*held, msg])
             return
         fields = " ".join(f"{k}={v!r}" for k, v in msg.to_wire().items() if k != "$")
         os.write(2, f"repeatr-sandbox: {msg.tag} {fields}\n".encode())
@@ -417,7 +428,7 @@ class Sandbox:
             self.control.report(Assembled(pid=os.getpid()))
             return vm_sandbox.run(self, spec, root)
         group = self.make_group(spec)
-        self.control.report(Assembled(pid=os.getpid()))
+        self.control.hold(Assembled(pid=os.getpid()))  # sent with Started, or the error
         pid = self.start_job(spec, root, late, group, last_cap)
         if pid is None:
             return False

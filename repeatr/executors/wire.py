@@ -61,6 +61,11 @@ def read_frame(fd: int) -> Message | None:
 
 
 def write_frame(fd: int, msg: Message) -> None:
-    data = encode(msg)
+    write_frames(fd, [msg])
+
+
+def write_frames(fd: int, msgs: list[Message]) -> None:
+    """``msgs`` in one write (a blocking fd): the reader wakes once for all of them."""
+    data = b"".join(encode(msg) for msg in msgs)
     while data:
         data = data[os.write(fd, data) :]

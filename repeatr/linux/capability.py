@@ -101,10 +101,16 @@ def grantable(names: Iterable[str], *, last_cap: int) -> frozenset[int]:
     return cap_numbers(names, last_cap=last_cap) & bounding_set()
 
 
+_running_last_cap: list[int] = []
+
+
 def running_last_cap() -> int:
-    """The highest capability number the running kernel knows."""
-    try:
-        with open("/proc/sys/kernel/cap_last_cap") as f:
-            return int(f.read())
-    except (OSError, ValueError):
-        return CAP_LAST_CAP
+    """The highest capability number the running kernel knows (read once a process:
+    the sandbox server reads it before it forks, so its helpers need not)."""
+    if not _running_last_cap:
+        try:
+            with open("/proc/sys/kernel/cap_last_cap") as f:
+                _running_last_cap.append(int(f.read()))
+        except (OSError, ValueError):
+            _running_last_cap.append(CAP_LAST_CAP)
+    return _running_last_cap[0]

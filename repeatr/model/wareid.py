@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from repeatr.errors import UsageError
 from repeatr.model.base58 import b58decode, b58encode
@@ -39,7 +40,18 @@ class WareID:
 
     @classmethod
     def parse(cls, text: str) -> WareID:
-        """Parse and check; raises ``UsageError`` naming what is wrong."""
+        """Parse and check; raises ``UsageError`` naming what is wrong.
+
+        Remembered (the last 1024; frozen, so shared): a batch's formulas
+        mostly name the same few wares, each checked once, not once a
+        formula and again by each step that reads it (the base58 decode).
+        """
+        if cls is WareID:
+            return _parse(text)
+        return cls._check(text)
+
+    @classmethod
+    def _check(cls, text: str) -> WareID:
         packtype, sep, hash_ = text.partition(":")
         if not sep or not packtype or not hash_:
             raise UsageError(f"invalid ware ID {text!r}: expected '<packtype>:<hash>'")
@@ -75,3 +87,8 @@ class WareID:
 
     def __str__(self) -> str:
         return f"{self.packtype}:{self.hash}"
+
+
+@lru_cache(maxsize=1024)
+def _parse(text: str) -> WareID:
+    return WareID._check(text)

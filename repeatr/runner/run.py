@@ -56,7 +56,7 @@ class RunOptions(msgspec.Struct, frozen=True):
     executor: str = "auto"
     #: Answer from the memo store when it can (``--no-memo``: False).
     use_memo: bool = True
-    #: Store the record of a successful run (``twerk``: False).
+    #: Store the record of a successful run (``--no-memo``, ``twerk``: False).
     store_memo: bool = True
     #: The host bridge and its subnet for ``"network": "bridge"`` (None: the defaults).
     bridge: str | None = None

@@ -184,6 +184,7 @@ def plan(args: Args) -> Lean | str:
         state=Path(state_root(args.cache)),
         executor=args.executor,
         use_memo=not args.no_memo,
+        store_memo=not args.no_memo,
         ware_disk=args.ware_disk or os.environ.get("REPEATR_WARE_DISK_LIMIT"),
         output_dir=Path(args.output_dir) if args.output_dir is not None else None,
     )

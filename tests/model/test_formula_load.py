@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from repeatr.errors import Category, FormulaError
+from repeatr.errors import Category, FormulaError, UsageError
 from repeatr.model import filters
 from repeatr.model.formula import (
     Action,
@@ -351,3 +351,9 @@ def test_docs_example_loads() -> None:
     assert ff.formula.outputs is not None
     assert ff.formula.outputs["/out"].pack_filters() == filters.PACK_FLATTEN
     assert ff.formula.input_sources()["/src"] == HostMount(False, "/home/me/project")
+
+
+def test_ware_ids_are_parsed_once() -> None:
+    assert WareID.parse(WARE) is WareID.parse(WARE)
+    with pytest.raises(UsageError):
+        WareID.parse("tar:notbase58!")

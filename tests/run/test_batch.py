@@ -571,3 +571,24 @@ def test_one_job_at_a_time_runs_the_order_given(
     res = runner.run("run", "-e", "ns", "-j", "1", *map(str, files), timeout=300)
     assert res.code == 0, res.stderr
     assert (shared / "log").read_text().split() == [str(i) for i in range(6)]
+
+
+@pytest.mark.anyio
+async def test_preparer_reads_a_chunk_a_hop(runner: Runner) -> None:
+    """One thread hop prepares a chunk of formulas; a bad file's error is its own."""
+    from repeatr.runner.batch import Preparer
+
+    files = [str(runner.formula("/bin/true", str(i), name=f"p{i}.json")) for i in range(4)]
+    files.insert(1, str(runner.dir / "absent.json"))
+    options = RunOptions(state=runner.state, executor="ns")
+    preparer = Preparer(files, options, lambda _file: RunnerEvents(), chunk=3)
+    _ev, first = await preparer.get(0)
+    assert first.loaded is not None and first.hit is None
+    assert sorted(preparer._ready) == [1, 2]  # read in the same hop as the first
+    with pytest.raises(Exception) as raised:
+        await preparer.get(1)
+    assert getattr(raised.value, "category", None) is Category.USAGE
+    await preparer.get(2)
+    assert preparer._ready == {}
+    _ev, last = await preparer.get(4)  # a hop of its own, for what is left
+    assert last.loaded is not None and preparer._ready == {}  # 3 was left, 4 asked: not 3

@@ -101,6 +101,18 @@ def test_same_formula_same_outputs_and_memo(runner: Runner) -> None:
     assert "out|" not in second.stderr and second.code == Category.JOB_FAILED  # not memoized
 
 
+def test_no_memo_stores_nothing(runner: Runner) -> None:
+    """``--no-memo`` neither replays nor stores: a single run (the lean path) and a batch."""
+    one = runner.formula("/bin/true", name="one.json")
+    two = runner.formula("/bin/true", "2", name="two.json")
+    assert runner.run("run", str(one), "-e", "ns", "--no-memo").code == 0
+    assert runner.run("run", str(one), str(two), "-e", "ns", "--no-memo", "-j", "2").code == 0
+    memo = runner.state / "memo"
+    assert not memo.exists() or not any(p.is_file() for p in memo.rglob("*"))
+    assert runner.run("run", str(one), "-e", "ns").code == 0  # and without: stored
+    assert any(p.is_file() for p in memo.rglob("*"))
+
+
 def test_memo_hit_is_import_light(runner: Runner) -> None:
     f = runner.formula("/bin/true")
     assert runner.run("run", str(f), "--executor", "ns").code == 0
