@@ -27,11 +27,21 @@ def encode(msg: Message) -> bytes:
 
 
 def decode(data: bytes) -> Message:
-    """The message in one frame's data; ValueError if it is not one of ours."""
-    msg = marshal.loads(data)
-    if not isinstance(msg, dict):
-        raise ValueError(f"not a message: {msg!r}")
-    return from_wire(msg)
+    """The message in one frame's data; ValueError, and only that, if it is not one of ours.
+
+    The data comes from a helper that a job may have taken over: whatever it
+    is (torn, not marshal, nested past the recursion limit, a dict keyed by
+    lists), the parent gets a ValueError to report, never another exception.
+    """
+    try:
+        msg = marshal.loads(data)
+        if not isinstance(msg, dict):
+            raise ValueError(f"not a message: a {type(msg).__name__}")
+        return from_wire(msg)
+    except ValueError:
+        raise
+    except Exception as e:  # EOFError, TypeError, RecursionError, MemoryError: all "not ours"
+        raise ValueError(f"not a message: {type(e).__name__}: {e}") from None
 
 
 def frame_length(header: bytes) -> int:
