@@ -82,6 +82,15 @@ class Args(NamedTuple):
     ware_disk: str | None = None
     output_dir: str | None = None
 
+    def options(self) -> RunOptions:
+        """The run's options, built as the full CLI builds them (``RunOptions.of_command``)."""
+        from repeatr.runner.run import RunOptions
+
+        return RunOptions.of_command(
+            state_root(self.cache), executor=self.executor, no_memo=self.no_memo,
+            ware_disk=self.ware_disk, output_dir=self.output_dir,
+        )
+
 
 class _Cancel(Exception):
     """A signal arrived: unwind, then exit 8."""
@@ -180,15 +189,9 @@ class _Buffered:
 def plan(args: Args) -> Lean | str:
     """The run, decided (reads only: the formula, the memo store, the cache's shelves),
     or why the full path takes it."""
-    from repeatr.runner.run import RunOptions, choose_executor, prepare
+    from repeatr.runner.run import choose_executor, prepare
 
-    options = RunOptions(
-        state=Path(state_root(args.cache)),
-        executor=args.executor,
-        use_memo=not args.no_memo,
-        ware_disk=args.ware_disk or os.environ.get("REPEATR_WARE_DISK_LIMIT"),
-        output_dir=Path(args.output_dir) if args.output_dir is not None else None,
-    )
+    options = args.options()
     buffered = _Buffered()
     early = buffered.events()
     try:
