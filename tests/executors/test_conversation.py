@@ -201,6 +201,9 @@ def _nested(depth: int) -> dict[str, Any]:
         marshal.dumps({"$": "error", "category": 1, "message": "m"}),
         marshal.dumps({"$": "error", "category": "x", "message": "m", "hint": {"$": "done"}}),
         marshal.dumps((lambda: 0).__code__),
+        b"(\xff\xff\xff\x7f",  # a tuple of 2**31 - 1 items, in 5 bytes: not allocated
+        b"[\x00\x00\x00\x10N",
+        marshal.dumps({"$": "done"}) + b"N",  # more after the object
     ],
 )
 def test_a_garbage_frame_is_a_protocol_error(payload: bytes) -> None:
@@ -229,7 +232,7 @@ def test_an_exit_of_the_wrong_types(fields: dict[str, object]) -> None:
 def test_random_bytes_end_only_in_our_errors() -> None:
     rng = random.Random(1414)
     good = b"".join(encode(m) for m in REPORTS)
-    for _ in range(300):
+    for _ in range(3000):
         data = bytearray(good)
         for _ in range(rng.randint(1, 4)):
             data[rng.randrange(len(data))] = rng.randrange(256)
@@ -324,3 +327,20 @@ async def test_the_last_lines_come_before_the_outputs_are_packed(
         assert result.exit_code == 0
         assert len(lines) == 6000 and seen_at_exit == [6000]
         assert [b for s, b in lines if s == "stdout"] == [b"line%d\n" % i for i in range(3000)]
+
+
+def test_a_frame_cannot_make_the_parent_allocate_what_it_does_not_hold() -> None:
+    """marshal allocates a tuple or list of the count it reads before its items."""
+    import tracemalloc
+
+    from repeatr.executors.wire import decode
+
+    tracemalloc.start()
+    try:
+        for bomb in (b"(\x00\x00\x00\x08", b"[\x00\x00\x00\x08N", b"{\xda\x01$(\x00\x00\x00\x04"):
+            with pytest.raises(ValueError):
+                decode(bomb)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
