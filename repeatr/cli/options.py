@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from repeatr.runner import EXECUTORS
@@ -62,18 +61,12 @@ def run_options(args: argparse.Namespace) -> RunOptions:
     from repeatr.cli.main import cache_root
     from repeatr.runner.run import RunOptions
 
-    output_dir = getattr(args, "output_dir", None)
-    return RunOptions(
-        state=Path(cache_root(args)),
+    return RunOptions.of_command(
+        cache_root(args),
         executor=args.executor,
-        # --no-memo: neither answered from the memo store nor stored in it.
-        use_memo=not getattr(args, "no_memo", False),
-        store_memo=not getattr(args, "no_memo", False),
+        no_memo=getattr(args, "no_memo", False),
         bridge=getattr(args, "bridge", None),
         subnet=getattr(args, "subnet", None),
-        # None: the default share of free space (repeatr.fileset.limits, only
-        # imported by an unpack: not on the memo hit path).
-        ware_disk=getattr(args, "ware_disk_limit", None)
-        or os.environ.get("REPEATR_WARE_DISK_LIMIT"),
-        output_dir=Path(output_dir) if output_dir is not None else None,
+        ware_disk=getattr(args, "ware_disk_limit", None),
+        output_dir=getattr(args, "output_dir", None),
     )

@@ -123,7 +123,7 @@ class JobSpec(msgspec.Struct, frozen=True):
 class JobResult(msgspec.Struct, frozen=True):
     exit_code: int  # 128+N when killed by signal N
     signal: int | None
-    duration: float  # seconds from helper start to job exit
+    duration: float  # seconds from sending the helper the spec to the job's exit
     timed_out: bool = False  # killed because limits.timeout passed
     oom_killed: bool = False  # the memory limit was hit and the kernel killed a process
     #: "limit": limits.disk was used up (the job's writes got ENOSPC);

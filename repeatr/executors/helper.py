@@ -3,12 +3,13 @@
 ``run`` asks the sandbox server (``repeatr.executors.server``: one per
 invocation, a fresh single-threaded interpreter, never a fork of this
 possibly threaded process) for a helper, handing it the helper's control
-socket and the job's stdio; sends the helper the job (a
-``repeatr.executors.protocol.Spec`` in ``repeatr.executors.wire`` frames),
-streams the job's stdout/stderr (pipes the helper and the job inherit) line
-by line to ``on_output``, and maps the helper's reports to ``JobResult`` or
-to our errors. An executor given no server (``server=None``) starts one for
-each job.
+socket and the job's stdio; then drives the job's
+``repeatr.executors.conversation.Conversation`` (the protocol, written once
+for this driver and the lean single run's) under anyio: sends the spec,
+feeds it what the helper reports, streams the job's stdout/stderr (pipes the
+helper and the job inherit) line by line to ``on_output``, all of it
+delivered before ``on_finished`` packs the outputs. An executor given no
+server (``server=None``) starts one for each job.
 
 Cancellation (or any error) while the helper runs: in a shielded scope with a
 timeout, SIGTERM the helper through its pidfd (its handler SIGKILLs the job
@@ -26,7 +27,6 @@ import shlex
 import signal
 import socket
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,11 +36,8 @@ import msgspec
 from repeatr.assemble.ops import Op
 from repeatr.assemble.plan import plan
 from repeatr.errors import (
-    AssemblyError,
-    Category,
     ExecutorError,
     JobInvalid,
-    RepeatrError,
 )
 from repeatr.executors import seccomp
 from repeatr.executors.base import (
@@ -53,30 +50,25 @@ from repeatr.executors.base import (
     OutputCallback,
     check_limits,
 )
+from repeatr.executors.conversation import Conversation, JobExited, JobPipes
 from repeatr.executors.protocol import (
-    Assembled,
-    Done,
-    Error,
-    Exit,
     JobLimits,
-    Message,
     NetworkPolicy,
     OciCommands,
     Spec,
-    Started,
     VmCommands,
     spec_to_json,
 )
 from repeatr.executors.server import Helper, SandboxServer
 from repeatr.executors.spawn import helper_command
-from repeatr.executors.wire import decode, encode, frame_length
 from repeatr.linux import cgroups
 from repeatr.model.limits import LimitName
 
 if TYPE_CHECKING:
+    import anyio
+
     from repeatr.executors.protocol import Mode
 
-MAX_LINE = 64 * 1024  # longer lines are delivered in pieces
 #: The helper's mode for each executor (``repeatr.executors.sandbox``).
 MODES: dict[ExecutorName, Mode] = {
     ExecutorName.NS: "ns",
@@ -85,11 +77,6 @@ MODES: dict[ExecutorName, Mode] = {
     ExecutorName.CRUN: "oci",
     ExecutorName.GVISOR: "oci",
     ExecutorName.VM: "vm",
-}
-_ERRORS: dict[str, type[RepeatrError]] = {
-    Category.ASSEMBLY_INVALID.name: AssemblyError,
-    Category.JOB_INVALID.name: JobInvalid,
-    Category.EXECUTOR.name: ExecutorError,
 }
 
 
@@ -106,23 +93,18 @@ class ControlChannel:
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(False)
         self.sock = sock
-        self._buf = bytearray()
 
-    async def receive_exactly(self, n: int) -> bytes:
+    async def receive(self) -> bytes:
+        """What has arrived (waiting for something); b"" at its end (or a reset)."""
         import anyio
 
-        while len(self._buf) < n:
+        while True:
             try:
-                chunk = self.sock.recv(65536)
+                return self.sock.recv(65536)
             except BlockingIOError:
                 await anyio.wait_readable(self.sock)
-                continue
-            if not chunk:
-                raise anyio.IncompleteRead
-            self._buf += chunk
-        data = bytes(self._buf[:n])
-        del self._buf[:n]
-        return data
+            except OSError:
+                return b""
 
     async def send(self, data: bytes) -> None:
         import anyio
@@ -142,85 +124,43 @@ class HelperHandle(msgspec.Struct):
 
     process: Helper
     control: ControlChannel
-    #: Read ends of the job's stdout and stderr pipes (None: an interactive job's terminal).
-    stdout: int | None = None
-    stderr: int | None = None
+    #: The job's stdout and stderr (None: an interactive job's terminal).
+    pipes: JobPipes | None = None
 
     @property
     def pid(self) -> int:
         return self.process.pid
 
-    async def receive(self) -> Message:
-        import anyio
-
-        try:
-            header = await self.control.receive_exactly(4)
-            data = await self.control.receive_exactly(frame_length(header))
-        except (anyio.EndOfStream, anyio.IncompleteRead, OSError):
-            raise ExecutorError(
-                f"the sandbox helper (pid {self.pid}) exited without a report",
-                hint="rerun with --debug; the helper's stderr is in the job's stderr",
-            ) from None
-        try:
-            return decode(data)
-        except ValueError as e:
-            raise ExecutorError(f"sandbox helper protocol: {e}") from None
-
-    async def send(self, msg: Message) -> None:
-        await self.control.send(encode(msg))
-
     def close(self) -> None:
         self.process.close()
-        for fd in (self.stdout, self.stderr):
-            if fd is not None:
-                os.close(fd)
-        self.stdout = self.stderr = None
+        if self.pipes is not None:
+            self.pipes.close()
+            self.pipes = None
 
 
-class Lines:
-    """A job's output stream cut into lines (longer than ``MAX_LINE``: in pieces)."""
-
-    def __init__(self) -> None:
-        self._buf = b""
-
-    def feed(self, chunk: bytes) -> list[bytes]:
-        """The lines ``chunk`` completes."""
-        buf = self._buf + chunk
-        lines = []
-        while (i := buf.find(b"\n")) >= 0:
-            lines.append(buf[: i + 1])
-            buf = buf[i + 1 :]
-        if len(buf) >= MAX_LINE:
-            lines.append(buf)
-            buf = b""
-        self._buf = buf
-        return lines
-
-    def end(self) -> list[bytes]:
-        """At end of stream: the last line, if it had no newline."""
-        rest, self._buf = self._buf, b""
-        return [rest] if rest else []
-
-
-async def _pump(fd: int, name: str, cb: OutputCallback) -> None:
-    """Read the pipe ``fd`` until end of stream, line by line to ``cb``."""
+async def _pump(
+    pipes: JobPipes, fd: int, lock: anyio.Lock, on_output: OutputCallback
+) -> None:
+    """Read the pipe ``fd`` until its end, line by line to ``on_output``; under ``lock``
+    while delivering, so that :func:`_drain` keeps the lines in order."""
     import anyio
     import anyio.lowlevel
 
-    lines = Lines()
-    while True:
-        try:
-            chunk = os.read(fd, 65536)
-        except BlockingIOError:
-            await anyio.wait_readable(fd)
-            continue
-        if not chunk:
-            break
+    while fd in pipes.open:
+        await anyio.wait_readable(fd)
+        async with lock:
+            for name, line in pipes.read(fd):
+                await on_output(name, line)
         await anyio.lowlevel.checkpoint()  # a job that floods its output starves nobody
-        for line in lines.feed(chunk):
-            await cb(name, line)
-    for line in lines.end():
-        await cb(name, line)
+
+
+async def _drain(pipes: JobPipes, locks: dict[int, anyio.Lock], on_output: OutputCallback) -> None:
+    """Deliver what the job wrote before it exited (before its outputs are packed)."""
+    for fd in pipes.fds:
+        async with locks[fd]:
+            if fd in pipes.open:
+                for name, line in pipes.drain(fd):
+                    await on_output(name, line)
 
 
 def cgroup_limits() -> frozenset[LimitName]:
@@ -237,38 +177,6 @@ def disk_limit() -> frozenset[LimitName]:
     if os.path.exists("/dev/loop-control") and scratch.mkfs_path() is not None:
         return frozenset({LimitName.DISK})
     return frozenset()
-
-
-#: Arguments longer than this are shown cut, with their length: a job refused
-#: for "argument list too long" must not print its megabytes of argv.
-_SHOWN_ARG = 1024
-
-
-def _shown_command(argv: tuple[str, ...]) -> str:
-    """``shlex.join(argv)``, each argument over _SHOWN_ARG characters cut and marked."""
-    shown = [
-        arg if len(arg) <= _SHOWN_ARG else f"{arg[:64]}...[{len(arg)} characters]" for arg in argv
-    ]
-    return shlex.join(shown)
-
-
-def raise_reported(msg: Error, job: JobSpec) -> None:
-    """Raise the error the helper reported, as ours."""
-    cls = _ERRORS.get(msg.category, ExecutorError)
-    message = msg.message
-    if cls is JobInvalid:
-        message += f" (command: {_shown_command(job.argv)})"
-    if msg.traceback:
-        message += "\n" + msg.traceback
-    raise cls(message, hint=msg.hint)
-
-
-def job_result(msg: Exit, duration: float) -> JobResult:
-    """The job's result from the helper's ``Exit``."""
-    return JobResult(
-        msg.code, msg.signal, duration, timed_out=msg.timed_out, oom_killed=msg.oom,
-        disk=msg.disk,
-    )
 
 
 def job_limits(job: JobSpec) -> JobLimits:
@@ -446,7 +354,7 @@ class HelperExecutor(Executor):
         return helper_command(self.python, "--spec", spec_file)
 
     async def start_helper(
-        self, server: SandboxServer, spec: Spec, tty: int | None
+        self, server: SandboxServer, conversation: Conversation, spec: Spec, tty: int | None
     ) -> HelperHandle:
         """Fork a helper for the job (stdio: pipes to us, or ``tty``) and send it ``spec``."""
         import anyio
@@ -455,23 +363,17 @@ class HelperExecutor(Executor):
             process = await server.fork(tty, tty, tty)
             handle = HelperHandle(process, ControlChannel(process.control))
         else:
-            out_r, out_w = os.pipe()
-            err_r, err_w = os.pipe()
-            null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+            pipes = JobPipes()
             try:
-                process = await server.fork(null, out_w, err_w)
+                process = await server.fork(*pipes.child_fds())
             except BaseException:
-                os.close(out_r)
-                os.close(err_r)
+                pipes.close()
                 raise
-            finally:
-                for fd in (null, out_w, err_w):
-                    os.close(fd)  # the helper's (and the job's) now
-            os.set_blocking(out_r, False)
-            os.set_blocking(err_r, False)
-            handle = HelperHandle(process, ControlChannel(process.control), out_r, err_r)
+            pipes.forked()  # the helper's (and the job's) now
+            handle = HelperHandle(process, ControlChannel(process.control), pipes)
+        conversation.helper_pid = handle.pid
         try:
-            await handle.send(spec)
+            await handle.control.send(conversation.start(spec))
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self.terminate(handle)
@@ -516,37 +418,30 @@ class HelperExecutor(Executor):
         on_output: OutputCallback,
         on_finished: FinishedCallback | None,
     ) -> JobResult:
+        """Drive the job's :class:`Conversation`: its bytes, its pipes, its callbacks."""
         import anyio
 
-        t0 = time.monotonic()
-        reported: Error | None = None
-        result: JobResult | None = None
+        conversation = Conversation(job.argv)
         failure: Exception | None = None
-        handle = await self.start_helper(server, spec, job.tty)
+        handle = await self.start_helper(server, conversation, spec, job.tty)
+        pipes = handle.pipes
+        locks = {fd: anyio.Lock() for fd in pipes.fds} if pipes is not None else {}
         try:
             async with anyio.create_task_group() as tg:
-                if handle.stdout is not None and handle.stderr is not None:
-                    tg.start_soon(_pump, handle.stdout, "stdout", on_output)
-                    tg.start_soon(_pump, handle.stderr, "stderr", on_output)
+                if pipes is not None:
+                    for fd in pipes.fds:
+                        tg.start_soon(_pump, pipes, fd, locks[fd], on_output)
                 try:
-                    expected: type[Message]
-                    for expected in (Assembled, Started, Exit):
-                        msg = await handle.receive()
-                        if isinstance(msg, Error):
-                            reported = msg
-                            break
-                        if not isinstance(msg, expected):
-                            raise ExecutorError(
-                                f"sandbox helper protocol: got {msg}, not {expected.tag}"
-                            )
-                    else:
-                        assert isinstance(msg, Exit)
-                        handle.process.release()  # the job has exited: its place is free
-                        result = job_result(msg, time.monotonic() - t0)
-                        if on_finished is not None:
-                            view = Path(f"/proc/{handle.pid}/root") / spec.root.lstrip("/")
-                            await on_finished(result, view)
-                        await handle.send(Done())
+                    while not conversation.over:
+                        for event in conversation.receive(await handle.control.receive()):
+                            if isinstance(event, JobExited):
+                                handle.process.release()  # the job has exited: its place is free
+                                if pipes is not None:
+                                    await _drain(pipes, locks, on_output)
+                                if on_finished is not None:
+                                    view = Path(f"/proc/{handle.pid}/root") / spec.root.lstrip("/")
+                                    await on_finished(event.result, view)
+                                await handle.control.send(conversation.done())
                     handle.process.release()  # an error: the job is over (or never ran)
                     with anyio.move_on_after(self.kill_timeout):
                         await handle.process.wait()
@@ -564,7 +459,4 @@ class HelperExecutor(Executor):
             handle.close()
         if failure is not None:
             raise failure
-        if reported is not None:
-            raise_reported(reported, job)
-        assert result is not None
-        return result
+        return conversation.outcome()

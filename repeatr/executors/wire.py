@@ -27,11 +27,82 @@ def encode(msg: Message) -> bytes:
 
 
 def decode(data: bytes) -> Message:
-    """The message in one frame's data; ValueError if it is not one of ours."""
-    msg = marshal.loads(data)
-    if not isinstance(msg, dict):
-        raise ValueError(f"not a message: {msg!r}")
-    return from_wire(msg)
+    """The message in one frame's data; ValueError, and only that, if it is not one of ours.
+
+    The data comes from a helper that a job may have taken over: whatever it
+    is (torn, not marshal, nested past the recursion limit, a dict keyed by
+    lists), the parent gets a ValueError to report, never another exception.
+    """
+    try:
+        _check_sizes(data)
+        msg = marshal.loads(data)
+        if not isinstance(msg, dict):
+            raise ValueError(f"not a message: a {type(msg).__name__}")
+        return from_wire(msg)
+    except ValueError:
+        raise
+    except Exception as e:  # EOFError, TypeError, RecursionError, MemoryError: all "not ours"
+        raise ValueError(f"not a message: {type(e).__name__}: {e}") from None
+
+
+#: Marshal type codes (``Python/marshal.c``; the 0x80 bit is FLAG_REF) of what
+#: ``Message.to_wire`` makes, by how their data is sized: fixed, a 1- or 4-byte
+#: length, a count of 1 or 4 bytes of objects that follow.
+_FIXED = {ord("N"): 0, ord("F"): 0, ord("T"): 0, ord("i"): 4, ord("g"): 8, ord("r"): 4}
+_LEN1 = {ord("z"), ord("Z")}
+_LEN4 = {ord("s"), ord("t"), ord("u"), ord("a"), ord("A")}
+_COUNT1 = ord(")")
+_COUNT4 = {ord("("), ord("[")}
+_LONG, _DICT, _END = ord("l"), ord("{"), ord("0")
+
+
+def _check_sizes(data: bytes) -> None:
+    """ValueError unless every size in ``data`` fits in it: ``marshal.loads`` allocates
+    a tuple or list of the count it reads before its items (a frame of 30 bytes can
+    ask for gigabytes), and reads code objects. Iterative: no recursion limit."""
+    pos, end = 0, len(data)
+    pending = [1]  # objects still to read at each level; -1: a dict's, until its "0"
+    while pending:
+        if pending[-1] == 0:
+            pending.pop()
+            continue
+        if pos >= end:
+            raise ValueError("marshal data too short")
+        code = data[pos] & 0x7F
+        pos += 1
+        if code == _END:
+            if pending[-1] != -1:
+                raise ValueError("a dict's end outside a dict")
+            pending.pop()
+            continue
+        if pending[-1] > 0:
+            pending[-1] -= 1
+        if code in _FIXED:
+            size = _FIXED[code]
+        elif code in _LEN1 or code == _COUNT1:
+            if pos >= end:
+                raise ValueError("marshal data too short")
+            size = data[pos]
+            pos += 1
+        elif code in _LEN4 or code in _COUNT4 or code == _LONG:
+            if pos + 4 > end:
+                raise ValueError("marshal data too short")
+            size = int.from_bytes(data[pos : pos + 4], "little", signed=True)
+            pos += 4
+            size = 2 * abs(size) if code == _LONG else size
+        elif code == _DICT:
+            pending.append(-1)
+            continue
+        else:
+            raise ValueError(f"marshal type {chr(code)!r} is not in messages")
+        if size < 0 or size > end - pos:
+            raise ValueError("a size past the end of the marshal data")
+        if code == _COUNT1 or code in _COUNT4:
+            pending.append(size)  # each item is at least one byte: bounded by the data
+        else:
+            pos += size
+    if pos != end:
+        raise ValueError("data after the marshal object")
 
 
 def frame_length(header: bytes) -> int:

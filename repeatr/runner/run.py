@@ -73,6 +73,40 @@ class RunOptions(msgspec.Struct, frozen=True):
     #: a batch does it once for all its formulas, then runs each without.
     collect_dead: bool = True
 
+    @classmethod
+    def of_command(
+        cls,
+        state: str,
+        *,
+        executor: str = "auto",
+        no_memo: bool = False,
+        bridge: str | None = None,
+        subnet: str | None = None,
+        ware_disk: str | None = None,
+        output_dir: str | None = None,
+    ) -> RunOptions:
+        """The options of command-line values (``state``: ``cli.entry.state_root``'s); what
+        a command line left out (None), its environment variable's, or the default.
+
+        The one builder for the full CLI (``repeatr.cli.options.run_options``) and
+        the lean single run (``repeatr.runner.single.Args.options``): the two
+        parse ``repeatr run`` differently, and must not drift.
+        """
+        env = os.environ
+        return cls(
+            state=Path(state),
+            executor=executor,
+            # --no-memo: neither answered from the memo store nor stored in it.
+            use_memo=not no_memo,
+            store_memo=not no_memo,
+            bridge=env.get("REPEATR_BRIDGE") if bridge is None else bridge,
+            subnet=env.get("REPEATR_SUBNET") if subnet is None else subnet,
+            # None: the default share of free space (repeatr.fileset.limits, only
+            # imported by an unpack: not on the memo hit path).
+            ware_disk=ware_disk or env.get("REPEATR_WARE_DISK_LIMIT"),
+            output_dir=Path(output_dir) if output_dir is not None else None,
+        )
+
 
 class RunnerEvents(msgspec.Struct):
     """Where a run reports what happens; every callback may be left out."""

@@ -8,9 +8,10 @@ path's blocks: ``runner.run.prepare`` (formula, ID, memo), ``choose_executor``
 and ``make_executor``, the run's steps (:mod:`repeatr.runner.steps`: network
 policy, work dir and job spec, dead runs, packing, the record), the cache's
 ``Cache.shelf``, the executor's ``check_job`` and ``spec``, the server's
-and helper's protocol (:class:`repeatr.executors.server.BlockingServer`,
-``repeatr.executors.wire`` frames), the record's encoding, the memo store
-and ``--output-dir``.
+protocol (:class:`repeatr.executors.server.BlockingServer`), the helper's
+(:class:`repeatr.executors.conversation.Conversation`, the full path's too:
+only the bytes are moved here, by ``poll``), the record's encoding, the memo
+store and ``--output-dir``.
 
 :func:`lean_run` decides up front, before anything irreversible (only
 reads), whether it covers the invocation (:func:`plan`); if not, it returns
@@ -54,8 +55,9 @@ from repeatr.errors import Cancelled, Category, ExecutorError, RepeatrError
 if TYPE_CHECKING:
     from repeatr.cli.output import Reporter
     from repeatr.executors.base import JobResult, JobSpec
+    from repeatr.executors.conversation import JobPipes
     from repeatr.executors.helper import HelperExecutor
-    from repeatr.executors.protocol import Message, Spec
+    from repeatr.executors.protocol import Spec
     from repeatr.executors.server import BlockingServer, Helper
     from repeatr.executors.spawn import ServerProcess
     from repeatr.model.formula import Formula
@@ -79,6 +81,15 @@ class Args(NamedTuple):
     format: str = "text"
     ware_disk: str | None = None
     output_dir: str | None = None
+
+    def options(self) -> RunOptions:
+        """The run's options, built as the full CLI builds them (``RunOptions.of_command``)."""
+        from repeatr.runner.run import RunOptions
+
+        return RunOptions.of_command(
+            state_root(self.cache), executor=self.executor, no_memo=self.no_memo,
+            ware_disk=self.ware_disk, output_dir=self.output_dir,
+        )
 
 
 class _Cancel(Exception):
@@ -178,16 +189,9 @@ class _Buffered:
 def plan(args: Args) -> Lean | str:
     """The run, decided (reads only: the formula, the memo store, the cache's shelves),
     or why the full path takes it."""
-    from repeatr.runner.run import RunOptions, choose_executor, prepare
+    from repeatr.runner.run import choose_executor, prepare
 
-    options = RunOptions(
-        state=Path(state_root(args.cache)),
-        executor=args.executor,
-        use_memo=not args.no_memo,
-        store_memo=not args.no_memo,
-        ware_disk=args.ware_disk or os.environ.get("REPEATR_WARE_DISK_LIMIT"),
-        output_dir=Path(args.output_dir) if args.output_dir is not None else None,
-    )
+    options = args.options()
     buffered = _Buffered()
     early = buffered.events()
     try:
@@ -437,31 +441,27 @@ def _run_job(
     on_exit: Callable[[JobResult, Path], RunRecord],
     wake: int,
 ) -> RunRecord:
-    """``HelperExecutor.run``'s protocol, blocking: fork a helper, send the spec, stream
-    the job's output, and on its exit call ``on_exit`` (pack, record) before ``Done``."""
+    """``HelperExecutor.run``, blocking: fork a helper, drive its conversation
+    (:func:`_drive`), and on the job's exit call ``on_exit`` (pack, record) before ``Done``."""
+    from repeatr.executors.conversation import JobPipes
+
     executor.check_job(job)
     spec = executor.spec(job)
-    out_r, out_w = os.pipe2(os.O_CLOEXEC)
-    err_r, err_w = os.pipe2(os.O_CLOEXEC)
-    null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+    pipes = JobPipes()
     try:
-        helper = server.fork(null, out_w, err_w)
-    except BaseException:
-        os.close(out_r)
-        os.close(err_r)
-        raise
+        try:
+            helper = server.fork(*pipes.child_fds())
+        finally:
+            pipes.forked()
+        try:
+            return _drive(helper, executor, job, spec, pipes, on_output, on_exit, wake)
+        except BaseException:
+            _terminate(helper, executor.kill_timeout)
+            raise
+        finally:
+            helper.close()
     finally:
-        for fd in (null, out_w, err_w):
-            os.close(fd)
-    try:
-        return _drive(helper, executor, job, spec, (out_r, err_r), on_output, on_exit, wake)
-    except BaseException:
-        _terminate(helper, executor.kill_timeout)
-        raise
-    finally:
-        helper.close()
-        os.close(out_r)
-        os.close(err_r)
+        pipes.close()
 
 
 def _drive(
@@ -469,117 +469,73 @@ def _drive(
     executor: HelperExecutor,
     job: JobSpec,
     spec: Spec,
-    pipes: tuple[int, int],
+    pipes: JobPipes,
     on_output: Callable[[str, bytes], None],
     on_exit: Callable[[JobResult, Path], RunRecord],
     wake: int,
 ) -> RunRecord:
-    from repeatr.executors.helper import Lines, job_result, raise_reported
-    from repeatr.executors.protocol import Assembled, Done, Error, Exit, Started
-    from repeatr.executors.wire import decode, encode, frame_length
+    """The job's :class:`~repeatr.executors.conversation.Conversation`, its bytes moved
+    by ``poll``: the control socket, the job's pipes, the signals' wake-up fd."""
+    from repeatr.executors.conversation import Conversation, JobExited
 
-    t0 = time.monotonic()
+    conversation = Conversation(job.argv, helper.pid)
     control = helper.control
     control.setblocking(True)
-    control.sendall(encode(spec))
+    control.sendall(conversation.start(spec))
     control.setblocking(False)
-    names = {pipes[0]: "stdout", pipes[1]: "stderr"}
-    lines = {fd: Lines() for fd in pipes}
     poller = select.poll()
-    for fd in (control.fileno(), *pipes, wake):
+    for fd in (control.fileno(), *pipes.fds, wake):
         poller.register(fd, select.POLLIN)
-    buf = bytearray()
-    expected: list[type[Message]] = [Assembled, Started, Exit]
-    reported: Error | None = None
     rec: RunRecord | None = None
-    open_pipes = set(pipes)
-    control_open = True
-    deadline: float | None = None  # for the helper's exit, once it was told to go
+    deadline: float | None = None  # for the helper's exit, once it has said its last
 
-    def read_pipe(fd: int) -> None:
-        while True:
-            try:
-                chunk = os.read(fd, 65536)
-            except BlockingIOError:
-                return
-            if not chunk:
-                for line in lines[fd].end():
-                    on_output(names[fd], line)
-                poller.unregister(fd)
-                open_pipes.discard(fd)
-                return
-            for line in lines[fd].feed(chunk):
-                on_output(names[fd], line)
+    def deliver(lines: list[tuple[str, bytes]]) -> None:
+        for name, line in lines:
+            on_output(name, line)
 
-    for fd in pipes:
-        os.set_blocking(fd, False)
-    while True:
-        if deadline is not None and helper.exited() and not open_pipes:
-            break
+    while not (deadline is not None and helper.exited() and not pipes.open):
         timeout_ms = -1  # until something happens; once the helper has exited, the pipes' ends
         if deadline is not None and not helper.exited():
             left = deadline - time.monotonic()
             if left <= 0:
                 raise ExecutorError("the sandbox helper did not exit after the job")
             timeout_ms = max(1, int(left * 1000))
-        ready = poller.poll(timeout_ms)
-        for fd, _ev in ready:
+        for fd, _ev in poller.poll(timeout_ms):
             if fd == wake:
                 with contextlib.suppress(BlockingIOError):
                     os.read(wake, 64)
                 _check()
             elif fd == helper.pidfd:
                 poller.unregister(fd)  # exited: the pipes' ends are what is left
-            elif fd in open_pipes:
-                read_pipe(fd)
-            elif fd == control.fileno() and control_open:
+            elif fd in pipes.open:
+                deliver(pipes.read(fd))
+                if fd not in pipes.open:
+                    poller.unregister(fd)
+            elif fd == control.fileno() and deadline is None:
                 try:
                     chunk = control.recv(65536)
                 except BlockingIOError:
                     continue
-                if not chunk:
-                    poller.unregister(fd)
-                    control_open = False
-                    if expected:
-                        raise ExecutorError(
-                            f"the sandbox helper (pid {helper.pid}) exited without a report",
-                            hint="rerun with --debug; the helper's stderr is in the job's stderr",
-                        )
-                    continue
-                buf += chunk
-                while len(buf) >= 4 and expected:
-                    try:
-                        n = frame_length(bytes(buf[:4]))
-                        if len(buf) < 4 + n:
-                            break
-                        msg = decode(bytes(buf[4 : 4 + n]))
-                    except ValueError as e:
-                        raise ExecutorError(f"sandbox helper protocol: {e}") from None
-                    del buf[: 4 + n]
-                    if isinstance(msg, Error):
-                        reported = msg
-                        expected = []
-                    elif not isinstance(msg, expected[0]):
-                        raise ExecutorError(
-                            f"sandbox helper protocol: got {msg}, not {expected[0].tag}"
-                        )
-                    else:
-                        expected.pop(0)
-                    if isinstance(msg, Exit):
-                        result = job_result(msg, time.monotonic() - t0)
-                        for pipe in list(open_pipes):  # what the job wrote, before its record
-                            read_pipe(pipe)
+                except OSError:
+                    chunk = b""
+                for event in conversation.receive(chunk):
+                    if isinstance(event, JobExited):
+                        for pipe in pipes.fds:  # what the job wrote, before its record
+                            if pipe in pipes.open:
+                                deliver(pipes.drain(pipe))
+                                if pipe not in pipes.open:
+                                    poller.unregister(pipe)
                         view = Path(f"/proc/{helper.pid}/root") / spec.root.lstrip("/")
-                        rec = on_exit(result, view)
+                        rec = on_exit(event.result, view)
                         control.setblocking(True)
-                        control.sendall(encode(Done()))
+                        control.sendall(conversation.done())
                         control.setblocking(False)
-                    if not expected:
-                        deadline = time.monotonic() + executor.kill_timeout
-                        poller.register(helper.pidfd, select.POLLIN)
+                if conversation.over:
+                    poller.unregister(fd)
+                    deadline = time.monotonic() + executor.kill_timeout
+                    poller.register(helper.pidfd, select.POLLIN)
         if deadline is not None:
             _check()
-    if reported is not None:
-        raise_reported(reported, job)
+    conversation.outcome()  # raises what the helper reported
     assert rec is not None
     return rec

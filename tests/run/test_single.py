@@ -247,6 +247,36 @@ def test_plan_leaves_bridges_remote_saves_and_other_executors(
     assert parse(["run", "f.json", "-q", "-e", "ns"]) == Args("f.json", quiet=True, executor="ns")
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "f.json"],
+        ["run", "-q", "--no-memo", "-e", "chroot", "f.json"],
+        ["run", "f.json", "--cache", "/srv/c", "--executor", "ns", "--ignore-job-exit"],
+        ["run", "f.json", "--ware-disk-limit", "20G", "--output-dir", "out", "--format", "json"],
+    ],
+)
+@pytest.mark.parametrize("env", [{}, {
+    "REPEATR_CACHE": "/srv/env-cache", "REPEATR_WARE_DISK_LIMIT": "10%",
+    "REPEATR_BRIDGE": "envbr0", "REPEATR_SUBNET": "10.88.0.0/16",
+}])
+def test_lean_options_are_the_full_paths(
+    argv: list[str], env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same argv gives the same ``RunOptions`` parsed by either path."""
+    from repeatr.cli.main import build_parser
+    from repeatr.cli.options import run_options
+
+    for name in ("REPEATR_CACHE", "REPEATR_WARE_DISK_LIMIT", "REPEATR_BRIDGE", "REPEATR_SUBNET"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    lean = parse(argv)
+    assert isinstance(lean, Args), lean
+    full = run_options(build_parser(argv).parse_args(argv))
+    assert lean.options() == full
+
+
 def test_signals_at_random_moments_leave_the_host_as_found(
     runner: Runner, tmp_path: Path
 ) -> None:
