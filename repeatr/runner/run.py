@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from repeatr.errors import Category, DiskFull, RepeatrError, is_no_space
-from repeatr.memo import MemoStore, bytes_key, file_key, formula_key
+from repeatr.memo import MemoStore, bytes_key, formula_key
 
 if TYPE_CHECKING:
     from repeatr.cache import Cache
@@ -151,24 +151,25 @@ def prepare(
     Raises ``FormulaError`` (usage, exit 1) for a file that cannot be read or
     is not a valid formula, naming the file.
     """
+    if data is None:
+        # Read once: the key by file and the formula run come from the same
+        # bytes (read twice, a file swapped in between would store one
+        # formula's record under the other's key).
+        from repeatr.model.formula import read_formula_file
+
+        data = read_formula_file(formula_file)
     memo = MemoStore(options.state)
     remember = options.store_memo and not options.command
     lookup = options.use_memo and not options.command
+    fast_key: str | None = None
+    if lookup or remember:
+        fast_key = bytes_key(data, options.executor)
     if lookup:
-        if data is None:
-            fast_key, stored = memo.get_by_file(formula_file, options.executor)
-        else:
-            fast_key = bytes_key(data, options.executor)
-            stored = memo.get(fast_key)
+        assert fast_key is not None
+        stored = memo.get(fast_key)
         if stored is not None:
             events.debug("memo hit (formula file seen before)")
             return Prepared(formula_file, hit=stored)
-    elif not remember:
-        fast_key = None
-    elif data is None:
-        fast_key = file_key(formula_file, options.executor)
-    else:
-        fast_key = bytes_key(data, options.executor)
 
     loaded = load(formula_file, events, options.command, data)
     from repeatr.model.formula_id import formula_id
