@@ -255,6 +255,48 @@ def test_the_cli_spawns_its_server_once_a_thread_runs() -> None:
     assert res.stdout.splitlines()[-1] == "True"  # spawned: the helper's own command line
 
 
+PRESTART = """
+import time
+from repeatr.cli.entry import prestart_server
+from repeatr.executors.spawn import interpreter_options
+
+print(" ".join(interpreter_options()))
+process = prestart_server(["run", "f.json"])
+assert process is not None
+with open("/proc/self/cmdline", "rb") as f:
+    ours = f.read()
+deadline = time.monotonic() + 20  # until it has exec'd (a forked one never does)
+while time.monotonic() < deadline:
+    with open(f"/proc/{process.pid}/cmdline", "rb") as f:
+        spawned = f.read() != ours
+    if spawned:
+        break
+    time.sleep(0.01)
+print(spawned)
+process.close()
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the CLI starts a server only as root")
+@pytest.mark.parametrize(
+    ("options", "spawned"),
+    [((), "False"), (("-O",), "True"), (("-W", "error"), "True"), (("-X", "dev"), "True"),
+     (("-X", "importtime"), "True")],
+)
+def test_the_cli_spawns_a_clean_server_when_its_interpreter_has_options(
+    options: tuple[str, ...], spawned: str
+) -> None:
+    """A fork would hand -O (no asserts), -W error, dev mode... to the code building sandboxes."""
+    res = subprocess.run(
+        [sys.executable, *options, "-c", PRESTART], capture_output=True, text=True, cwd=REPO,
+        timeout=60, check=False, env={**os.environ, "PYTHONWARNINGS": ""},
+    )
+    assert res.returncode == 0, res.stderr
+    found, answer = res.stdout.splitlines()[-2:]
+    assert answer == spawned, found
+    assert bool(found) == (spawned == "True")
+
+
 def test_a_forked_server_imports_from_where_a_spawned_one_would() -> None:
     """``isolated_path``: what ``python -I -S`` has, then repeatr's parent dir; no cwd, no site."""
     res = subprocess.run(
