@@ -544,8 +544,21 @@ class HelperExecutor(Executor):
                         handle.process.release()  # the job has exited: its place is free
                         result = job_result(msg, time.monotonic() - t0)
                         if on_finished is not None:
-                            view = Path(f"/proc/{handle.pid}/root") / spec.root.lstrip("/")
-                            await on_finished(result, view)
+                            # Through a descriptor of the helper's root, not its pid
+                            # (reused if the helper dies meanwhile: repeatr.linux.procroot).
+                            from repeatr.linux.procroot import fd_path, hold_root
+
+                            try:
+                                root_fd = hold_root(handle.pid, handle.process.pidfd)
+                            except ProcessLookupError as exc:
+                                raise ExecutorError(
+                                    "the sandbox helper exited before the outputs were packed"
+                                ) from exc
+                            try:
+                                view = Path(fd_path(root_fd)) / spec.root.lstrip("/")
+                                await on_finished(result, view)
+                            finally:
+                                os.close(root_fd)
                         await handle.send(Done())
                     handle.process.release()  # an error: the job is over (or never ran)
                     with anyio.move_on_after(self.kill_timeout):

@@ -568,8 +568,21 @@ def _drive(
                         result = job_result(msg, time.monotonic() - t0)
                         for pipe in list(open_pipes):  # what the job wrote, before its record
                             read_pipe(pipe)
-                        view = Path(f"/proc/{helper.pid}/root") / spec.root.lstrip("/")
-                        rec = on_exit(result, view)
+                        # Through a descriptor of the helper's root, not its pid
+                        # (reused if the helper dies meanwhile: repeatr.linux.procroot).
+                        from repeatr.linux.procroot import fd_path, hold_root
+
+                        try:
+                            root_fd = hold_root(helper.pid, helper.pidfd)
+                        except ProcessLookupError as exc:
+                            raise ExecutorError(
+                                "the sandbox helper exited before the outputs were packed"
+                            ) from exc
+                        try:
+                            view = Path(fd_path(root_fd)) / spec.root.lstrip("/")
+                            rec = on_exit(result, view)
+                        finally:
+                            os.close(root_fd)
                         control.setblocking(True)
                         control.sendall(encode(Done()))
                         control.setblocking(False)
