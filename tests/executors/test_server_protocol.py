@@ -334,11 +334,11 @@ async def test_limit_jobs_holds_a_fork_until_a_place_is_free() -> None:
 
 
 async def test_places_go_in_turn_order() -> None:
-    """With a bound, a fork of turn 1 waits for turn 0 (even with a place free) until
-    turn 0 has had its place or is passed (a memo hit, an error)."""
+    """With one place (``-j 1``), a fork of turn 1 waits for turn 0 (the place free)
+    until turn 0 has had its place or is passed (a memo hit, an error)."""
     from repeatr.executors.server import JOB_TURN
 
-    async with SandboxServer(jobs=2) as server:
+    async with SandboxServer(jobs=1) as server:
         got: list[int] = []
 
         async def fork_in_turn(turn: int) -> None:
@@ -357,3 +357,36 @@ async def test_places_go_in_turn_order() -> None:
         with anyio.fail_after(10):
             await fork_in_turn(2)  # its turn has come
         assert got == [1, 2]
+
+
+async def test_a_slow_turn_does_not_hold_every_place() -> None:
+    """With -j 2 and turn 0 still preparing (a slow fetch), turn 1 takes the spare
+    place; turn 2 then waits: the place left is turn 0's, which takes it when ready."""
+    from repeatr.executors.server import JOB_TURN
+
+    async with SandboxServer(jobs=2) as server:
+        got: list[int] = []
+        helpers = []
+
+        async def fork_in_turn(turn: int) -> None:
+            JOB_TURN.set(turn)
+            helpers.append(await server.fork(0, 1, 2))
+            got.append(turn)
+
+        async def until(want: list[int]) -> None:
+            while got != want:  # noqa: ASYNC110 (a fork also waits on the server: polled)
+                await anyio.sleep(0.01)
+
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(fork_in_turn, 1)
+                await until([1])  # did not wait for the slow turn 0: a place was free
+                tg.start_soon(fork_in_turn, 2)
+                await anyio.sleep(0.5)
+                assert got == [1], "turn 2 took the place turn 0 still needs"
+                tg.start_soon(fork_in_turn, 0)  # turn 0 is ready: the kept place is its
+                await until([1, 0])
+                helpers.pop(0).close()  # turn 1's job ends: turn 2 goes
+            assert got == [1, 0, 2]
+        for helper in helpers:
+            helper.close()
