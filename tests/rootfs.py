@@ -126,6 +126,8 @@ def foreign_mount(line: str, area: ScratchArea) -> bool:
     fstype = fields[fields.index("-") + 1]
     if fstype == "nsfs":
         return mount_point.startswith(tuple("/run/netns/" + p for p in FOREIGN_NETNS_PREFIXES))
+    if fstype == "overlay" and mount_point.startswith("/tmp/repeatr-bench-"):
+        return True  # a benchmark's podman containers (benchmarks' own scratch dirs)
     return fstype == "tmpfs" and not mount_point.startswith(os.fspath(area.base))
 
 
