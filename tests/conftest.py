@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.rootfs import STRICT, iproute2_netns_dir
+from tests.rootfs import FOREIGN_NETNS_PREFIXES, STRICT, iproute2_netns_dir
 
 DEFAULT_STATE = Path("/var/lib/repeatr")
 
@@ -24,11 +24,15 @@ def _host_state() -> dict[str, list[str]]:
         lines = [line for line in lines if not iproute2_netns_dir(line)]
     mounts = [f"{line.split()[4]} {line.split(' - ')[1].split()[0]}" for line in lines]
     if not STRICT:
-        mounts = [m for m in mounts if not m.endswith(" tmpfs") and "/run/netns/rpr" not in m]
+        mounts = [
+            m for m in mounts
+            if not m.endswith(" tmpfs")
+            and not m.startswith(tuple("/run/netns/" + p for p in FOREIGN_NETNS_PREFIXES))
+        ]
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
     names = sorted(line.split()[0] for line in netns.stdout.splitlines() if line.strip())
     if not STRICT:
-        names = [n for n in names if not n.startswith("rpr")]
+        names = [n for n in names if not n.startswith(FOREIGN_NETNS_PREFIXES)]
     state = {
         "mounts": sorted(mounts),
         "netns": names,

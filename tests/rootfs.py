@@ -83,6 +83,9 @@ def mountinfo() -> list[str]:
 # ours. REPEATR_TEST_STRICT_HOST=1 (an idle machine) and CI tolerate nothing.
 STRICT = os.environ.get("REPEATR_TEST_STRICT_HOST") == "1" or os.environ.get("CI") == "true"
 FOREIGN_NETNS_PREFIX = "rpr"
+#: Named netns other sessions' runs make: bridged runs' ``repeatr-<run id>``
+#: (tests that make bridged runs of their own check those themselves).
+FOREIGN_NETNS_PREFIXES = (FOREIGN_NETNS_PREFIX, "repeatr-")
 
 
 @contextmanager
@@ -122,16 +125,21 @@ def foreign_mount(line: str, area: ScratchArea) -> bool:
     mount_point = fields[4]
     fstype = fields[fields.index("-") + 1]
     if fstype == "nsfs":
-        return mount_point.startswith("/run/netns/" + FOREIGN_NETNS_PREFIX)
+        return mount_point.startswith(tuple("/run/netns/" + p for p in FOREIGN_NETNS_PREFIXES))
+    if fstype == "overlay" and mount_point.startswith("/tmp/repeatr-bench-"):
+        return True  # a benchmark's podman containers (benchmarks' own scratch dirs)
     return fstype == "tmpfs" and not mount_point.startswith(os.fspath(area.base))
 
 
 def netns_list() -> list[str]:
-    """Named network namespaces, without the other sessions' benchmark ones."""
+    """Named network namespaces, without the other sessions' benchmark and run ones.
+
+    Names only: ``ip netns`` adds `` (id: N)`` once a peer is assigned an id,
+    which another process may do at any time."""
     out = subprocess.run(["ip", "netns"], capture_output=True, text=True, check=True).stdout
     return sorted(
-        line for line in out.splitlines()
-        if STRICT or not line.startswith(FOREIGN_NETNS_PREFIX)
+        name for name in (line.split()[0] for line in out.splitlines() if line.strip())
+        if STRICT or not name.startswith(FOREIGN_NETNS_PREFIXES)
     )
 
 

@@ -195,7 +195,8 @@ def prestart_server(argv: Sequence[str]) -> ServerProcess | None:
     is still single-threaded, right after importing the server's modules:
     the run needs them anyway, so the server costs a fork, not a second
     interpreter starting and importing them (~40 ms of CPU). Spawned
-    instead if some thread runs already (a ``sitecustomize``'s, say). None
+    instead if some thread runs already (a ``sitecustomize``'s, say) or this
+    interpreter has options a fork would hand on (``interpreter_options``). None
     when it is not worth it or cannot start: the runner starts one itself
     when a job needs it, and reports why it cannot. A server nobody uses
     ends with ``ServerProcess.close``.
@@ -204,10 +205,17 @@ def prestart_server(argv: Sequence[str]) -> ServerProcess | None:
         return None
     if os.environ.get("REPEATR_DASK") or any(a.startswith("--dask") for a in argv):
         return None  # the jobs run on Dask workers
-    from repeatr.executors.spawn import fork_server, single_threaded, spawn_server
+    from repeatr.executors.spawn import (
+        fork_server,
+        interpreter_options,
+        single_threaded,
+        spawn_server,
+    )
 
     try:
-        if single_threaded():
+        # A fork is this interpreter, options and all: -O, -W error, -X dev...
+        # would reach the server (and its helpers); then a clean one is spawned.
+        if single_threaded() and not interpreter_options():
             import repeatr.executors.forkserver  # noqa: F401 (shared with the server: see above)
 
             return fork_server()

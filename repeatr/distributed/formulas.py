@@ -15,7 +15,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from repeatr.errors import FormulaError, RepeatrError
+from repeatr.errors import RepeatrError
 from repeatr.graph.model import Graph, Node
 
 
@@ -32,13 +32,9 @@ class FlatGraph:
 
 def read_node(path: str, name: str) -> Node:
     """The formula file at ``path`` as a node named ``name``; ``FormulaError`` if it is not one."""
-    from repeatr.model.formula import load_formula_bytes
+    from repeatr.model.formula import load_formula_bytes, read_formula_file
 
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        raise FormulaError(f"cannot read formula file {path}: {exc.strerror or exc}") from exc
+    data = read_formula_file(path)
     loaded = load_formula_bytes(data, path)  # validates; raises FormulaError naming the file
     raw = json.loads(data)["formula"]
     context = loaded.context

@@ -149,7 +149,8 @@ OutputCallback = Callable[[str, bytes], Awaitable[None]]
 
 FinishedCallback = Callable[[JobResult, Path], Awaitable[None]]
 """Called after the job exits while the mounts still exist, with a host path
-viewing the container root (``/proc/<helper>/root/<root>``). Packing through it
+viewing the container root (``/proc/self/fd/<fd of the helper's root>/<root>``:
+``repeatr.linux.procroot``, never by its pid). Packing through it
 must resolve output paths *inside* that root without following symlinks out of
 it (``repeatr.linux.libc.openat2`` with RESOLVE_IN_ROOT on a descriptor of it)."""
 

@@ -163,6 +163,19 @@ async def _drain(pipes: JobPipes, locks: dict[int, anyio.Lock], on_output: Outpu
                     await on_output(name, line)
 
 
+async def _finish(
+    handle: HelperHandle, spec: Spec, result: JobResult, on_finished: FinishedCallback
+) -> None:
+    """Hand the exited job's tree to ``on_finished`` (which packs its outputs)."""
+    from repeatr.linux.procroot import view_of
+
+    try:
+        with view_of(handle.pid, handle.process.pidfd, spec.root) as view:
+            await on_finished(result, Path(view))
+    except ProcessLookupError as exc:
+        raise ExecutorError("the sandbox helper exited before the outputs were packed") from exc
+
+
 def cgroup_limits() -> frozenset[LimitName]:
     """The limits our own cgroups can enforce here (v1 controllers), plus the timeout."""
     have = cgroups.controllers()
@@ -439,8 +452,7 @@ class HelperExecutor(Executor):
                                 if pipes is not None:
                                     await _drain(pipes, locks, on_output)
                                 if on_finished is not None:
-                                    view = Path(f"/proc/{handle.pid}/root") / spec.root.lstrip("/")
-                                    await on_finished(event.result, view)
+                                    await _finish(handle, spec, event.result, on_finished)
                                 await handle.control.send(conversation.done())
                     handle.process.release()  # an error: the job is over (or never ran)
                     with anyio.move_on_after(self.kill_timeout):

@@ -25,8 +25,9 @@ ns and chroot executors apply), all devices denied in the device cgroup
 ``linux.seccomp`` (``repeatr.executors.seccomp``; none for ``sysad``).
 The job's capabilities go into all five sets (bounding, effective, permitted, inheritable, ambient),
 limited to what this host's bounding set has (no CAP_SYS_RESOURCE here):
-asking runc for more fails the run. ``RLIMIT_NOFILE`` is ours (the runtime
-would otherwise set 1024), never above the host's hard limit. The env keeps
+asking runc for more fails the run. Every rlimit is ours
+(``repeatr.linux.rlimits``: not the invoker's, which the runtime would pass
+on), never above the host's hard limit. The env keeps
 the job's order; note that every runtime adds ``HOME`` when the env lacks
 it (``Capabilities.sets_home``). Limits become ``linux.resources``.
 """
@@ -35,7 +36,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import shutil
 import subprocess
 from pathlib import Path
@@ -109,10 +109,22 @@ def resources(job: JobSpec) -> dict[str, Any]:
     return res
 
 
+def oci_rlimits() -> list[dict[str, Any]]:
+    """Every rlimit the job gets (``repeatr.linux.rlimits``), as ``process.rlimits``:
+    one left out would be the runtime's, i.e. the invoker's."""
+    from repeatr.linux.rlimits import INF, job_rlimits
+
+    def oci(value: int) -> int:
+        return (1 << 64) - 1 if value == INF else value
+
+    return [
+        {"type": name, "hard": oci(hard), "soft": oci(soft)} for name, soft, hard in job_rlimits()
+    ]
+
+
 def config(job: JobSpec, cgroups_path: str, *, last_cap: int | None = None) -> dict[str, Any]:
     """The bundle's config.json for ``job`` (a dict; key order is stable)."""
     caps = capability_names(job.capabilities, last_cap)
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     namespaces: list[dict[str, str]] = [
         {"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"},
     ]
@@ -131,7 +143,7 @@ def config(job: JobSpec, cgroups_path: str, *, last_cap: int | None = None) -> d
             "capabilities": {
                 k: caps for k in ("bounding", "effective", "permitted", "inheritable", "ambient")
             },
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": hard, "soft": soft}],
+            "rlimits": oci_rlimits(),
             "noNewPrivileges": True,
         },
         "root": {"path": os.fspath(job.root), "readonly": False},

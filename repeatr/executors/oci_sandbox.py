@@ -64,17 +64,17 @@ _MAX_ARG_STRLEN = 32 * 4096
 
 
 def exec_too_big(argv: list[str], env: list[str]) -> bool:
-    """Would execve(2) refuse ``argv`` and ``env`` with E2BIG under our stack rlimit?
+    """Would execve(2) refuse ``argv`` and ``env`` with E2BIG under the job's stack rlimit?
 
-    The runtime inherits our rlimits (config.json sets only NOFILE), so its
-    execve in the container measures what this does: each string with its
-    NUL, one pointer each, the exec's name once more.
+    The runtime sets the job's rlimits (config.json: ``repeatr.linux.rlimits``),
+    so its execve in the container measures what this does: each string with
+    its NUL, one pointer each, the exec's name once more.
     """
-    import resource
+    from repeatr.linux.rlimits import INF, job_rlimits
 
-    soft = resource.getrlimit(resource.RLIMIT_STACK)[0]
+    soft = next(s for name, s, _h in job_rlimits() if name == "RLIMIT_STACK")
     limit = _STK_LIM // 4 * 3
-    if soft != resource.RLIM_INFINITY:
+    if soft != INF:
         limit = min(limit, soft // 4)
     limit = max(limit, _ARG_MAX)
     sizes = [len(os.fsencode(s)) + 1 for s in (*argv, *env)]

@@ -14,8 +14,9 @@ Protocol: the typed messages of ``repeatr.executors.protocol``, in frames
 ``Spec``; the helper answers ``Assembled``, ``Started`` (job pid), then
 ``Exit`` (code, or 128+N for signal N), or ``Error`` (category, message) at
 any point; after ``Exit`` it waits for ``Done`` so the parent can pack
-outputs through ``/proc/<helper pid>/root/<root>`` while the mounts still
-exist.
+outputs through the helper's root (held by a descriptor of
+``/proc/<helper pid>/root``: ``repeatr.linux.procroot``) while the mounts
+still exist.
 
 Replay by hand: ``... -c "..." --spec FILE`` (``--debug`` prints the spec as
 JSON and this command) reads the spec from FILE and runs the job with stdio
@@ -87,7 +88,7 @@ from repeatr.errors import AssemblyError, Category, ExecutorError, RepeatrError
 from repeatr.executors.jobstart import JobStart
 from repeatr.executors.protocol import Assembled, Done, Error, Exit, NetworkPolicy, Spec, Started
 from repeatr.executors.wire import read_frame, write_frames
-from repeatr.linux import capability, cgroups, libc, scratch, sysctl
+from repeatr.linux import capability, cgroups, libc, rlimits, scratch, sysctl
 from repeatr.linux._jobstart import FAILURE_SIZE
 
 # Start-up time is most of a short job's cost: only cheap modules are imported
@@ -428,6 +429,9 @@ class Sandbox:
             self.control.report(Assembled(pid=os.getpid()))
             return vm_sandbox.run(self, spec, root)
         group = self.make_group(spec)
+        # The job's rlimits are the documented ones, not its invoker's
+        # (repeatr.linux.rlimits): set here, the C child inherits them.
+        rlimits.apply_job_rlimits()
         self.control.hold(Assembled(pid=os.getpid()))  # sent with Started, or the error
         pid = self.start_job(spec, root, late, group, last_cap)
         if pid is None:

@@ -36,9 +36,12 @@ from repeatr.executors.spawn import ServerProcess, exited, spawn_server
 from repeatr.executors.wire import decode, encode, frame_length
 
 #: The place of the current task's formula in its batch's order (the batch sets it in
-#: each formula's task; None elsewhere). With a bound on jobs, a fork of turn N waits
-#: until every earlier turn has had its place or is passed (``SandboxServer.pass_turn``):
-#: the jobs start in the order given, however long each formula took to prepare.
+#: each formula's task; None elsewhere). With a bound on jobs, a fork of turn N takes a
+#: place once every earlier turn has had its place or is passed
+#: (``SandboxServer.pass_turn``), or sooner if the free places outnumber the earlier
+#: turns still waiting: each of those keeps a place, so the jobs start in the order
+#: given (strictly so with ``-j 1``), and yet one formula slow to prepare (a big
+#: fetch) does not keep every free place idle behind it.
 JOB_TURN: ContextVar[int | None] = ContextVar("repeatr_job_turn", default=None)
 
 #: Seconds one exchange with the server may take (it answers in ~1 ms).
@@ -116,7 +119,8 @@ class SandboxServer:
         #: The lowest turn (``JOB_TURN``) not yet given a place or passed; those done beyond it.
         self._next_turn = 0
         self._turns_done: set[int] = set()
-        self._turn_moved = anyio.Event()
+        #: Set (and replaced) when a turn is passed or a place freed: waiting turns look again.
+        self._changed = anyio.Event()
         #: How many server processes this object started or adopted (a test counts them).
         self.starts = 0
 
@@ -176,16 +180,23 @@ class SandboxServer:
         if turn < self._next_turn or turn in self._turns_done:
             return
         self._turns_done.add(turn)
-        moved = False
         while self._next_turn in self._turns_done:
             self._turns_done.discard(self._next_turn)
             self._next_turn += 1
-            moved = True
-        if moved:
-            import anyio
+        self._signal()
 
-            self._turn_moved.set()
-            self._turn_moved = anyio.Event()
+    def _signal(self) -> None:
+        import anyio
+
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    def _place_to_spare(self, turn: int) -> bool:
+        """Whether a later ``turn`` may take a place now: one is left for each earlier
+        turn that has not had its place (``-j 1``: never, so strictly in order)."""
+        assert self._slots is not None
+        waiting = turn - self._next_turn - sum(1 for t in self._turns_done if t < turn)
+        return self._slots.available_tokens > waiting
 
     @contextlib.contextmanager
     def turn(self, turn: int) -> Iterator[None]:
@@ -214,14 +225,18 @@ class SandboxServer:
             slots, token = self._slots, object()
             turn = JOB_TURN.get()
             if turn is not None:
-                while turn > self._next_turn:
-                    await self._turn_moved.wait()
-            await slots.acquire_on_behalf_of(token)
+                while turn > self._next_turn and not self._place_to_spare(turn):
+                    await self._changed.wait()
+            if turn is not None and turn > self._next_turn:
+                slots.acquire_on_behalf_of_nowait(token)  # a spare place (no await since)
+            else:
+                await slots.acquire_on_behalf_of(token)
             if turn is not None:
                 self.pass_turn(turn)
 
             def release() -> None:
                 slots.release_on_behalf_of(token)
+                self._signal()
 
         try:
             return await self._fork(stdin, stdout, stderr, release)

@@ -116,6 +116,34 @@ class ServerProcess:
         self.reap()
 
 
+def interpreter_options() -> list[str]:
+    """What this interpreter was started with that a fork would hand the server.
+
+    A forked server is this interpreter: ``-O`` (its checks' ``assert`` gone),
+    ``-W error`` or ``PYTHONWARNINGS`` (a warning becomes an exception in a
+    helper), ``-v``, ``-X importtime``/``tracemalloc``/``dev`` mode and the
+    like would all reach the code that builds sandboxes as root, though the
+    spawned one (``-I -S``) has none of them. Empty when the fork is the
+    spawned server's equal; else the options, and the caller spawns.
+    """
+    flags = sys.flags
+    found = [f"-{c * n}" for c, n in (("O", flags.optimize), ("v", flags.verbose),
+                                      ("b", flags.bytes_warning), ("d", flags.debug)) if n]
+    if flags.inspect:
+        found.append("-i")
+    if flags.dev_mode:
+        found.append("-X dev")
+    if not flags.hash_randomization:
+        found.append("PYTHONHASHSEED=0")
+    if flags.int_max_str_digits != -1:
+        found.append(f"-X int_max_str_digits={flags.int_max_str_digits}")
+    found.extend(f"-W {w}" for w in sys.warnoptions)
+    found.extend(f"-X {k}" if v is True else f"-X {k}={v}" for k, v in sys._xoptions.items())
+    if sys.getfilesystemencoding() != "utf-8":
+        found.append(f"filesystem encoding {sys.getfilesystemencoding()}")
+    return found
+
+
 def single_threaded() -> bool:
     """Whether this process has one thread (the kernel's count: threads of C code too)."""
     return len(os.listdir("/proc/self/task")) == 1
@@ -138,6 +166,8 @@ def fork_server() -> ServerProcess:
     """
     if not single_threaded():
         raise RuntimeError("fork_server: this process has threads (spawn_server is for that)")
+    if options := interpreter_options():
+        raise RuntimeError(f"fork_server: this interpreter has {' '.join(options)} (spawn_server)")
     ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
     parent = os.getpid()
     try:

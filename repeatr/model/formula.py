@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -339,12 +340,60 @@ def load_formula_bytes(data: bytes, name: str) -> FormulaFile:
     return decode(data, FormulaFile, name, check=_validate_file)
 
 
-def load_formula_file(path: str | os.PathLike[str]) -> FormulaFile:
-    """Read, parse and validate a formula file; raises ``FormulaError`` (exit 1)."""
+def read_formula_file(path: str | os.PathLike[str]) -> bytes:
+    """A formula file's bytes, read once; ``FormulaError`` (exit 1) naming the file.
+
+    A regular file or a pipe (``repeatr run /dev/stdin``, ``<(...)``, a
+    FIFO) only: a directory, a socket or a device (``/dev/zero`` would be
+    read forever, a tape would be moved) is refused before it is read. The
+    file is opened without blocking (a FIFO with no writer, a device), its
+    type checked on the descriptor, and read through that descriptor: every
+    later step uses these bytes, never the path again, so a file swapped
+    meanwhile cannot give a run two formulas.
+    """
     name = os.fspath(path)
     try:
-        with open(path, "rb") as fh:
-            data = fh.read()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
     except OSError as exc:
         raise FormulaError(f"cannot read formula file {name}: {exc.strerror or exc}") from exc
-    return load_formula_bytes(data, name)
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISFIFO(st.st_mode):
+            # Wait for a writer as ``cat`` does (opened without O_NONBLOCK),
+            # and read the same pipe that was checked.
+            os.close(fd)
+            fd = -1
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            again = os.fstat(fd)
+            if (again.st_dev, again.st_ino) != (st.st_dev, st.st_ino):
+                raise FormulaError(f"cannot read formula file {name}: replaced while opened")
+        elif not stat.S_ISREG(st.st_mode):
+            raise FormulaError(
+                f"cannot read formula file {name}: not a regular file or a pipe"
+                f" ({_file_kind(st.st_mode)})"
+            )
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError as exc:
+        raise FormulaError(f"cannot read formula file {name}: {exc.strerror or exc}") from exc
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in (
+        (stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return kind
+    return "not a file"
+
+
+def load_formula_file(path: str | os.PathLike[str]) -> FormulaFile:
+    """Read (once: :func:`read_formula_file`), parse and validate a formula file;
+    raises ``FormulaError`` (exit 1)."""
+    return load_formula_bytes(read_formula_file(path), os.fspath(path))

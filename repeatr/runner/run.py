@@ -20,6 +20,7 @@ store only; the supervisor, executors and cache (and anyio) are imported by
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from repeatr.errors import Category, DiskFull, RepeatrError, is_no_space
-from repeatr.memo import MemoStore, bytes_key, file_key, formula_key
+from repeatr.memo import MemoStore, bytes_key, formula_key
 
 if TYPE_CHECKING:
     from repeatr.cache import Cache
@@ -184,24 +185,25 @@ def prepare(
     Raises ``FormulaError`` (usage, exit 1) for a file that cannot be read or
     is not a valid formula, naming the file.
     """
+    if data is None:
+        # Read once: the key by file and the formula run come from the same
+        # bytes (read twice, a file swapped in between would store one
+        # formula's record under the other's key).
+        from repeatr.model.formula import read_formula_file
+
+        data = read_formula_file(formula_file)
     memo = MemoStore(options.state)
     remember = options.store_memo and not options.command
     lookup = options.use_memo and not options.command
+    fast_key: str | None = None
+    if lookup or remember:
+        fast_key = bytes_key(data, options.executor)
     if lookup:
-        if data is None:
-            fast_key, stored = memo.get_by_file(formula_file, options.executor)
-        else:
-            fast_key = bytes_key(data, options.executor)
-            stored = memo.get(fast_key)
+        assert fast_key is not None
+        stored = memo.get(fast_key)
         if stored is not None:
             events.debug("memo hit (formula file seen before)")
             return Prepared(formula_file, hit=stored)
-    elif not remember:
-        fast_key = None
-    elif data is None:
-        fast_key = file_key(formula_file, options.executor)
-    else:
-        fast_key = bytes_key(data, options.executor)
 
     loaded = load(formula_file, events, options.command, data)
     from repeatr.model.formula_id import formula_id
@@ -577,20 +579,41 @@ def write_output_dir(directory: Path, record_json: bytes) -> None:
     A ``.ware_id`` file is rewritten only when its ID changed, so make rules
     depending on it rerun only when the output did; ``record.json`` (written
     last: it marks the set complete) is always rewritten.
-    """
 
-    def put(path: Path, data: bytes, *, if_changed: bool) -> None:
+    repeatr runs as root and the directory may be another user's (a shared
+    build tree): it is opened once, after it is made, and every file is
+    read and written relative to that descriptor, never through a path
+    resolved again (a symlink swapped in for the directory meanwhile is not
+    followed); each temp file has a random name and is created
+    ``O_EXCL | O_NOFOLLOW`` (a symlink planted at a temp name is not
+    followed), and is removed whatever interrupts the write.
+    """
+    def put(dirfd: int, name: str, data: bytes, *, if_changed: bool) -> None:
+        path = directory / name
+        if if_changed:
+            try:
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
+            except OSError:
+                pass
+            else:
+                with os.fdopen(fd, "rb") as f:
+                    if f.read(len(data) + 1) == data:
+                        return
+        tmp = f".{name}.{os.urandom(8).hex()}.tmp"
         try:
-            if if_changed and path.read_bytes() == data:
-                return
-        except OSError:
-            pass
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
+            try:
+                fd = os.open(
+                    tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                    0o644, dir_fd=dirfd,
+                )
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                os.replace(tmp, name, src_dir_fd=dirfd, dst_dir_fd=dirfd)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=dirfd)
+                raise
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             if is_no_space(exc):
                 raise DiskFull.of(exc, path, "write --output-dir's") from exc
             raise RepeatrError(
@@ -600,13 +623,17 @@ def write_output_dir(directory: Path, record_json: bytes) -> None:
 
     try:
         directory.mkdir(parents=True, exist_ok=True)
+        dirfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as exc:
         raise RepeatrError(
             f"--output-dir: cannot create {directory}: {exc.strerror or exc}",
             category=Category.INOPERABLE_PATH,
         ) from exc
-    results: dict[str, str] = json.loads(record_json).get("results") or {}
-    for path, ware in sorted(results.items()):
-        name = path.replace("/", "_") + ".ware_id"
-        put(directory / name, f"{ware}\n".encode(), if_changed=True)
-    put(directory / "record.json", record_json, if_changed=False)
+    try:
+        results: dict[str, str] = json.loads(record_json).get("results") or {}
+        for path, ware in sorted(results.items()):
+            name = path.replace("/", "_") + ".ware_id"
+            put(dirfd, name, f"{ware}\n".encode(), if_changed=True)
+        put(dirfd, "record.json", record_json, if_changed=False)
+    finally:
+        os.close(dirfd)

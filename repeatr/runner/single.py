@@ -464,6 +464,19 @@ def _run_job(
         pipes.close()
 
 
+def _packed(
+    helper: Helper, spec: Spec, result: JobResult, on_exit: Callable[[JobResult, Path], RunRecord]
+) -> RunRecord:
+    """``on_exit`` (pack, record) on the exited job's tree, held by a descriptor."""
+    from repeatr.linux.procroot import view_of
+
+    try:
+        with view_of(helper.pid, helper.pidfd, spec.root) as view:
+            return on_exit(result, Path(view))
+    except ProcessLookupError as exc:
+        raise ExecutorError("the sandbox helper exited before the outputs were packed") from exc
+
+
 def _drive(
     helper: Helper,
     executor: HelperExecutor,
@@ -525,8 +538,7 @@ def _drive(
                                 deliver(pipes.drain(pipe))
                                 if pipe not in pipes.open:
                                     poller.unregister(pipe)
-                        view = Path(f"/proc/{helper.pid}/root") / spec.root.lstrip("/")
-                        rec = on_exit(event.result, view)
+                        rec = _packed(helper, spec, event.result, on_exit)
                         control.setblocking(True)
                         control.sendall(conversation.done())
                         control.setblocking(False)

@@ -107,12 +107,13 @@ async def test_pids_limit_stops_forks(jobs: Jobs) -> None:
 @pytest.mark.parametrize("executor", enforcing(LimitName.PIDS), indirect=True)
 async def test_pids_limit_contains_a_fork_bomb(jobs: Jobs) -> None:
     marker = f"repeatr-bomb-{uuid.uuid4().hex}"
-    before = len(os.listdir("/proc"))
     out = await jobs.run(jobs.job("sh", "-c", "f(){ f | f & }; f; sleep 1000", marker,
                                   limits=Limits(pids=50, timeout=3)))
     assert out.result.timed_out
+    # Every process of the bomb is a fork of that shell, with its command line
+    # (and the marker): none is left. (Counting /proc against before was flaky:
+    # other sessions on the host start and end processes meanwhile.)
     assert processes_with(marker) == []
-    assert len(os.listdir("/proc")) < before + 20  # nothing of the bomb is left on the host
 
 
 #: The loop's own time, in hundredths of a second (from /proc/uptime): a VM's boot

@@ -64,8 +64,12 @@ def test_config_is_deterministic_and_keeps_env_order(tmp_path: Path) -> None:
     assert {"type": "network"} in cfg["linux"]["namespaces"]
     assert "/proc/kcore" in cfg["linux"]["maskedPaths"]
     assert "/proc/sys" in cfg["linux"]["readonlyPaths"]
-    nofile = cfg["process"]["rlimits"][0]
-    assert nofile["hard"] <= _hard_nofile()
+    limits = {r["type"]: r for r in cfg["process"]["rlimits"]}
+    assert limits["RLIMIT_NOFILE"]["hard"] <= _hard_nofile()
+    assert limits["RLIMIT_NOFILE"]["soft"] == 1024
+    assert limits["RLIMIT_CORE"]["soft"] == 0
+    # Every limit is ours: one left out would be the invoker's, through the runtime.
+    assert len(limits) == 16
 
 
 def test_config_network_host_and_path(tmp_path: Path) -> None:

@@ -255,6 +255,48 @@ def test_the_cli_spawns_its_server_once_a_thread_runs() -> None:
     assert res.stdout.splitlines()[-1] == "True"  # spawned: the helper's own command line
 
 
+PRESTART = """
+import time
+from repeatr.cli.entry import prestart_server
+from repeatr.executors.spawn import interpreter_options
+
+print(" ".join(interpreter_options()))
+process = prestart_server(["run", "f.json"])
+assert process is not None
+with open("/proc/self/cmdline", "rb") as f:
+    ours = f.read()
+deadline = time.monotonic() + 20  # until it has exec'd (a forked one never does)
+while time.monotonic() < deadline:
+    with open(f"/proc/{process.pid}/cmdline", "rb") as f:
+        spawned = f.read() != ours
+    if spawned:
+        break
+    time.sleep(0.01)
+print(spawned)
+process.close()
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the CLI starts a server only as root")
+@pytest.mark.parametrize(
+    ("options", "spawned"),
+    [((), "False"), (("-O",), "True"), (("-W", "error"), "True"), (("-X", "dev"), "True"),
+     (("-X", "importtime"), "True")],
+)
+def test_the_cli_spawns_a_clean_server_when_its_interpreter_has_options(
+    options: tuple[str, ...], spawned: str
+) -> None:
+    """A fork would hand -O (no asserts), -W error, dev mode... to the code building sandboxes."""
+    res = subprocess.run(
+        [sys.executable, *options, "-c", PRESTART], capture_output=True, text=True, cwd=REPO,
+        timeout=60, check=False, env={**os.environ, "PYTHONWARNINGS": ""},
+    )
+    assert res.returncode == 0, res.stderr
+    found, answer = res.stdout.splitlines()[-2:]
+    assert answer == spawned, found
+    assert bool(found) == (spawned == "True")
+
+
 def test_a_forked_server_imports_from_where_a_spawned_one_would() -> None:
     """``isolated_path``: what ``python -I -S`` has, then repeatr's parent dir; no cwd, no site."""
     res = subprocess.run(
@@ -292,11 +334,11 @@ async def test_limit_jobs_holds_a_fork_until_a_place_is_free() -> None:
 
 
 async def test_places_go_in_turn_order() -> None:
-    """With a bound, a fork of turn 1 waits for turn 0 (even with a place free) until
-    turn 0 has had its place or is passed (a memo hit, an error)."""
+    """With one place (``-j 1``), a fork of turn 1 waits for turn 0 (the place free)
+    until turn 0 has had its place or is passed (a memo hit, an error)."""
     from repeatr.executors.server import JOB_TURN
 
-    async with SandboxServer(jobs=2) as server:
+    async with SandboxServer(jobs=1) as server:
         got: list[int] = []
 
         async def fork_in_turn(turn: int) -> None:
@@ -315,3 +357,36 @@ async def test_places_go_in_turn_order() -> None:
         with anyio.fail_after(10):
             await fork_in_turn(2)  # its turn has come
         assert got == [1, 2]
+
+
+async def test_a_slow_turn_does_not_hold_every_place() -> None:
+    """With -j 2 and turn 0 still preparing (a slow fetch), turn 1 takes the spare
+    place; turn 2 then waits: the place left is turn 0's, which takes it when ready."""
+    from repeatr.executors.server import JOB_TURN
+
+    async with SandboxServer(jobs=2) as server:
+        got: list[int] = []
+        helpers = []
+
+        async def fork_in_turn(turn: int) -> None:
+            JOB_TURN.set(turn)
+            helpers.append(await server.fork(0, 1, 2))
+            got.append(turn)
+
+        async def until(want: list[int]) -> None:
+            while got != want:  # noqa: ASYNC110 (a fork also waits on the server: polled)
+                await anyio.sleep(0.01)
+
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(fork_in_turn, 1)
+                await until([1])  # did not wait for the slow turn 0: a place was free
+                tg.start_soon(fork_in_turn, 2)
+                await anyio.sleep(0.5)
+                assert got == [1], "turn 2 took the place turn 0 still needs"
+                tg.start_soon(fork_in_turn, 0)  # turn 0 is ready: the kept place is its
+                await until([1, 0])
+                helpers.pop(0).close()  # turn 1's job ends: turn 2 goes
+            assert got == [1, 0, 2]
+        for helper in helpers:
+            helper.close()

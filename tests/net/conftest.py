@@ -1,11 +1,14 @@
 """Fixtures for network tests: real namespaces, real veths, a real bridge, on a private subnet.
 
 Tests talk only between namespaces they create and the test bridge's
-address, never to any outside address. The test bridge (``rpttest*``), the
-veth prefix (``rpt``), the namespace prefix (``rprtest-``) and the state
-directory (under tmp_path) never collide with a user's ``repeatr0``,
-``rpr*`` veths, ``repeatr-*`` namespaces or ``/run/repeatr``. Every test
-checks that ``ip -o link`` and ``ip netns list`` are unchanged after it.
+address, never to any outside address. The test bridges (``rpb<suffix>N``),
+the veth prefix (``rpt<suffix>``), the namespace prefix
+(``rprtest<suffix>-``; ``tests.netnames``: a suffix per session, so
+concurrent sessions never share one) and the state directory (under
+tmp_path) never collide with a user's ``repeatr0``, ``rpr*`` veths,
+``repeatr-*`` namespaces or ``/run/repeatr``. Every test checks that ``ip -o
+link`` and ``ip netns list`` are unchanged after it (other sessions' names
+aside).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from repeatr.net.config import NetHost, Network
+from tests import netnames
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -50,13 +54,17 @@ def free_subnet(extra_taken: list[IPv4Network] | None = None) -> IPv4Network:
 
 
 def link_names() -> set[str]:
+    """Links, but other sessions' (``tests.netnames.foreign``)."""
     out = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
-    return {line.split(":")[1].strip().split("@")[0] for line in out.splitlines()}
+    names = {line.split(":")[1].strip().split("@")[0] for line in out.splitlines()}
+    return {n for n in names if not netnames.foreign(n)}
 
 
-def netns_names() -> str:
+def netns_names() -> list[str]:
+    """Named network namespaces (names only), but other sessions'."""
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
-    return out.stdout
+    names = (line.split()[0] for line in out.stdout.splitlines() if line.strip())
+    return sorted(n for n in names if not netnames.foreign(n))
 
 
 @pytest.fixture
@@ -75,8 +83,8 @@ def net_host(tmp_path: Path, no_leftovers: None) -> NetHost:
         pytest.fail("network tests need root (network namespaces, veth, bridge)")
     return NetHost(
         state_dir=tmp_path / "state",
-        netns_prefix="rprtest-",
-        veth_prefix="rpt",
+        netns_prefix=netnames.NETNS_PREFIX,
+        veth_prefix=netnames.VETH_PREFIX,
         lock_timeout=10.0,
     )
 
@@ -89,7 +97,7 @@ def make_network(net_host: NetHost) -> Iterator[Callable[..., Network]]:
     def make(name: str = "t", *, prefixlen: int = 24) -> Network:
         base = free_subnet()
         subnet = IPv4Network(f"{base.network_address}/{prefixlen}")
-        net = Network(name=name, subnet=subnet, bridge=f"rpttest{len(made)}")
+        net = Network(name=name, subnet=subnet, bridge=netnames.bridge(len(made)))
         made.append(net)
         return net
 

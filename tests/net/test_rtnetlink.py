@@ -21,6 +21,7 @@ import pytest
 from repeatr.linux import libc
 from repeatr.linux.libc import IFF_UP
 from repeatr.linux.rtnetlink import RtNetlink
+from tests import netnames
 from tests.rootfs import named_netns
 
 T = TypeVar("T")
@@ -54,7 +55,7 @@ def in_netns(path: Path, fn: Callable[[], T]) -> T:
 
 
 def _scratch_netns(tag: str) -> Iterator[Path]:
-    with named_netns(f"rprtest-{tag}-{os.getpid()}") as path:
+    with named_netns(f"{netnames.NETNS_PREFIX}{tag}-{os.getpid()}") as path:
         yield path
 
 

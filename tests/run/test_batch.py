@@ -592,3 +592,49 @@ async def test_preparer_reads_a_chunk_a_hop(runner: Runner) -> None:
     assert preparer._ready == {}
     _ev, last = await preparer.get(4)  # a hop of its own, for what is left
     assert last.loaded is not None and preparer._ready == {}  # 3 was left, 4 asked: not 3
+
+
+def test_a_formula_slow_to_prepare_does_not_hold_every_place(
+    runner: Runner, tmp_path: Path
+) -> None:
+    """``-j 2``, the first formula's input trickling in (a slow fetch): the next two
+    run meanwhile, one at a time (a place is kept for the first), not after it."""
+    from repeatr.fileset.pack import pack_dir
+    from repeatr.model.filters import Filters
+    from tests.warehouse.trickle import trickling
+
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "f").write_text("never arrives\n")
+    ware = pack_dir(tree, None, filters=Filters())
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "log").touch()
+    (shared / "log").chmod(0o666)  # the job's user is not root
+    with trickling(0.3) as server:
+        slow = runner.formula("/bin/true", inputs={"/data": str(ware)}, name="slow.json")
+        text = slow.read_text().replace(
+            f'"/data": ["{runner.busybox.warehouse}"]', f'"/data": ["ca+{server.url}/"]'
+        )
+        assert server.url in text
+        slow.write_text(text)
+        fast = [
+            runner.formula(
+                "/bin/sh", "-c", f"echo {i} >> /shared/log",
+                inputs={"/shared": f"mount:rw:{shared}"}, name=f"fast{i}.json",
+            )
+            for i in range(2)
+        ]
+        proc = subprocess.Popen(
+            runner.command("run", "-e", "ns", "-j", "2", str(slow), *map(str, fast)),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "REPEATR_FETCH_MIN_RATE": "100", "REPEATR_FETCH_RATE_WINDOW": "20"},
+        )
+        try:
+            wait_for(lambda: len((shared / "log").read_text().split()) == 2, timeout=15)
+            assert proc.poll() is None and not server.wait_closed(0), "the slow fetch ended first"
+        finally:
+            proc.terminate()
+            _out, err = proc.communicate(timeout=60)
+    assert (shared / "log").read_text().split() == ["0", "1"], err
+    wait_for(lambda: runner.work_dirs() == [])

@@ -475,6 +475,39 @@ def invoker_umask(a: Attacker) -> Verdict:
     return tool_verdict(run, "umask")
 
 
+#: What the invoker sets (soft limits, and NOFILE's hard one lowered), and what the
+#: job must see instead (``repeatr.linux.rlimits``): busybox ``ulimit -S`` of core
+#: (blocks), stack (KiB), open files.
+INVOKER_RLIMITS = {"RLIMIT_CORE": 1 << 20, "RLIMIT_STACK": 4 << 20, "RLIMIT_NOFILE": 512}
+JOB_LIMITS = ["0", "8192", "1024"]
+
+
+def _rlimited_invoker() -> None:
+    import resource
+
+    for name, soft in INVOKER_RLIMITS.items():
+        number = getattr(resource, name)
+        hard = resource.getrlimit(number)[1]
+        if name == "RLIMIT_NOFILE":
+            hard = min(hard, 4000)  # a lower hard limit too: the job's is capped, not raised
+        resource.setrlimit(number, (soft, hard))
+
+
+@attack("invoker-rlimits")
+def invoker_rlimits(a: Attacker) -> Verdict:
+    """The job's resource limits are the documented defaults, not its invoker's:
+    ``ulimit -c``, ``-s``, ``-n`` of whoever ran ``repeatr run`` would otherwise make
+    a job's behaviour (a core file, running out of fds or stack) depend on them."""
+    script = "echo limits $(ulimit -Sc) $(ulimit -Ss) $(ulimit -Sn)"
+    run = a.run(["/bin/sh", "-c", script], uid=1000, invoker=_rlimited_invoker)
+    seen = [line.split()[1:] for line in run.job_lines() if line.startswith("limits ")]
+    if len(seen) != 1 or len(seen[0]) != len(JOB_LIMITS):
+        raise AttackNotTried(f"the job printed no limits: {run.describe()}")
+    if seen[0] != JOB_LIMITS:
+        return Verdict(False, f"the job's soft core, stack, nofile: {seen[0]}, not {JOB_LIMITS}")
+    return Verdict(True, f"the job's soft core, stack, nofile are the defaults: {seen[0]}")
+
+
 #: The invoker's oom_score_adj. A service's ``OOMScoreAdjust=-900`` is the harmful
 #: one; a value below 0 needs CAP_SYS_RESOURCE, which this host's root lacks
 #: (spec/host-notes.md), and either sign is passed on by the same inheritance.
