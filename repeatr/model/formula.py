@@ -18,7 +18,6 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Literal
 
@@ -125,8 +124,7 @@ class FormulaFile(_Base, frozen=True):
 # ---------------------------------------------------------------- input sources
 
 
-@dataclass(frozen=True, slots=True)
-class HostMount:
+class HostMount(msgspec.Struct, frozen=True):  # as WareID: no dataclasses import
     """``mount:ro:/host/path`` or ``mount:rw:/host/path`` in place of a ware ID.
 
     In the original the mount string is parsed as a ware ID of type ``mount``
