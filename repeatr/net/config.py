@@ -32,6 +32,7 @@ import msgspec
 from repeatr.errors import UsageError
 from repeatr.executors.protocol import NetworkPolicy  # one definition, the helper's too
 from repeatr.hashes import sha256
+from repeatr.net import NETNS_DIR, NETNS_PREFIX, STATE_DIR, VETH_PREFIX
 
 __all__ = ["NetworkPolicy"]  # re-exported
 
@@ -107,10 +108,10 @@ def parse_subnet(text: str) -> IPv4Network:
 class NetHost(msgspec.Struct, frozen=True):
     """Where network state lives and how kernel objects are named (see the module doc)."""
 
-    state_dir: Path = Path("/run/repeatr/net")
-    netns_dir: Path = Path("/run/netns")
-    netns_prefix: str = "repeatr-"
-    veth_prefix: str = "rpr"
+    state_dir: Path = Path(STATE_DIR)
+    netns_dir: Path = Path(NETNS_DIR)
+    netns_prefix: str = NETNS_PREFIX
+    veth_prefix: str = VETH_PREFIX
     #: Seconds to wait for an IP index lock before giving up (naming the holder).
     lock_timeout: float = 30.0
 
