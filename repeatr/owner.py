@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import functools
 import os
-import socket
 import time
 
 import msgspec
@@ -46,7 +45,7 @@ def boot_id() -> str:
 
 
 def hostname() -> str:
-    return socket.gethostname()
+    return os.uname().nodename  # gethostname(2) is uname(2)'s nodename on Linux
 
 
 def start_ticks(pid: int) -> int | None:

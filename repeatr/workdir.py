@@ -12,7 +12,6 @@ and remove it: :func:`reap_stale`, called at the start of every run and by
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -51,19 +50,65 @@ def remove(path: Path, *, attempts: int = 3) -> list[str]:
     caller to report (``repeatr gc`` removes it once its owner is dead).
     """
     failures: list[str] = []
-
-    def failed(_func: object, where: str, exc_info: tuple[type, BaseException, object]) -> None:
-        if not isinstance(exc_info[1], FileNotFoundError):  # gone meanwhile: fine
-            failures.append(f"{where}: {exc_info[1]}")
-
     for attempt in range(attempts):
         failures.clear()
-        shutil.rmtree(path, onerror=failed)
+        _remove_tree(os.fspath(path), failures)
         if not os.path.lexists(path):
             return []
         if attempt + 1 < attempts:
             time.sleep(0.05)
     return failures or [f"{path}: still there after {attempts} attempts"]
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _remove_tree(path: str, failures: list[str]) -> None:
+    """``shutil.rmtree`` without importing ``shutil`` (~3 ms of a run: it imports bz2,
+    lzma, zlib): the same fd-relative walk, so a symlink in the tree (planted by the
+    job) is removed, never followed. Every failure but a vanished entry is appended."""
+    try:
+        fd = os.open(path, _DIR_FLAGS)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        failures.append(f"{path}: {exc}")
+        return
+    try:
+        _clear(fd, path, failures)
+    finally:
+        os.close(fd)
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        failures.append(f"{path}: {exc}")
+
+
+def _clear(dir_fd: int, where: str, failures: list[str]) -> None:
+    """Remove everything in the directory open as ``dir_fd`` (``where``: its path)."""
+    try:
+        with os.scandir(dir_fd) as it:
+            entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+    except OSError as exc:
+        failures.append(f"{where}: {exc}")
+        return
+    for name, is_dir in entries:
+        try:
+            if is_dir:
+                fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+                try:
+                    _clear(fd, f"{where}/{name}", failures)
+                finally:
+                    os.close(fd)
+                os.rmdir(name, dir_fd=dir_fd)
+            else:
+                os.unlink(name, dir_fd=dir_fd)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            failures.append(f"{where}/{name}: {exc}")
 
 
 def owner_of(path: Path) -> Owner | None:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -197,6 +196,8 @@ def remove_tree(path: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         return
+    import shutil  # here: importing it costs a run ~3 ms (bz2, lzma), for rare removals
+
     try:
         shutil.rmtree(path)
         return

@@ -13,9 +13,9 @@ threads (an unpack reports progress from one): writes are serialised.
 
 from __future__ import annotations
 
+import _thread
 import json
 import sys
-import threading
 import time
 from collections.abc import Callable
 from enum import StrEnum
@@ -60,7 +60,7 @@ class Reporter:
         self.stdout = stdout or sys.stdout
         self.stderr = stderr or sys.stderr
         self._last_progress: dict[str, float] = {}
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()  # threading.Lock, without importing threading
         self._bars: Any = None  # a rich Progress, created on first progress on a TTY
         self._tasks: dict[str, Any] = {}
         self.show_bars = fmt is Format.TEXT and not quiet and self.stderr.isatty()

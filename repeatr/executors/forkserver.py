@@ -52,15 +52,13 @@ from repeatr.executors.sandbox import (
 )
 from repeatr.executors.sandbox import main as replay_main
 from repeatr.executors.spawn import HELPER_ENV, isolated_path
-from repeatr.executors.wire import decode, encode, frame_length
+from repeatr.executors.wire import decode, encode, frame_length, receive_packet, send_packet
 from repeatr.linux import capability, libc
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from repeatr.executors.protocol import Message
 
-#: A request is a few bytes; a packet longer than this is not one of ours.
-MAX_PACKET = 1 << 16
 #: File descriptors a :class:`Fork` carries: control socket, stdin, stdout, stderr.
 FORK_FDS = 4
 #: The forked server's name (``/proc/PID/comm``, at most 15 bytes), its helpers' too.
@@ -71,14 +69,7 @@ HELPER_GRACE = 15.0
 
 def receive(sock: _socket.socket) -> tuple[Message | None, list[int]]:
     """One packet: (its message, None at end of stream; the fds it carried)."""
-    data, ancdata, _flags, _addr = sock.recvmsg(
-        MAX_PACKET, _socket.CMSG_SPACE(FORK_FDS * 4), _socket.MSG_CMSG_CLOEXEC
-    )
-    fds: list[int] = []
-    for level, kind, payload in ancdata:
-        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
-            usable = len(payload) - len(payload) % 4
-            fds += [int.from_bytes(payload[i : i + 4], sys.byteorder) for i in range(0, usable, 4)]
+    data, fds = receive_packet(sock, FORK_FDS)
     if not data:
         return None, fds
     try:
@@ -93,11 +84,7 @@ def receive(sock: _socket.socket) -> tuple[Message | None, list[int]]:
 
 def reply(sock: _socket.socket, msg: Message, fds: list[int]) -> None:
     """One packet with ``msg`` (and ``fds``)."""
-    anc = []
-    if fds:
-        payload = b"".join(fd.to_bytes(4, sys.byteorder) for fd in fds)
-        anc = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, payload)]
-    sock.sendmsg([encode(msg)], anc)
+    send_packet(sock, encode(msg), fds)
 
 
 class Server:

@@ -22,10 +22,10 @@ pidfd of this process and do the same; their mount namespaces go with them.
 
 from __future__ import annotations
 
+import _socket
 import os
 import shlex
 import signal
-import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -90,7 +90,7 @@ class ControlChannel:
     a run is cancelled while the helper reports the job's exit).
     """
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: _socket.socket) -> None:
         sock.setblocking(False)
         self.sock = sock
 

@@ -20,11 +20,11 @@ cancelled before it gets the spec sees our end of its socket close, and exits.
 
 from __future__ import annotations
 
+import _socket
 import contextlib
 import os
 import select
 import signal
-import socket
 import sys
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
@@ -33,7 +33,14 @@ from types import TracebackType
 from repeatr.errors import ExecutorError
 from repeatr.executors.protocol import Error, Fork, Forked
 from repeatr.executors.spawn import ServerProcess, exited, spawn_server
-from repeatr.executors.wire import decode, encode, frame_length
+from repeatr.executors.wire import (
+    decode,
+    encode,
+    frame_length,
+    receive_packet,
+    send_packet,
+    socketpair,
+)
 
 #: The place of the current task's formula in its batch's order (the batch sets it in
 #: each formula's task; None elsewhere). With a bound on jobs, a fork of turn N takes a
@@ -58,7 +65,7 @@ class Helper:
     """A sandbox helper the server forked: pid, pidfd, our end of its control socket."""
 
     def __init__(
-        self, pid: int, pidfd: int, control: socket.socket, release: Callable[[], None] = _nothing
+        self, pid: int, pidfd: int, control: _socket.socket, release: Callable[[], None] = _nothing
     ) -> None:
         self.pid = pid
         self.pidfd = pidfd
@@ -113,7 +120,7 @@ class SandboxServer:
         self._slots: anyio.CapacityLimiter | None = None
         if jobs is not None:
             self.limit_jobs(jobs)
-        self._sock: socket.socket | None = None
+        self._sock: _socket.socket | None = None
         self._lock = anyio.Lock()
         self._closed = False
         #: The lowest turn (``JOB_TURN``) not yet given a place or passed; those done beyond it.
@@ -140,7 +147,7 @@ class SandboxServer:
         """The server's pid, once it runs."""
         return self._process.pid if self._process is not None else None
 
-    def _socket(self) -> socket.socket:
+    def _connection(self) -> _socket.socket:
         if self._closed:
             raise ExecutorError("the sandbox server is closed")
         if self._sock is not None:
@@ -151,7 +158,7 @@ class SandboxServer:
             except OSError as e:
                 raise ExecutorError(f"cannot start the sandbox server {self.python}: {e}") from e
         self.starts += 1
-        sock = socket.socket(fileno=self._process.sock)
+        sock = _socket.socket(fileno=self._process.sock)
         self._process.sock = -1  # ours to close now
         sock.setblocking(False)
         self._sock = sock
@@ -249,7 +256,7 @@ class SandboxServer:
     ) -> Helper:
         import anyio
 
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        ours, theirs = socketpair()
         try:
             async with self._lock:
                 with anyio.CancelScope(shield=True):
@@ -272,22 +279,20 @@ class SandboxServer:
     async def _exchange(self, msg: Fork, fds: list[int]) -> tuple[Error | Forked, list[int]]:
         import anyio
 
-        sock = self._socket()
+        sock = self._connection()
         try:
             while True:
                 try:
-                    socket.send_fds(sock, [encode(msg)], fds)
+                    send_packet(sock, encode(msg), fds)
                     break
                 except BlockingIOError:
-                    await anyio.wait_writable(sock)
+                    await anyio.wait_writable(sock.fileno())
             while True:
                 try:
-                    data, got, _flags, _addr = socket.recv_fds(
-                        sock, 1 << 16, 4, socket.MSG_CMSG_CLOEXEC
-                    )
+                    data, got = receive_packet(sock, 4)
                     break
                 except BlockingIOError:
-                    await anyio.wait_readable(sock)
+                    await anyio.wait_readable(sock.fileno())
         except OSError as e:
             raise self._gone(str(e)) from None
         return _answer(data, got, self._gone)
@@ -353,7 +358,7 @@ def _answer(
 def _helper(
     answer: Error | Forked,
     fds: list[int],
-    ours: socket.socket,
+    ours: _socket.socket,
     release: Callable[[], None] = _nothing,
 ) -> Helper:
     """The helper of a ``Forked`` answer (``ours``: our end of its control socket;
@@ -381,9 +386,9 @@ class BlockingServer:
 
     def __init__(self, process: ServerProcess) -> None:
         self._process = process
-        sock = socket.socket(fileno=process.sock)
+        sock = _socket.socket(fileno=process.sock)
         process.sock = -1  # ours to close now
-        self._sock: socket.socket | None = sock
+        self._sock: _socket.socket | None = sock
 
     @property
     def pid(self) -> int:
@@ -394,18 +399,16 @@ class BlockingServer:
         if self._sock is None:
             raise ExecutorError("the sandbox server is closed")
         sock = self._sock
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        ours, theirs = socketpair()
         try:
             try:
-                socket.send_fds(sock, [encode(Fork())], [theirs.fileno(), stdin, stdout, stderr])
+                send_packet(sock, encode(Fork()), [theirs.fileno(), stdin, stdout, stderr])
                 if not _wait_fd(sock.fileno(), select.POLLIN, REQUEST_TIMEOUT):
                     raise ExecutorError(
                         f"the sandbox server (pid {self.pid}) did not answer"
                         f" in {REQUEST_TIMEOUT:.0f} s"
                     )
-                data, got, _flags, _addr = socket.recv_fds(
-                    sock, 1 << 16, 4, socket.MSG_CMSG_CLOEXEC
-                )
+                data, got = receive_packet(sock, 4)
             except OSError as e:
                 raise _gone(self.pid, str(e)) from None
             answer, fds = _answer(data, got, lambda why: _gone(self.pid, why))

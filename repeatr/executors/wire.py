@@ -9,8 +9,10 @@ interpreter (``sys.executable``), so the format always matches.
 
 from __future__ import annotations
 
+import _socket
 import marshal
 import os
+import sys
 
 from repeatr.executors.protocol import from_wire
 
@@ -19,6 +21,10 @@ MAX_FRAME = 16 << 20
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from repeatr.executors.protocol import Message
+
+
+#: A request to the sandbox server, or its answer, is a few bytes; a longer packet is not ours.
+MAX_PACKET = 1 << 16
 
 
 def encode(msg: Message) -> bytes:
@@ -140,3 +146,36 @@ def write_frames(fd: int, msgs: list[Message]) -> None:
     data = b"".join(encode(msg) for msg in msgs)
     while data:
         data = data[os.write(fd, data) :]
+
+
+# The sandbox server's packets (SOCK_SEQPACKET, fds attached) with ``_socket``, built in:
+# the ``socket`` module costs a run ~4 ms of imports (selectors, array, enum conversions)
+# for two thin wrappers over sendmsg/recvmsg.
+
+
+def socketpair() -> tuple[_socket.socket, _socket.socket]:
+    """A connected pair of Unix stream sockets (a helper's control socket, and ours)."""
+    a, b = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    return a, b
+
+
+def send_packet(sock: _socket.socket, data: bytes, fds: list[int]) -> None:
+    """One packet: ``data`` and copies of ``fds`` (``socket.send_fds``)."""
+    anc = []
+    if fds:
+        payload = b"".join(fd.to_bytes(4, sys.byteorder) for fd in fds)
+        anc = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, payload)]
+    sock.sendmsg([data], anc)
+
+
+def receive_packet(sock: _socket.socket, max_fds: int) -> tuple[bytes, list[int]]:
+    """One packet: its data (empty at end of stream) and the fds it carried, close-on-exec."""
+    data, ancdata, _flags, _addr = sock.recvmsg(
+        MAX_PACKET, _socket.CMSG_SPACE(max_fds * 4), _socket.MSG_CMSG_CLOEXEC
+    )
+    fds: list[int] = []
+    for level, kind, payload in ancdata:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+            usable = len(payload) - len(payload) % 4
+            fds += [int.from_bytes(payload[i : i + 4], sys.byteorder) for i in range(0, usable, 4)]
+    return data, fds

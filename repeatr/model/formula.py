@@ -19,7 +19,6 @@ import ipaddress
 import os
 import stat
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Literal
 
@@ -126,8 +125,7 @@ class FormulaFile(_Base, frozen=True):
 # ---------------------------------------------------------------- input sources
 
 
-@dataclass(frozen=True, slots=True)
-class HostMount:
+class HostMount(msgspec.Struct, frozen=True):  # as WareID: no dataclasses import
     """``mount:ro:/host/path`` or ``mount:rw:/host/path`` in place of a ware ID.
 
     In the original the mount string is parsed as a ware ID of type ``mount``

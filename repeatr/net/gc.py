@@ -32,15 +32,16 @@ from pathlib import Path
 import msgspec
 
 from repeatr.errors import RepeatrError
-from repeatr.net import bridge, netns, records
-from repeatr.net.config import DEFAULT_HOST, NetHost
+from repeatr.net import NETNS_DIR, NETNS_PREFIX, STATE_DIR, VETH_PREFIX
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from repeatr.net.config import NetHost
     from repeatr.net.ipindex import Lease
 
-# Every run calls collect() and usually finds nothing: the IP index and the
-# teardown code (with netlink) are imported only once there is work for them.
+# Every run calls collect() and usually finds nothing (idle): the network modules,
+# the IP index and the teardown code (with netlink) are imported only once there is
+# something to look at.
 
 
 class GCReport(msgspec.Struct):
@@ -57,9 +58,42 @@ class GCReport(msgspec.Struct):
         return not (self.runs or self.links or self.namespaces or self.leases or self.failures)
 
 
-def collect(host: NetHost = DEFAULT_HOST) -> GCReport:
-    """Blocking gc (see the module doc): call from a worker thread or a sync CLI."""
+def idle(host: NetHost | None = None) -> bool:
+    """Nothing for :func:`collect` to look at: no attachment record, no lease, no
+    interface or namespace named as ours. A few directory listings, no imports."""
+    if host is None:
+        state, ns_dir, ns_prefix, veth_prefix = STATE_DIR, NETNS_DIR, NETNS_PREFIX, VETH_PREFIX
+    else:
+        state, ns_dir = os.fspath(host.state_dir), os.fspath(host.netns_dir)
+        ns_prefix, veth_prefix = host.netns_prefix, host.veth_prefix
+    for name in _listdir(state):
+        path = os.path.join(state, name)
+        if name == "runs.d":  # the records (NetHost.records_dir)
+            if _listdir(path):
+                return False
+        elif os.path.isfile(os.path.join(path, "subnet")) and not _empty(Path(path)):
+            return False
+    return not any(n.startswith(veth_prefix) for n in _listdir("/sys/class/net")) and not any(
+        n.startswith(ns_prefix) for n in _listdir(ns_dir)
+    )
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def collect(host: NetHost | None = None) -> GCReport:
+    """Blocking gc (see the module doc): call from a worker thread or a sync CLI.
+    ``host``: None for the default (``repeatr.net.config.DEFAULT_HOST``)."""
     report = GCReport()
+    if idle(host):
+        return report
+    from repeatr.net.config import DEFAULT_HOST
+
+    host = host or DEFAULT_HOST
     live_runs = _records(host, report)
     _veths(host, report)
     _namespaces(host, live_runs, report)
@@ -67,7 +101,7 @@ def collect(host: NetHost = DEFAULT_HOST) -> GCReport:
     return report
 
 
-async def gc(host: NetHost = DEFAULT_HOST) -> GCReport:
+async def gc(host: NetHost | None = None) -> GCReport:
     """:func:`collect` in a worker thread."""
     import anyio.to_thread
 
@@ -76,6 +110,8 @@ async def gc(host: NetHost = DEFAULT_HOST) -> GCReport:
 
 def _records(host: NetHost, report: GCReport) -> set[str]:
     """Tear down runs with dead owners; return the run IDs of every remaining record."""
+    from repeatr.net import records
+
     remaining = set()
     for record in records.all_records(host):
         if record.owner_alive():
@@ -113,6 +149,8 @@ def _records(host: NetHost, report: GCReport) -> set[str]:
 
 
 def _veths(host: NetHost, report: GCReport) -> None:
+    from repeatr.net import bridge
+
     doomed = []
     for name, alias in bridge.host_links(host.veth_prefix).items():
         if not host.is_our_veth(name):
@@ -133,6 +171,8 @@ def _veths(host: NetHost, report: GCReport) -> None:
 
 
 def _namespaces(host: NetHost, live_runs: set[str], report: GCReport) -> None:
+    from repeatr.net import netns, records
+
     try:
         names = os.listdir(host.netns_dir)
     except FileNotFoundError:

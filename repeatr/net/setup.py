@@ -37,8 +37,6 @@ from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 from typing import NamedTuple
 
-import anyio
-
 from repeatr.errors import NetworkError, RepeatrError
 from repeatr.linux import libc, sysctl
 from repeatr.net import bridge, dns, netns, records
@@ -286,6 +284,8 @@ async def prepare(
     is torn down, and the cancellation is re-raised.
     """
 
+    import anyio  # here: a lean single run's gc reaches this module, never an event loop
+
     def work() -> NetAttachment:
         return prepare_sync(
             policy,
@@ -315,6 +315,8 @@ async def teardown(att: NetAttachment) -> None:
     """
     if att.policy is NetworkPolicy.HOST:
         return
+    import anyio
+
     with anyio.CancelScope(shield=True):
         with anyio.move_on_after(TEARDOWN_TIMEOUT) as scope:
             await anyio.to_thread.run_sync(teardown_sync, att, abandon_on_cancel=True)

@@ -34,8 +34,8 @@ removed, exit 8, as on the full path.
 ``REPEATR_SINGLE=0`` turns this path off (the full path runs everything);
 ``REPEATR_SINGLE_TRACE=FILE`` appends a line to FILE for each ``repeatr
 run`` decided here (tests, benchmarks): ``full: <why>``, or, once a lean run
-is done, ``lean: imported ...`` naming which of asyncio, anyio, trio and
-argparse the process imported (none, unless something else did).
+is done, ``lean: imported ...`` naming which modules of :data:`HEAVY` the
+process imported (none, unless something else did).
 """
 
 from __future__ import annotations
@@ -67,6 +67,11 @@ if TYPE_CHECKING:
 _FLAGS = {"-q", "--quiet", "--ignore-job-exit", "--no-memo"}
 _VALUED = {"--cache", "-e", "--executor", "--format", "--ware-disk-limit", "--output-dir"}
 _EXECUTORS = ("auto", "ns", "chroot")
+#: Modules a lean run must never import (the trace names any it did; a test checks):
+#: the event loops and argparse, and what costs a run milliseconds for a few calls
+#: (``socket``: ``repeatr.executors.wire`` uses ``_socket``; ``shutil``: the work dir's
+#: removal is ``repeatr.workdir``'s own; ``threading``: a ``_thread`` lock does).
+HEAVY = ("asyncio", "anyio", "trio", "argparse", "socket", "shutil", "threading")
 
 
 class Args(NamedTuple):
@@ -162,8 +167,8 @@ def lean_run(argv: list[str], server: ServerProcess | None) -> int | None:
     if os.environ.get("REPEATR_SINGLE_TRACE"):
         import sys
 
-        heavy = [m for m in ("asyncio", "anyio", "trio", "argparse") if m in sys.modules]
-        _trace(f"lean: imported {' '.join(heavy) or 'none of asyncio, anyio, trio, argparse'}")
+        heavy = [m for m in HEAVY if m in sys.modules]
+        _trace(f"lean: imported {' '.join(heavy) or 'none of ' + ', '.join(HEAVY)}")
     return code
 
 

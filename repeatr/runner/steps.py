@@ -256,10 +256,9 @@ def collect_dead(state: Path, net: NetSettings) -> tuple[list[Path], GCReport]:
     from repeatr.linux import cgroups
     from repeatr.net.gc import collect
 
-    _, host = net.resolved()
     reaped = workdirs.reap_stale(state)
     cgroups.gc()
-    return reaped, collect(host)
+    return reaped, collect(net.host)  # None: the default host, not imported if idle
 
 
 def report_dead(reaped: list[Path], report: GCReport, ev: RunEvents) -> None:

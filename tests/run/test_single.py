@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from repeatr.errors import Category
-from repeatr.runner.single import Args, parse, plan
+from repeatr.runner.single import HEAVY, Args, parse, plan
 from tests.clirun import Result
 from tests.rootfs import mountinfo, processes_with
 
@@ -180,13 +180,38 @@ def test_lean_run_imports_no_event_loop(runner: Runner, tmp_path: Path) -> None:
     f = runner.formula("/bin/sh", "-c", "echo hi")
     res = _run(runner, trace, "run", str(f), lean=True)
     assert res.code == 0, res.stderr
-    assert _last_trace(trace) == "lean: imported none of asyncio, anyio, trio, argparse"
+    assert _last_trace(trace) == f"lean: imported none of {', '.join(HEAVY)}"
     # A hit by formula ID (another file, same formula) is answered there too.
     g = runner.formula("/bin/sh", "-c", "echo hi", name="other.json")
     (tmp_path / "other.json").write_text(json.dumps(json.loads(f.read_text())) + "\n")
     res2 = _run(runner, trace, "run", str(g), "--format", "json", lean=True)
     assert res2.code == 0 and res2.events()[-1]["record"]["guid"] == res.record()["guid"]
     assert _last_trace(trace).startswith("lean: imported none")
+
+
+def test_lean_run_beside_a_leased_address_imports_no_event_loop(
+    runner: Runner, tmp_path: Path
+) -> None:
+    """With a lease in an IP index (a bridged run of another invocation), the lean run's gc
+    reads that index (``repeatr.net.gc``) and must still import none of ``HEAVY``."""
+    import shutil
+
+    from repeatr.net.config import DEFAULT_HOST
+    from repeatr.net.ipindex import IPIndex
+
+    _warm(runner)
+    trace = tmp_path / "trace"
+    network = f"heavytest{os.getpid()}"
+    index = IPIndex(DEFAULT_HOST.state_dir, network, "10.252.0.0/24")
+    try:
+        index.allocate("heavytest-run")  # held by this (live) process: gc keeps it
+        res = _run(runner, trace, "run", str(runner.formula("/bin/true")), "--no-memo",
+                   lean=True)
+        assert res.code == 0, res.stderr
+        assert _last_trace(trace) == f"lean: imported none of {', '.join(HEAVY)}"
+        assert index.lookup("heavytest-run") is not None
+    finally:
+        shutil.rmtree(DEFAULT_HOST.state_dir / network, ignore_errors=True)
 
 
 @pytest.mark.parametrize(
