@@ -260,6 +260,9 @@ def main() -> None:
         )
         rounds: dict[str, list[Usage]] = {"fanout": [], "chain": [], "memo": [], "batch": []}
         alone: list[float] = []
+        # (a)'s rounds run with --no-memo, which stores nothing: one untimed run
+        # with the memo on stores what (c)'s re-runs are to find.
+        one("fanout", args.steps, memo=True)
         for _ in range(args.repeats):
             rounds["fanout"].append(one("fanout", args.steps, memo=False)[0])
             rounds["batch"].append(measured(batch, parse=False)[0])
