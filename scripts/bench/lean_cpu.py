@@ -26,30 +26,20 @@ import shutil
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+import run
 from warm import PY, REPO, Warm, scratch
 
 LEAN = "import gc, os; gc.disable(); import anyio; anyio.run(anyio.sleep, 0); os._exit(0)"
 
 
 def measured(argv: list[str], cwd: str, data: bytes = b"") -> tuple[float, float]:
-    """(wall seconds, CPU seconds of it and its reaped descendants) of ``argv``."""
+    """(wall seconds, CPU seconds of it and its reaped descendants) of ``argv``, run
+    without ``PYTHONDONTWRITEBYTECODE`` (the trees are byte-compiled)."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(
-        argv, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL
-    )
-    assert proc.stdin is not None
-    proc.stdin.write(data)
-    proc.stdin.close()
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(argv[:6])} ... in {cwd} failed (exit {proc.returncode})")
-    return wall, usage.ru_utime + usage.ru_stime
+    usage = run.measured(argv, data, env=env, cwd=cwd)
+    return usage.seconds, usage.cpu
 
 
 def prepare(tree: str) -> None:

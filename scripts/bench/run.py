@@ -57,8 +57,11 @@ class Usage(NamedTuple):
     max_rss_kb: int  # the largest resident set among them
 
 
-def measured(argv: list[str], data: bytes = b"", env: dict[str, str] | None = None) -> Usage:
-    """Run ``argv`` to completion (``data`` on stdin, stdout discarded): wall time and rusage.
+def measured(
+    argv: list[str], data: bytes = b"", env: dict[str, str] | None = None, cwd: str | Path = REPO
+) -> Usage:
+    """Run ``argv`` in ``cwd`` to completion (``data`` on stdin, stdout discarded): wall
+    time and rusage.
 
     Its stderr is kept aside (podman warns on every run here) and shown if it fails.
     """
@@ -66,7 +69,7 @@ def measured(argv: list[str], data: bytes = b"", env: dict[str, str] | None = No
         t0 = time.perf_counter()
         proc = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=stderr,
-            cwd=REPO, env=env,
+            cwd=cwd, env=env,
         )
         assert proc.stdin is not None
         proc.stdin.write(data)
