@@ -65,8 +65,14 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 def _remove_tree(path: str, failures: list[str]) -> None:
     """``shutil.rmtree`` without importing ``shutil`` (~3 ms of a run: it imports bz2,
-    lzma, zlib): the same fd-relative walk, so a symlink in the tree (planted by the
-    job) is removed, never followed. Every failure but a vanished entry is appended."""
+    lzma, zlib), fd-relative as it is, so a symlink in the tree (planted by the
+    job) is removed, never followed. Every failure but a vanished entry is appended.
+
+    Iterative, holding one directory open at a time: a job's tree may be
+    nested deeper than Python's recursion limit or the open-file limit
+    (``shutil.rmtree`` recurses, and raised RecursionError on 3,000 levels).
+    Going back up opens ``..`` and checks it is the directory it came from.
+    """
     try:
         fd = os.open(path, _DIR_FLAGS)
     except FileNotFoundError:
@@ -74,8 +80,39 @@ def _remove_tree(path: str, failures: list[str]) -> None:
     except OSError as exc:
         failures.append(f"{path}: {exc}")
         return
+    where = path
     try:
-        _clear(fd, path, failures)
+        pending = _clear(fd, where, failures)
+        #: For each directory above the open one: its identity, its subdirectories left.
+        above: list[tuple[tuple[int, int], list[str]]] = []
+        while True:
+            if pending:
+                name = pending.pop()
+                try:
+                    sub = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    failures.append(f"{where}/{name}: {exc}")
+                    continue
+                above.append((_identity(fd), pending))
+                os.close(fd)
+                fd, where = sub, f"{where}/{name}"
+                pending = _clear(fd, where, failures)
+                continue
+            if not above:
+                break
+            parent = os.open("..", _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = parent
+            identity, pending = above.pop()
+            where, _, name = where.rpartition("/")
+            if _identity(fd) != identity:
+                failures.append(f"{where}: moved while its tree was removed")
+                return
+            _unlink(fd, name, where, failures, rmdir=True)
+    except OSError as exc:
+        failures.append(f"{where}: {exc}")
     finally:
         os.close(fd)
     try:
@@ -86,29 +123,36 @@ def _remove_tree(path: str, failures: list[str]) -> None:
         failures.append(f"{path}: {exc}")
 
 
-def _clear(dir_fd: int, where: str, failures: list[str]) -> None:
-    """Remove everything in the directory open as ``dir_fd`` (``where``: its path)."""
+def _identity(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
+
+
+def _clear(dir_fd: int, where: str, failures: list[str]) -> list[str]:
+    """Remove all but the directories in the directory open as ``dir_fd`` (``where``:
+    its path); their names."""
     try:
         with os.scandir(dir_fd) as it:
             entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
     except OSError as exc:
         failures.append(f"{where}: {exc}")
-        return
+        return []
     for name, is_dir in entries:
-        try:
-            if is_dir:
-                fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
-                try:
-                    _clear(fd, f"{where}/{name}", failures)
-                finally:
-                    os.close(fd)
-                os.rmdir(name, dir_fd=dir_fd)
-            else:
-                os.unlink(name, dir_fd=dir_fd)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            failures.append(f"{where}/{name}: {exc}")
+        if not is_dir:
+            _unlink(dir_fd, name, where, failures, rmdir=False)
+    return [name for name, is_dir in entries if is_dir]
+
+
+def _unlink(dir_fd: int, name: str, where: str, failures: list[str], *, rmdir: bool) -> None:
+    try:
+        if rmdir:
+            os.rmdir(name, dir_fd=dir_fd)
+        else:
+            os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        failures.append(f"{where}/{name}: {exc}")
 
 
 def owner_of(path: Path) -> Owner | None:

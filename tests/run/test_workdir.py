@@ -81,3 +81,25 @@ def test_does_not_import_shutil() -> None:
     code = "import sys, repeatr.workdir; print('shutil' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_tree_deeper_than_the_recursion_and_open_file_limits(tmp_path: Path) -> None:
+    """A job may nest directories as deep as it likes: removed all the same, in a process
+    whose recursion limit and open-file limit are far below the depth."""
+    work = tmp_path / "work"
+    work.mkdir()
+    fd = os.open(work, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(2000):
+        os.mkdir("d", dir_fd=fd)
+        sub = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = sub
+    os.close(fd)
+    code = (
+        "import resource, sys; from pathlib import Path; from repeatr import workdir;"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64)); sys.setrecursionlimit(500);"
+        f"print(workdir.remove(Path({str(work)!r})))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    assert not os.path.lexists(work)
