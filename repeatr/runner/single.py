@@ -507,9 +507,12 @@ def _drive(
     rec: RunRecord | None = None
     deadline: float | None = None  # for the helper's exit, once it has said its last
 
-    def deliver(lines: list[tuple[str, bytes]]) -> None:
-        for name, line in lines:
+    def pump(fd: int, *, drain: bool = False) -> None:
+        """Deliver what the pipe ``fd`` has (``drain``: all it holds); at its end, drop it."""
+        for name, line in pipes.drain(fd) if drain else pipes.read(fd):
             on_output(name, line)
+        if fd not in pipes.open:
+            poller.unregister(fd)
 
     while not (deadline is not None and helper.exited() and not pipes.open):
         timeout_ms = -1  # until something happens; once the helper has exited, the pipes' ends
@@ -526,9 +529,7 @@ def _drive(
             elif fd == helper.pidfd:
                 poller.unregister(fd)  # exited: the pipes' ends are what is left
             elif fd in pipes.open:
-                deliver(pipes.read(fd))
-                if fd not in pipes.open:
-                    poller.unregister(fd)
+                pump(fd)
             elif fd == control.fileno() and deadline is None:
                 try:
                     chunk = control.recv(65536)
@@ -540,9 +541,7 @@ def _drive(
                     if isinstance(event, JobExited):
                         for pipe in pipes.fds:  # what the job wrote, before its record
                             if pipe in pipes.open:
-                                deliver(pipes.drain(pipe))
-                                if pipe not in pipes.open:
-                                    poller.unregister(pipe)
+                                pump(pipe, drain=True)
                         rec = _packed(helper, spec, event.result, on_exit)
                         control.setblocking(True)
                         control.sendall(conversation.done())
