@@ -102,9 +102,9 @@ class MemoStore:
     def get_by_file(self, formula_path: str, executor: str) -> tuple[str | None, bytes | None]:
         """The formula file's key (``file_key``) and the record stored under it, if any.
 
-        The one definition of a memo hit by file: ``repeatr run``'s fast path
-        (``repeatr.cli.entry``, before anything else is imported) and the
-        library runner (``repeatr.runner``) both ask this.
+        ``repeatr run``'s fast path (``repeatr.cli.entry``, before anything else
+        is imported); the library runner keys the bytes it read once with the
+        same :func:`bytes_key` (``repeatr.runner.run.prepare``).
         """
         key = file_key(formula_path, executor)
         return key, (self.get(key) if key is not None else None)

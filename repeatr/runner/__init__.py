@@ -1,8 +1,8 @@
 """The library runner: what every command that runs formulas calls.
 
 - :mod:`repeatr.runner.run`: one formula. Loads it, decides whether the memo
-  store answers it (:meth:`repeatr.memo.MemoStore.get_by_file`, then the
-  formula ID), chooses the executor, the network settings, calls the
+  store answers it (the file's bytes, :func:`repeatr.memo.bytes_key`, then
+  the formula ID), chooses the executor, the network settings, calls the
   supervisor (:func:`repeatr.supervisor.run_formula`), remembers the record,
   writes ``--output-dir``. ``run`` (async) and ``run_sync``.
 - :mod:`repeatr.runner.batch`: many formulas in one event loop, under one

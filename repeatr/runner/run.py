@@ -6,9 +6,10 @@ answer: executor, cache, network settings, ``run_formula``, then stores the
 record and writes ``--output-dir``. ``run`` does both; ``run_sync`` is
 ``run`` in an event loop of its own.
 
-What a memo hit is, is decided here and in :meth:`repeatr.memo.MemoStore.get_by_file`
-(which ``repeatr.cli.entry``'s fast path calls too): first the formula
-file's bytes, then the formula ID with the executor asked for; a hit needs
+What a memo hit is, is decided here (``prepare``) and, for the fast path of
+``repeatr.cli.entry``, in :meth:`repeatr.memo.MemoStore.get_by_file`, both
+keying the formula file's bytes with :func:`repeatr.memo.bytes_key`: first
+those bytes, then the formula ID with the executor asked for; a hit needs
 the files its saved outputs live in. Only a job that exited 0 is stored,
 and never one with a host directory (``mount:``) among its inputs.
 
