@@ -100,6 +100,12 @@ def test_a_tree_deeper_than_the_recursion_and_open_file_limits(tmp_path: Path) -
         "resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64)); sys.setrecursionlimit(500);"
         f"print(workdir.remove(Path({str(work)!r})))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
-    assert not os.path.lexists(work)
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "[]"
+        assert not os.path.lexists(work)
+    finally:
+        # Never leave the tree behind for pytest: its rmtree of old base temp dirs
+        # recurses, and a RecursionError there fails a later session at exit.
+        workdir.remove(work)
