@@ -234,7 +234,7 @@ def start_forked(sock_fd: int, parent_pid: int) -> int:
     the helper's environment (``HELPER_ENV``: nothing of the invocation's
     reaches a job through us) and ``sys.path`` (``isolated_path``), stdin
     and stdout on ``/dev/null``, the cyclic GC on (the CLI pauses it during
-    its start-up). Named ``repeatr-sandbox``
+    its start-up; what it allocated before the fork is frozen). Named ``repeatr-sandbox``
     (``/proc/PID/comm``, what ``ps`` shows; its helpers inherit it), since
     its command line is the invocation's.
     """
@@ -252,6 +252,10 @@ def start_forked(sock_fd: int, parent_pid: int) -> int:
     os.close(devnull)
     with open("/proc/self/comm", "w") as comm:
         comm.write(PROCESS_NAME)
+    # What the CLI allocated before the fork lives as long as we do: frozen, never
+    # scanned. Else the first collection walks all of it (the CLI paused the GC, so
+    # it is all in the youngest generation) and copies every page it touches.
+    gc.freeze()
     gc.enable()
     return serve(sock_fd, parent_pid)
 
