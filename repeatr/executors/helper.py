@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import _socket
 import os
-import shlex
 import signal
 import sys
 from collections.abc import Callable
@@ -239,6 +238,8 @@ class HelperExecutor(Executor):
         """
         if self.on_debug is None:
             return
+        import shlex  # only with --debug: a single run's start-up does without it
+
         self.on_debug(
             f"sandbox server: {shlex.join(self.command(3))}"
             "  (requests on fd 3; each job's helper is a fork of it; `repeatr run`"
