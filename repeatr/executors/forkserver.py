@@ -90,9 +90,10 @@ def reply(sock: _socket.socket, msg: Message, fds: list[int]) -> None:
 class Server:
     """The server's state: its socket, the parent's pidfd, the helpers it forked."""
 
-    def __init__(self, sock: _socket.socket, parent: int) -> None:
+    def __init__(self, sock: _socket.socket, parent: int, parent_pid: int) -> None:
         self.sock = sock
         self.parent = parent
+        self.parent_pid = parent_pid
         self.pid = os.getpid()
         #: pidfd -> pid of each helper not yet reaped.
         self.helpers: dict[int, int] = {}
@@ -130,6 +131,12 @@ class Server:
         return True
 
     def answer(self, msg: Message, fds: list[int]) -> None:
+        if isinstance(msg, Fork) and msg.last and len(fds) == FORK_FDS and not self.helpers:
+            code = 1
+            try:
+                code = self.become_helper(fds)
+            finally:
+                leave(code)
         try:
             if not isinstance(msg, Fork) or len(fds) != FORK_FDS:
                 what = msg.tag if not isinstance(msg, Fork) else f"fork with {len(fds)} fds"
@@ -195,13 +202,38 @@ class Server:
     # --- in the forked helper ------------------------------------------------------
     def helper(self, fds: list[int]) -> int:
         """Become the sandbox helper of one job (``repeatr.executors.sandbox``)."""
-        control, *stdio = fds
-        box = Sandbox(Control(control, self.parent))
+        box = Sandbox(Control(fds[0], self.parent))
         signal.signal(signal.SIGTERM, box.on_term)
         libc.set_pdeathsig(signal.SIGTERM)  # the server died: clean up and go
         if os.getppid() != self.pid:
             return 1  # it died before the death signal was set
         os.setsid()  # a process group of its own, as each helper had
+        return self._serve_job(box, fds)
+
+    def become_helper(self, fds: list[int]) -> int:
+        """A ``last`` fork with no helper running: be the job's helper ourselves.
+
+        Answered first (``Forked`` with our own pidfd), then the server is gone:
+        its socket closed, nothing else served. Already what a helper needs
+        (a session of its own, the helper's signals and environment); its
+        death signal now comes from the parent, whose pidfd the box watches.
+        """
+        pidfd = os.pidfd_open(self.pid)
+        try:
+            reply(self.sock, Forked(pid=self.pid), [pidfd])
+        finally:
+            os.close(pidfd)
+        os.close(self.sock.detach())
+        box = Sandbox(Control(fds[0], self.parent))
+        signal.signal(signal.SIGTERM, box.on_term)
+        libc.set_pdeathsig(signal.SIGTERM)  # the parent died: clean up and go
+        if os.getppid() != self.parent_pid:
+            return 1  # it died before the death signal was set
+        return self._serve_job(box, fds)
+
+    def _serve_job(self, box: Sandbox, fds: list[int]) -> int:
+        """The job's stdio on 0-2, every other descriptor closed, then serve the job."""
+        control, *stdio = fds
         for target, fd in enumerate(stdio):
             os.dup2(fd, target)  # inheritable: the job's stdio
         keep = {0, 1, 2, control, self.parent}
@@ -279,4 +311,4 @@ def serve(sock_fd: int, parent_pid: int) -> int:
                 pass
     os.closerange(max(sock_fd, parent) + 1, os.sysconf("SC_OPEN_MAX"))
     capability.running_last_cap()  # once here, not in every helper
-    return Server(_socket.socket(fileno=sock_fd), parent).serve()
+    return Server(_socket.socket(fileno=sock_fd), parent, parent_pid).serve()

@@ -330,9 +330,15 @@ class Fork(Message):
     other end: :class:`Spec` first), and the helper's stdin, stdout and
     stderr (the job's: pipes the parent reads, or the terminal of an
     interactive job). The server closes its copies once the helper has them.
+
+    ``last``: the parent will ask for no other helper (a single run's one
+    job). A server with no helper running then becomes this job's helper
+    itself instead of forking one (its :class:`Forked` names its own pid):
+    one fork and one process fewer.
     """
 
     tag = "fork"
+    last: bool = False
 
 
 class Forked(Message):
@@ -340,7 +346,8 @@ class Forked(Message):
 
     Sent with one file descriptor, a pidfd of the helper: the parent waits on
     it and signals the helper through it (it is the server's child, not the
-    parent's, so a bare pid could be reused once the server reaps it).
+    parent's, so a bare pid could be reused once the server reaps it). For a
+    ``last`` fork the helper may be the server itself, the parent's child.
     """
 
     tag = "forked"

@@ -394,15 +394,21 @@ class BlockingServer:
     def pid(self) -> int:
         return self._process.pid
 
-    def fork(self, stdin: int, stdout: int, stderr: int) -> Helper:
-        """A new sandbox helper with these stdio fds (the server gets copies)."""
+    def fork(self, stdin: int, stdout: int, stderr: int, *, last: bool = False) -> Helper:
+        """A new sandbox helper with these stdio fds (the server gets copies).
+
+        ``last``: no other will be asked for; the server may become this helper
+        (:class:`~repeatr.executors.protocol.Fork`), and then serves nothing else.
+        """
         if self._sock is None:
             raise ExecutorError("the sandbox server is closed")
         sock = self._sock
         ours, theirs = socketpair()
         try:
             try:
-                send_packet(sock, encode(Fork()), [theirs.fileno(), stdin, stdout, stderr])
+                send_packet(
+                    sock, encode(Fork(last=last)), [theirs.fileno(), stdin, stdout, stderr]
+                )
                 if not _wait_fd(sock.fileno(), select.POLLIN, REQUEST_TIMEOUT):
                     raise ExecutorError(
                         f"the sandbox server (pid {self.pid}) did not answer"

@@ -456,7 +456,7 @@ def _run_job(
     pipes = JobPipes()
     try:
         try:
-            helper = server.fork(*pipes.child_fds())
+            helper = server.fork(*pipes.child_fds(), last=True)
         finally:
             pipes.forked()
         try:

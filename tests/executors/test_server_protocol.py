@@ -16,7 +16,7 @@ import pytest
 
 from repeatr.errors import ExecutorError
 from repeatr.executors.protocol import Done, Error
-from repeatr.executors.server import SandboxServer
+from repeatr.executors.server import BlockingServer, SandboxServer
 from repeatr.executors.spawn import isolated_path, spawn_server
 from repeatr.executors.wire import decode, encode
 from tests.executors.conftest import children
@@ -98,7 +98,7 @@ def test_a_bad_request_is_answered_with_an_error() -> None:
 
 PARENT = r"""
 import os, sys, anyio
-from repeatr.executors.server import SandboxServer
+from repeatr.executors.server import BlockingServer, SandboxServer
 
 async def main():
     server = SandboxServer()
@@ -160,7 +160,7 @@ async def test_forked_answer_carries_a_pidfd() -> None:
 FORKING_PARENT = """
 import anyio, os, sys
 import repeatr.executors.forkserver
-from repeatr.executors.server import SandboxServer
+from repeatr.executors.server import BlockingServer, SandboxServer
 from repeatr.executors.spawn import fork_server
 
 process = fork_server()  # single-threaded here: nothing has started a thread
@@ -390,3 +390,76 @@ async def test_a_slow_turn_does_not_hold_every_place() -> None:
             assert got == [1, 0, 2]
         for helper in helpers:
             helper.close()
+
+
+def test_a_last_fork_makes_the_server_the_helper() -> None:
+    """A single run's one job (``Fork(last=True)``): the server becomes its helper, no
+    fork; then serves nothing else, and exits with the job's end."""
+    server = BlockingServer(spawn_server())
+    try:
+        r, w = os.pipe()
+        helper = server.fork(r, w, w, last=True)
+        os.close(r)
+        os.close(w)
+        assert helper.pid == server.pid
+        assert children(server.pid) == []
+        with pytest.raises(ExecutorError):
+            server.fork(0, 1, 2)
+        helper.control.close()  # no spec will come: the helper (the server) exits
+        _wait_until(helper.exited)
+        helper.close()
+    finally:
+        server.close()
+    assert not _alive(helper.pid)
+
+
+def test_a_last_fork_beside_a_running_helper_forks() -> None:
+    server = BlockingServer(spawn_server())
+    helpers = []
+    try:
+        for last in (False, True):
+            r, w = os.pipe()
+            helpers.append(server.fork(r, w, w, last=last))
+            os.close(r)
+            os.close(w)
+        assert server.pid not in {h.pid for h in helpers}
+        assert sorted(children(server.pid)) == sorted(h.pid for h in helpers)
+    finally:
+        for helper in helpers:
+            helper.control.close()
+            _wait_until(helper.exited)
+            helper.close()
+        server.close()
+
+
+LAST_PARENT = """
+import os, time
+import repeatr.executors.forkserver
+from repeatr.executors.server import BlockingServer
+from repeatr.executors.spawn import fork_server
+
+server = BlockingServer(fork_server())
+r, w = os.pipe()
+helper = server.fork(r, w, w, last=True)
+print(helper.pid, flush=True)
+time.sleep(100)
+"""
+
+
+def test_a_server_become_helper_dies_with_the_parent() -> None:
+    parent = subprocess.Popen(
+        [sys.executable, "-c", LAST_PARENT], stdout=subprocess.PIPE, text=True, cwd=REPO
+    )
+    try:
+        assert parent.stdout is not None
+        helper = int(parent.stdout.readline())
+        assert _alive(helper) and _comm(helper) == "repeatr-sandbox"
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        _wait_until(lambda: not _alive(helper))
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        if parent.stdout is not None:
+            parent.stdout.close()
