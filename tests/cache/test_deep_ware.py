@@ -18,6 +18,7 @@ from repeatr.linux.rmtree import remove_tree
 from repeatr.owner import Owner
 from tests.cache.conftest import Ware, make_ware
 from tests.fileset import hostile as h
+from tests.fileset.trees import nest
 
 DEPTH = 3000
 LIMITS = h.deep_limits(DEPTH)
@@ -74,13 +75,6 @@ def test_clean_stale_discards_a_dead_owners_temp_nested_3000_levels(
     me = Owner.current()
     gone = Owner(pid=me.pid, start=me.start + 1, boot=me.boot, host=me.host)  # a reused pid
     stale = layout.temp_name("unpack", deep.id, gone)
-    stale.mkdir()
-    fd = os.open(stale, os.O_RDONLY | os.O_DIRECTORY)
-    for _ in range(DEPTH):
-        os.mkdir("d", dir_fd=fd)
-        sub = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
-        os.close(fd)
-        fd = sub
-    os.close(fd)
+    nest(stale, DEPTH)
     assert Cache(root).clean_stale() == [stale.name]
     assert os.listdir(root / "tmp") == []

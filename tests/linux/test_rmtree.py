@@ -12,6 +12,7 @@ import pytest
 
 from repeatr.linux import rmtree
 from repeatr.linux.rmtree import remove_tree
+from tests.fileset.trees import nest
 
 pytestmark = pytest.mark.root
 
@@ -24,19 +25,6 @@ def _outside(base: Path) -> Path:
     outside.mkdir()
     (outside / "keep").write_text(KEEP)
     return outside
-
-
-def _nest(top: Path, depth: int) -> None:
-    """``top/d/d/.../d`` ``depth`` levels deep (fd-relative: the path is too long to name)."""
-    top.mkdir()
-    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
-    for _ in range(depth):
-        os.mkdir("d", dir_fd=fd)
-        sub = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
-        os.close(fd)
-        fd = sub
-    os.close(os.open("f", os.O_WRONLY | os.O_CREAT, dir_fd=fd))
-    os.close(fd)
 
 
 def test_symlinks_are_removed_not_followed(tmp_path: Path) -> None:
@@ -81,7 +69,7 @@ def test_a_tree_deeper_than_the_recursion_and_open_file_limits(tmp_path: Path) -
         f"print(remove_tree({str(top)!r}))"
     )
     try:
-        _nest(top, 3000)
+        nest(top, 3000)
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         assert out.returncode == 0, out.stderr
         assert out.stdout.strip() == "[]"
