@@ -16,7 +16,7 @@ from repeatr.cache.layout import Layout
 from repeatr.errors import Category, RepeatrError
 from repeatr.linux.rmtree import remove_tree
 from repeatr.owner import Owner
-from tests.cache.conftest import Ware, make_ware
+from tests.cache.conftest import Ware
 from tests.fileset import hostile as h
 from tests.fileset.trees import nest
 
@@ -55,11 +55,13 @@ def test_gc_removes_a_shelf_nested_3000_levels(deep: Ware, root: Path) -> None:
 def test_a_failed_unpack_into_the_cache_leaves_nothing(
     deep: Ware, root: Path, tmp_path: Path
 ) -> None:
-    """Another ware's bytes under this ID: HASH_MISMATCH after 3,000 levels were made;
-    the unpack's cleanup removes them (and the error is the mismatch)."""
-    other = make_ware(tmp_path / "wares" / "other.tgz", {"a": b"1"})
+    """Another ware's bytes under this ID (as deep, one more file): HASH_MISMATCH after
+    3,000 levels were made; the unpack's cleanup removes them, and the error is the
+    mismatch."""
+    other = tmp_path / "wares" / "other.tgz"
+    other.write_bytes(h.build([*h.nested(DEPTH), h.file("more", b"1")]))
     cache = Cache(root, limits=LIMITS)
-    with pytest.raises(RepeatrError) as info, cache.shelf(deep.id, [other.url]):
+    with pytest.raises(RepeatrError) as info, cache.shelf(deep.id, [f"file://{other}"]):
         pass
     assert info.value.category is Category.HASH_MISMATCH
     assert os.listdir(root / "tmp") == []
