@@ -16,14 +16,17 @@ OCI runtime's state):
   a directory swapped for a symlink meanwhile is unlinked as one;
 - never into another filesystem: a directory whose ``st_dev`` differs from the
   top's is a mount point (a btrfs subvolume looks the same) and is reported,
-  neither emptied nor removed (emptying a stale mount deletes what it shows);
+  neither emptied nor removed (emptying a stale mount deletes what it shows).
+  A bind mount from the top's own filesystem has its ``st_dev`` and is not
+  told apart: repeatr mounts in private namespaces only, so these trees
+  should hold no mount at all; this check is for a stale one left by a bug;
 - a directory it may not open, list or change (``EACCES``/``EPERM``, as
   non-root) is made ``u+rwx``, fd-relative and never through a symlink, and
   the call is tried once more.
 
 Every failure but a vanished entry is reported (``"<path>: <reason>"``): the
 caller decides whether to retry (``repeatr.workdir.remove``), raise or leave
-it for gc. Import-light, stdlib ``os`` only: a single run removes its work dir
+it for gc. Import-light (``os``, ``stat``, ``errno``): a single run removes its work dir
 with it and must not import ``shutil`` (~3 ms: bz2, lzma).
 """
 
