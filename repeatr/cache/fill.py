@@ -34,9 +34,10 @@ from typing import TYPE_CHECKING, NamedTuple
 from repeatr import locks
 from repeatr.cache import record
 from repeatr.cache.info import ShelfHandle
-from repeatr.cache.layout import Layout, TempName, discard, remove_tree
+from repeatr.cache.layout import Layout, TempName, discard
 from repeatr.cache.record import ShelfRecord
 from repeatr.errors import CacheError, DiskFull, is_no_space
+from repeatr.linux.rmtree import remove_tree
 from repeatr.model.wareid import WareID
 from repeatr.owner import Owner
 
@@ -168,7 +169,7 @@ def _fill(layout: Layout, ware: WareID, unpack: Callable[[Path], UnpackResult]) 
             ) from exc
         return made
     finally:
-        remove_tree(work)
+        remove_tree(work)  # best effort: a temp left over is clean_stale's once we are gone
 
 
 def _discard_shelf(layout: Layout, ware: WareID) -> None:

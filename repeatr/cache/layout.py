@@ -26,7 +26,6 @@ are atomic.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 from collections.abc import Iterator
@@ -35,6 +34,7 @@ from pathlib import Path
 import msgspec
 
 from repeatr.errors import UsageError
+from repeatr.linux.rmtree import remove_tree
 from repeatr.model.wareid import ALL_PACKTYPES, GIT, WareID
 from repeatr.owner import Owner
 
@@ -187,30 +187,6 @@ def _mkdir(path: Path, *, parents: bool = False) -> None:
     os.chmod(path, DIR_MODE)
 
 
-def remove_tree(path: Path) -> None:
-    """Delete a tree we own, even one whose directories are read-only (as a ware may make them).
-
-    A single-file ware's shelf is one file: it is unlinked.
-    """
-    if os.path.isfile(path) and not os.path.islink(path):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        return
-    import shutil  # here: importing it costs a run ~3 ms (bz2, lzma), for rare removals
-
-    try:
-        shutil.rmtree(path)
-        return
-    except FileNotFoundError:
-        return
-    except PermissionError:
-        pass
-    for dirpath, _dirnames, _files in os.walk(path):
-        with contextlib.suppress(OSError):
-            os.chmod(dirpath, 0o700)
-    shutil.rmtree(path, ignore_errors=True)
-
-
 def discard(layout: Layout, path: Path, ware: WareID, owner: Owner) -> bool:
     """Claim ``path`` by renaming it to a ``gc`` temp of ours, then delete it.
 
@@ -222,5 +198,5 @@ def discard(layout: Layout, path: Path, ware: WareID, owner: Owner) -> bool:
         os.rename(path, grave)
     except FileNotFoundError:
         return False
-    remove_tree(grave)
+    remove_tree(grave)  # best effort: a grave left over is clean_stale's once we are gone
     return True

@@ -22,9 +22,10 @@ from collections.abc import Callable
 from repeatr import locks
 from repeatr.cache import record
 from repeatr.cache.fill import hold
-from repeatr.cache.layout import Layout, remove_tree
+from repeatr.cache.layout import Layout
 from repeatr.cache.report import GcResult, Problem, ShelfInfo
 from repeatr.errors import RepeatrError
+from repeatr.linux.rmtree import remove_tree
 from repeatr.model.wareid import WareID
 from repeatr.owner import Owner
 
@@ -72,7 +73,7 @@ def _remove(layout: Layout, ware: WareID) -> bool:
                 path.unlink(missing_ok=True)
             in_use.unlink()
             lock.unlink()
-    remove_tree(grave)
+    remove_tree(grave)  # best effort: a grave left over is clean_stale's once we are gone
     return True
 
 

@@ -43,6 +43,7 @@ from repeatr.executors.lookup import check_cwd, find_exec
 from repeatr.executors.protocol import Started
 from repeatr.linux import cgroups, libc
 from repeatr.linux.oomscore import default_oom_score
+from repeatr.linux.rmtree import remove_tree
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -239,23 +240,6 @@ def last_error(log: str) -> str:
     return "(no error logged)"
 
 
-def remove_tree(path: str) -> None:
-    """rm -r without following symlinks (shutil costs start-up time)."""
-    try:
-        entries = list(os.scandir(path))
-    except FileNotFoundError:
-        return
-    except NotADirectoryError:
-        os.unlink(path)
-        return
-    for e in entries:
-        if e.is_dir(follow_symlinks=False):
-            remove_tree(e.path)
-        else:
-            os.unlink(e.path)
-    os.rmdir(path)
-
-
 class Teardown:
     """``delete -f``, the state dir and leftover cgroup dirs; runs once."""
 
@@ -276,7 +260,9 @@ class Teardown:
         for path in cgroups.ours():
             if os.path.basename(path) == self.oci.cgroup:
                 cgroups.remove_dir(path)
-        remove_tree(self.oci.state)
+        left = remove_tree(self.oci.state)
+        if left:  # best effort: the next run's gc catches leftovers
+            raise OSError(f"the runtime's state dir is left: {'; '.join(left)}")
 
 
 # --- the run -----------------------------------------------------------------

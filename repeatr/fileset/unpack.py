@@ -33,7 +33,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
@@ -50,6 +49,7 @@ from repeatr.fileset.limits import Limits
 from repeatr.fileset.members import ArchiveMember
 from repeatr.fileset.reader import read_archive
 from repeatr.fileset.treehash import TreeHasher
+from repeatr.linux.rmtree import remove_tree
 from repeatr.model.filters import Filters
 from repeatr.model.wareid import GIT, TAR, TAR_STRICT, ZIP, WareID
 
@@ -176,7 +176,7 @@ def unpack_members(
                 category=Category.INOPERABLE_PATH,
             ) from exc
     except BaseException:
-        remove_tree(tmp)
+        remove_tree(tmp)  # best effort: the error that got us here is the one to raise
         raise
     if result.single_file:
         remove_tree(tmp)
@@ -326,29 +326,3 @@ def _tee(
         if checkpoint is not None:
             checkpoint()
         yield block
-
-
-def remove_tree(path: Path) -> None:
-    """Remove a tree we made, even with read-only dirs in it; never follows symlinks.
-
-    ``shutil.rmtree`` works fd-relative and doesn't follow links; as root it
-    ignores modes. As anyone else, a read-only dir blocks it: then make every
-    dir ours-writable (top-down, lstat-checked) and try again.
-    """
-    try:
-        shutil.rmtree(path)
-        return
-    except FileNotFoundError:
-        return
-    except OSError:
-        pass
-    stack = [os.fspath(path)]
-    while stack:
-        top = stack.pop()
-        try:
-            os.chmod(top, 0o700, follow_symlinks=False)
-            with os.scandir(top) as it:
-                stack.extend(e.path for e in it if e.is_dir(follow_symlinks=False))
-        except OSError:
-            continue
-    shutil.rmtree(path, ignore_errors=True)

@@ -30,9 +30,9 @@ from repeatr.errors import Category, FilesetError, UsageError
 from repeatr.fileset.limits import Limits
 from repeatr.fileset.pack import pack_dir
 from repeatr.fileset.reader import read_archive
-from repeatr.fileset.unpack import remove_tree
 from repeatr.imports.flatten import Flattener
 from repeatr.imports.layout import DEFAULT_PLATFORM, Image, VerifiedBlob, open_image, parse_oci_ref
+from repeatr.linux.rmtree import remove_tree
 from repeatr.model.filters import Filters
 from repeatr.model.wareid import TAR, WareID
 from repeatr.warehouse import Warehouse

@@ -11,6 +11,8 @@ import gzip
 import io
 import tarfile
 
+from repeatr.fileset.limits import Limits
+
 Member = tuple[tarfile.TarInfo, bytes | None]
 
 MTIME = 1_500_000_000
@@ -88,3 +90,16 @@ def build(
             tar.addfile(info, io.BytesIO(data) if data is not None else None)
     body = raw.getvalue()
     return gzip.compress(body, mtime=0) if gz else body
+
+
+def nested(depth: int) -> list[Member]:
+    """``d/d/.../d/f``: ``depth`` directories, one per level (deeper than Python's recursion
+    limit: a recursive remover, ``shutil.rmtree`` included, raises RecursionError on it).
+    Unpacking it needs limits above the defaults: :func:`deep_limits`."""
+    names = ["/".join(["d"] * level) for level in range(1, depth + 1)]
+    return [*(directory(name) for name in names), file(f"{names[-1]}/f", b"leaf")]
+
+
+def deep_limits(depth: int) -> Limits:
+    """Limits an archive ``depth`` levels deep passes (paths of 2 bytes a level)."""
+    return Limits(max_depth=depth + 1, max_name_length=2 * depth + 16)

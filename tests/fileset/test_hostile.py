@@ -18,6 +18,7 @@ from repeatr.fileset.extract import SafeWriter
 from repeatr.fileset.limits import Limits
 from repeatr.fileset.scan import scan_stream
 from repeatr.fileset.unpack import TMP_PREFIX, unpack_stream
+from repeatr.linux.rmtree import remove_tree
 from repeatr.model.filters import UNPACK_LOSSLESS, UNPACK_LOWPRIV, Filters
 from repeatr.model.wareid import WareID
 from tests.fileset import hostile as h
@@ -283,6 +284,21 @@ def test_hash_mismatch(scene: Scene) -> None:
     assert str(other) in str(err)
     assert "tar:" in str(err).replace(str(other), "")  # names the actual ID too
     scene.assert_untouched()
+
+
+def test_a_failed_unpack_of_a_ware_nested_3000_levels_leaves_nothing(scene: Scene) -> None:
+    """The cleanup of a failed unpack removes what it made however deep: shutil.rmtree
+    raised RecursionError on it, which hid the hash mismatch and left the tree."""
+    data = h.build(h.nested(3000))
+    other = WareID.parse("tar:5y6NvK6GBPQ6CcuNyJyWtSrMAJQ4LVrAcZSoCRAzMSk5o53pkTYiieWyRivfvhZwhZ")
+    try:
+        err = scene.unpack(data, expected=other, limits=h.deep_limits(3000))
+        assert err.category is Category.HASH_MISMATCH
+        scene.assert_untouched()
+    finally:
+        # Never leave a deep tree to pytest: its cleanup of old base temp dirs recurses.
+        for entry in os.listdir(scene.work):
+            remove_tree(scene.work / entry)
 
 
 class _Interrupting(io.RawIOBase):

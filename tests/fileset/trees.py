@@ -125,3 +125,19 @@ def listing(data: bytes) -> list[tuple[str, EntryType, str, bytes]]:
 
 def sha384(data: bytes) -> bytes:
     return hashlib.sha384(data).digest()
+
+
+def nest(top: Path, depth: int) -> None:
+    """Make ``top/d/d/.../d/f``, ``depth`` dirs below ``top``: deeper than Python's
+    recursion limit, the path too long to name (made fd-relative). Whoever makes one
+    removes it in a ``finally`` with ``repeatr.linux.rmtree``: pytest's cleanup of old
+    base temp dirs recurses, and fails a later session at exit."""
+    top.mkdir()
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(depth):
+        os.mkdir("d", dir_fd=fd)
+        sub = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = sub
+    os.close(os.open("f", os.O_WRONLY | os.O_CREAT, dir_fd=fd))
+    os.close(fd)
