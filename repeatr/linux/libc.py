@@ -7,8 +7,9 @@ are the public surface: paths go through ``os.fsencode``. Constants cite the
 header they come from.
 
 Not ctypes: every run imports this module (the sandbox server and helper
-mount, unshare, prctl... through it), and ``import ctypes`` plus declaring
-the calls cost each run ~4-6 ms of CPU (measured: ``scripts/bench/lean_cpu.py``).
+mount, unshare, prctl... through it), and ``import ctypes`` alone costs ~5 ms
+of CPU (``python -S -c``); a lean run's CPU is 1-3 ms less without it
+(``scripts/bench/lean_cpu.py``, quiet host; docs/design.md).
 
 Namespaces (``unshare``/``setns``) are per thread: call them only from a
 freshly started, single-threaded process (``repeatr.executors.sandbox``).

@@ -70,8 +70,9 @@ _EXECUTORS = ("auto", "ns", "chroot")
 #: Modules a lean run must never import (the trace names any it did; a test checks):
 #: the event loops and argparse, and what costs a run milliseconds for a few calls
 #: (``socket``: ``repeatr.executors.wire`` uses ``_socket``; ``shutil``: the work dir's
-#: removal is ``repeatr.workdir``'s own; ``threading``: a ``_thread`` lock does).
-HEAVY = ("asyncio", "anyio", "trio", "argparse", "socket", "shutil", "threading")
+#: removal is ``repeatr.workdir``'s own; ``threading``: a ``_thread`` lock does;
+#: ``ctypes``: the kernel calls are ``repeatr.linux._libc``'s, libseccomp's version too).
+HEAVY = ("asyncio", "anyio", "trio", "argparse", "socket", "shutil", "threading", "ctypes")
 
 
 class Args(NamedTuple):

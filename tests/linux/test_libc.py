@@ -3,18 +3,23 @@
 A failing call raises the ``OSError`` it raised when ctypes made it: its
 errno (and so its subclass) and ``<call>(<args>): <strerror>`` naming the
 call and its arguments (``mount_setattr`` and ``openat2`` now name theirs;
-ctypes showed pointers). On a real kernel, in the test's own tmp dir.
+ctypes showed pointers). On a real kernel, in the test's own tmp dir. And no
+run imports ctypes for them: not the server's and helper's modules, not a
+seccomp program taken from the cache.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from repeatr.executors import seccomp
 from repeatr.linux import _libc, libc, libseccomp
 
 
@@ -139,3 +144,35 @@ def test_prctl_returns_the_result() -> None:
 def test_seccomp_version_without_ctypes() -> None:
     assert libseccomp.version()[0] == 2
     assert isinstance(_libc.seccomp_version(), tuple)
+
+
+# --- no ctypes in a run ----------------------------------------------------------------
+def _ctypes_after(code: str) -> str:
+    probe = f"{code}\nimport sys\nprint(sorted(m for m in sys.modules if 'ctypes' in m))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, timeout=60)
+    return out.stdout.strip()
+
+
+def test_server_and_helper_modules_import_no_ctypes() -> None:
+    code = (
+        "import repeatr.executors.forkserver, repeatr.executors.sandbox, "
+        "repeatr.executors.seccomp, repeatr.net.setup\n"
+        "from repeatr.linux import libc, libseccomp\n"
+        "libseccomp.version()"
+    )
+    assert _ctypes_after(code) == "[]"
+
+
+def test_a_cached_seccomp_program_needs_no_ctypes(tmp_path: Path) -> None:
+    cache = tmp_path / "seccomp"
+    cache.mkdir(mode=0o700)
+    program = seccomp.for_capabilities(["CAP_CHOWN"]).bpf(cache)  # compiled: ctypes here
+    assert list(cache.glob("*.bpf"))
+    code = (
+        "from pathlib import Path\n"
+        "from repeatr.executors import seccomp\n"
+        f"p = seccomp.for_capabilities(['CAP_CHOWN']).bpf(Path({os.fspath(cache)!r}))\n"
+        f"assert p == {program!r}, 'not the cached program'"
+    )
+    assert _ctypes_after(code) == "[]"
