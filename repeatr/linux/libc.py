@@ -1,9 +1,15 @@
 """Every direct kernel call repeatr makes, declared once (model: benchexec's libc.py).
 
-Each foreign function is declared with ``use_errno=True`` and an errcheck that
-raises ``OSError`` naming the call and its arguments; callers never compare
-with -1. The typed wrappers below are the public surface: paths go through
-``os.fsencode``. Constants cite the header they come from.
+The calls are made by a compiled module (``_libc.c``), which returns
+``-errno`` when one fails; ``_check`` here raises ``OSError`` naming the call
+and its arguments, so callers never compare with -1. The typed wrappers below
+are the public surface: paths go through ``os.fsencode``. Constants cite the
+header they come from.
+
+Not ctypes: every run imports this module (the sandbox server and helper
+mount, unshare, prctl... through it), and ``import ctypes`` alone costs ~5 ms
+of CPU (``python -S -c``); a lean run's CPU is 1-3 ms less without it
+(``scripts/bench/lean_cpu.py``, quiet host; docs/design.md).
 
 Namespaces (``unshare``/``setns``) are per thread: call them only from a
 freshly started, single-threaded process (``repeatr.executors.sandbox``).
@@ -15,38 +21,29 @@ not run Python, compiled in ``_jobstart.c`` (``repeatr.executors.jobstart``).
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import fcntl
 import os
 import struct
 
+from repeatr.linux import _libc
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # kept out of the helper's start-up time
-    from collections.abc import Callable
-    from typing import Any, TypeAlias
+    from typing import TypeAlias
 
     StrPath: TypeAlias = str | bytes | os.PathLike[str] | os.PathLike[bytes]
 
-_libc = ctypes.CDLL("libc.so.6", use_errno=True)
 
-
-def _errcheck(result: Any, func: Any, args: tuple[Any, ...]) -> Any:
-    if result == -1:
-        err = ctypes.get_errno()
+def _check(result: int, call: str, *args: object) -> int:
+    """``result`` of ``call``, or the ``OSError`` its ``-errno`` stands for."""
+    if result < 0:
+        err = -result
         shown = ", ".join(
             repr(os.fsdecode(a)) if isinstance(a, bytes) else str(a) for a in args
         )
-        raise OSError(err, f"{func.__name__}({shown}): {os.strerror(err)}")
+        raise OSError(err, f"{call}({shown}): {os.strerror(err)}")
     return result
-
-
-def _declare(name: str, argtypes: list[Any], restype: Any = ctypes.c_int) -> Callable[..., Any]:
-    func = getattr(_libc, name)
-    func.argtypes = argtypes
-    func.restype = restype
-    func.errcheck = _errcheck
-    return func  # type: ignore[no-any-return]
 
 
 def _b(path: StrPath | None) -> bytes | None:
@@ -63,18 +60,15 @@ CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 
-_unshare = _declare("unshare", [ctypes.c_int])
-_setns = _declare("setns", [ctypes.c_int, ctypes.c_int])
-
 
 def unshare(flags: int) -> None:
     """unshare(2): move the calling thread into new namespaces."""
-    _unshare(flags)
+    _check(_libc.unshare(flags), "unshare", flags)
 
 
 def setns(fd: int, nstype: int = 0) -> None:
     """setns(2): join the namespace ``fd`` refers to."""
-    _setns(fd, nstype)
+    _check(_libc.setns(fd, nstype), "setns", fd, nstype)
 
 
 # --- mounts ----------------------------------------------------------------
@@ -106,28 +100,6 @@ AT_FDCWD = -100
 AT_EMPTY_PATH = 0x1000
 AT_RECURSIVE = 0x8000
 
-_mount = _declare(
-    "mount", [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
-)
-_umount2 = _declare("umount2", [ctypes.c_char_p, ctypes.c_int])
-
-
-class MountAttr(ctypes.Structure):
-    """struct mount_attr, /usr/include/linux/mount.h (MOUNT_ATTR_SIZE_VER0 = 32)."""
-
-    _fields_ = [
-        ("attr_set", ctypes.c_uint64),
-        ("attr_clr", ctypes.c_uint64),
-        ("propagation", ctypes.c_uint64),
-        ("userns_fd", ctypes.c_uint64),
-    ]
-
-
-_mount_setattr = _declare(
-    "mount_setattr",
-    [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint, ctypes.POINTER(MountAttr), ctypes.c_size_t],
-)
-
 
 def mount(
     source: StrPath | None,
@@ -137,32 +109,38 @@ def mount(
     data: str | None = None,
 ) -> None:
     """mount(2)."""
-    _mount(
+    args = (
         _b(source),
-        _b(target),
+        os.fsencode(target),
         None if fstype is None else fstype.encode(),
         flags,
         None if data is None else data.encode(),
     )
+    _check(_libc.mount(*args), "mount", *args)
 
 
 def umount2(target: StrPath, flags: int = 0) -> None:
     """umount2(2)."""
-    _umount2(_b(target), flags)
-
+    raw = os.fsencode(target)
+    _check(_libc.umount2(raw, flags), "umount2", raw, flags)
 
 
 def mount_setattr(
     dirfd: int, path: StrPath, flags: int, *, attr_set: int = 0, attr_clr: int = 0
 ) -> None:
-    """mount_setattr(2): change mount attributes, recursively with AT_RECURSIVE."""
-    attr = MountAttr(attr_set, attr_clr, 0, 0)
-    _mount_setattr(dirfd, _b(path), flags, ctypes.byref(attr), ctypes.sizeof(attr))
+    """mount_setattr(2): change mount attributes, recursively with AT_RECURSIVE.
+
+    ``struct mount_attr`` (/usr/include/linux/mount.h, MOUNT_ATTR_SIZE_VER0)
+    is built in C from ``attr_set`` and ``attr_clr``: no propagation, no idmap.
+    """
+    raw = os.fsencode(path)
+    _check(
+        _libc.mount_setattr(dirfd, raw, flags, attr_set, attr_clr),
+        "mount_setattr", dirfd, raw, flags, f"attr_set={attr_set:#x}", f"attr_clr={attr_clr:#x}",
+    )
 
 
 # --- path resolution -------------------------------------------------------
-# asm-generic/unistd.h: the unified syscall number (same on x86_64 and arm64)
-SYS_openat2 = 437
 # /usr/include/linux/openat2.h
 RESOLVE_NO_XDEV = 0x01
 RESOLVE_NO_MAGICLINKS = 0x02
@@ -171,36 +149,19 @@ RESOLVE_BENEATH = 0x08
 RESOLVE_IN_ROOT = 0x10
 
 
-class OpenHow(ctypes.Structure):
-    """struct open_how, /usr/include/linux/openat2.h."""
-
-    _fields_ = [
-        ("flags", ctypes.c_uint64),
-        ("mode", ctypes.c_uint64),
-        ("resolve", ctypes.c_uint64),
-    ]
-
-
-_syscall = _libc.syscall
-_syscall.restype = ctypes.c_long
-_syscall.errcheck = _errcheck
-
-
 def openat2(dirfd: int, path: StrPath, flags: int, resolve: int, mode: int = 0) -> int:
     """openat2(2): open ``path`` below ``dirfd`` under the ``RESOLVE_*`` rules.
 
     ``openat2(rootfd, "a/b", os.O_PATH, RESOLVE_IN_ROOT)`` resolves every
     symlink as if ``rootfd`` were ``/``: nothing can escape the root.
+    (``struct open_how``, /usr/include/linux/openat2.h, is built in C.)
     """
-    how = OpenHow(flags | os.O_CLOEXEC, mode, resolve)
-    fd = _syscall(
-        ctypes.c_long(SYS_openat2),
-        ctypes.c_int(dirfd),
-        ctypes.c_char_p(_b(path)),
-        ctypes.byref(how),
-        ctypes.c_size_t(ctypes.sizeof(how)),
+    raw = os.fsencode(path)
+    flags |= os.O_CLOEXEC
+    return _check(
+        _libc.openat2(dirfd, raw, flags, mode, resolve),
+        "openat2", dirfd, raw, f"flags={flags:#o}", f"resolve={resolve:#x}", f"mode={mode:#o}",
     )
-    return int(fd)
 
 
 # --- process attributes ----------------------------------------------------
@@ -209,14 +170,12 @@ PR_SET_PDEATHSIG = 1
 PR_CAPBSET_DROP = 24
 PR_SET_CHILD_SUBREAPER = 36
 
-_prctl = _declare(
-    "prctl", [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-)
-
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
     """prctl(2)."""
-    return int(_prctl(option, arg2, arg3, arg4, arg5))
+    return _check(
+        _libc.prctl(option, arg2, arg3, arg4, arg5), "prctl", option, arg2, arg3, arg4, arg5
+    )
 
 
 def set_pdeathsig(sig: int) -> None:
@@ -234,13 +193,10 @@ def set_child_subreaper() -> None:
     prctl(PR_SET_CHILD_SUBREAPER, 1)
 
 
-_sethostname = _declare("sethostname", [ctypes.c_char_p, ctypes.c_size_t])
-
-
 def sethostname(name: str) -> None:
     """sethostname(2), in the calling process's UTS namespace."""
     raw = name.encode()
-    _sethostname(raw, len(raw))
+    _check(_libc.sethostname(raw), "sethostname", raw, len(raw))
 
 
 # --- network interfaces ----------------------------------------------------
@@ -257,12 +213,14 @@ _IFREQ = struct.Struct("16sH22x")  # struct ifreq: name, ifr_flags, union paddin
 AF_INET = 2
 SOCK_DGRAM = 2
 SOCK_CLOEXEC = 0o2000000
-_socket = _declare("socket", [ctypes.c_int, ctypes.c_int, ctypes.c_int])
 
 
 def link_up(name: str) -> None:
     """Set interface ``name`` up (ioctl SIOCSIFFLAGS), in the caller's network namespace."""
-    fd = int(_socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0))
+    fd = _check(
+        _libc.socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), "socket", AF_INET,
+        SOCK_DGRAM | SOCK_CLOEXEC, 0,
+    )
     try:
         res = fcntl.ioctl(fd, SIOCGIFFLAGS, _IFREQ.pack(name.encode(), 0))
         flags = _IFREQ.unpack(res)[1]

@@ -9,11 +9,17 @@ both resolve syscall names the same way.
 Every function here returns a negative errno on failure (``seccomp_init``:
 NULL); the errcheck turns that into ``OSError`` naming the call.
 Constants cite ``/usr/include/seccomp.h`` (libseccomp-dev 2.5).
+
+ctypes is imported, and the library loaded through it, only when a program
+is compiled (:func:`lib`): every run imports this module (for the constants
+and :class:`Condition`) and asks for :func:`version` (the compiled-program
+cache's key, ``repeatr.executors.seccomp``), which the compiled ``_libc``
+answers; ``import ctypes`` would cost each run ~5 ms of CPU (``python -S -c``;
+``repeatr.linux.libc``), and a cache miss costs ~25 ms anyway.
 """
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import functools
 import os
@@ -22,6 +28,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import msgspec
+
+from repeatr.linux import _libc
 
 # seccomp.h: actions
 ACT_ALLOW = 0x7FFF0000
@@ -47,17 +55,6 @@ FLTATR_CTL_OPTIMIZE = 8  # 2: a binary tree of syscall numbers instead of a line
 NR_SCMP_ERROR = -1
 
 
-class ArgCmp(ctypes.Structure):
-    """struct scmp_arg_cmp: ``arg`` compared with ``op`` (MASKED_EQ: arg & a == b)."""
-
-    _fields_ = [
-        ("arg", ctypes.c_uint),
-        ("op", ctypes.c_int),
-        ("datum_a", ctypes.c_uint64),
-        ("datum_b", ctypes.c_uint64),
-    ]
-
-
 class LibseccompMissing(OSError):
     """libseccomp.so.2 cannot be loaded."""
 
@@ -69,13 +66,9 @@ def _errcheck(result: Any, func: Any, args: tuple[Any, ...]) -> Any:
     return result
 
 
-class _Version(ctypes.Structure):
-    """struct scmp_version."""
-
-    _fields_ = [("major", ctypes.c_uint), ("minor", ctypes.c_uint), ("micro", ctypes.c_uint)]
-
-
 class _Lib(msgspec.Struct, frozen=True):
+    arg_cmp: Any  # struct scmp_arg_cmp, a ctypes.Structure
+    get_errno: Callable[[], int]
     init: Callable[..., Any]
     release: Callable[..., Any]
     arch_add: Callable[..., Any]
@@ -85,10 +78,21 @@ class _Lib(msgspec.Struct, frozen=True):
     rule_add_array: Callable[..., Any]
     attr_set: Callable[..., Any]
     export_bpf: Callable[..., Any]
-    version: Callable[..., Any]
 
 
 def _load() -> _Lib:
+    import ctypes  # here, not at the top: see the module's docstring
+
+    class ArgCmp(ctypes.Structure):
+        """struct scmp_arg_cmp: ``arg`` compared with ``op`` (MASKED_EQ: arg & a == b)."""
+
+        _fields_ = [
+            ("arg", ctypes.c_uint),
+            ("op", ctypes.c_int),
+            ("datum_a", ctypes.c_uint64),
+            ("datum_b", ctypes.c_uint64),
+        ]
+
     try:
         lib = ctypes.CDLL("libseccomp.so.2", use_errno=True)
     except OSError as e:
@@ -106,6 +110,8 @@ def _load() -> _Lib:
 
     ctx = ctypes.c_void_p
     return _Lib(
+        arg_cmp=ArgCmp,
+        get_errno=ctypes.get_errno,
         init=declare("seccomp_init", [ctypes.c_uint32], ctypes.c_void_p),
         release=declare("seccomp_release", [ctx], None),
         arch_add=declare("seccomp_arch_add", [ctx, ctypes.c_uint32]),
@@ -122,7 +128,6 @@ def _load() -> _Lib:
         ),
         attr_set=declare("seccomp_attr_set", [ctx, ctypes.c_int, ctypes.c_uint32]),
         export_bpf=declare("seccomp_export_bpf", [ctx, ctypes.c_int]),
-        version=declare("seccomp_version", [], ctypes.POINTER(_Version)),
     )
 
 
@@ -133,9 +138,12 @@ def lib() -> _Lib:
 
 
 def version() -> tuple[int, int, int]:
-    """The loaded libseccomp's version (major, minor, micro)."""
-    v = lib().version().contents
-    return int(v.major), int(v.minor), int(v.micro)
+    """libseccomp's version (major, minor, micro), asked without ctypes (LibseccompMissing
+    if it is not installed)."""
+    v = _libc.seccomp_version()
+    if isinstance(v, str):
+        raise LibseccompMissing(0, f"cannot load libseccomp.so.2: {v}")
+    return v
 
 
 def arch_token(name: str) -> int:
@@ -248,7 +256,7 @@ def compile_bpf(
     L = lib()
     ctx = L.init(default_action)
     if not ctx:
-        raise OSError(ctypes.get_errno(), "seccomp_init: failed")
+        raise OSError(L.get_errno(), "seccomp_init: failed")
     try:
         native = os.uname().machine
         for arch in arches:
@@ -256,8 +264,8 @@ def compile_bpf(
                 L.arch_add(ctx, arch_token(arch))
         L.attr_set(ctx, FLTATR_CTL_OPTIMIZE, 2)
         for rule in rules:
-            conds = (ArgCmp * max(1, len(rule.conditions)))(
-                *(ArgCmp(c.index, c.op, c.value, c.value_two) for c in rule.conditions)
+            conds = (L.arg_cmp * max(1, len(rule.conditions)))(
+                *(L.arg_cmp(c.index, c.op, c.value, c.value_two) for c in rule.conditions)
             )
             L.rule_add_array(ctx, rule.action, rule.syscall, len(rule.conditions), conds)
         fd = os.memfd_create("repeatr-seccomp", os.MFD_CLOEXEC)

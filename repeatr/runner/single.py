@@ -71,8 +71,11 @@ _EXECUTORS = ("auto", "ns", "chroot")
 #: the event loops and argparse, and what costs a run milliseconds for a few calls
 #: (``socket``: ``repeatr.executors.wire`` uses ``_socket``; ``shutil``: the work dir's
 #: removal is ``repeatr.workdir``'s own; ``threading``: a ``_thread`` lock does;
-#: ``shlex``: only ``--debug`` shows commands).
-HEAVY = ("asyncio", "anyio", "trio", "argparse", "socket", "shutil", "threading", "shlex")
+#: ``shlex``: only ``--debug`` shows commands; ``ctypes``: the kernel calls are
+#: ``repeatr.linux._libc``'s, libseccomp's version too).
+HEAVY = (
+    "asyncio", "anyio", "trio", "argparse", "socket", "shutil", "threading", "shlex", "ctypes",
+)
 
 
 class Args(NamedTuple):

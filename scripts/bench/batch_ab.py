@@ -5,7 +5,7 @@
 
 As root, on a tmpfs it mounts (like ``run.py``). Each round runs, for each
 TREE in turn (a checkout: ``git archive REV | tar -x -C DIR``, with the
-compiled ``repeatr/linux/_jobstart*.so`` copied in, or ``.``), one
+compiled ``repeatr/linux/_*.so`` copied in, or ``.``), one
 ``repeatr run -q --no-memo -e ns F1 ... FN`` of N distinct ``/bin/true``
 formulas on a warm cache (the order of the trees alternates from round to
 round, so a change in the host's load falls on all of them). Prints per tree

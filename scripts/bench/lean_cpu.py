@@ -7,8 +7,8 @@
 As root, on a tmpfs it mounts (like ``run.py``). Each TREE is byte-compiled
 first (with ``PYTHONDONTWRITEBYTECODE`` set, nothing else would write its
 ``.pyc`` files and every run would compile every module) and gets this
-checkout's compiled ``_jobstart`` module if it has none (``git archive``
-leaves it out). Then, in rounds, each tree runs ``python -m repeatr run
+checkout's compiled modules (``_jobstart``, ``_libc``) if it has none (``git archive``
+leaves them out). Then, in rounds, each tree runs ``python -m repeatr run
 --no-memo -e ns F`` of ``/bin/true`` on a warm cache, then ``python -c
 pass`` and the anyio floor of ``run.py`` run once, all interleaved so that
 load from elsewhere falls on all of them alike. Prints per tree the median
@@ -46,7 +46,7 @@ def prepare(tree: str) -> None:
     subprocess.run([PY, "-m", "compileall", "-q", "repeatr"], cwd=tree, check=True,
                    stdout=subprocess.DEVNULL)
     here = REPO / "repeatr" / "linux"
-    for so in here.glob("_jobstart*.so"):
+    for so in here.glob("_*.so"):
         there = Path(tree) / "repeatr" / "linux" / so.name
         if not there.exists():
             shutil.copy2(so, there)
