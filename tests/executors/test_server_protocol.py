@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import anyio
 import pytest
@@ -111,23 +112,34 @@ anyio.run(main)
 """
 
 
-def test_server_and_helpers_die_with_the_parent() -> None:
+@contextlib.contextmanager
+def _parent(script: str) -> Iterator[tuple[subprocess.Popen[str], list[int]]]:
+    """A parent process running ``script``, and the pids it printed on its first line;
+    killed (if still alive) on the way out."""
     parent = subprocess.Popen(
-        [sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True, cwd=REPO
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=REPO
     )
     try:
         assert parent.stdout is not None
-        server, helper = map(int, parent.stdout.readline().split())
-        assert _alive(server) and _alive(helper)
-        parent.send_signal(signal.SIGKILL)
-        parent.wait()
-        _wait_until(lambda: not _alive(server) and not _alive(helper))
+        yield parent, [int(pid) for pid in parent.stdout.readline().split()]
     finally:
         if parent.poll() is None:
             parent.kill()
             parent.wait()
         if parent.stdout is not None:
             parent.stdout.close()
+
+
+def _kill(parent: subprocess.Popen[str]) -> None:
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+
+
+def test_server_and_helpers_die_with_the_parent() -> None:
+    with _parent(PARENT) as (parent, (server, helper)):
+        assert _alive(server) and _alive(helper)
+        _kill(parent)
+        _wait_until(lambda: not _alive(server) and not _alive(helper))
 
 
 async def test_a_helper_dies_with_its_server() -> None:
@@ -182,26 +194,14 @@ def _comm(pid: int) -> str:
 
 
 def test_a_forked_server_serves_and_dies_with_the_parent() -> None:
-    parent = subprocess.Popen(
-        [sys.executable, "-c", FORKING_PARENT], stdout=subprocess.PIPE, text=True, cwd=REPO
-    )
-    try:
-        assert parent.stdout is not None
-        server, helper = map(int, parent.stdout.readline().split())
+    with _parent(FORKING_PARENT) as (parent, (server, helper)):
         assert _alive(server) and _alive(helper)
         assert _comm(server) == _comm(helper) == "repeatr-sandbox"
         with open(f"/proc/{server}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
         assert int(fields[1]) == parent.pid and int(fields[3]) == server  # a session of its own
-        parent.send_signal(signal.SIGKILL)
-        parent.wait()
+        _kill(parent)
         _wait_until(lambda: not _alive(server) and not _alive(helper))
-    finally:
-        if parent.poll() is None:
-            parent.kill()
-            parent.wait()
-        if parent.stdout is not None:
-            parent.stdout.close()
 
 
 THREADED = """
@@ -447,19 +447,7 @@ time.sleep(100)
 
 
 def test_a_server_become_helper_dies_with_the_parent() -> None:
-    parent = subprocess.Popen(
-        [sys.executable, "-c", LAST_PARENT], stdout=subprocess.PIPE, text=True, cwd=REPO
-    )
-    try:
-        assert parent.stdout is not None
-        helper = int(parent.stdout.readline())
+    with _parent(LAST_PARENT) as (parent, (helper,)):
         assert _alive(helper) and _comm(helper) == "repeatr-sandbox"
-        parent.send_signal(signal.SIGKILL)
-        parent.wait()
+        _kill(parent)
         _wait_until(lambda: not _alive(helper))
-    finally:
-        if parent.poll() is None:
-            parent.kill()
-            parent.wait()
-        if parent.stdout is not None:
-            parent.stdout.close()
