@@ -14,7 +14,6 @@ threads (an unpack reports progress from one): writes are serialised.
 from __future__ import annotations
 
 import _thread
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -73,6 +72,8 @@ class Reporter:
         self._emit(event, **fields)
 
     def _emit(self, event: str, **fields: Any) -> None:
+        import json  # --format json only: a text run does without it
+
         with self._lock:
             self.stdout.write(json.dumps({"event": event, **fields}) + "\n")
             self.stdout.flush()

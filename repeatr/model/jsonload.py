@@ -43,7 +43,6 @@ message starts with the file name.
 from __future__ import annotations
 
 import bisect
-import json
 import re
 import types
 import typing
@@ -63,12 +62,20 @@ MAX_NESTING = 100
 # One token, after optional whitespace: a whole string (escapes honoured), a
 # structural byte, or a bare scalar (numbers and literals; msgspec judges
 # their spelling). Anything else stops the scan and is left to msgspec.
-# Compiled on first use (``re`` keeps it), not at import: only a file in the
-# dialect needs it, and compiling it costs ~2 ms of every run's start-up.
+# Compiled on first use (``re`` keeps it), not at import: a command that reads
+# no formula never pays for it (the first scan, compiling it, ~0.3 ms).
 _TOKEN = (
     rb'[ \t\r\n]*(?:(?P<str>"[^"\\]*(?:\\.[^"\\]*)*")|(?P<op>[][{}:,])'
     rb"|(?P<scalar>[-0-9A-Za-z+.]+))"
 )
+
+
+#: Files up to this size (bytes) go straight to the scanner of :func:`normalise`
+#: (~0.5 us a byte: ~0.1 ms for a typical 200-byte formula); larger ones are
+#: checked first by the json module's C scanner (:func:`_is_plain_and_clean`),
+#: whose import costs ~2 ms, as much as scanning 4 KiB: a single run's formula
+#: is read without importing json.
+SCAN_UP_TO = 4096
 
 
 class DialectError(Exception):
@@ -112,8 +119,8 @@ def _key_text(token: bytes) -> str:
     if b"\\" not in token:
         return token[1:-1].decode("utf-8", "surrogateescape")
     try:
-        value = json.loads(token)
-    except ValueError:  # a bad escape: msgspec will say so
+        value = msgspec.json.decode(token)
+    except msgspec.DecodeError:  # a bad escape: msgspec will say so, in context
         return token.decode("utf-8", "surrogateescape")
     return str(value)
 
@@ -132,11 +139,13 @@ def _pairs_without_duplicates(pairs: list[tuple[str, object]]) -> dict[str, obje
 def _is_plain_and_clean(data: bytes) -> bool:
     """True when ``data`` is plain JSON without duplicate keys or deep nesting.
 
-    The common case, decided at C speed (the json module's scanner) so that
-    only files that need it (the dialect, or a problem to locate) go
-    through the scanner of :func:`normalise`, which costs a few
-    microseconds per token.
+    For a large file (over :data:`SCAN_UP_TO`), decided at C speed (the json
+    module's scanner) so that only files that need it (the dialect, or a
+    problem to locate) go through the scanner of :func:`normalise`, which
+    costs a few microseconds per token.
     """
+    import json  # only for a file this large: see :data:`SCAN_UP_TO`
+
     try:
         doc = json.loads(data, object_pairs_hook=_pairs_without_duplicates)
     except (ValueError, RecursionError, _Duplicate):
@@ -167,7 +176,7 @@ def normalise(data: bytes) -> Normalised:
     and leaves the rest as it is: plain JSON is a subset of the dialect, so
     msgspec refuses that spot too, and reports it.
     """
-    if _is_plain_and_clean(data):
+    if len(data) > SCAN_UP_TO and _is_plain_and_clean(data):
         return Normalised(data)
     inserts: list[int] = []  # original offsets: a comma goes before the byte there
     blanks: list[int] = []
@@ -289,6 +298,8 @@ def format_path(parts: list[str | int]) -> str:
         if isinstance(part, int):
             text += f"[{part}]"
         elif isinstance(part, Key):
+            import json  # an error's message: not worth importing up front
+
             text += f"[{json.dumps(str(part), ensure_ascii=False)}]"
         else:
             text += f".{part}" if text else part

@@ -22,7 +22,6 @@ store only; the supervisor, executors and cache (and anyio) are imported by
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -159,7 +158,7 @@ class RunResult(msgspec.Struct, frozen=True):
 
     @property
     def record(self) -> dict[str, object]:
-        parsed: dict[str, object] = json.loads(self.record_json)
+        parsed: dict[str, object] = msgspec.json.decode(self.record_json)
         return parsed
 
 
@@ -221,7 +220,7 @@ def prepare(
         return Prepared(formula_file, loaded=loaded, formula_id=fid)
     if lookup and (stored := memo.get(keys[0])):
         # The formula ID leaves the context out: this file may save elsewhere.
-        needs = saved_files(loaded, json.loads(stored)["results"])
+        needs = saved_files(loaded, msgspec.json.decode(stored)["results"])
         if all(os.path.exists(p) for p in needs):
             events.debug(f"memo hit: {fid}")
             _remember(events, memo, keys[1:], stored, needs)
@@ -631,7 +630,7 @@ def write_output_dir(directory: Path, record_json: bytes) -> None:
             category=Category.INOPERABLE_PATH,
         ) from exc
     try:
-        results: dict[str, str] = json.loads(record_json).get("results") or {}
+        results: dict[str, str] = msgspec.json.decode(record_json).get("results") or {}
         for path, ware in sorted(results.items()):
             name = path.replace("/", "_") + ".ware_id"
             put(dirfd, name, f"{ware}\n".encode(), if_changed=True)

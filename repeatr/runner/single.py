@@ -72,9 +72,11 @@ _EXECUTORS = ("auto", "ns", "chroot")
 #: (``socket``: ``repeatr.executors.wire`` uses ``_socket``; ``shutil``: the work dir's
 #: removal is ``repeatr.workdir``'s own; ``threading``: a ``_thread`` lock does;
 #: ``shlex``: only ``--debug`` shows commands; ``ctypes``: the kernel calls are
-#: ``repeatr.linux._libc``'s, libseccomp's version too).
+#: ``repeatr.linux._libc``'s, libseccomp's version too; ``json``: msgspec reads and
+#: writes, and a small formula file is checked by ``jsonload``'s own scanner).
 HEAVY = (
     "asyncio", "anyio", "trio", "argparse", "socket", "shutil", "threading", "shlex", "ctypes",
+    "json",
 )
 
 

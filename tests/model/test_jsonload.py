@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ import pytest
 from repeatr.errors import Category, FormulaError
 from repeatr.model.jsonload import (
     MAX_NESTING,
+    SCAN_UP_TO,
     Key,
     decode,
     format_path,
@@ -184,3 +187,46 @@ def test_well_formed_json_one_level_too_deep_is_refused() -> None:
     with pytest.raises(FormulaError) as info:
         decode(data, Any, "doc.json")  # type: ignore[arg-type]
     assert str(info.value) == f"doc.json:1:{MAX_NESTING + 1}: nested more than {MAX_NESTING} levels deep"
+
+
+# --- small files: the scanner alone; large ones: the json module's check first --------
+
+#: Appended to a document, takes it over SCAN_UP_TO (trailing whitespace: same meaning,
+#: same line and column for anything before it).
+_LARGE = b" " * (SCAN_UP_TO + 1)
+
+
+@pytest.mark.parametrize("pad", [b"", _LARGE], ids=["small", "large"])
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b'{"items": {"a": {"n": 1},\n  "a": {"n": 2}}}', 'doc.json:2:3: items["a"]: duplicate key'),
+        (b'{"items": {"a": {"n": 1}, "\\u0061": {"n": 2}}}', 'doc.json:1:27: items["a"]: duplicate key'),
+        (b'{"items": {"a": {"n": 1} "b": {"n": 2}} "x": 1}', "doc.json: x: unknown key"),
+    ],
+)
+def test_small_and_large_files_get_the_same_errors(pad: bytes, data: bytes, message: str) -> None:
+    with pytest.raises(FormulaError) as info:
+        decode(data + pad, _Doc, "doc.json")
+    assert str(info.value).startswith(message)
+
+
+@pytest.mark.parametrize("pad", [b"", _LARGE], ids=["small", "large"])
+def test_small_and_large_files_read_the_same(pad: bytes) -> None:
+    plain = b'{"items": {"a": {"n": 1}, "b": {"n": 2}}}'
+    dialect = b'{"items": {"a": {"n": 1} "b": {"n": 2},},}'
+    expected = _Doc(items={"a": _Leaf(1), "b": _Leaf(2)})
+    assert decode(plain + pad, _Doc, "doc.json") == expected
+    assert decode(dialect + pad, _Doc, "doc.json") == expected
+
+
+@pytest.mark.parametrize(("size", "imported"), [(200, False), (SCAN_UP_TO + 1, True)])
+def test_only_a_large_file_imports_json(size: int, imported: bool) -> None:
+    """A single run's formula (a few hundred bytes) is read without the json module."""
+    code = (
+        "import sys; from typing import Any; from repeatr.model.jsonload import decode;"
+        f"decode(b'{{\"a\": 1}}' + b' ' * {size}, dict[str, Any], 'f.json');"
+        "print('json' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == str(imported)

@@ -99,3 +99,18 @@ def test_printed_as_the_original_printed_it() -> None:
         '{\n    "guid": "g",\n    "time": 1,\n    "formulaID": "F",\n'
         '    "exitCode": -1,\n    "results": {}\n}\n'
     )
+
+
+def test_escapes_as_json_dumps_did() -> None:
+    """Encoded by msgspec (a single run imports no json), byte for byte what
+    ``json.dumps(indent=4, ensure_ascii=False)`` printed: non-ASCII raw, control
+    characters, quotes and backslashes escaped, results sorted."""
+    odd = "/tâsk/ü\u2028\x7f\x01\n\t\"\\"
+    record = RunRecord(
+        guid="0000000a-bcdefghk-mnopqrst", time=1, formula_id="AteQ", exit_code=0,
+        results={odd: "tar:abc", "/a": "tar:def"}, metadata={"ké": "v\x00"},
+    )
+    builtins = json.loads(encode_pretty(record))
+    assert list(builtins["results"]) == sorted(builtins["results"])
+    expected = json.dumps(builtins, indent=4, ensure_ascii=False) + "\n"
+    assert encode_pretty(record) == expected.encode()
