@@ -49,16 +49,16 @@ def test_output_dir_swapped_for_a_symlink_is_not_followed(
     elsewhere = tmp_path / "elsewhere"  # stands for /etc
     elsewhere.mkdir()
     moved = tmp_path / "moved"
-    real_loads = json.loads
+    real_decode = run_mod.msgspec.json.decode
 
-    def swap_then_loads(data: Any, **kw: Any) -> Any:
+    def swap_then_decode(data: Any, **kw: Any) -> Any:
         # After repeatr made the directory, a neighbour swaps it for a symlink.
         if out.is_dir() and not out.is_symlink():
             out.rename(moved)
             out.symlink_to(elsewhere)
-        return real_loads(data, **kw)
+        return real_decode(data, **kw)
 
-    monkeypatch.setattr(run_mod.json, "loads", swap_then_loads)
+    monkeypatch.setattr(run_mod.msgspec.json, "decode", swap_then_decode)
     run_mod.write_output_dir(out, RECORD)
     monkeypatch.undo()
     assert list(elsewhere.iterdir()) == []
