@@ -202,13 +202,8 @@ class Server:
     # --- in the forked helper ------------------------------------------------------
     def helper(self, fds: list[int]) -> int:
         """Become the sandbox helper of one job (``repeatr.executors.sandbox``)."""
-        box = Sandbox(Control(fds[0], self.parent))
-        signal.signal(signal.SIGTERM, box.on_term)
-        libc.set_pdeathsig(signal.SIGTERM)  # the server died: clean up and go
-        if os.getppid() != self.pid:
-            return 1  # it died before the death signal was set
         os.setsid()  # a process group of its own, as each helper had
-        return self._serve_job(box, fds)
+        return self._serve_job(fds, self.pid)  # its death signal: the server's
 
     def become_helper(self, fds: list[int]) -> int:
         """A ``last`` fork with no helper running: be the job's helper ourselves.
@@ -224,16 +219,18 @@ class Server:
         finally:
             os.close(pidfd)
         os.close(self.sock.detach())
-        box = Sandbox(Control(fds[0], self.parent))
-        signal.signal(signal.SIGTERM, box.on_term)
-        libc.set_pdeathsig(signal.SIGTERM)  # the parent died: clean up and go
-        if os.getppid() != self.parent_pid:
-            return 1  # it died before the death signal was set
-        return self._serve_job(box, fds)
+        return self._serve_job(fds, self.parent_pid)
 
-    def _serve_job(self, box: Sandbox, fds: list[int]) -> int:
-        """The job's stdio on 0-2, every other descriptor closed, then serve the job."""
+    def _serve_job(self, fds: list[int], death_from: int) -> int:
+        """Serve the job: SIGTERM (ours, or the death signal when ``death_from``, our
+        parent, dies) cleans up and goes; the job's stdio on 0-2, every other
+        descriptor closed."""
         control, *stdio = fds
+        box = Sandbox(Control(control, self.parent))
+        signal.signal(signal.SIGTERM, box.on_term)
+        libc.set_pdeathsig(signal.SIGTERM)
+        if os.getppid() != death_from:
+            return 1  # it died before the death signal was set
         for target, fd in enumerate(stdio):
             os.dup2(fd, target)  # inheritable: the job's stdio
         keep = {0, 1, 2, control, self.parent}
